@@ -1,0 +1,52 @@
+# PAIR - the two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PAIR := $(VENV)/bin/pair
+DEMO_DIR ?= demo-data
+DEMO_PORT ?= 8000
+DEMO_DICOM_PORT ?= 11112
+APT_PACKAGES := dcmtk postgresql chromium orthanc orthanc-dicomweb
+
+.PHONY: env sysdeps test lint demo clean bench
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU build from the local wheel store; never a CUDA torch
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+env: $(VENV)/.installed
+
+sysdeps:
+	@missing=""; \
+	command -v storescu >/dev/null || missing="$$missing dcmtk"; \
+	test -x /usr/lib/postgresql/15/bin/initdb || missing="$$missing postgresql"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v Orthanc >/dev/null || missing="$$missing orthanc orthanc-dicomweb"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \
+	  else echo "missing Debian packages:$$missing (run 'sudo make sysdeps')"; exit 1; fi; \
+	fi
+
+lint: env
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+test: env sysdeps lint
+	$(PY) -m pytest -q
+
+demo: env
+	$(PY) -m pair.demo --data-dir $(DEMO_DIR) --port $(DEMO_PORT) --dicom-port $(DEMO_DICOM_PORT)
+
+bench: env sysdeps
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from pair.cli.main import app
+
+app()

@@ -1,0 +1,1 @@
+"""Facilities, users, roles, API tokens and the DICOM peers allowed to send."""

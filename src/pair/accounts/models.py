@@ -1,0 +1,69 @@
+"""Account tables. Every user belongs to one facility; tokens are stored hashed."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from pair.db.base import Base, TimestampMixin
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    DATA_MANAGER = "data-manager"
+    RADIOLOGIST = "radiologist"
+    EVALUATOR = "evaluator"
+    RESEARCHER = "researcher"
+
+
+class Facility(TimestampMixin, Base):
+    __tablename__ = "facility"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    deid_profile: Mapped[str | None] = mapped_column(Text, default=None)
+
+    users: Mapped[list[User]] = relationship(back_populates="facility")
+
+
+class User(TimestampMixin, Base):
+    __tablename__ = "app_user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    facility_id: Mapped[int] = mapped_column(ForeignKey("facility.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str | None] = mapped_column(String(256), default=None)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    facility: Mapped[Facility] = relationship(back_populates="users", lazy="joined")
+
+
+class ApiToken(TimestampMixin, Base):
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(128), default="")
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class AeTitle(TimestampMixin, Base):
+    """A DICOM peer allowed to associate; what it sends belongs to ``facility``."""
+
+    __tablename__ = "ae_title"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    facility_id: Mapped[int] = mapped_column(ForeignKey("facility.id"), index=True)
+    ae_title: Mapped[str] = mapped_column(String(16), unique=True)
+    description: Mapped[str] = mapped_column(String(256), default="")
+
+    facility: Mapped[Facility] = relationship(lazy="joined")

@@ -1,0 +1,1 @@
+"""Audit trail (who did what, when, from where) and the ordered change log."""

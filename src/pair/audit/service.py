@@ -1,0 +1,70 @@
+"""Record audit events and changes inside the caller's transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from pair.audit.models import AuditEvent, ChangeEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a user (API, portal, CLI) or a DICOM peer."""
+
+    user_id: int | None
+    user_name: str
+    facility_id: int | None
+    role: str
+    source: str = ""
+
+    @classmethod
+    def system(cls, source: str = "cli", facility_id: int | None = None) -> Actor:
+        return cls(None, "system", facility_id, "admin", source)
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    action: str,
+    object_type: str = "",
+    object_id: str = "",
+    *,
+    outcome: str = "success",
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    event = AuditEvent(
+        user_id=actor.user_id,
+        user_name=actor.user_name,
+        facility_id=actor.facility_id,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        source=actor.source,
+        outcome=outcome,
+        detail=detail or {},
+    )
+    session.add(event)
+    return event
+
+
+def record_change(
+    session: Session,
+    facility_id: int | None,
+    kind: str,
+    object_type: str,
+    object_id: str,
+    *,
+    shareable: bool = True,
+) -> None:
+    session.add(
+        ChangeEvent(
+            facility_id=facility_id,
+            kind=kind,
+            object_type=object_type,
+            object_id=str(object_id),
+            shareable=shareable,
+        )
+    )

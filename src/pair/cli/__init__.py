@@ -1,0 +1,1 @@
+"""Command-line foundation: the ``pair`` Typer app and shared options."""

@@ -1,0 +1,62 @@
+"""``pair serve``: the HTTP server and the DICOM listener in one process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from pair.cli.common import DataDir, console, handle_errors
+from pair.core.config import get_settings
+from pair.core.node import open_node
+from pair.web.app import create_app
+
+log = logging.getLogger("pair.serve")
+
+
+@handle_errors
+def serve(
+    data_dir: DataDir,
+    host: Annotated[str, typer.Option(help="HTTP bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    dicom_port: Annotated[int, typer.Option(help="DICOM port (0 disables DIMSE).")] = 11112,
+    ae_title: Annotated[str, typer.Option(help="This node's AE title.")] = "PAIR",
+) -> None:
+    """Start the HTTP server and the DICOM listener; SIGINT/SIGTERM stop both cleanly."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings(
+        data_dir, host=host, port=port, dicom_port=dicom_port, ae_title=ae_title
+    )
+    node = open_node(settings=settings)
+    app = create_app(node)
+    dimse: Any = None
+    if dicom_port:
+        from pair.repository.dimse import start_dimse_server
+
+        dimse = start_dimse_server(node, host=host, port=dicom_port, ae_title=ae_title)
+        console.print(f"DICOM listener {ae_title} on {host}:{dicom_port}")
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    server = uvicorn.Server(config)
+    stopped = threading.Event()
+
+    def stop(signum: int, _frame: Any) -> None:
+        if not stopped.is_set():
+            stopped.set()
+            server.should_exit = True
+
+    console.print(f"PAIR node serving http://{host}:{port}/ (data dir {data_dir})")
+    # uvicorn installs its own handlers; ours run first and also stop the DICOM listener.
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.run()
+    finally:
+        if dimse is not None:
+            dimse.shutdown()
+        node.close()
+        console.print("PAIR node stopped")

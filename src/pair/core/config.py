@@ -1,0 +1,96 @@
+"""One settings object for the whole node, read from ``PAIR_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Node configuration. Every path defaults to a place under ``data_dir``."""
+
+    model_config = SettingsConfigDict(env_prefix="PAIR_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./pair-data"))
+    database_url: str | None = None
+    role: Literal["site", "hub"] = "site"
+    site_id: str = "SITE"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dicom_port: int = 11112
+    ae_title: str = "PAIR"
+    max_upload_bytes: int = 2 * 1024**3
+    max_instance_bytes: int = 1024**3
+    session_cookie_secure: bool = False
+    log_level: str = "INFO"
+    uid_root: str = "2.25"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'pair.db').resolve()}"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def private_dir(self) -> Path:
+        """Site-private material (secret keys, re-identification exports); never shared."""
+        return self.data_dir / "private"
+
+    @cached_property
+    def site_secret(self) -> bytes:
+        """The site's HMAC key for UID remapping and pseudonyms, created on first use."""
+        return _read_or_create_secret(self.private_dir / "site-secret.key")
+
+    @cached_property
+    def session_secret(self) -> str:
+        return _read_or_create_secret(self.private_dir / "session-secret.key").hex()
+
+    def ensure_dirs(self) -> None:
+        for d in (self.data_dir, self.storage_dir, self.tmp_dir, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _read_or_create_secret(path: Path) -> bytes:
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(32)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex())
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, path)  # atomic, fails if another process won the race
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return bytes.fromhex(path.read_text().strip())
+
+
+def get_settings(data_dir: Path | str | None = None, **overrides: object) -> Settings:
+    """Settings for a data dir; CLI ``--data-dir`` wins over ``PAIR_DATA_DIR``."""
+    if data_dir is not None:
+        overrides["data_dir"] = Path(data_dir)
+    return Settings(**overrides)  # type: ignore[arg-type]

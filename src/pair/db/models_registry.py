@@ -1,0 +1,13 @@
+"""Imports every capability's models so Alembic and ``create_all`` see one metadata.
+
+Each capability adds its ``models`` module here and its migrations in its own Alembic branch
+(``branch_labels``), so capabilities can evolve their schema independently.
+"""
+
+from pair.accounts import models as _accounts  # noqa: F401
+from pair.audit import models as _audit  # noqa: F401
+from pair.db.base import Base
+from pair.deid import models as _deid  # noqa: F401
+from pair.repository import models as _repository  # noqa: F401
+
+metadata = Base.metadata

@@ -1,0 +1,1 @@
+"""HTTP foundation: app factory, auth dependencies, error mapping."""

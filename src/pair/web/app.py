@@ -1,0 +1,41 @@
+"""FastAPI application factory. Each capability contributes one router."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.middleware.sessions import SessionMiddleware
+
+import pair
+from pair.core.node import Node
+from pair.web.errors import install_error_handlers
+
+
+def create_app(node: Node) -> FastAPI:
+    from pair.accounts.api import router as accounts_router
+    from pair.audit.api import router as audit_router
+
+    app = FastAPI(
+        title="PAIR node",
+        version=pair.__version__,
+        description="Pandemic AI Response platform: case repository, DICOMweb, reporting, "
+        "local AI evaluation.",
+        openapi_url="/openapi.json",
+    )
+    app.state.node = node
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=node.settings.session_secret,
+        session_cookie="pair_session",
+        same_site="lax",
+        https_only=node.settings.session_cookie_secure,
+        max_age=8 * 3600,
+    )
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["system"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": pair.__version__, "role": node.settings.role}
+
+    app.include_router(accounts_router)
+    app.include_router(audit_router)
+    return app

@@ -1,0 +1,69 @@
+"""Injected dependencies: node, DB session, current user and role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from pair.accounts import service as accounts
+from pair.accounts.models import Role, User
+from pair.audit.service import Actor
+from pair.core.errors import Forbidden, Unauthorized
+from pair.core.node import Node
+
+SESSION_USER_KEY = "user_id"
+
+
+def get_node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+def get_session(node: Node = Depends(get_node)) -> Iterator[Session]:
+    with node.db.session() as session:
+        yield session
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def optional_user(request: Request, session: Session = Depends(get_session)) -> User | None:
+    """The user behind a bearer token, or behind the portal's session cookie."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("Authorization header must be 'Bearer <token>'.")
+        return accounts.authenticate_token(session, value.strip())
+    user_id = request.scope.get("session", {}).get(SESSION_USER_KEY)
+    if user_id is not None:
+        user = session.get(User, int(user_id))
+        if user is not None and user.active:
+            return user
+    return None
+
+
+def current_user(user: User | None = Depends(optional_user)) -> User:
+    if user is None:
+        raise Unauthorized("Authentication required: send 'Authorization: Bearer <token>'.")
+    return user
+
+
+def current_actor(request: Request, user: User = Depends(current_user)) -> Actor:
+    return accounts.actor_for(user, client_address(request))
+
+
+def require_roles(*roles: Role) -> Callable[..., Actor]:
+    """Dependency factory: admins pass every check; others need one of ``roles``."""
+    allowed = {r.value for r in roles}
+
+    def check(actor: Actor = Depends(current_actor)) -> Actor:
+        if actor.role != Role.ADMIN.value and actor.role not in allowed:
+            names = ", ".join(sorted(allowed | {Role.ADMIN.value}))
+            raise Forbidden(f"Role {actor.role!r} may not do this; required: {names}.")
+        return actor
+
+    return check

@@ -1,0 +1,58 @@
+"""The one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pair.core.errors import PairError, Unauthorized
+
+log = logging.getLogger("pair.web")
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(
+        ("/api", "/dicomweb")
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PairError)
+    async def pair_error(request: Request, exc: PairError) -> Response:
+        renderer = getattr(request.app.state, "html_error_renderer", None)
+        if renderer is not None and _wants_html(request):
+            return renderer(request, exc.http_status, exc.message)  # type: ignore[no-any-return]
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            {"error": "invalid", "message": "Request validation failed.", "details": details},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        renderer = getattr(request.app.state, "html_error_renderer", None)
+        if renderer is not None and _wants_html(request):
+            return renderer(request, exc.status_code, str(exc.detail))  # type: ignore[no-any-return]
+        return JSONResponse(
+            {"error": "http_error", "message": str(exc.detail)}, status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("Unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"error": "internal", "message": "Internal server error; see the server log."},
+            status_code=500,
+        )

@@ -1,0 +1,121 @@
+"""Shared fixtures. Database-backed tests run on SQLite and on a real PostgreSQL server.
+
+The PostgreSQL server is started once per test session as the ``postgres`` user in a temporary
+directory it owns, listening on 127.0.0.1 only, and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pair.core.config import get_settings
+from pair.core.node import Node, open_node
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = Path(os.environ.get("PAIR_SHARED_DATA", SHARED / "data"))
+PG_BIN = Path(os.environ.get("PAIR_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(*cmd: str) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return list(cmd)
+
+
+class PostgresServer:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="pair-pg-"))
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.datadir = self.dir / "data"
+
+    def start(self) -> None:
+        subprocess.run(
+            _as_postgres(str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+                         "--auth=trust", "-E", "UTF8", "--no-sync"),
+            check=True, capture_output=True,
+        )
+        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+                f"-c unix_socket_directories={self.dir} -c fsync=off -c max_connections=200")
+        subprocess.run(
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", opts,
+                         "-l", str(self.dir / "log"), "-w", "start"),
+            check=True, capture_output=True,
+        )
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self) -> str:
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"),
+            capture_output=True,
+        )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    time.sleep(0.2)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pair.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
+
+
+@pytest.fixture
+def node(tmp_path: Path, database_url: str) -> Iterator[Node]:
+    """A node with its own data dir on each database backend."""
+    settings = get_settings(tmp_path / "node", database_url=database_url, site_id="TEST")
+    n = open_node(settings=settings)
+    yield n
+    n.close()
+
+
+@pytest.fixture
+def sqlite_node(tmp_path: Path) -> Iterator[Node]:
+    """A node on SQLite only, for tests whose subject is not the database."""
+    n = open_node(tmp_path / "node")
+    yield n
+    n.close()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"shared test data missing at {SHARED_DATA}"
+    return SHARED_DATA
