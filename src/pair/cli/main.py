@@ -6,6 +6,7 @@ import typer
 
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
+from pair.deid.cli import deid, deid_export_mapping
 
 app = typer.Typer(
     name="pair",
@@ -18,6 +19,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
 app.command("serve")(serve)
+app.command("deid")(deid)
+app.command("deid-export-mapping")(deid_export_mapping)
 
 
 if __name__ == "__main__":
