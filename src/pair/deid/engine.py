@@ -19,10 +19,11 @@ from typing import Any
 import yaml
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from pair.deid.profile import DeidProfile
 from pair.deid.scanner import Finding, PhiIndex, burned_in_risk, collect_phi, scan
@@ -108,6 +109,13 @@ def _dict_vr(tag: int) -> str:
         return str(dictionary_VR(tag))
     except KeyError:
         return "UN"
+
+
+def _put(out: Dataset, key: Any, raw: Any) -> None:
+    """Copy an element unchanged. Bypasses ``Dataset.__setitem__``, which converts every raw
+    private element to look up its creator: the copy is byte-identical, and this is the
+    hottest line of ingest (``key`` is the source's BaseTag, ``raw`` not a sequence)."""
+    out._dict[key] = raw
 
 
 def _shift_da(value: str, days: int) -> str | None:
@@ -232,7 +240,7 @@ class Deidentifier:
                 study_uid=str(out.get("StudyInstanceUID", "")),
                 pseudonym=mapping.pseudonym,
             )
-        findings = [f for f in scan(collect_phi(ds), out) if f.kind not in self._exclude_kinds]
+        findings = [f for f in scan(ctx.index(), out) if f.kind not in self._exclude_kinds]
         return DeidResult(
             dataset=out,
             pseudonym=mapping.pseudonym,
@@ -289,12 +297,13 @@ class _Pass:
         self.t = engine.table
         self.shift = shift
         self.original = original
-        self._clean_index: PhiIndex | None = None
+        self._index: PhiIndex | None = None
 
-    def clean_index(self) -> PhiIndex:
-        if self._clean_index is None:
-            self._clean_index = collect_phi(self.original, all_dates=True)
-        return self._clean_index
+    def index(self) -> PhiIndex:
+        """Identifying values of the original (all dates included, for cleaning)."""
+        if self._index is None:
+            self._index = collect_phi(self.original, all_dates=True)
+        return self._index
 
     def walk(self, src: Dataset) -> Dataset:
         out = Dataset()
@@ -309,7 +318,7 @@ class _Pass:
             group = t >> 16
             if group & 1:
                 if self.e._safe:
-                    self._private(src, out, t, creators)
+                    self._private(src, out, tag, creators)
                 continue
             if (t & 0xFFFF) == 0 or group == 0x0002 or group in curve:
                 continue
@@ -323,23 +332,23 @@ class _Pass:
                     act = Act.WALK
                 elif vr == "UI":
                     if t in self.t.never_remap or not self.t.remap_uids:
-                        out[tag] = raw
+                        _put(out, tag, raw)
                         continue
                     act = Act.UID
                 elif vr in ("DA", "DT") and self.t.shift_dates:
                     act = Act.SHIFT
                 else:
-                    out[tag] = raw
+                    _put(out, tag, raw)
                     continue
-            self._apply(src, out, t, vr, act, raw)
+            self._apply(src, out, tag, vr, act, raw)
         return out
 
-    def _apply(self, src: Dataset, out: Dataset, t: int, vr: str, act: Act, raw: Any) -> None:
+    def _apply(self, src: Dataset, out: Dataset, t: Any, vr: str, act: Act, raw: Any) -> None:
         if act is Act.KEEP:
-            out[t] = raw
+            _put(out, t, raw) if vr != "SQ" else out.add_new(t, "SQ", src[t].value)
         elif act is Act.WALK:
             if vr != "SQ":
-                out[t] = raw
+                _put(out, t, raw)
                 return
             items = src[t].value or ()
             out.add_new(t, "SQ", Sequence([self.walk(item) for item in items]))
@@ -358,19 +367,22 @@ class _Pass:
             else:
                 out.add_new(t, vr, [] if vr == "SQ" else None)
         elif act is Act.SHIFT:
-            self._shift(src, out, t, vr)
+            if vr in ("DA", "DT"):
+                self._shift(out, t, vr, src[t].value)
+            else:
+                _put(out, t, raw)
         elif act is Act.CLEAN:
             if vr in _TEXT_VRS and vr != "CS":
                 value = src[t].value
                 if isinstance(value, MultiValue):
-                    cleaned: Any = [self.clean_index().clean(str(v)) for v in value]
+                    cleaned: Any = [self.index().clean(str(v)) for v in value]
                 else:
-                    cleaned = self.clean_index().clean(str(value or ""))
+                    cleaned = self.index().clean(str(value or ""))
                 out.add_new(t, vr, cleaned)
             elif vr == "SQ":
                 out.add_new(t, "SQ", Sequence([self.walk(i) for i in src[t].value or ()]))
             else:
-                out[t] = raw
+                _put(out, t, raw)
 
     def _remap(self, src: Dataset, out: Dataset, t: int, vr: str) -> None:
         value = src[t].value
@@ -383,11 +395,7 @@ class _Pass:
             new = value
         out.add_new(t, vr, new)
 
-    def _shift(self, src: Dataset, out: Dataset, t: int, vr: str) -> None:
-        if vr not in ("DA", "DT"):
-            out[t] = src.get_item(t)
-            return
-        value = src[t].value
+    def _shift(self, out: Dataset, t: Any, vr: str, value: Any) -> None:
         fn = _shift_da if vr == "DA" else _shift_dt
         values = list(value) if isinstance(value, MultiValue) else [value]
         shifted: list[str] = []
@@ -402,14 +410,15 @@ class _Pass:
         out.add_new(t, vr, shifted if len(shifted) > 1 else (shifted[0] if shifted else ""))
 
     def _private(
-        self, src: Dataset, out: Dataset, t: int, creators: dict[tuple[int, int], str]
+        self, src: Dataset, out: Dataset, key: Any, creators: dict[tuple[int, int], str]
     ) -> None:
+        t = int(key)
         group, el = t >> 16, t & 0xFFFF
         if 0x10 <= el <= 0xFF:
-            value = src[t].value
+            value = src[key].value
             if isinstance(value, bytes):
                 value = value.decode("latin-1")
-            creators[(group, el)] = str(value).strip().rstrip("\x00").strip()
+            creators[(group, el)] = str(value).strip(" \x00")
             return
         if el < 0x1000:
             return
@@ -420,24 +429,24 @@ class _Pass:
         entry = self.e._safe.get((creator, group, el & 0xFF))
         if entry is None:
             return
-        creator_tag = (group << 16) | block
-        raw = src.get_item(t)
+        opts = self.e.profile.options
+        if entry.action == "date" and not (
+            self.t.shift_dates or opts.retain_longitudinal_full_dates
+        ):
+            return  # a date the Basic Profile would remove
+        creator_tag = BaseTag((group << 16) | block)
+        if creator_tag not in out._dict:
+            _put(out, creator_tag, src.get_item(creator_tag))
+        raw = src.get_item(key)
         vr = str(raw.VR) if raw.VR and raw.VR != "UN" else entry.vr
-        if entry.action == "date":
-            if not (self.t.shift_dates or self.e.profile.options.retain_longitudinal_full_dates):
-                return
-            if creator_tag not in out:
-                out[creator_tag] = src.get_item(creator_tag)
-            if self.t.shift_dates:
-                if isinstance(raw, RawDataElement) and raw.VR in (None, "UN"):
-                    src[t] = DataElement(t, vr, raw.value.decode("latin-1").strip())
-                self._shift(src, out, t, vr)
+        if entry.action == "date" and self.t.shift_dates:
+            value = raw.value
+            if isinstance(raw, RawDataElement) and isinstance(value, bytes):
+                value = value.decode("latin-1").strip(" \x00")
             else:
-                out[t] = raw
-            return
-        if creator_tag not in out:
-            out[creator_tag] = src.get_item(creator_tag)
-        if vr == "UI" and self.t.remap_uids:
-            self._remap(src, out, t, vr)
+                value = src[key].value
+            self._shift(out, key, vr, value)
+        elif vr == "UI" and self.t.remap_uids:
+            self._remap(src, out, key, vr)
         else:
-            out[t] = raw
+            _put(out, key, raw)

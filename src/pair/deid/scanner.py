@@ -10,13 +10,14 @@ value, never the value itself.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import yaml
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 _TEXT_VRS = frozenset(
@@ -28,6 +29,7 @@ _PIXEL_DATA = 0x7FE00010
 _NORMALIZE = {i: " " for i in range(128) if not chr(i).isalnum()}
 _WORD = re.compile(r"[^\W_]+")
 _PN_SPLIT = re.compile(r"[\^=]")
+OTHER_DATE = "other-date"  # dates besides the birth date: cleaned from descriptors, not scanned
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,34 @@ def _tag_str(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def _walk(ds: Dataset, path: str = "") -> Iterator[tuple[str, Any]]:
-    """Every data element at every depth (file meta excluded), with its tag path."""
-    for elem in ds:
-        here = f"{path}{_tag_str(int(elem.tag))}"
-        if elem.VR == "SQ":
-            for i, item in enumerate(elem.value or ()):
-                yield from _walk(item, f"{here}[{i}]")
-        else:
-            yield here, elem
+@cache
+def _vr_of(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+@cache
+def _keyword(tag: int) -> str:
+    return str(keyword_for_tag(tag) or "") or f"private {_tag_str(tag)}"
+
+
+def _walk(
+    ds: Dataset, want: Callable[[int, str], bool], path: str = ""
+) -> Iterator[tuple[str, Any]]:
+    """Elements at every depth (file meta excluded) for which ``want(tag, vr)`` holds, with
+    their tag path. Only those elements (and sequences) are converted from their raw form."""
+    for key in ds.keys():
+        tag = int(key)
+        raw = ds.get_item(key)
+        vr = str(raw.VR) if raw.VR else _vr_of(tag)
+        if vr == "SQ":
+            here = f"{path}{_tag_str(tag)}"
+            for i, item in enumerate(ds[key].value or ()):
+                yield from _walk(item, want, f"{here}[{i}]")
+        elif want(tag, vr):
+            yield f"{path}{_tag_str(tag)}", ds[key]
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -94,19 +115,26 @@ class PhiIndex:
     phrases: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
 
     def add_word(self, word: str, kind: str, source: str) -> None:
-        self.words.setdefault(word, (kind, source))
+        found = self.words.get(word)
+        if found is None or found[0] == OTHER_DATE:
+            self.words[word] = (kind, source)
 
     def add_phrase(self, words: list[str], kind: str, source: str) -> None:
         if len(words) == 1:
             self.add_word(words[0], kind, source)
         elif words:
-            self.phrases.setdefault(words[0], {}).setdefault(" ".join(words), (kind, source))
+            bucket = self.phrases.setdefault(words[0], {})
+            phrase = " ".join(words)
+            found = bucket.get(phrase)
+            if found is None or found[0] == OTHER_DATE:
+                bucket[phrase] = (kind, source)
 
     def __bool__(self) -> bool:
         return bool(self.words or self.phrases)
 
-    def match(self, text: str) -> list[tuple[str, str]]:
-        """The (kind, source) of every identifying fragment found in ``text``."""
+    def match(self, text: str, *, other_dates: bool = False) -> list[tuple[str, str]]:
+        """The (kind, source) of every identifying fragment found in ``text`` (dates other
+        than the birth date only when ``other_dates``)."""
         words = normalize(text)
         if not words:
             return []
@@ -114,14 +142,14 @@ class PhiIndex:
         padded: str | None = None
         for w in set(words):
             hit = self.words.get(w)
-            if hit is not None:
+            if hit is not None and (other_dates or hit[0] != OTHER_DATE):
                 found.append(hit)
             candidates = self.phrases.get(w)
             if candidates:
                 if padded is None:
                     padded = f" {' '.join(words)} "
                 for phrase, origin in candidates.items():
-                    if f" {phrase} " in padded:
+                    if f" {phrase} " in padded and (other_dates or origin[0] != OTHER_DATE):
                         found.append(origin)
         return found
 
@@ -130,7 +158,24 @@ class PhiIndex:
         masked = _WORD.sub(
             lambda m: "***" if m.group(0).upper() in self.words else m.group(0), text
         )
-        return "" if self.match(masked) else masked
+        return "" if self.match(masked, other_dates=True) else masked
+
+
+@cache
+def _source_tags() -> dict[int, str]:
+    cfg = scanner_config()
+    by_tag: dict[int, str] = {}
+    for group in ("names", "ids", "dates", "addresses", "institutions", "free_text"):
+        for kw in cfg[group]:
+            tag = tag_for_keyword(kw)
+            if tag is None:
+                raise ValueError(f"unknown keyword {kw!r} in phi-sources.yaml")
+            by_tag[int(tag)] = group
+    return by_tag
+
+
+def _scan_wanted(tag: int, vr: str) -> bool:
+    return vr in _TEXT_VRS or (vr in _BYTE_VRS and tag != _PIXEL_DATA)
 
 
 def _name_words(value: str, min_len: int, stop: frozenset[str]) -> list[str]:
@@ -143,14 +188,16 @@ def collect_phi(ds: Dataset, *, all_dates: bool = False) -> PhiIndex:
     cfg = scanner_config()
     stop: frozenset[str] = cfg["_stop"]
     min_name = int(cfg["min_name_token"])
-    by_keyword: dict[str, str] = {}
-    for group in ("names", "ids", "dates", "addresses", "institutions", "free_text"):
-        for kw in cfg[group]:
-            by_keyword[kw] = group
+    by_tag = _source_tags()
+
+    def want(tag: int, vr: str) -> bool:
+        return vr == "PN" or tag in by_tag or (all_dates and vr == "DA")
+
     index = PhiIndex()
-    for _path, elem in _walk(ds):
-        kind = by_keyword.get(elem.keyword, "")
-        source = elem.keyword or f"private {_tag_str(int(elem.tag))}"
+    for _path, elem in _walk(ds, want):
+        tag = int(elem.tag)
+        kind = by_tag.get(tag, "")
+        source = _keyword(tag)
         if elem.VR == "PN":
             for value in _strings(elem.value):
                 for part in _PN_SPLIT.split(value):
@@ -168,11 +215,12 @@ def collect_phi(ds: Dataset, *, all_dates: bool = False) -> PhiIndex:
                     continue
                 index.add_phrase(normalize(value), "identifier", source)
         elif kind == "dates" or (all_dates and elem.VR == "DA"):
+            label = "date" if kind == "dates" else OTHER_DATE
             for value in _strings(elem.value):
                 digits = "".join(c for c in value if c.isdigit())
                 if len(digits) == 8:
-                    index.add_word(digits, "date", source)
-                    index.add_phrase([digits[:4], digits[4:6], digits[6:]], "date", source)
+                    index.add_word(digits, label, source)
+                    index.add_phrase([digits[:4], digits[4:6], digits[6:]], label, source)
         elif kind in ("addresses", "institutions"):
             label = "address" if kind == "addresses" else "institution"
             for value in _strings(elem.value):
@@ -201,10 +249,10 @@ def scan(index: PhiIndex, deidentified: Dataset) -> list[Finding]:
     if not index:
         return findings
     seen: set[tuple[str, str]] = set()
-    elements: list[tuple[str, Any]] = list(_walk(deidentified))
+    elements: list[tuple[str, Any]] = list(_walk(deidentified, _scan_wanted))
     meta = getattr(deidentified, "file_meta", None)
     if meta is not None:
-        elements.extend(_walk(meta))
+        elements.extend(_walk(meta, _scan_wanted))
     for path, elem in elements:
         vr = elem.VR
         if vr in _TEXT_VRS:
