@@ -415,7 +415,8 @@ class _Pass:
         t = int(key)
         group, el = t >> 16, t & 0xFFFF
         if 0x10 <= el <= 0xFF:
-            value = src[key].value
+            item = src.get_item(key)  # raw when possible: reading must not alter the source
+            value = item.value
             if isinstance(value, bytes):
                 value = value.decode("latin-1")
             creators[(group, el)] = str(value).strip(" \x00")

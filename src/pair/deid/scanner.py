@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
@@ -85,7 +86,7 @@ def _walk(
 ) -> Iterator[tuple[str, Any]]:
     """Elements at every depth (file meta excluded) for which ``want(tag, vr)`` holds, with
     their tag path. Only those elements (and sequences) are converted from their raw form."""
-    for key in ds.keys():
+    for key in ds.keys():  # noqa: SIM118 (Dataset iteration yields elements, not tags)
         tag = int(key)
         raw = ds.get_item(key)
         vr = str(raw.VR) if raw.VR else _vr_of(tag)
@@ -100,9 +101,9 @@ def _walk(
 def _strings(value: Any) -> Iterable[str]:
     if value is None or value == "":
         return ()
-    if isinstance(value, (str, bytes)):
-        return (value.decode("latin-1") if isinstance(value, bytes) else value,)
-    if isinstance(value, Iterable):
+    if isinstance(value, bytes):
+        return (value.decode("latin-1"),)
+    if isinstance(value, (MultiValue, list, tuple)):
         return [str(v) for v in value]
     return (str(value),)
 
