@@ -180,13 +180,16 @@ class Deidentifier:
         return hmac.new(self._secret, f"{label}\x00{value}".encode(), hashlib.sha256).digest()
 
     def remap_uid(self, uid: str) -> str:
-        """The site's deterministic replacement for an instance-type UID."""
+        """The deterministic replacement for an instance-type UID: HMAC-SHA256 with the site
+        secret over (facility prefix, UID), so one original study sent by two facilities
+        becomes two studies, each under that facility's pseudonym."""
         uid = uid.strip().rstrip("\x00")
         if not uid:
             return uid
         new = self._uid_cache.get(uid)
         if new is None:
-            number = int.from_bytes(self._mac("uid", uid)[:16], "big") % (10**self._uid_digits)
+            mac = self._mac("uid", f"{self.site_prefix}\x00{uid}")
+            number = int.from_bytes(mac[:16], "big") % (10**self._uid_digits)
             new = f"{self.uid_root}.{number}"
             if len(self._uid_cache) >= _UID_CACHE_LIMIT:
                 self._uid_cache.clear()
