@@ -320,3 +320,42 @@ def test_store_gets_study_mapping(
         result.pseudonym,
     )
     assert result.original_accession == "999887722"
+
+
+def test_other_options(
+    load: Callable[[str], Dataset], make_deid: Callable[..., Deidentifier]
+) -> None:
+    full = make_deid(parse_profile("options: {retain_longitudinal_full_dates: true}"))
+    r = full.deidentify(load("deid_ctbrain1.dcm"))
+    assert r.dataset.StudyDate == "20230101" and r.date_shift_days == 0
+    assert r.dataset.LongitudinalTemporalInformationModified == "UNMODIFIED"
+    uids = make_deid(parse_profile("options: {retain_uids: true}"))
+    ds = load("pydicom_CT_small.dcm")
+    assert uids.deidentify(ds).dataset.SOPInstanceUID == ds.SOPInstanceUID
+    inst = make_deid(parse_profile("options: {retain_institution_identity: true}"))
+    r = inst.deidentify(load("deid_ctbrain1.dcm"))
+    assert r.dataset.InstitutionName == "SGH SPRINGFIELD GENERAL HOSPITAL"
+    assert r.findings == []  # institution identity is retained on purpose, not a finding
+    desc = make_deid(parse_profile("options: {clean_descriptors: true}")).deidentify(
+        load("highdicom_dx_image.dcm")
+    )
+    assert desc.dataset.SeriesDescription == "CHEST"
+    assert "ImageComments" not in desc.dataset  # comments stay removed (stricter than C)
+    assert "AdditionalPatientHistory" not in desc.dataset
+
+
+def test_implicit_vr_input(
+    load: Callable[[str], Dataset], make_deid: Callable[..., Deidentifier]
+) -> None:
+    ds = load("pydicom_CT_small.dcm")
+    buf = io.BytesIO()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(buf, implicit_vr=True, little_endian=True)
+    implicit = pydicom.dcmread(io.BytesIO(buf.getvalue()))
+    result = make_deid().deidentify(implicit)
+    assert result.findings == []
+    reread = pydicom.dcmread(io.BytesIO(_bytes(result.dataset)))
+    assert reread.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    assert reread[0x00191023].value is not None  # safe private element kept
+    assert reread[0x00190010].value == "GEMS_ACQU_01"
+    assert (reread.pixel_array == ds.pixel_array).all()

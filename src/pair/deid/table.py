@@ -181,9 +181,14 @@ def compile_table(profile: DeidProfile) -> CompiledTable:
                 if vr in _DATE_VRS and tag not in never_dates:
                     keep_time = date_rule == "K" or vr == "TM"
                     actions[tag] = Act.KEEP if keep_time else Act.SHIFT
-        for keyword, code in (option.get("actions") or {}).items():
+        for keyword in option.get("keep") or ():
             tag = _tag(keyword)
-            actions[tag] = _resolve(code, _vr(tag), tag in walk)
+            actions[tag] = _resolve("K", _vr(tag), tag in walk)
+        for keyword in option.get("clean") or ():
+            tag = _tag(keyword)
+            actions[tag] = _resolve("C", _vr(tag), tag in walk)
+        for keyword in option.get("not_retained") or ():
+            _tag(keyword)  # validated; the Basic Profile action stays
 
     if opts.retain_uids:
         for tag, act in list(actions.items()):
