@@ -143,6 +143,10 @@ class PhiIndex:
         padded: str | None = None
         for w in set(words):
             hit = self.words.get(w)
+            if hit is None and len(w) > 8 and w[:8].isdigit():
+                hit = self.words.get(w[:8])  # a date-time starting with an identifying date
+                if hit is not None and hit[0] not in ("date", OTHER_DATE):
+                    hit = None
             if hit is not None and (other_dates or hit[0] != OTHER_DATE):
                 found.append(hit)
             candidates = self.phrases.get(w)
