@@ -6,7 +6,7 @@ import typer
 
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
-from pair.deid.cli import deid, deid_export_mapping
+from pair.deid.cli import deid, deid_export_mapping, deid_profile
 
 app = typer.Typer(
     name="pair",
@@ -21,6 +21,7 @@ app.add_typer(ae_app, name="ae")
 app.command("serve")(serve)
 app.command("deid")(deid)
 app.command("deid-export-mapping")(deid_export_mapping)
+app.command("deid-profile")(deid_profile)
 
 
 if __name__ == "__main__":
