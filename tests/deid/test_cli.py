@@ -101,3 +101,30 @@ def test_deid_needs_facility_when_several(tmp_path: Path, shared_data: Path) -> 
     )
     assert r.exit_code == 2
     assert "pass --facility" in r.output
+
+
+def test_deid_profile_command(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    runner.invoke(
+        app, ["facility", "create", "--data-dir", str(data_dir), "General Hospital", "--code", "GH"]
+    )
+    r = runner.invoke(app, ["deid-profile", "--data-dir", str(data_dir), "--facility", "GH"])
+    assert r.exit_code == 0 and "PAIR pair-default v1 (site default)" in r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("options: {retain_everything: true}\n")
+    r = runner.invoke(
+        app, ["deid-profile", "--data-dir", str(data_dir), "--facility", "GH", str(bad)]
+    )
+    assert r.exit_code == 2
+    assert "options.retain_everything: unknown key" in " ".join(r.output.split())
+    good = tmp_path / "strict.yaml"
+    good.write_text("name: strict\nversion: 2\noptions: {retain_patient_characteristics: true}\n")
+    r = runner.invoke(
+        app, ["deid-profile", "--data-dir", str(data_dir), "--facility", "GH", str(good)]
+    )
+    assert r.exit_code == 0 and "PAIR strict v2 (facility)" in r.output
+    assert "retain_patient_characteristics" in r.output
+    r = runner.invoke(
+        app, ["deid-profile", "--data-dir", str(data_dir), "--facility", "GH", "--reset"]
+    )
+    assert r.exit_code == 0 and "(site default)" in r.output

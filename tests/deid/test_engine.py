@@ -359,3 +359,33 @@ def test_implicit_vr_input(
     assert reread[0x00191023].value is not None  # safe private element kept
     assert reread[0x00190010].value == "GEMS_ACQU_01"
     assert (reread.pixel_array == ds.pixel_array).all()
+
+
+def test_date_shift_edge_cases() -> None:
+    from pair.deid.engine import _shift_da, _shift_dt
+
+    assert _shift_da("20240301", -1) == "20240229"  # leap day
+    assert _shift_da("20230101-20230131", -365) == "20220101-20220131"  # range
+    assert _shift_da("-20230131", -1) == "-20230130"  # open range
+    assert _shift_da("2023.01.01", -1) == "20221231"  # ACR-NEMA form
+    assert _shift_da("2023", -1) is None  # not a full date: removed, never kept
+    assert _shift_da("20231345", -1) is None
+    assert _shift_dt("20230101123000.5+0100", -2) == "20221230123000.5+0100"
+    assert _shift_dt("2023", -2) is None
+
+
+def test_invalid_dates_are_emptied_not_kept(
+    load: Callable[[str], Dataset], make_deid: Callable[..., Deidentifier]
+) -> None:
+    ds = load("highdicom_dx_image.dcm")
+    with pytest.warns(UserWarning, match="Invalid value for VR DA"):
+        ds.SeriesDate = "2020"
+    out = make_deid().deidentify(ds).dataset
+    assert out.SeriesDate == ""
+
+
+def test_birth_date_inside_a_datetime_is_found(load: Callable[[str], Dataset]) -> None:
+    original = load("deid_ctbrain1.dcm")
+    out = Dataset()
+    out.AcquisitionDateTime = "20200704101010"
+    assert [(f.path, f.kind) for f in scan_residual_phi(original, out)] == [("(0008,002A)", "date")]

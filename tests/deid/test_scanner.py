@@ -51,3 +51,16 @@ def test_institution_can_be_excluded(load: Callable[[str], Dataset]) -> None:
     out.InstitutionName = "SGH SPRINGFIELD GENERAL HOSPITAL"
     assert {f.kind for f in scan_residual_phi(original, out)} == {"institution"}
     assert scan_residual_phi(original, out, exclude_kinds=frozenset({"institution"})) == []
+
+
+def test_own_method_attributes_are_not_scanned(
+    load: Callable[[str], Dataset], make_deid: Callable[..., Deidentifier]
+) -> None:
+    from pair.deid.profile import parse_profile
+
+    original = load("deid_ctbrain1.dcm")
+    original.InstitutionName = "PAIR General"  # shares a word with (0012,0063)'s profile label
+    deid = make_deid(parse_profile("name: pair-default\noptions: {}\n"))
+    result = deid.deidentify(original)
+    assert any("PAIR" in m for m in result.dataset.DeidentificationMethod)
+    assert result.findings == []

@@ -6,8 +6,8 @@ import typer
 
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
-from pair.deid.cli import deid, deid_export_mapping
 from pair.repository.cli import register as register_repository
+from pair.deid.cli import deid, deid_export_mapping, deid_profile
 
 app = typer.Typer(
     name="pair",
@@ -23,6 +23,7 @@ app.command("serve")(serve)
 register_repository(app)
 app.command("deid")(deid)
 app.command("deid-export-mapping")(deid_export_mapping)
+app.command("deid-profile")(deid_profile)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pair.accounts.service import get_facility, list_facilities
 from pair.cli.common import DataDir, console, err_console, handle_errors, node_for
 from pair.core.errors import Invalid
 from pair.deid import service
+from pair.deid.profile import profile_for
 
 
 @handle_errors
@@ -82,3 +83,30 @@ def deid_export_mapping(
         "(original names, IDs, date shifts). Keep it at the site and delete it when done."
     )
     console.print(f"{len(rows)} row(s) written to {out}")
+
+
+@handle_errors
+def deid_profile(
+    data_dir: DataDir,
+    facility: Annotated[str, typer.Option(help="Facility name, code or id.")],
+    profile_file: Annotated[
+        Path | None, typer.Argument(help="Profile YAML to use for this facility.")
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Use the site default again.")] = False,
+) -> None:
+    """Show, set (validated) or reset a facility's de-identification profile."""
+    node = node_for(data_dir)
+    with node.db.session() as s:
+        fac = get_facility(s, facility)
+        if profile_file is not None and reset:
+            raise Invalid("Give a profile file or --reset, not both.")
+        if profile_file is not None:
+            service.set_facility_profile(s, fac, profile_file.read_text("utf-8"))
+        elif reset:
+            service.set_facility_profile(s, fac, None)
+        profile = profile_for(fac.deid_profile)
+        source = "facility" if fac.deid_profile else "site default"
+    console.print(f"{fac.name}: {profile.label} ({source})")
+    for name in profile.options.enabled():
+        console.print(f"  {name}")
+    console.print(f"  date shift {profile.date_shift.min_days}..{profile.date_shift.max_days} days")

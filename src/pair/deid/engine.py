@@ -347,9 +347,9 @@ class _Pass:
         return out
 
     def _apply(self, src: Dataset, out: Dataset, t: Any, vr: str, act: Act, raw: Any) -> None:
-        if act is Act.KEEP:
-            _put(out, t, raw) if vr != "SQ" else out.add_new(t, "SQ", src[t].value)
-        elif act is Act.WALK:
+        if act is Act.KEEP and vr != "SQ":
+            _put(out, t, raw)
+        elif act is Act.WALK or act is Act.KEEP:  # K on a sequence: kept, items cleaned
             if vr != "SQ":
                 _put(out, t, raw)
                 return
@@ -388,6 +388,9 @@ class _Pass:
                 _put(out, t, raw)
 
     def _remap(self, src: Dataset, out: Dataset, t: int, vr: str) -> None:
+        if not self.t.remap_uids:
+            _put(out, t, src.get_item(t))
+            return
         value = src[t].value
         remap = self.e.remap_uid
         if isinstance(value, MultiValue):

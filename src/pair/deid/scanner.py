@@ -30,6 +30,8 @@ _PIXEL_DATA = 0x7FE00010
 _NORMALIZE = {i: " " for i in range(128) if not chr(i).isalnum()}
 _WORD = re.compile(r"[^\W_]+")
 _PN_SPLIT = re.compile(r"[\^=]")
+# De-identification Method and its Code Sequence: written by PAIR from its own configuration.
+_OWN_TAGS = frozenset({0x00120063, 0x00120064})
 OTHER_DATE = "other-date"  # dates besides the birth date: cleaned from descriptors, not scanned
 
 
@@ -82,18 +84,23 @@ def _keyword(tag: int) -> str:
 
 
 def _walk(
-    ds: Dataset, want: Callable[[int, str], bool], path: str = ""
+    ds: Dataset,
+    want: Callable[[int, str], bool],
+    path: str = "",
+    skip: frozenset[int] = frozenset(),
 ) -> Iterator[tuple[str, Any]]:
     """Elements at every depth (file meta excluded) for which ``want(tag, vr)`` holds, with
     their tag path. Only those elements (and sequences) are converted from their raw form."""
     for key in ds.keys():  # noqa: SIM118 (Dataset iteration yields elements, not tags)
         tag = int(key)
+        if tag in skip:
+            continue
         raw = ds.get_item(key)
         vr = str(raw.VR) if raw.VR else _vr_of(tag)
         if vr == "SQ":
             here = f"{path}{_tag_str(tag)}"
             for i, item in enumerate(ds[key].value or ()):
-                yield from _walk(item, want, f"{here}[{i}]")
+                yield from _walk(item, want, f"{here}[{i}]", skip)
         elif want(tag, vr):
             yield f"{path}{_tag_str(tag)}", ds[key]
 
@@ -143,6 +150,10 @@ class PhiIndex:
         padded: str | None = None
         for w in set(words):
             hit = self.words.get(w)
+            if hit is None and len(w) > 8 and w[:8].isdigit():
+                hit = self.words.get(w[:8])  # a date-time starting with an identifying date
+                if hit is not None and hit[0] not in ("date", OTHER_DATE):
+                    hit = None
             if hit is not None and (other_dates or hit[0] != OTHER_DATE):
                 found.append(hit)
             candidates = self.phrases.get(w)
@@ -250,7 +261,7 @@ def scan(index: PhiIndex, deidentified: Dataset) -> list[Finding]:
     if not index:
         return findings
     seen: set[tuple[str, str]] = set()
-    elements: list[tuple[str, Any]] = list(_walk(deidentified, _scan_wanted))
+    elements: list[tuple[str, Any]] = list(_walk(deidentified, _scan_wanted, skip=_OWN_TAGS))
     meta = getattr(deidentified, "file_meta", None)
     if meta is not None:
         elements.extend(_walk(meta, _scan_wanted))

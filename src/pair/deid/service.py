@@ -188,10 +188,17 @@ def deidentify_folder(
         if ds is None:
             summary.rejected.append((rel, reason or "unreadable"))
         else:
-            with node.db.session() as s:
-                fac = s.get(Facility, facility_id)
-                assert fac is not None
-                result = deidentifier_for(s, node.settings, fac).deidentify(ds)
+            try:
+                with node.db.session() as s:
+                    fac = s.get(Facility, facility_id)
+                    assert fac is not None
+                    result = deidentifier_for(s, node.settings, fac).deidentify(ds)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                # malformed element values pydicom cannot convert; nothing was written
+                summary.rejected.append((rel, f"cannot de-identify ({type(exc).__name__})"))
+                if progress is not None:
+                    progress(n, len(files))
+                continue
             out = result.dataset
             sop = str(out.SOPInstanceUID)
             if result.quarantined:
