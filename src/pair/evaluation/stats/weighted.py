@@ -46,13 +46,17 @@ def weighted_auc(w: FloatArray, ss: SortedScores) -> FloatArray:
 
 
 def auc_from_cumulative(cp: FloatArray, cn: FloatArray) -> FloatArray:
-    """sum_g pos_g * (negatives below g + half the negatives tied at g) / (P N)."""
-    pos = np.diff(cp, axis=1, prepend=0.0)
-    cn_prev = np.concatenate([np.zeros((cn.shape[0], 1), cn.dtype), cn[:, :-1]], axis=1)
-    num = np.sum(pos * (cn + cn_prev), axis=1, dtype=np.float64) / 2.0
-    den = cp[:, -1].astype(np.float64) * cn[:, -1]
+    """Trapezoid area under the (cumulative negatives, cumulative positives) staircase:
+    sum_g (cp_g - cp_{g-1}) (cn_g + cn_{g-1}) / 2 = (P N + sum_g cp_g cn_{g-1} - cp_{g-1} cn_g) / 2,
+    which counts ties as one half; divided by P N. Accumulated in float64."""
+    p_tot = cp[:, -1].astype(np.float64)
+    n_tot = cn[:, -1].astype(np.float64)
+    cross = np.einsum("ij,ij->i", cp[:, 1:], cn[:, :-1], dtype=np.float64) - np.einsum(
+        "ij,ij->i", cp[:, :-1], cn[:, 1:], dtype=np.float64
+    )
+    den = p_tot * n_tot
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        return np.where(den > 0, (den + cross) / 2.0 / np.where(den > 0, den, 1.0), np.nan)
 
 
 def weighted_tpr_at_fpr(w: FloatArray, ss: SortedScores, grid: FloatArray) -> FloatArray:
@@ -61,19 +65,21 @@ def weighted_tpr_at_fpr(w: FloatArray, ss: SortedScores, grid: FloatArray) -> Fl
 
 
 def tpr_from_cumulative(cp: FloatArray, cn: FloatArray, grid: FloatArray) -> FloatArray:
-    """Calling ``score >= s_g`` positive gives tp = P - cp[g-1], fp = N - cn[g-1]."""
+    """Best sensitivity with FPR <= f for each grid f.
+
+    Calling ``score >= s_g`` positive gives fp = N - cn_{g-1} and tp = P - cp_{g-1}; FPR <= f
+    means cn_{g-1} >= N (1 - f), and the smallest such g has the highest TPR.
+    """
     out = np.full((cp.shape[0], grid.size), np.nan)
+    n_groups = cp.shape[1]
     for b in range(cp.shape[0]):
         p_tot, n_tot = float(cp[b, -1]), float(cn[b, -1])
         if p_tot <= 0 or n_tot <= 0:
             continue
-        # ROC points from the highest group down: (0, 0), then each group's inclusion.
-        cn_prev = np.r_[0.0, cn[b, :-1]][::-1]
-        cp_prev = np.r_[0.0, cp[b, :-1]][::-1]
-        fpr = np.r_[0.0, (n_tot - cn_prev) / n_tot]
-        tpr = np.r_[0.0, (p_tot - cp_prev) / p_tot]
-        idx = np.searchsorted(fpr, grid, side="right") - 1
-        out[b] = tpr[np.clip(idx, 0, tpr.size - 1)]
+        need = n_tot - grid * n_tot - 1e-9 * n_tot
+        g = np.where(need <= 0, 0, 1 + np.searchsorted(cn[b, :-1], need, side="left"))
+        cp_prev = np.where(g > 0, cp[b, np.clip(g - 1, 0, n_groups - 1)], 0.0)
+        out[b] = np.where(g < n_groups, (p_tot - cp_prev) / p_tot, 0.0)
     return out
 
 
