@@ -219,14 +219,18 @@ def evaluate_scores(
             )
         )
 
-    ss = SortedScores.build(y, s)
-    preds = {name: s >= t for name, _, t, _ in points}
+    # The bootstrap works in score order: weights are drawn for the sorted cases, so the
+    # per-resample sort/gather disappears (every statistic is order-invariant).
+    perm = np.argsort(s, kind="mergesort")
+    ys, sc = y[perm], s[perm]
+    ss = SortedScores.build(ys, sc)
+    preds = {name: sc >= t for name, _, t, _ in points}
 
     # One (n, 4k [+1]) design: a single pass of W per chunk gives every count (and Brier).
     names_order = list(preds)
-    design = [count_vectors(y, preds[name]) for name in names_order]
+    design = [count_vectors(ys, preds[name]) for name in names_order]
     if is_prob:
-        design.append(((s - y) ** 2)[:, None])
+        design.append(((sc - ys) ** 2)[:, None])
     design_m = np.hstack(design).astype(np.float32)
 
     def stat_fn(w: FloatArray) -> dict[str, FloatArray]:
@@ -247,8 +251,8 @@ def evaluate_scores(
         y.size,
         n_boot=n_boot,
         seed=seed,
-        strata=None if clustered else y,
-        clusters=clusters,
+        strata=None if clustered else ys,
+        clusters=None if clusters is None else np.asarray(clusters)[perm],
         bca=boot_method == "bca",
     )
 

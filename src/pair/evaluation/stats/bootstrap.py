@@ -56,17 +56,19 @@ def bootstrap_weights(
 ) -> Iterator[FloatArray]:
     """Yield (chunk, n) weight matrices; strata are ignored when clusters are given."""
     unit_of_case, n_units = _units(n, clusters)
+    groups = [] if strata is None else [np.nonzero(strata == s)[0] for s in np.unique(strata)]
     done = 0
     while done < n_boot:
         b = min(CHUNK, n_boot - done)
         if clusters is not None:
             yield _draw_counts(rng, b, n_units)[:, unit_of_case]
         elif strata is not None:
-            w = np.zeros((b, n), dtype=np.float32)
-            for level in np.unique(strata):
-                idx = np.nonzero(strata == level)[0]
-                w[:, idx] = _draw_counts(rng, b, idx.size)
-            yield w
+            # Draw within each stratum, then count all draws of a resample in one bincount.
+            cases = np.concatenate(
+                [idx[rng.integers(0, idx.size, size=(b, idx.size))] for idx in groups], axis=1
+            )
+            flat = (np.arange(b, dtype=np.int64)[:, None] * n + cases).ravel()
+            yield np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float32)
         else:
             yield _draw_counts(rng, b, n)
         done += b

@@ -20,18 +20,20 @@ class SortedScores:
     order: IntArray
     starts: IntArray  # first index of each tie group in sorted order
     pos_sorted: FloatArray  # 1.0 for positives in sorted order
+    identity: bool  # cases already in score order: no gather needed
 
     @classmethod
     def build(cls, y: IntArray, scores: FloatArray) -> SortedScores:
         order = np.argsort(scores, kind="mergesort")
         s = scores[order]
         starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1].astype(np.int64)
-        return cls(order, starts, y[order].astype(np.float64))
+        identity = bool(np.all(order == np.arange(order.size)))
+        return cls(order, starts, y[order].astype(np.float64), identity)
 
     def cumulative(self, w: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Cumulative weighted positives and negatives up to each tie group's end, ascending
         score: (B, G) each. Everything else (AUC, ROC points) follows from these two."""
-        ws = w[:, self.order]
+        ws = w if self.identity else w[:, self.order]
         cp = np.cumsum(ws * self.pos_sorted.astype(ws.dtype), axis=1)
         ct = np.cumsum(ws, axis=1)
         if self.starts.size < self.order.size:  # ties: keep the last index of each group
