@@ -54,3 +54,13 @@ def test_kappa_se_agrees_with_bootstrap() -> None:
 def test_unknown_label_is_refused() -> None:
     with pytest.raises(Invalid, match="not one of the classes"):
         mc.evaluate_multiclass(["a", "b"], ["a", "zz"], ["a", "b"])
+
+
+def test_multiclass_model_is_json_serialisable() -> None:
+    t, p, prob = _data(200, 44)
+    res = mc.evaluate_multiclass(t, p, CLASSES, prob, weighting="quadratic")
+    model = mc.to_model(res)
+    back = type(model).model_validate_json(model.model_dump_json())
+    assert back.confusion == res.confusion.tolist()
+    assert back.kappa.value == pytest.approx(res.kappa.value)
+    assert [c.name for c in back.per_class] == CLASSES

@@ -217,3 +217,26 @@ class EvaluationResult(_Model):
             if op.name == name:
                 return op
         raise KeyError(name)
+
+
+class ClassMetrics(_Model):
+    """One-vs-rest metrics of one class of a multiclass output."""
+
+    name: str
+    n_reference: int
+    sensitivity: Estimate
+    specificity: Estimate
+    ppv: Estimate
+    auc: Estimate | None = None
+
+
+class MulticlassEvaluation(_Model):
+    """JSON form of ``stats.multiclass.evaluate_multiclass`` (rows = reference class)."""
+
+    schema_version: str = RESULT_SCHEMA_VERSION
+    classes: list[str]
+    confusion: list[list[int]]
+    accuracy: Estimate
+    per_class: list[ClassMetrics]
+    kappa: Estimate
+    kappa_weighting: str

@@ -14,6 +14,7 @@ import numpy as np
 from scipy import stats as sps
 
 from pair.core.errors import Invalid
+from pair.evaluation.result import ClassMetrics, Estimate, MulticlassEvaluation
 from pair.evaluation.stats.arrays import FloatArray, IntArray, check_level
 from pair.evaluation.stats.proportions import Proportion, proportion
 from pair.evaluation.stats.roc import AucCI, auc_ci_delong
@@ -147,4 +148,46 @@ def evaluate_multiclass(
         proportion(int(np.trace(cm)), int(cm.sum()), level),
         per_class,
         weighted_kappa(cm, weighting, level),
+    )
+
+
+def to_model(res: MulticlassResult) -> MulticlassEvaluation:
+    """Pydantic/JSON form for the CLI, the portal and stored evaluations."""
+
+    def prop(p: Proportion) -> Estimate:
+        return Estimate(
+            value=p.value,
+            lower=p.lower,
+            upper=p.upper,
+            method="wilson",
+            numerator=p.numerator,
+            denominator=p.denominator,
+        )
+
+    return MulticlassEvaluation(
+        classes=res.classes,
+        confusion=res.confusion.tolist(),
+        accuracy=prop(res.accuracy),
+        per_class=[
+            ClassMetrics(
+                name=c.cls,
+                n_reference=c.n_reference,
+                sensitivity=prop(c.sensitivity),
+                specificity=prop(c.specificity),
+                ppv=prop(c.ppv),
+                auc=None
+                if c.auc is None
+                else Estimate(
+                    value=c.auc.auc, lower=c.auc.lower, upper=c.auc.upper, method="delong"
+                ),
+            )
+            for c in res.per_class
+        ],
+        kappa=Estimate(
+            value=res.kappa.value,
+            lower=res.kappa.lower,
+            upper=res.kappa.upper,
+            method="fleiss-cohen-everitt wald",
+        ),
+        kappa_weighting=res.kappa.weighting,
     )
