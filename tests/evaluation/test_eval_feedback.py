@@ -83,6 +83,12 @@ def test_case_level_content_is_refused(payload: dict[str, Any], bad: dict[str, A
         fb.sign_payload({**payload, **bad}, KEY, "k")
 
 
+def test_payload_violating_the_schema_is_refused(payload: dict[str, Any]) -> None:
+    bad = {**payload, "algorithm": {**payload["algorithm"], "sha256": "NOT-A-HASH"}}
+    with pytest.raises(Invalid, match="schema at payload/algorithm/sha256"):
+        fb.sign_payload(bad, KEY, "k")
+
+
 def test_signature_verifies_and_detects_tampering(payload: dict[str, Any]) -> None:
     env = fb.sign_payload(payload, KEY, "site-1")
     assert fb.verify_signature(env, KEY)

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 
 from pair.core.errors import Invalid, PairError
 from pair.evaluation.report.context import ReportContext
-from pair.evaluation.result import Estimate, EvaluationResult
+from pair.evaluation.result import Estimate, EvaluationResult, finite
 
 FORMAT = "pair-evaluation-feedback"
 FORMAT_VERSION = "1.0"
@@ -125,7 +126,12 @@ def build_feedback_payload(
             for op in result.operating_points
         ],
         "roc": [
-            {"fpr": p.fpr, "tpr": p.tpr, "tpr_lower": p.tpr_lower, "tpr_upper": p.tpr_upper}
+            {
+                "fpr": p.fpr,
+                "tpr": p.tpr,
+                "tpr_lower": finite(p.tpr_lower),
+                "tpr_upper": finite(p.tpr_upper),
+            }
             for p in result.roc[::ROC_GRID_STEP]
         ],
         "calibration": None
@@ -198,7 +204,7 @@ def sign_payload(payload: dict[str, Any], key: bytes, key_id: str) -> dict[str, 
         raise Invalid(f"signing key must be at least {MIN_KEY_BYTES} bytes, got {len(key)}")
     assert_aggregate_only(payload)
     mac = hmac.new(key, canonical_json(payload), hashlib.sha256).digest()
-    return {
+    envelope = {
         "payload": payload,
         "signature": {
             "alg": SIGNATURE_ALG,
@@ -206,6 +212,18 @@ def sign_payload(payload: dict[str, Any], key: bytes, key_id: str) -> dict[str, 
             "value": base64.urlsafe_b64encode(mac).decode("ascii").rstrip("="),
         },
     }
+    validate_envelope(envelope)
+    return envelope
+
+
+def validate_envelope(envelope: dict[str, Any]) -> None:
+    """Check the envelope against data/feedback.schema.json; say which field is wrong."""
+    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(envelope), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        raise Invalid(f"feedback does not match its schema at {where}: {first.message}")
 
 
 def verify_signature(envelope: dict[str, Any], key: bytes) -> bool:

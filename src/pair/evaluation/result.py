@@ -25,7 +25,8 @@ def finite(x: float | None) -> float | None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Any remaining nan/inf is written as null so the JSON stays standard.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="null")
 
 
 class Estimate(_Model):
