@@ -72,10 +72,11 @@ def test_html_is_self_contained_with_all_sections(
     assert all(base64.b64decode(img).startswith(PNG_MAGIC) for img in images)
     assert "RT-PCR within 48 h" in html and "PAIR demo CXR version 0.1.0" in html
     assert f"{result.auc.value:.3f}" in html
+    assert "PPV at prevalence 0.080" in html
 
 
 def test_user_text_is_escaped(result: EvaluationResult) -> None:
-    html = render_html(result, ReportContext(data_source="<script>alert(1)</script>"))
+    html = render_html(result, ReportContext(data_source="<script>alert(1)</script>"), pngs={})
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
 
 

@@ -401,6 +401,7 @@ def evaluate_scores(
         n_boot=n_boot,
         seed=seed,
         auc_method=primary.method,
+        planning_prevalence=prevalence,
         cohort=cohort,
         auc=primary,
         auc_delong=auc_delong,

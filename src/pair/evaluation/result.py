@@ -200,6 +200,7 @@ class EvaluationResult(_Model):
     n_boot: int
     seed: int
     auc_method: str
+    planning_prevalence: float | None = None
     cohort: CohortDescription
     auc: Estimate
     auc_delong: Estimate
