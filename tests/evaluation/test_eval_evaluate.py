@@ -129,3 +129,25 @@ def test_bad_inputs_are_refused() -> None:
         evaluate_scores(
             [0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], 0.5, n_boot=50, groups={"sex": ["F", "M"]}
         )
+
+
+def test_clustered_subgroups_and_comparison(cohort: dict[str, np.ndarray]) -> None:
+    k = 3  # three identical images per patient
+    y, p = np.repeat(cohort["y"], k), np.repeat(cohort["p"], k)
+    other, sex = np.repeat(cohort["other"], k), np.repeat(cohort["sex"], k)
+    clusters = np.repeat(np.arange(cohort["y"].size), k)
+    r = evaluate_scores(
+        y, p, 0.5, clusters=clusters, groups={"sex": sex}, compare_scores=other, n_boot=400, seed=2
+    )
+    naive = evaluate_scores(y, p, 0.5, groups={"sex": sex}, compare_scores=other, n_boot=100)
+    for row, ref in zip(r.subgroups, naive.subgroups, strict=True):
+        assert row.auc is not None and ref.auc is not None
+        assert row.auc.method == "cluster bootstrap percentile"
+        assert row.auc.value == ref.auc.value
+        assert row.auc.width is not None and ref.auc.width is not None
+        assert row.auc.width > 1.3 * ref.auc.width  # sqrt(3) wider in expectation
+        assert row.sensitivity.method == "cluster bootstrap percentile"
+    assert r.comparison is not None and naive.comparison is not None
+    assert r.comparison.auc.difference.method == "cluster bootstrap percentile"
+    assert r.comparison.auc.difference.value == pytest.approx(naive.comparison.auc.difference.value)
+    assert r.comparison.auc.p_value > naive.comparison.auc.p_value

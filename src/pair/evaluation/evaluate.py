@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
+from scipy import stats as sps
 
 from pair.core.errors import Invalid
 from pair.evaluation.result import (
@@ -59,12 +60,14 @@ from pair.evaluation.stats.weighted import (
     counts_from_product,
     threshold_stats,
     tpr_from_cumulative,
+    weighted_auc,
 )
 from pair.evaluation.subgroups import group_labels, subgroup_rows
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
 WIDE_CI = 0.4
 MAX_EMPIRICAL_POINTS = 1000
+SUBGROUP_BOOT = 1000  # resamples per subgroup level (clustered data only)
 RECOMMENDED_POSITIVES = 139  # sensitivity ~0.9 within +/-0.05 (95% CI)
 THRESHOLD_METRICS = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1")
 
@@ -232,6 +235,8 @@ def evaluate_scores(
     if is_prob:
         design.append(((sc - ys) ** 2)[:, None])
     design_m = np.hstack(design).astype(np.float32)
+    # With clusters the paired AUC difference also comes from the (same) clustered resamples.
+    ss_other = None if other is None or not clustered else SortedScores.build(ys, other[perm])
 
     def stat_fn(w: FloatArray) -> dict[str, FloatArray]:
         cp, cn = ss.cumulative(w)
@@ -241,6 +246,8 @@ def evaluate_scores(
             out.update(threshold_stats(counts_from_product(prod[:, 4 * k : 4 * k + 4]), f"{name}:"))
         if is_prob:
             out["brier"] = prod[:, -1] / w.sum(axis=1)
+        if ss_other is not None:
+            out["auc_diff"] = out["auc"] - weighted_auc(w, ss_other)
         tprs = tpr_from_cumulative(cp, cn, ROC_GRID)
         for k in range(ROC_GRID.size):
             out[f"roc:{k}"] = tprs[:, k]
@@ -315,29 +322,39 @@ def evaluate_scores(
     else:
         warnings.append("Scores are not probabilities in [0, 1]: calibration was not assessed.")
 
-    subgroups = subgroup_rows(y, s, threshold, groups or {}, level)
-    if clustered and subgroups:
-        warnings.append(
-            "Subgroup CIs (DeLong/Wilson) ignore clustering of images within "
-            "patients and are too narrow when patients have several images."
-        )
+    subgroups = subgroup_rows(
+        y,
+        s,
+        threshold,
+        groups or {},
+        level,
+        clusters=clusters,
+        n_boot=min(n_boot, SUBGROUP_BOOT),
+        seed=seed,
+        boot_method=boot_method,
+    )
 
     comparison = None
     if other is not None:
         t_b = threshold if compare_threshold is None else compare_threshold
         dt = delong_test(y, s, other, level)
         pdx = paired_decisions(y, s, threshold, other, t_b)
+        diff = Estimate(value=dt.difference, lower=dt.lower, upper=dt.upper, method="delong paired")
+        z, p_value = dt.z, dt.p_value
+        if clustered:
+            diff = _boot_estimate(run, "auc_diff", dt.difference, level, boot_method)
+            sd = float(np.nanstd(run.replicates["auc_diff"], ddof=1))
+            z = dt.difference / sd if sd > 0 else 0.0
+            p_value = float(2 * sps.norm.sf(abs(z))) if sd > 0 else 1.0
         comparison = ComparisonResult(
             name_a=names[0],
             name_b=names[1],
             auc=AucComparison(
                 auc_a=dt.auc_a,
                 auc_b=dt.auc_b,
-                difference=Estimate(
-                    value=dt.difference, lower=dt.lower, upper=dt.upper, method="delong paired"
-                ),
-                z=dt.z,
-                p_value=dt.p_value,
+                difference=diff,
+                z=z,
+                p_value=p_value,
                 correlation=dt.correlation,
             ),
             threshold_a=pdx.threshold_a,
@@ -351,8 +368,8 @@ def evaluate_scores(
         )
         if clustered:
             warnings.append(
-                "The DeLong and McNemar comparison assumes independent cases; "
-                "with several images per patient its p-values are too small."
+                "The AUC difference uses the patient-clustered bootstrap, but McNemar's "
+                "tests assume independent images; their p-values are too small."
             )
 
     n_pos = int(y.sum())
