@@ -125,6 +125,10 @@ def test_non_probability_scores_skip_calibration() -> None:
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(Invalid, match="both positive and negative"):
         evaluate_scores([0, 0, 0], [0.1, 0.2, 0.3], 0.5)
+    with pytest.raises(Invalid, match="threshold must be a finite number"):
+        evaluate_scores([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], float("nan"), n_boot=50)
+    with pytest.raises(Invalid, match="clusters must be one-dimensional"):
+        evaluate_scores([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], 0.5, n_boot=50, clusters=[1, 2])
     with pytest.raises(Invalid, match="group column"):
         evaluate_scores(
             [0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], 0.5, n_boot=50, groups={"sex": ["F", "M"]}

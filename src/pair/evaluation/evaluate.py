@@ -203,6 +203,9 @@ def evaluate_scores(
     y = as_labels(y_true)
     s = as_scores(scores, y.size)
     require_both_classes(y, "evaluation")
+    for label, value in (("threshold", threshold), ("compare_threshold", compare_threshold)):
+        if value is not None and not np.isfinite(value):
+            raise Invalid(f"{label} must be a finite number, got {value}")
     warnings: list[str] = []
     is_prob = bool(s.min() >= 0 and s.max() <= 1) if probabilities is None else probabilities
     clustered = clusters is not None
