@@ -209,6 +209,11 @@ def evaluate_scores(
     warnings: list[str] = []
     is_prob = bool(s.min() >= 0 and s.max() <= 1) if probabilities is None else probabilities
     clustered = clusters is not None
+    if clustered and np.asarray(clusters).shape != (y.size,):
+        raise Invalid(
+            f"clusters must be one-dimensional with {y.size} values, "
+            f"got shape {np.asarray(clusters).shape}"
+        )
     other = None if compare_scores is None else as_scores(compare_scores, y.size, "compare_scores")
 
     points: list[tuple[str, str, float, bool]] = [
