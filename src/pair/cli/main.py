@@ -7,6 +7,8 @@ import typer
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
 from pair.repository.cli import register as register_repository
+from pair.deid.cli import deid, deid_export_mapping, deid_profile
+from pair.evaluation.cli import evaluation_app
 
 app = typer.Typer(
     name="pair",
@@ -20,6 +22,10 @@ app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
 app.command("serve")(serve)
 register_repository(app)
+app.command("deid")(deid)
+app.command("deid-export-mapping")(deid_export_mapping)
+app.command("deid-profile")(deid_profile)
+app.add_typer(evaluation_app, name="evaluation")
 
 
 if __name__ == "__main__":

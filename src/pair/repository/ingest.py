@@ -75,6 +75,8 @@ def quarantine_store(node: Node) -> ContentStore:
 
 
 def _finding_dict(finding: Any) -> dict[str, Any]:
+    if hasattr(finding, "as_dict"):
+        return dict(finding.as_dict())
     if hasattr(finding, "model_dump"):
         return dict(finding.model_dump(mode="json"))
     if hasattr(finding, "__dataclass_fields__"):
