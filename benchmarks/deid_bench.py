@@ -24,6 +24,7 @@ from common import (
     append_markdown,
     command_line,
     fmt,
+    loadavg,
     machine_description,
     make_dataset,
     print_table,
@@ -100,15 +101,18 @@ def report(rows: list[Row]) -> str:
                 fmt(r.mb / r.deid.wall_s),
                 fmt(r.deid.ms(50), 2),
                 fmt(r.deid.ms(95), 2),
+                fmt(r.n / r.cpu_s if r.cpu_s else float("nan")),
                 fmt(r.cpu_s / r.deid.wall_s, 2),
                 fmt(r.n / r.full.wall_s),
                 fmt(r.full.ms(50), 2),
             ]
         )
-    headers = ["instances", "n", "deid inst/s", "deid MB/s", "p50 ms", "p95 ms", "CPU/wall"]
+    headers = ["instances", "n", "deid inst/s", "deid MB/s", "p50 ms", "p95 ms"]
+    headers += ["inst per CPU-s", "CPU/wall"]
     headers += ["decode+deid+encode inst/s", "p50 ms"]
     md = print_table("De-identification, 1 process, 1 thread", headers, table)
-    return f"`{command_line()}`\n\n{machine_description()}\n\n{md}"
+    load = f"load average (1 min) at the end: {loadavg()}"
+    return f"`{command_line()}`\n\n{machine_description()}; {load}\n\n{md}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -33,10 +33,12 @@ from common import (
     Timing,
     append_markdown,
     command_line,
+    cpu_seconds,
     ct_slice,
     database_url,
     fmt,
     load_dataset,
+    loadavg,
     machine_description,
     make_dataset,
     orthanc_version,
@@ -62,6 +64,11 @@ class Result:
     mb: float
     timing: Timing
     failed: int = 0
+    server_cpu_s: float = float("nan")  # CPU the server process used during the run
+
+    @property
+    def cpu_ms_per_instance(self) -> float:
+        return self.server_cpu_s * 1000 / self.sent if self.sent else float("nan")
 
     @property
     def per_s(self) -> float:
@@ -344,10 +351,21 @@ def run(args: argparse.Namespace) -> list[Result]:
                         )
                         with running(server):
                             _warm_up(server, work / "warmup")
+                            cpu0 = cpu_seconds(server.proc.pid)
                             timing, failed = fn(server)
+                            cpu = cpu_seconds(server.proc.pid) - cpu0
                             stored = server.count_instances() - 1
                             results.append(
-                                Result(name, kind, len(data.files), stored, data.mb, timing, failed)
+                                Result(
+                                    name,
+                                    kind,
+                                    len(data.files),
+                                    stored,
+                                    data.mb,
+                                    timing,
+                                    failed,
+                                    cpu,
+                                )
                             )
                             print(
                                 f"  {name:32s} {kind:8s} {results[-1].per_s:7.1f} inst/s"
@@ -365,11 +383,17 @@ def _retrieve_all(server: Any, args: argparse.Namespace) -> list[Result]:
     studies, instances = instance_paths(server)
     out = []
     paths = studies * args.rounds
+    cpu0 = cpu_seconds(server.proc.pid)
     timing, parts, mb = retrieve(server, paths, args.clients)
-    out.append(Result(f"WADO-RS study c={args.clients}", server.name, parts, parts, mb, timing))
+    cpu = cpu_seconds(server.proc.pid) - cpu0
+    name = f"WADO-RS study c={args.clients}"
+    out.append(Result(name, server.name, parts, parts, mb, timing, 0, cpu))
     sample = instances[: args.instance_requests]
+    cpu0 = cpu_seconds(server.proc.pid)
     timing, parts, mb = retrieve(server, sample, args.clients)
-    out.append(Result(f"WADO-RS instance c={args.clients}", server.name, parts, parts, mb, timing))
+    cpu = cpu_seconds(server.proc.pid) - cpu0
+    name = f"WADO-RS instance c={args.clients}"
+    out.append(Result(name, server.name, parts, parts, mb, timing, 0, cpu))
     for r in out[-2:]:
         print(f"  {r.scenario:32s} {r.target:8s} {r.per_s:7.1f} inst/s {r.mb_s:7.1f} MB/s")
     return out
@@ -381,6 +405,11 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     for r in results:
         other = by.get((r.scenario, "Orthanc"))
         ratio = r.per_s / other.per_s if r.target == "PAIR" and other else None
+        cpu_ratio = (
+            other.cpu_ms_per_instance / r.cpu_ms_per_instance
+            if r.target == "PAIR" and other
+            else None
+        )
         is_storescu = "storescu" in r.scenario
         rows.append(
             [
@@ -392,14 +421,19 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
                 fmt(r.mb_s),
                 "-" if is_storescu else fmt(r.timing.ms(50)),
                 "-" if is_storescu else fmt(r.timing.ms(95)),
+                fmt(r.cpu_ms_per_instance),
                 fmt(ratio, 2) if ratio is not None else "",
+                fmt(cpu_ratio, 2) if cpu_ratio is not None else "",
             ]
         )
     headers = ["scenario", "server", "stored/sent", "wall s", "inst/s", "MB/s"]
-    headers += ["p50 ms", "p95 ms", "PAIR/Orthanc"]
+    headers += ["p50 ms", "p95 ms", "server CPU ms/inst", "PAIR/Orthanc inst/s"]
+    headers += ["Orthanc/PAIR CPU per inst"]
     title = f"Ingest and retrieve (PAIR on {args.db}, Orthanc {orthanc_version()})"
     md = print_table(title, headers, rows)
-    return f"`{command_line()}`\n\n{machine_description()}\n\n{md}"
+    load = f"load average (1 min) before/after: {args.load_before} / {loadavg()}"
+    print(load)
+    return f"`{command_line()}`\n\n{machine_description()}; {load}\n\n{md}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -418,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", help="run scenarios whose name contains these words")
     p.add_argument("--markdown", type=Path, help="append the result table to this file")
     args = p.parse_args(argv)
+    args.load_before = loadavg()
     results = run(args)
     append_markdown(args.markdown, report(results, args))
 

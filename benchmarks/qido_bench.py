@@ -413,7 +413,7 @@ def report(rows: list[Row], plans: list[str]) -> str:
     if plans:
         print("\n".join(plans))
         md += "\nQuery plans:\n\n```\n" + "\n\n".join(plans) + "\n```\n"
-    return f"`{command_line()}`\n\n{machine_description()}\n\n{md}"
+    return f"`{command_line()}`\n\n{machine_description()}\n\n{md}"  # load: per row
 
 
 def main(argv: Sequence[str] | None = None) -> None:
