@@ -596,7 +596,25 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs ({cpu}), {mem}, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {mem}, Python {platform.python_version()}, "
+        f"512 KiB write+fsync {fsync_probe():.1f} ms (median)"
+    )
+
+
+def fsync_probe(folder: Path | None = None, n: int = 20) -> float:
+    """Median ms to write and fsync 512 KiB here: durable stores (PAIR, Orthanc) pay this."""
+    with tempfile.TemporaryDirectory(dir=folder) as d:
+        lat = []
+        block = os.urandom(512 * 1024)
+        for i in range(n):
+            t0 = time.perf_counter()
+            with open(Path(d) / f"f{i}", "wb") as fh:
+                fh.write(block)
+                fh.flush()
+                os.fsync(fh.fileno())
+            lat.append(time.perf_counter() - t0)
+    return float(np.median(lat)) * 1000
 
 
 def loadavg() -> str:
