@@ -6,9 +6,9 @@ import typer
 
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
-from pair.repository.cli import register as register_repository
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
 from pair.evaluation.cli import evaluation_app
+from pair.repository.cli import register as register_repository
 
 app = typer.Typer(
     name="pair",

@@ -13,6 +13,7 @@ from pair.web.errors import install_error_handlers
 def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
     from pair.audit.api import router as audit_router
+    from pair.deid.api import router as deid_router
     from pair.repository.api import router as repository_router
     from pair.repository.dicomweb import router as dicomweb_router
 
@@ -40,6 +41,7 @@ def create_app(node: Node) -> FastAPI:
 
     app.include_router(accounts_router)
     app.include_router(audit_router)
+    app.include_router(deid_router)
     app.include_router(repository_router)
     app.include_router(dicomweb_router)
     return app
