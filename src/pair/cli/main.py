@@ -6,6 +6,7 @@ import typer
 
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
+from pair.synth.cli import synth
 
 app = typer.Typer(
     name="pair",
@@ -18,6 +19,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
 app.command("serve")(serve)
+app.command("synth")(synth)
 
 
 if __name__ == "__main__":
