@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from pair.synth.geometry import F32, Coord, Grid, SmoothField, segment_sdf
+from pair.synth.geometry import F32, Coord, Grid, SmoothField, ellipsoid_value, segment_sdf
 
 LOBES = ("RUL", "RML", "RLL", "LUL", "LLL")
 """Lobe names; the label map stores ``index + 1`` (0 = not lung)."""
@@ -209,17 +209,13 @@ def render(a: Anatomy, grid: Grid, texture: bool = True) -> Phantom:
     abdomen = (rho_cav < 1.0) & (z < np.maximum(a.dome(-1, x, y), a.dome(1, x, y)) + 10)
     hu[abdomen] = 35.0
     hu[abdomen & (x < 20) & (z < a.dome_right + 5)] = 58.0
-    stomach = (
-        ((x - 70 * a.sx) / 45) ** 2 + ((y + 20) / 40) ** 2 + ((z - a.dome_left + 45) / 30) ** 2
-    )
-    _paint(hu, _soft(np.sqrt(stomach), 40.0, dy) * abdomen, -1000.0)
+    stomach_c = _p(70 * a.sx, -20, a.dome_left - 45)
+    _blob(grid, hu, stomach_c, _p(45, 40, 30), -1000.0, abdomen)
 
     # Shoulders: soft tissue with the humeral head, lateral to the upper thorax.
     for side in (-1, 1):
-        sh = ((x - side * 172 * a.sx) / 48) ** 2 + (y / 60) ** 2 + ((z - 150 * a.sz) / 55) ** 2
-        _paint(hu, _soft(np.sqrt(sh), 60.0, dy) * (hu < 0), 40.0)
-        head = ((x - side * 180 * a.sx) / 24) ** 2 + (y / 24) ** 2 + ((z - 150 * a.sz) / 26) ** 2
-        _paint(hu, _soft(np.sqrt(head), 24.0, dy), 400.0)
+        _blob(grid, hu, _p(side * 172 * a.sx, 0, 150 * a.sz), _p(48, 60, 55), 40.0, hu < 0)
+        _blob(grid, hu, _p(side * 180 * a.sx, 0, 150 * a.sz), _p(24, 24, 26), 400.0, None)
 
     # CT table under the patient.
     _, bb0 = a.body_axes(np.float32(0))
@@ -236,28 +232,29 @@ def render(a: Anatomy, grid: Grid, texture: bool = True) -> Phantom:
 
     # Lungs with a gravity-dependent density gradient and fine parenchymal texture.
     lobes = np.zeros(shape, dtype=np.uint8)
-    heart_out = heart_v > 1.15
-    spine_out = (np.abs(x) > 28) | (y < 40 * a.sy)
     fissure_line = np.zeros(shape, dtype=bool)
     lung_alpha = np.zeros(shape, dtype=np.float32)
-    for side in (-1, 1):
-        cx, cy, ax, ay = a.lung_section(side, z)
+    mid = int(np.searchsorted(grid.x, 0.0))
+    for side, half in ((-1, slice(0, mid)), (1, slice(mid, shape[2]))):
+        box = (slice(None), slice(None), half)  # each lung lives on its own side of x = 0
+        bz, by, bx = grid.coords(box)
+        cx, cy, ax, ay = a.lung_section(side, bz)
         with np.errstate(divide="ignore", invalid="ignore"):
-            r_lung = np.sqrt(((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2)
+            r_lung = np.sqrt(((bx - cx) / ax) ** 2 + ((by - cy) / ay) ** 2)
             alpha = _soft(np.nan_to_num(r_lung, nan=9.0, posinf=9.0), ay, dy)
-        other = (z > a.dome(side, x, y)) & heart_out & spine_out & (side * x > 16)
-        other &= ~aorta
-        alpha *= other * _soft(rho_cav / 0.96, cav_b * 0.96, dy)
+        other = (bz > a.dome(side, bx, by)) & (heart_v[box] > 1.15) & (side * bx > 16)
+        other &= ((np.abs(bx) > 28) | (by < 40 * a.sy)) & ~aorta[box]
+        alpha *= other * _soft(rho_cav[box] / 0.96, cav_b * 0.96, dy)
         lung = alpha > 0.5
-        np.maximum(lung_alpha, alpha, out=lung_alpha)
-        fis = a.fissure(side, z, y, x)
+        lung_alpha[box] = alpha
+        fis = a.fissure(side, bz, by, bx)
         if side < 0:
-            horiz = z - (-28 * a.sz + 4 * np.sin(y / 19.0))
+            horiz = bz - (-28 * a.sz + 4 * np.sin(by / 19.0))
             label = np.where(fis < 0, 3, np.where(horiz > 0, 1, 2))
         else:
             label = np.where(fis < 0, 5, 4)
-        lobes[lung] = np.broadcast_to(label, shape)[lung]
-        fissure_line |= lung & (np.abs(fis) < 0.9)
+        lobes[box] = np.where(lung, label, 0)
+        fissure_line[box] = lung & (np.abs(fis) < 0.9)
     lung = lobes > 0
     dens = -865.0 + 35.0 * (y - 10 * a.sy) / (86 * a.sy)
     if texture:
@@ -271,14 +268,40 @@ def render(a: Anatomy, grid: Grid, texture: bool = True) -> Phantom:
     return Phantom(hu=hu, lobes=lobes)
 
 
+def _blob(
+    grid: Grid,
+    hu: F32,
+    centre: NDArray[np.float64],
+    axes: NDArray[np.float64],
+    value: float,
+    where: NDArray[np.bool_] | None,
+) -> None:
+    """Paint a soft-edged axis-aligned ellipsoid (only inside its bounding box)."""
+    box = grid.box(centre - axes - 2, centre + axes + 2)
+    if box is None:
+        return
+    rho = np.sqrt(ellipsoid_value(grid, centre, axes, box))
+    alpha = _soft(rho, float(axes[1]), grid.spacing[1])
+    if where is not None:
+        alpha *= np.broadcast_to(where, hu.shape)[box]
+    region = hu[box]
+    _paint(region, alpha, value)
+    hu[box] = region
+
+
 def _soft(rho: F32, radius_mm: F32 | float, step_mm: float) -> F32:
     """Occupancy in [0, 1] of a shape with normalised radius ``rho`` (1 on the surface)."""
-    return np.clip(0.5 + (1.0 - rho) * radius_mm / step_mm, 0.0, 1.0).astype(np.float32)
+    out = np.subtract(np.float32(1.0), rho, dtype=np.float32)
+    out *= np.asarray(radius_mm, dtype=np.float32) / np.float32(step_mm)
+    out += np.float32(0.5)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _paint(hu: F32, alpha: F32, value: F32 | float) -> None:
     """Blend ``value`` into ``hu`` with opacity ``alpha`` (in place)."""
-    hu += alpha * (value - hu)
+    delta = np.subtract(value, hu, dtype=np.float32)
+    delta *= alpha
+    hu += delta
 
 
 def _draw_bones(
