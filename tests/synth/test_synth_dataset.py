@@ -24,7 +24,15 @@ ARGS += ["--ct-size", "64", "--cxr-size", "128", "--workers", "2"]
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "ds"
-    result = CliRunner().invoke(app, ["synth", "--out", str(out), *ARGS])
+    # Any value that breaks its VR (length, characters) raises instead of warning.
+    # (pydicom checks values on assignment with the *reading* mode.)
+    settings = pydicom.config.settings
+    modes = settings.reading_validation_mode, settings.writing_validation_mode
+    settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.RAISE
+    try:
+        result = CliRunner().invoke(app, ["synth", "--out", str(out), *ARGS])
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode = modes
     assert result.exit_code == 0, result.output
     assert "Wrote" in result.output
     return out

@@ -25,6 +25,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from pair.synth import config
 from pair.synth.config import SiteArchetype
 from pair.synth.phi import Identity
 
@@ -112,7 +113,7 @@ def base_dataset(
     ds.PatientWeight = f"{ctx.ident.weight_kg:.1f}"
     ds.PatientAddress = ctx.ident.address
     ds.PatientTelephoneNumbers = ctx.ident.phone
-    ds.EthnicGroup = ctx.ident.ethnicity[:16]
+    ds.EthnicGroup = config.clinical()["ethnic_group_header"][ctx.ident.race]
     ds.AdditionalPatientHistory = ctx.history
     ds.PatientComments = ctx.patient_comment
     ds.BodyPartExamined = "CHEST"

@@ -140,7 +140,7 @@ def sample_disease(
             c = _lung_point(a, rng, side, (0.3, 0.7), lower=False)
             r = rng.uniform(14, 24)
             d.lesions.append(Lesion(kind, c, np.full(3, r), SmoothField.random(rng, (20, 40), 4)))
-        else:  # effusion: dependent pleural fluid, level in mm above the posterior recess
+        else:  # effusion: dependent pleural fluid; axes[1] is its thickness (mm) at the base
             depth = rng.uniform(25, 60) * (0.6 + extent)
             c = np.array([side * 80.0, 95.0, a.dome(side, np.float32(side * 80), np.float32(95))])
             d.lesions.append(
@@ -169,8 +169,12 @@ def render_disease(
             z, y, x = grid.coords()
             side = 1 if les.centre[0] > 0 else -1
             depth = les.axes[1] * scale
-            level = a.dome(side, x, y) + depth - 0.9 * (y - 95.0)  # meniscus: higher posteriorly
-            eff = lung & (side * x > 0) & (z < level) & (y > -20)
+            # Supine patient: fluid lies posteriorly under a coronal (horizontal) surface, its
+            # thickness growing towards the costophrenic recess.
+            top = (a.dome_right if side < 0 else a.dome_left) + 90.0 * a.sz
+            thickness = depth * np.clip((top - z) / 90.0, 0.0, 1.6)
+            _, cy, _, ay = a.lung_section(side, z)
+            eff = lung & (side * x > 0) & (y > cy + ay - thickness)
             effusion |= eff
             continue
         if les.kind == "lobar_consolidation":
