@@ -152,6 +152,8 @@ def _vessel_tree(a: Anatomy, rng: np.random.Generator) -> list[Tube]:
             (hilum, _p(side * 0.6, 0.8, -0.4), 6.0, 0),
             (hilum, _p(side * 0.7, -0.8, -0.5), 5.5, 0),
             (hilum, _p(side * 0.3, 0.7, 0.8), 5.5, 0),
+            (hilum, _p(side * 0.3, 0.9, -1.0), 5.5, 0),
+            (hilum, _p(side * 0.6, -0.3, -1.0), 5.0, 0),
         ]
         while stack:
             start, direction, radius, gen = stack.pop()
@@ -164,7 +166,7 @@ def _vessel_tree(a: Anatomy, rng: np.random.Generator) -> list[Tube]:
                     continue
             r_end = radius * 0.9
             tubes.append((start, end, radius, r_end))
-            if r_end < 0.9 or gen > 8:
+            if r_end < 0.8 or gen > 9:
                 continue
             outward = end - lung_c
             outward /= np.linalg.norm(outward) + 1e-6
@@ -350,20 +352,28 @@ def _draw_tubes(
 ) -> None:
     """Draw tubes with soft (partial-volume) edges; with ``wall`` a soft-tissue wall of that
     thickness surrounds a lumen of ``value`` (airways)."""
-    soft = 0.5 * min(grid.spacing[1], grid.spacing[2]) + 0.4
+    dz, dy, dx = grid.spacing
+    soft = 0.5 * min(dy, dx) + 0.4
+    slab = dz if dz > 1.5 * max(dy, dx) else 0.0  # thick CT slices: average over the slab
     for p0, p1, r0, r1 in tubes:
-        hit = segment_sdf(grid, p0, p1, r0 + (wall or 0), r1 + (wall or 0))
+        hit = segment_sdf(grid, p0, p1, r0 + (wall or 0), r1 + (wall or 0), slab)
         if hit is None:
             continue
         box, sdf = hit
+        fill = 1.0
+        if slab:
+            # Partial volume: a thin tube lying in the slice plane fills little of the slab.
+            d = p1 - p0
+            along_z = abs(float(d[2])) / (float(np.linalg.norm(d)) or 1.0)
+            fill = float(np.clip((r0 + r1 + along_z * slab) / slab, 0.25, 1.0))
         region = hu[box]
         if wall is not None:
-            w = np.clip(0.5 - sdf / soft, 0, 1)
+            w = np.clip(0.5 - sdf / soft, 0, 1) * fill
             region += w * (10.0 - region)
-            lumen = np.clip(0.5 - (sdf + wall) / soft, 0, 1)
+            lumen = np.clip(0.5 - (sdf + wall) / soft, 0, 1) * fill
             region += lumen * (value - region)
         else:
-            w = np.clip(0.5 - sdf / soft, 0, 1)
+            w = np.clip(0.5 - sdf / soft, 0, 1) * fill
             if within is not None:
                 w = w * within[box]
             region += w * np.maximum(value - region, 0)

@@ -74,16 +74,24 @@ class Grid:
 
 
 def segment_sdf(
-    grid: Grid, p0: NDArray[np.float64], p1: NDArray[np.float64], r0: float, r1: float
+    grid: Grid,
+    p0: NDArray[np.float64],
+    p1: NDArray[np.float64],
+    r0: float,
+    r1: float,
+    slab: float = 0.0,
 ) -> tuple[Box, F32] | None:
     """Signed distance (mm) to a tapered tube from ``p0`` (radius r0) to ``p1`` (radius r1).
 
     Computed only inside the tube's bounding box, returned with that box; None when the tube
-    misses the grid. Negative values are inside the tube.
+    misses the grid. Negative values are inside the tube. With ``slab`` (a slice thickness) each
+    voxel stands for a slab of that thickness: the tube counts as inside when it crosses the slab
+    (approximately), as on a thick-slice CT image.
     """
     r = max(r0, r1)
-    lo = np.minimum(p0, p1) - r - 1.0
-    hi = np.maximum(p0, p1) + r + 1.0
+    pad = np.array([r + 1.0, r + 1.0, r + 1.0 + slab / 2])
+    lo = np.minimum(p0, p1) - pad
+    hi = np.maximum(p0, p1) + pad
     box = grid.box(lo, hi)
     if box is None:
         return None
@@ -92,11 +100,10 @@ def segment_sdf(
     length2 = float(d @ d) or 1e-6
     t = ((x - p0[0]) * d[0] + (y - p0[1]) * d[1] + (z - p0[2]) * d[2]) / length2
     t = np.clip(t, 0.0, 1.0)
-    dist = np.sqrt(
-        (x - (p0[0] + t * d[0])) ** 2
-        + (y - (p0[1] + t * d[1])) ** 2
-        + (z - (p0[2] + t * d[2])) ** 2
-    )
+    dz = np.abs(z - (p0[2] + t * d[2]))
+    if slab:
+        dz = np.maximum(dz - slab / 2, 0.0)
+    dist = np.sqrt((x - (p0[0] + t * d[0])) ** 2 + (y - (p0[1] + t * d[1])) ** 2 + dz**2)
     return box, (dist - (r0 + t * (r1 - r0))).astype(np.float32)
 
 
