@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel
@@ -46,7 +46,7 @@ class SiteArchetype(BaseModel):
     mrn_prefix: str
     ct: CTSpec
     cxr: CXRSpec
-    transfer_syntax: str
+    transfer_syntax: Literal["explicit", "implicit", "rle", "jpegls", "j2k"]
     covid_prevalence: float
     age: AgeMix
 

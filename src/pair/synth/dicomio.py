@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import get_encoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     UID,
@@ -38,6 +39,17 @@ TRANSFER_SYNTAXES: dict[str, UID] = {
 }
 PRIVATE_GROUP = 0x0099
 PRIVATE_CREATOR = "PAIR SYNTH PHI"
+
+
+def usable_syntax(key: str) -> str:
+    """``key`` if pydicom has a working encoder for it here, else ``"explicit"`` (uncompressed).
+
+    JPEG-LS needs pyjpegls, JPEG 2000 pylibjpeg-openjpeg; RLE always works (pydicom's own).
+    """
+    tsuid = TRANSFER_SYNTAXES[key]
+    if not tsuid.is_compressed:
+        return key
+    return key if get_encoder(tsuid).is_available else "explicit"
 
 
 def uid(*parts: object) -> UID:

@@ -22,7 +22,7 @@ import numpy as np
 from pair.core.errors import Invalid
 from pair.synth import config, phi
 from pair.synth.anatomy import LOBES, random_anatomy, render
-from pair.synth.dicomio import StudyContext, da, uid
+from pair.synth.dicomio import StudyContext, da, uid, usable_syntax
 from pair.synth.disease import CATEGORIES, apply, lobe_severity, render_disease, sample_disease
 from pair.synth.modalities import ct_grid, write_ct_series, write_radiograph
 from pair.synth.radiograph import RadiographRenderer
@@ -181,6 +181,7 @@ def simulate_patient(
     """Simulate one patient's course and write their studies."""
     rng = np.random.default_rng([seed, site_index, patient_index])
     site = config.site_archetype(site_index)
+    site = site.model_copy(update={"transfer_syntax": usable_syntax(site.transfer_syntax)})
     clin = config.clinical()
     positive = bool(rng.random() < site.covid_prevalence)
     category = _weighted(rng, clin["rsna_given_pcr"]["positive" if positive else "negative"])
