@@ -24,7 +24,7 @@ def synth(
         int, typer.Option("--cxr-size", help="Radiograph matrix size (pixels).")
     ] = 1024,
     workers: Annotated[
-        int, typer.Option("--workers", help="Worker processes (0 = one per CPU).")
+        int, typer.Option("--workers", help="Worker processes (0 = one per CPU, at most 8).")
     ] = 0,
 ) -> None:
     """Generate SYNTHETIC chest CT and radiograph studies (fake PHI) with ground-truth CSVs."""

@@ -122,7 +122,7 @@ def generate(
     out: destination folder (created; existing generated files are overwritten).
     sites, patients: number of sites and patients per site.
     seed: same seed, same bytes.
-    workers: processes to use (default: CPU count; 1 runs in this process).
+    workers: processes to use (default: CPU count, at most 8; 1 runs in this process).
     progress: called with the number of patients just finished.
     opts: :class:`Options` fields (``ct_slices``, ``ct_size``, ``cxr_size``, ...).
     """
@@ -134,7 +134,8 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     tasks = [(seed, s, p, options, out) for s in range(sites) for p in range(patients)]
     results: dict[tuple[int, int], PatientResult] = {}
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
+    # Each worker peaks near 0.5 GB with the default sizes: cap the default at 8 processes.
+    n_workers = max(1, min(workers or min(os.cpu_count() or 1, 8), len(tasks)))
     if n_workers == 1:
         for t in tasks:
             results[(t[1], t[2])] = simulate_patient(*t)

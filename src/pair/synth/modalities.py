@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 from pair.synth.anatomy import Phantom
@@ -142,6 +144,10 @@ def write_radiograph(
     ds.InstanceNumber = 1
     ds.ViewPosition = view
     ds.PatientOrientation = ["L", "F"]
+    region = Dataset()
+    region.CodeValue, region.CodingSchemeDesignator = "51185008", "SCT"
+    region.CodeMeaning = "Chest"
+    ds.AnatomicRegionSequence = Sequence([region])
     pixel = FIELD_MM / size
     ds.ImagerPixelSpacing = [round(pixel, 6), round(pixel, 6)]
     ds.PixelSpacing = [round(pixel, 6), round(pixel, 6)]
@@ -158,6 +164,10 @@ def write_radiograph(
         ds.PixelIntensityRelationship = "LOG"
         # -1: higher values mean less beam intensity (more attenuation), as in MONOCHROME2 here.
         ds.PixelIntensityRelationshipSign = 1 if spec.photometric == "MONOCHROME1" else -1
+        ds.RescaleIntercept = 0
+        ds.RescaleSlope = 1
+        ds.RescaleType = "US"
+        ds.PresentationLUTShape = "INVERSE" if spec.photometric == "MONOCHROME1" else "IDENTITY"
     ds.WindowCenter = 2048
     ds.WindowWidth = 4096
     ds.BurnedInAnnotation = "NO"
