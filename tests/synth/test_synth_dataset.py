@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -238,3 +239,19 @@ def test_headers_carry_fake_phi_in_text_sequences_and_private_tags(
         assert ds.OtherPatientIDsSequence[0].PatientID
         assert ds.RequestAttributesSequence[0].AccessionNumber == ds.AccessionNumber
         assert ds.ReferringPhysicianName and ds.InstitutionName and ds.AccessionNumber
+
+
+@pytest.mark.integration
+def test_dcmtk_parses_every_file_without_complaint(
+    files: list[tuple[Path, pydicom.Dataset]],
+) -> None:
+    paths = [str(p) for p, _ in files]
+    for i in range(0, len(paths), 50):
+        run = subprocess.run(
+            ["dcmdump", *paths[i : i + 50]],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr
+        assert not run.stderr.strip(), run.stderr
