@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from pair.synth.anatomy import LOBES, Anatomy, Phantom
 from pair.synth.geometry import F32, Box, Grid, SmoothField, ellipsoid_value
+from pair.synth.sampling import weighted
 
 CATEGORIES = ("typical", "indeterminate", "atypical", "negative")
 GGO_HU = -560.0
@@ -65,12 +66,6 @@ def severity_score(fraction: float) -> int:
 
 
 # --- sampling ------------------------------------------------------------------------------
-def _choice(rng: np.random.Generator, weights: dict[str, float]) -> str:
-    keys = list(weights)
-    p = np.array([weights[k] for k in keys], dtype=np.float64)
-    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
-
-
 def _lung_point(
     a: Anatomy, rng: np.random.Generator, side: int, periphery: tuple[float, float], lower: bool
 ) -> NDArray[np.float64]:
@@ -101,7 +96,7 @@ def sample_disease(
     if category == "typical":
         n = int(3 + round(extent * 14))
         for i in range(n):
-            kind = _choice(rng, kinds["typical"])
+            kind = weighted(rng, kinds["typical"])
             side = -1 if i % 2 == 0 else 1  # bilateral
             c = _lung_point(a, rng, side, (0.72, 0.95), lower=rng.random() < 0.7)
             size = rng.uniform(12, 22) + 75 * extent * rng.uniform(0.6, 1.3)
@@ -117,7 +112,7 @@ def sample_disease(
             axes = np.array([55, 80, 110]) * (0.6 + 0.9 * extent)
             d.lesions.append(Lesion("diffuse_ggo", c, axes, SmoothField.random(rng, (30, 70), 6)))
     elif category == "atypical":
-        kind = _choice(rng, kinds["atypical"])
+        kind = weighted(rng, kinds["atypical"])
         side = int(rng.choice([-1, 1]))
         if kind == "lobar_consolidation":
             lobe = int(rng.choice([1, 2, 3]) if side < 0 else rng.choice([4, 5]))

@@ -23,9 +23,10 @@ from pair.core.errors import Invalid
 from pair.synth import config, phi
 from pair.synth.anatomy import LOBES, random_anatomy, render
 from pair.synth.dicomio import StudyContext, da, uid, usable_syntax
-from pair.synth.disease import CATEGORIES, apply, lobe_severity, render_disease, sample_disease
+from pair.synth.disease import apply, lobe_severity, render_disease, sample_disease
 from pair.synth.modalities import ct_grid, write_ct_series, write_radiograph
 from pair.synth.radiograph import RadiographRenderer
+from pair.synth.sampling import pick, weighted
 
 FIRST_ADMISSION = dt.date(2020, 3, 1)
 ADMISSION_SPAN_DAYS = 640
@@ -170,12 +171,6 @@ def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> Non
         writer.writerows(rows)
 
 
-def _weighted(rng: np.random.Generator, weights: dict[str, float]) -> str:
-    keys = list(weights)
-    p = np.array([weights[k] for k in keys], dtype=np.float64)
-    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
-
-
 def simulate_patient(
     seed: int, site_index: int, patient_index: int, options: Options, out: Path
 ) -> PatientResult:
@@ -185,8 +180,7 @@ def simulate_patient(
     site = site.model_copy(update={"transfer_syntax": usable_syntax(site.transfer_syntax)})
     clin = config.clinical()
     positive = bool(rng.random() < site.covid_prevalence)
-    category = _weighted(rng, clin["rsna_given_pcr"]["positive" if positive else "negative"])
-    assert category in CATEGORIES
+    category = weighted(rng, clin["rsna_given_pcr"]["positive" if positive else "negative"])
     extent = 0.0 if category == "negative" else float(rng.beta(1.6, 2.4))
     age = int(np.clip(round(rng.normal(site.age.mean, site.age.sd)), 18, 95))
     admission = FIRST_ADMISSION + dt.timedelta(days=int(rng.integers(ADMISSION_SPAN_DAYS)))
@@ -203,7 +197,7 @@ def simulate_patient(
     icu = bool(rng.random() < min(0.85, 0.03 + 0.045 * total + (0.1 if age > 70 else 0.0)))
     vent = icu and bool(rng.random() < 0.45)
     died = bool(rng.random() < 0.02 + 0.3 * vent + 0.05 * icu + 0.004 * max(0, age - 60))
-    outcome = "Deceased" if died else phi.pick(rng, clin["outcomes_discharged"])
+    outcome = "Deceased" if died else pick(rng, clin["outcomes_discharged"])
     stay = int(2 + rng.integers(0, 7) + (9 + rng.integers(0, 12)) * icu)
     discharge = admission + dt.timedelta(days=stay)
     test_offset = int(rng.integers(-3, 2))  # RT-PCR day relative to admission (the index event)
@@ -325,7 +319,7 @@ def _study_context(
         "days": str(int(rng.integers(1, 12))),
         "physician": referring.split("^")[0],
     }
-    op = phi.pick(rng, config.names()["operator_initials"])
+    op = pick(rng, config.names()["operator_initials"])
     hh, mm, ss = (int(rng.integers(0, n)) for n in (24, 60, 60))
     return StudyContext(
         site=site,
@@ -337,11 +331,11 @@ def _study_context(
         accession=f"{site.mrn_prefix}{da(date)[2:]}{int(rng.integers(10000, 99999))}",
         date=date,
         time=f"{hh:02d}{mm:02d}{ss:02d}",
-        description=phi.pick(rng, clin["study_descriptions"][key]),
+        description=pick(rng, clin["study_descriptions"][key]),
         referring=referring,
         performing=phi.physician(rng),
-        operator=f"{op}^{phi.pick(rng, config.names()['last_names'])}",
-        history=phi.fill(phi.pick(rng, clin["patient_history"]), ident, age, extra),
-        image_comment=phi.fill(phi.pick(rng, clin["image_comments"]), ident, age, extra),
-        patient_comment=phi.fill(phi.pick(rng, clin["patient_comments"]), ident, age, extra),
+        operator=f"{op}^{pick(rng, config.names()['last_names'])}",
+        history=phi.fill(pick(rng, clin["patient_history"]), ident, age, extra),
+        image_comment=phi.fill(pick(rng, clin["image_comments"]), ident, age, extra),
+        patient_comment=phi.fill(pick(rng, clin["patient_comments"]), ident, age, extra),
     )

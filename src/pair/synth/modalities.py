@@ -75,10 +75,9 @@ def write_ct_series(
     files = size = 0
     for i, k in enumerate(range(n - 1, -1, -1), start=1):
         z = float(grid.z[k])
-        ds = base_dataset(
-            ctx, CT_IMAGE_STORAGE, uid(*uid_parts, "ct", i), series_uid, "CT", 2, "Axial Lung 5mm"
-        )
-        ds.SeriesDescription = f"AXIAL {spec.kernel} {dz:.1f}mm"
+        sop_uid = uid(*uid_parts, "ct", i)
+        desc = f"AXIAL {spec.kernel} {dz:.1f}mm"
+        ds = base_dataset(ctx, CT_IMAGE_STORAGE, sop_uid, series_uid, "CT", 2, desc)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.SoftwareVersions = spec.software
         ds.FrameOfReferenceUID = ctx.frame_uid

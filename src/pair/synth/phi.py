@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pair.synth import config
+from pair.synth.sampling import pick, weighted
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,6 @@ class Identity:
     ethnicity: str
     size_m: float
     weight_kg: float
-
-
-def pick(rng: np.random.Generator, items: list[str]) -> str:
-    return str(items[int(rng.integers(len(items)))])
-
-
-def _weighted(rng: np.random.Generator, weights: dict[str, float]) -> str:
-    keys = list(weights)
-    p = np.array([weights[k] for k in keys], dtype=np.float64)
-    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
 def person(rng: np.random.Generator, sex: str | None = None) -> Person:
@@ -83,8 +74,8 @@ def identity(rng: np.random.Generator, mrn_prefix: str, age: int, index_date: dt
         other_id=f"INS-{int(rng.integers(10**8, 10**9 - 1))}",
         address=f"{street}, {city['city']}, {city['state']} {city['zip']}",
         phone=f"({int(rng.integers(201, 989))}) 555-01{int(rng.integers(0, 100)):02d}",
-        race=_weighted(rng, c["races"]),
-        ethnicity=_weighted(rng, c["ethnicities"]),
+        race=weighted(rng, c["races"]),
+        ethnicity=weighted(rng, c["ethnicities"]),
         size_m=round(size, 2),
         weight_kg=round(float(rng.normal(27.0, 5.0)) * size * size, 1),
     )
