@@ -145,6 +145,21 @@ def test_every_transfer_syntax_round_trips(syntax: str, tmp_path: Path) -> None:
         assert np.array_equal(back.pixel_array, arr)
 
 
+def test_previous_output_is_replaced_but_other_folders_are_refused(tmp_path: Path) -> None:
+    small = {"ct_slices": 4, "ct_size": 32, "cxr_size": 64, "workers": 1}
+    first = generate(tmp_path / "ds", 1, 2, seed=1, **small)  # type: ignore[arg-type]
+    assert (first.out / "site-01" / "P0002").is_dir()
+    second = generate(tmp_path / "ds", 1, 1, seed=1, **small)  # type: ignore[arg-type]
+    assert not (second.out / "site-01" / "P0002").exists()
+    assert second.instances == len(list(second.out.rglob("*.dcm")))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("precious")
+    with pytest.raises(Invalid, match="not empty"):
+        generate(other, 1, 1, **small)  # type: ignore[arg-type]
+    assert (other / "keep.txt").read_text() == "precious"
+
+
 def test_bad_options_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(Invalid, match="sites and patients"):
         generate(tmp_path, 0, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -120,7 +121,7 @@ def generate(
 
     Parameters
     ----------
-    out: destination folder (created; existing generated files are overwritten).
+    out: destination folder: new, empty, or a previous output of this generator (replaced).
     sites, patients: number of sites and patients per site.
     seed: same seed, same bytes.
     workers: processes to use (default: CPU count, at most 8; 1 runs in this process).
@@ -132,7 +133,7 @@ def generate(
     options = Options(**opts)
     options.validate()
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare(out)
     tasks = [(seed, s, p, options, out) for s in range(sites) for p in range(patients)]
     results: dict[tuple[int, int], PatientResult] = {}
     # Each worker peaks near 0.5 GB with the default sizes: cap the default at 8 processes.
@@ -162,6 +163,24 @@ def generate(
             summary.modalities[row["modality"]] = summary.modalities.get(row["modality"], 0) + 1
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _prepare(out: Path) -> None:
+    """Create ``out``; a previous ``pair synth`` output there is replaced, anything else kept
+    out of harm's way by refusing."""
+    if out.exists() and any(out.iterdir()):
+        readme = out / "README.txt"
+        if not (readme.is_file() and readme.read_text(errors="replace").startswith(README[:30])):
+            raise Invalid(
+                f"{out} is not empty and is not a previous `pair synth` output; "
+                "choose an empty or new folder."
+            )
+        for child in out.iterdir():
+            if child.is_dir() and child.name.startswith("site-"):
+                shutil.rmtree(child)
+            elif child.name in ("ground_truth.csv", "clinical.csv", "README.txt"):
+                child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
