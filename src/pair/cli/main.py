@@ -9,6 +9,7 @@ from pair.cli.serve import serve
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
 from pair.evaluation.cli import evaluation_app
 from pair.repository.cli import register as register_repository
+from pair.synth.cli import synth
 
 app = typer.Typer(
     name="pair",
@@ -26,6 +27,7 @@ app.command("deid")(deid)
 app.command("deid-export-mapping")(deid_export_mapping)
 app.command("deid-profile")(deid_profile)
 app.add_typer(evaluation_app, name="evaluation")
+app.command("synth")(synth)
 
 
 if __name__ == "__main__":
