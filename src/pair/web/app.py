@@ -13,6 +13,7 @@ from pair.web.errors import install_error_handlers
 def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
     from pair.audit.api import router as audit_router
+    from pair.cde.api import router as cde_router
 
     app = FastAPI(
         title="PAIR node",
@@ -38,4 +39,5 @@ def create_app(node: Node) -> FastAPI:
 
     app.include_router(accounts_router)
     app.include_router(audit_router)
+    app.include_router(cde_router)
     return app
