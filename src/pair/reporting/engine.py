@@ -34,6 +34,11 @@ class Evaluation:
     endpoint_label: str
     sections: dict[str, str]
     ignored: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
 
     @property
     def all_values(self) -> dict[str, Any]:
@@ -58,6 +63,8 @@ class Evaluation:
             "sections": self.sections,
             "text": self.text,
             "ignored": self.ignored,
+            "missing": self.missing,
+            "complete": self.complete,
         }
 
 
@@ -193,11 +200,15 @@ def _clean(text: str) -> str:
     return "\n".join(lines).strip()
 
 
-def evaluate(module: Module, inputs: Mapping[str, Any]) -> Evaluation:
+def evaluate(
+    module: Module, inputs: Mapping[str, Any], *, allow_missing: bool = False
+) -> Evaluation:
     """Validate ``inputs`` (element id → value) and produce the report for one endpoint.
 
     Values of elements that are not relevant are ignored (listed in ``ignored``), so a form
-    may keep stale fields. Every problem is reported at once in ``Invalid.details``.
+    may keep stale fields. Every problem is reported at once in ``Invalid.details``. With
+    ``allow_missing`` (draft preview) missing required values are listed in ``missing``
+    instead of raising; the endpoint is then provisional.
     """
     if not isinstance(inputs, Mapping):
         raise Invalid("Report inputs must be an object mapping element ids to values.")
@@ -245,11 +256,14 @@ def evaluate(module: Module, inputs: Mapping[str, Any]) -> Evaluation:
         if e.id in relevant
         and (e.required or (e.required_if is not None and holds(e.required_if, ctx)))
     ]
+    missing: list[str] = []
     for e_id in required:
         el = els[e_id]
         value = values.get(e_id)
         if value is None:
-            problems.append({"element": e_id, "message": f"required ({el.label})"})
+            missing.append(e_id)
+            if not allow_missing:
+                problems.append({"element": e_id, "message": f"required ({el.label})"})
         elif el.type == "multichoice" and len(value) < max(el.min_choices, 1):
             problems.append(
                 {"element": e_id, "message": f"choose at least {max(el.min_choices, 1)}"}
@@ -257,6 +271,21 @@ def evaluate(module: Module, inputs: Mapping[str, Any]) -> Evaluation:
     _raise(module, problems)
 
     endpoint_id = _walk(module.rules, ctx)
+    order = [e.id for e in module.elements]
+    if endpoint_id is None and missing:  # incomplete draft: no endpoint yet
+        return Evaluation(
+            module_id=module.id,
+            module_version=module.version,
+            values={k: values[k] for k in order if k in values},
+            relevant=[k for k in order if k in relevant],
+            required=required,
+            computed=computed,
+            endpoint="",
+            endpoint_label="",
+            sections={},
+            ignored=sorted(k for k in provided if k not in relevant),
+            missing=missing,
+        )
     if endpoint_id is None:
         raise Invalid(
             f"module {module.key}: no rule branch matches these inputs and the "
@@ -266,7 +295,6 @@ def evaluate(module: Module, inputs: Mapping[str, Any]) -> Evaluation:
     sections: dict[str, str] = {
         name: _clean(_render(module, parts, ctx)) for name, parts in endpoint.sections.items()
     }
-    order = [e.id for e in module.elements]
     return Evaluation(
         module_id=module.id,
         module_version=module.version,
@@ -278,6 +306,7 @@ def evaluate(module: Module, inputs: Mapping[str, Any]) -> Evaluation:
         endpoint_label=endpoint.label,
         sections=sections,
         ignored=sorted(k for k in provided if k not in relevant),
+        missing=missing,
     )
 
 

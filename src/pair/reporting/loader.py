@@ -45,23 +45,40 @@ def load_module_file(path: Path) -> Module:
 
 
 @lru_cache(maxsize=1)
-def modules() -> dict[str, Module]:
-    """All shipped modules by id (latest file per id wins: files are named id@version)."""
-    found: dict[str, Module] = {}
+def all_modules() -> dict[tuple[str, str], Module]:
+    """Every shipped module version, keyed by (id, version); files are named id@version."""
+    found: dict[tuple[str, str], Module] = {}
     for path in sorted(MODULE_DIR.glob("*.yaml")):
         m = load_module_file(path)
         if path.stem != m.key:
             raise Invalid(f"{path.name}: file name must be {m.key}.yaml")
-        if m.id not in found or _ver(m.version) > _ver(found[m.id].version):
-            found[m.id] = m
+        found[(m.id, m.version)] = m
     return found
+
+
+def modules() -> dict[str, Module]:
+    """The latest version of each shipped module, by id."""
+    latest: dict[str, Module] = {}
+    for (module_id, _), m in sorted(all_modules().items(), key=lambda kv: _ver(kv[0][1])):
+        latest[module_id] = m
+    return dict(sorted(latest.items()))
 
 
 def _ver(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split("."))
 
 
-def get_module(module_id: str) -> Module:
+def get_module(module_id: str, version: str | None = None) -> Module:
+    """A module by id (latest version) or by id and version (to rebuild old reports)."""
+    if version is not None:
+        found = all_modules().get((module_id, version))
+        if found is None:
+            versions = sorted(v for (i, v) in all_modules() if i == module_id)
+            raise NotFound(
+                f"No version {version!r} of reporting module {module_id!r}; "
+                f"available: {', '.join(versions) or 'none'}."
+            )
+        return found
     try:
         return modules()[module_id]
     except KeyError:

@@ -14,6 +14,7 @@ def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
     from pair.audit.api import router as audit_router
     from pair.cde.api import router as cde_router
+    from pair.reporting.api import router as reporting_router
 
     app = FastAPI(
         title="PAIR node",
@@ -40,4 +41,5 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(accounts_router)
     app.include_router(audit_router)
     app.include_router(cde_router)
+    app.include_router(reporting_router)
     return app

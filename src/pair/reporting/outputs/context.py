@@ -64,6 +64,10 @@ class ReportContext:
     evidence: list[EvidenceInstance] = field(default_factory=list)
     suggestions: list[Suggestion] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.signed_at is not None and self.signed_at.tzinfo is None:
+            self.signed_at = self.signed_at.replace(tzinfo=UTC)  # SQLite drops the zone
+
     @property
     def when(self) -> datetime:
         return self.signed_at or datetime.now(UTC)

@@ -36,6 +36,11 @@ def _concept(code: str, meaning: str, pair: bool) -> hd.sr.CodedConcept:
     )
 
 
+def _pn(name: str) -> str:
+    """A DICOM person name; a single-component user name gets the trailing caret."""
+    return name if "^" in name else f"{name}^"
+
+
 def _dt(value: str, fallback: str) -> str:
     return value if value and value.isdigit() else fallback
 
@@ -109,7 +114,7 @@ def build_sr(
     person = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,
         observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-            name=ctx.author or "Unknown^Radiologist"
+            name=_pn(ctx.author) if ctx.author else "Unknown^Radiologist"
         ),
     )
     accepted = [s for s in ctx.suggestions if s.outcome == "accepted"]
@@ -154,7 +159,7 @@ def build_sr(
         is_final=signed,
         is_verified=signed,
         institution_name=ctx.facility or None,
-        verifying_observer_name=ctx.author if signed and ctx.author else None,
+        verifying_observer_name=_pn(ctx.author) if signed and ctx.author else None,
         verifying_organization=(ctx.facility or "PAIR") if signed else None,
         previous_versions=list(previous) or None,
         series_description=f"PAIR report {module.label}"[:64],
