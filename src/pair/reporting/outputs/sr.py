@@ -10,6 +10,7 @@ element's value came from an accepted AI suggestion. Narrative text is not part 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import highdicom as hd
 from pydicom import Dataset
@@ -170,7 +171,7 @@ def build_sr(
     return doc
 
 
-def _evidence_sequence(ctx: ReportContext) -> Sequence[Dataset]:
+def _evidence_sequence(ctx: ReportContext) -> Any:
     """Every instance of the study, grouped by series. Built here rather than by highdicom
     from one dataset per instance, which costs ~1 ms per instance; the UIDs come from the
     repository index and were validated at ingest."""
