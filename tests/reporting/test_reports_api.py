@@ -200,6 +200,7 @@ def test_report_lifecycle(world: Any) -> None:
             for c in s.scalars(select(ChangeEvent).where(ChangeEvent.object_type == "report"))
         ]
         assert kinds.count("report.signed") == 2
+        assert kinds.count("report.draft") == 1 and kinds.count("report.amending") == 1
 
 
 def test_drafts_are_not_labels_and_sr_needs_images(world: Any) -> None:

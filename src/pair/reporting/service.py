@@ -404,6 +404,9 @@ def amend(
         str(report.id),
         detail={"version": version.version},
     )
+    record_change(
+        session, report.facility_id, "report.amending", "report", str(report.id), shareable=False
+    )
     return version
 
 

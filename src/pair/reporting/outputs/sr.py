@@ -10,6 +10,7 @@ element's value came from an accepted AI suggestion. Narrative text is not part 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import highdicom as hd
@@ -30,7 +31,10 @@ from pair.reporting.outputs.context import (
 MANUFACTURER = "PAIR"
 
 
+@lru_cache(maxsize=4096)
 def _concept(code: str, meaning: str, pair: bool) -> hd.sr.CodedConcept:
+    """Cached: building a CodedConcept validates it (~0.2 ms); highdicom copies the content
+    tree into each SR, so sharing these read-only concepts between reports is safe."""
     c = coding()["dicom"]
     scheme = c["pair_scheme"] if pair else c["radelement_scheme"]
     return hd.sr.CodedConcept(
