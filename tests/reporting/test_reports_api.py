@@ -186,6 +186,12 @@ def test_report_lifecycle(world: Any) -> None:
     assert TYPICAL in old.text and ATYPICAL not in old.text
 
     with w.node.db.session() as s:
+        system = Actor.system()
+        rec = service.load_report(s, system, rid)
+        first = rec.versions[0]
+        ds = service.build_sr(first, service.context(s, rec, first))
+        assert ds.SOPInstanceUID == result["sr_sop_instance_uid"]  # rebuilt identically
+        assert (ds.PatientID, ds.StudyInstanceUID) == ("GH-0001", w.study_uid)
         labels = service.final_labels(s, w.facility["a"])
         assert len(labels) == 1
         label = labels[0]

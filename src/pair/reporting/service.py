@@ -8,7 +8,7 @@ another facility get 404, as if the report did not exist. Every read is audited.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -242,6 +242,10 @@ def context(session: Session, report: Report, version: ReportVersion) -> ReportC
         report_id=str(report.id),
         version=version.version,
         status=version.status,
+        patient_name=study.patient_name,
+        patient_birth_date=study.patient_birth_date,
+        patient_sex=study.patient_sex,
+        referring_physician_name=study.referring_physician_name,
         accession_number=study.accession_number,
         study_date=study.study_date,
         study_time=study.study_time,
@@ -262,18 +266,40 @@ def _evaluation(report: Report, version: ReportVersion, strict: bool) -> Evaluat
     return evaluate(module_of(report), version.inputs, allow_missing=not strict)
 
 
+def build_sr(
+    report_version: ReportVersion,
+    study_context: ReportContext,
+    previous: list[Dataset] | None = None,
+) -> Dataset:
+    """The DICOM SR of one report version for a study (what signing stores in the repository).
+
+    ``study_context`` gives the study, patient pseudonym and evidence instances; the report
+    fields (id, version, status, signer, AI suggestions) are taken from ``report_version``.
+    """
+    report = report_version.report
+    module = get_module(report.module_id, report_version.module_version)
+    ctx = replace(
+        study_context,
+        report_id=str(report.id),
+        version=report_version.version,
+        status=report_version.status,
+        author=report_version.signed_by_name or study_context.author,
+        signed_at=report_version.signed_at,
+        suggestions=[
+            Suggestion(s["element"], s["value"], s["algorithm"], s["version"], s.get("outcome", ""))
+            for s in report_version.suggestions
+        ],
+    )
+    return sr.build_sr(module, evaluate(module, report_version.inputs), ctx, previous or ())
+
+
 def _build_sr(session: Session, report: Report, version: ReportVersion) -> Dataset:
-    module = module_of(report)
     previous: list[Dataset] = []
     signed_before = [v for v in report.versions if v.version < version.version and v.signed_at]
     if signed_before:
         prev = signed_before[-1]
-        previous.append(
-            sr.build_sr(module, _evaluation(report, prev, True), context(session, report, prev))
-        )
-    return sr.build_sr(
-        module, _evaluation(report, version, True), context(session, report, version), previous
-    )
+        previous.append(build_sr(prev, context(session, report, prev)))
+    return build_sr(version, context(session, report, version), previous)
 
 
 def sign(session: Session, actor: Actor, report_id: int) -> tuple[ReportVersion, Dataset | None]:

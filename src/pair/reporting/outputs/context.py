@@ -53,6 +53,9 @@ class ReportContext:
     version: int = 1
     status: str = "draft"  # draft | final | amended
     patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    referring_physician_name: str = ""
     accession_number: str = ""
     study_date: str = ""
     study_time: str = ""
