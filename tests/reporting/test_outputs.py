@@ -205,3 +205,19 @@ def test_text_coded_json_and_hl7() -> None:
     )
     assert any("|CWE|RDE1359^Classification^99RDE||RDE1359.0^negative^99RDE" in s for s in segs)
     assert hl7v2.escape("a|b^c&d~e\\f") == "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f"
+
+
+def test_sr_is_read_by_dcmtk_without_warnings(tmp_path: Path) -> None:
+    """An independent reader: DCMTK's dsrdump parses the SR and checks its content items."""
+    import subprocess
+
+    m = get_module("rsna-ct-covid")
+    case = next(c for c in GOLDEN["cases"] if c["name"] == "ct radiologist override with reason")
+    path = tmp_path / "report.dcm"
+    sr.build_sr(m, evaluate(m, case["inputs"]), ctx()).save_as(path, enforce_file_format=True)
+    run = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "W:" not in run.stderr and "E:" not in run.stderr
+    assert "Comprehensive SR Document" in run.stdout
+    assert '(RDE1359.2,99RADELEMENT,"atypical pattern")' in run.stdout
+    assert '(PAIR-RDE8.3,99PAIR,"atypical")' in run.stdout
