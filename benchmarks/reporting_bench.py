@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import sys
 import time
@@ -50,12 +51,14 @@ def _ctx(n_images: int) -> ReportContext:
     )
 
 
-def _time(fn: Callable[[], Any], n: int) -> list[float]:
+def _time(
+    fn: Callable[[], Any], n: int, clock: Callable[[], float] = time.perf_counter
+) -> list[float]:
     out = []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        out.append((time.perf_counter() - t0) * 1000)
+        out.append((clock() - t0) * 1000)
     return out
 
 
@@ -87,7 +90,7 @@ def bench_module(
         hl7v2.oru_r01(m, e, ctx)
 
     means = {k: statistics.mean(_time(fn, n)) for k, fn in parts.items()}
-    return means, _time(whole, n)
+    return means, _time(whole, n), _time(whole, n, time.process_time)
 
 
 def main() -> int:
@@ -102,22 +105,27 @@ def main() -> int:
     ctx = _ctx(args.images)
     header = (
         f"{'module':<20} {'evaluate':>9} {'text+json':>10} {'fhir':>8} {'sr':>8} "
-        f"{'hl7':>7} {'total':>8} {'p95':>8}"
+        f"{'hl7':>7} {'total':>8} {'p95':>8} {'cpu p95':>8}"
     )
-    print(f"per-report milliseconds (mean), n={args.n}, {args.images} images referenced")
+    print(
+        f"per-report milliseconds (mean), n={args.n}, {args.images} images referenced; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(header)
     print("-" * len(header))
     failed = False
     for module_id, inputs in first.items():
-        means, totals = bench_module(get_module(module_id), inputs, ctx, args.n)
+        means, totals, cpu = bench_module(get_module(module_id), inputs, ctx, args.n)
         p95 = sorted(totals)[int(0.95 * (len(totals) - 1))]
+        cpu95 = sorted(cpu)[int(0.95 * (len(cpu) - 1))]
         failed |= p95 > TARGET_MS
         print(
             f"{module_id:<20} {means['evaluate']:>9.2f} {means['text']:>10.2f} "
             f"{means['fhir']:>8.2f} {means['sr']:>8.2f} {means['hl7']:>7.2f} "
-            f"{statistics.mean(totals):>8.2f} {p95:>8.2f}"
+            f"{statistics.mean(totals):>8.2f} {p95:>8.2f} {cpu95:>8.2f}"
         )
-    print(f"target: total p95 < {TARGET_MS:.0f} ms per report -> {'MISSED' if failed else 'met'}")
+    verdict = "MISSED" if failed else "met"
+    print(f"target: total (wall) p95 < {TARGET_MS:.0f} ms per report -> {verdict}")
     return 1 if failed else 0
 
 

@@ -214,10 +214,29 @@ def test_sr_is_read_by_dcmtk_without_warnings(tmp_path: Path) -> None:
     m = get_module("rsna-ct-covid")
     case = next(c for c in GOLDEN["cases"] if c["name"] == "ct radiologist override with reason")
     path = tmp_path / "report.dcm"
-    sr.build_sr(m, evaluate(m, case["inputs"]), ctx()).save_as(path, enforce_file_format=True)
+    evidence = [  # two series, odd and even UID lengths: the directly encoded evidence path
+        EvidenceInstance("1.2.3.4.5", "1.2.3.4.5.1", CT_IMAGE, "CT"),
+        EvidenceInstance("1.2.3.4.5", "1.2.3.4.5.22", CT_IMAGE, "CT"),
+        EvidenceInstance("1.2.3.4.66", "1.2.3.4.66.1", CT_IMAGE, "CT"),
+    ]
+    c = ctx(evidence=evidence)
+    sr.build_sr(m, evaluate(m, case["inputs"]), c).save_as(path, enforce_file_format=True)
     run = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     assert "W:" not in run.stderr and "E:" not in run.stderr
     assert "Comprehensive SR Document" in run.stdout
     assert '(RDE1359.2,99RADELEMENT,"atypical pattern")' in run.stdout
     assert '(PAIR-RDE8.3,99PAIR,"atypical")' in run.stdout
+    doc = hd.sr.srread(path)
+    study = doc.CurrentRequestedProcedureEvidenceSequence[0]
+    assert study.StudyInstanceUID == c.study_uid
+    got = {
+        s.SeriesInstanceUID: [r.ReferencedSOPInstanceUID for r in s.ReferencedSOPSequence]
+        for s in study.ReferencedSeriesSequence
+    }
+    assert got == {"1.2.3.4.5": ["1.2.3.4.5.1", "1.2.3.4.5.22"], "1.2.3.4.66": ["1.2.3.4.66.1"]}
+    assert all(
+        r.ReferencedSOPClassUID == CT_IMAGE
+        for s in study.ReferencedSeriesSequence
+        for r in s.ReferencedSOPSequence
+    )
