@@ -68,7 +68,7 @@ class Evaluation:
         }
 
 
-def _coerce(el: Element, raw: Any) -> tuple[Any, str | None]:
+def coerce_value(el: Element, raw: Any) -> tuple[Any, str | None]:
     """The typed value, or an error message saying what is allowed."""
     allowed = ", ".join(c.value for c in el.choices)
     if el.type == "choice":
@@ -225,7 +225,7 @@ def evaluate(
         elif raw is None or raw == "" or raw == []:
             continue
         else:
-            value, error = _coerce(el, raw)
+            value, error = coerce_value(el, raw)
             if error:
                 problems.append({"element": key, "message": error})
             else:
