@@ -103,3 +103,24 @@ def test_round_trip_of_shipped_modules(module_id: str) -> None:
 def test_import_errors(text: str, message: str) -> None:
     with pytest.raises(Invalid, match=message):
         import_xml(text)
+
+
+def test_foreign_uncoded_cards_module() -> None:
+    """A CARDS module without PAIR extensions or CDE codes (the shape of ACR's COVID module)."""
+    text = (Path(__file__).parent / "data" / "acr-style-category.cards.xml").read_text()
+    m = import_xml(text)
+    assert (m.id, m.version) == ("category-chest-ct", "1.0.0")
+    assert not m.element("Classification").coded and m.element("Classification").cde is None
+    ev = evaluate(m, {"Classification": "typical"})
+    assert ev.endpoint == "endpoint_typical"
+    assert ev.sections["impression"] == "Typical sentence. [TagTyp]"
+    assert (
+        evaluate(m, {"Classification": "typical", "InsertReportCoding": "No"}).sections[
+            "impression"
+        ]
+        == "Typical sentence."
+    )
+    assert evaluate(m, {"Classification": "negative"}).sections["impression"] == (
+        "Negative sentence."
+    )
+    assert import_xml(export_xml(m)) == m

@@ -9,6 +9,7 @@ partials and report text use the standard elements.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from datetime import date
 from typing import Any
@@ -412,7 +413,9 @@ def _element_dict(node: ET.Element, reader: _Reader) -> dict[str, Any]:
         d["hint"] = node.findtext("Hint")
     code = node.find("CodableConcept/Coding/Code")
     d["cde"] = code.get("Value") if code is not None else node.get(f"{P}cde")
-    d["coded"] = node.get(f"{P}coded", "true") == "true"
+    # a foreign (non-PAIR) element without a CodableConcept is imported as uncoded
+    default_coded = "true" if d["cde"] else "false"
+    d["coded"] = node.get(f"{P}coded", default_coded) == "true"
     if node.get("IsRequired") == "true":
         d["required"] = True
     for attr, key, conv in (
@@ -470,6 +473,12 @@ def _element_dict(node: ET.Element, reader: _Reader) -> dict[str, Any]:
     return d
 
 
+def _module_id(raw: str) -> str:
+    """CARDS IDs such as ``Covid-19:_Chest_CT`` become PAIR ids (``covid-19-chest-ct``)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", raw.strip().lower()).strip("-")
+    return slug or raw
+
+
 def import_xml(text: str | bytes, source: str = "CARDS XML") -> Module:
     """Parse a CARDS 2.0 document into a validated Module (precise errors on problems)."""
     if (isinstance(text, str) and "<!ENTITY" in text) or (
@@ -502,7 +511,7 @@ def import_xml(text: str | bytes, source: str = "CARDS XML") -> Module:
         "",
     )
     module: dict[str, Any] = {
-        "id": meta.findtext("ID", ""),
+        "id": _module_id(meta.findtext("ID", "")),
         "version": meta.findtext("ModuleVersion", ""),
         "label": meta.findtext("Label", ""),
         "description": meta.findtext("Info/Description", "") or "",
