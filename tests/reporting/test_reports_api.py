@@ -50,6 +50,24 @@ def test_modules_and_form_definition(world: Any) -> None:
     xml = w.client.get("/api/reports/modules/corads/cards.xml", headers=w.h("res1"))
     assert xml.status_code == 200 and "<ReportingModule" in xml.text
     assert w.client.get("/api/reports/modules/nope", headers=w.h("res1")).status_code == 404
+    live = w.client.post(
+        "/api/reports/modules/rsna-ct-covid/evaluate",
+        headers=w.h("res1"),
+        json={"inputs": {"ggo": "present"}},
+    ).json()
+    assert not live["complete"] and "ggo_side" in live["missing"] and live["endpoint"]
+    full = w.client.post(
+        "/api/reports/modules/rsna-ct-covid/evaluate",
+        headers=w.h("res1"),
+        json={"inputs": TYPICAL_INPUTS},
+    ).json()
+    assert full["complete"] and full["sections"]["impression"] == TYPICAL + " [Cov19Typ]"
+    bad = w.client.post(
+        "/api/reports/modules/rsna-ct-covid/evaluate",
+        headers=w.h("res1"),
+        json={"inputs": {"ggo": 3}},
+    )
+    assert bad.status_code == 422 and bad.json()["details"][0]["element"] == "ggo"
 
 
 def test_report_lifecycle(world: Any) -> None:

@@ -16,6 +16,7 @@ from pair.core.node import Node
 from pair.reporting import service
 from pair.reporting.cards_xml import export_xml
 from pair.reporting.conditions import to_yaml
+from pair.reporting.engine import evaluate
 from pair.reporting.loader import get_module, modules
 from pair.reporting.model import Module
 from pair.reporting.models import Report, ReportVersion
@@ -138,6 +139,16 @@ def list_modules(actor: Actor = Depends(current_actor)) -> list[dict[str, Any]]:
 @router.get("/modules/{module_id}")
 def get_module_form(module_id: str, actor: Actor = Depends(current_actor)) -> dict[str, Any]:
     return module_form(get_module(module_id))
+
+
+@router.post("/modules/{module_id}/evaluate")
+def evaluate_module(
+    module_id: str, body: PreviewBody, actor: Actor = Depends(current_actor)
+) -> dict[str, Any]:
+    """Evaluate inputs without a report (no case data, nothing stored or audited): the form's
+    live preview of relevance, missing values, computed category and section text."""
+    ev = evaluate(get_module(module_id), body.inputs or {}, allow_missing=True)
+    return ev.to_dict()
 
 
 @router.get("/modules/{module_id}/cards.xml")
