@@ -6,9 +6,11 @@ import typer
 
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
-from pair.repository.cli import register as register_repository
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
 from pair.evaluation.cli import evaluation_app
+from pair.reporting.cli import report_app
+from pair.repository.cli import register as register_repository
+from pair.synth.cli import synth
 
 app = typer.Typer(
     name="pair",
@@ -20,12 +22,14 @@ app.add_typer(facility_app, name="facility")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
+app.add_typer(report_app, name="report")
 app.command("serve")(serve)
 register_repository(app)
 app.command("deid")(deid)
 app.command("deid-export-mapping")(deid_export_mapping)
 app.command("deid-profile")(deid_profile)
 app.add_typer(evaluation_app, name="evaluation")
+app.command("synth")(synth)
 
 
 if __name__ == "__main__":
