@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
+from pair.algorithms.cli import algorithm_app
 from pair.cli.serve import serve
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app.add_typer(facility_app, name="facility")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
+app.add_typer(algorithm_app, name="algorithm")
 app.command("serve")(serve)
 
 

@@ -12,6 +12,7 @@ from pair.web.errors import install_error_handlers
 
 def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
+    from pair.algorithms.api import router as algorithms_router
     from pair.audit.api import router as audit_router
 
     app = FastAPI(
@@ -38,4 +39,5 @@ def create_app(node: Node) -> FastAPI:
 
     app.include_router(accounts_router)
     app.include_router(audit_router)
+    app.include_router(algorithms_router)
     return app

@@ -1,0 +1,77 @@
+"""``pair algorithm add|check|list|show|schema``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pair.algorithms import service
+from pair.algorithms.manifest import manifest_json_schema_text
+from pair.audit.service import Actor
+from pair.cli.common import DataDir, console, handle_errors, node_for
+
+algorithm_app = typer.Typer(help="AI algorithm packages: submit, validate, list.")
+
+PackageArg = Annotated[Path, typer.Argument(help="Package folder or .zip file.")]
+
+
+@algorithm_app.command("add")
+@handle_errors
+def add(package: PackageArg, data_dir: DataDir) -> None:
+    """Validate a package (schema, checksum, ONNX, sandboxed smoke run) and register it."""
+    node = node_for(data_dir)
+    with node.db.session() as s:
+        sub = service.submit_algorithm(s, node, package, Actor.system("cli"))
+        a = sub.algorithm
+        state = "registered" if sub.created else "already registered (identical)"
+        console.print(f"algorithm {a.algorithm_id} {a.version} {state}; sha256 {a.sha256}")
+
+
+@algorithm_app.command("check")
+@handle_errors
+def check(package: PackageArg, data_dir: DataDir) -> None:
+    """Run every validation without registering anything."""
+    node = node_for(data_dir)
+    m = service.check_package(node, package)
+    console.print(f"package {m.id} {m.version} is valid")
+
+
+@algorithm_app.command("list")
+@handle_errors
+def list_(data_dir: DataDir) -> None:
+    """Every registered version, newest first within each id."""
+    node = node_for(data_dir)
+    table = Table("id", "version", "name", "vendor", "status", "submitted", "sha256")
+    with node.db.session() as s:
+        for a in service.list_algorithms(s):
+            table.add_row(
+                a.algorithm_id,
+                a.version,
+                a.name,
+                a.manifest.get("vendor", ""),
+                a.status,
+                a.created_at.strftime("%Y-%m-%d %H:%M"),
+                a.sha256[:12],
+            )
+    console.print(table)
+
+
+@algorithm_app.command("show")
+@handle_errors
+def show(ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")], data_dir: DataDir) -> None:
+    """Print one version's manifest as JSON (latest version when none is given)."""
+    import json
+
+    node = node_for(data_dir)
+    with node.db.session() as s:
+        a = service.get_algorithm(s, *service.parse_ref(ref))
+        typer.echo(json.dumps(a.manifest, indent=2))
+
+
+@algorithm_app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of pair-algorithm.yaml (as published in docs/)."""
+    typer.echo(manifest_json_schema_text(), nl=False)

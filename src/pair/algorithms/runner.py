@@ -1,0 +1,389 @@
+"""Sandboxed inference: cases → per-class outputs, through a separate onnxruntime worker.
+
+The worker (``pair.algorithms.worker``) runs with no network, an address-space limit and a
+fixed number of threads. Each case gets a wall-clock limit; a case that overruns is killed and
+reported as ``timeout``, and the next case starts a fresh worker. Per-instance results are cached
+under ``cache_dir`` by (algorithm cache key, instance SHA-256), so a re-run only computes what is
+missing: interrupted runs resume, finished runs replay instantly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+import pair
+from pair.algorithms.limits import Limits, default_limits
+from pair.algorithms.manifest import Manifest
+from pair.algorithms.postprocess import case_score
+from pair.algorithms.preprocess import aggregate
+
+
+@dataclass(frozen=True)
+class LoadedAlgorithm:
+    """What the runner needs: the manifest, the model file and its checksum."""
+
+    manifest: Manifest
+    model_path: Path
+    sha256: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.manifest.id}@{self.manifest.version}"
+
+    @property
+    def cache_key(self) -> str:
+        """Model checksum plus the input/output contract: same key ⇒ same outputs."""
+        contract = self.manifest.model_dump(mode="json", include={"input", "output", "modality"})
+        blob = self.sha256 + json.dumps(contract, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    paths: list[Path]
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    outputs: dict[str, float] | None = None
+    score: float | None = None
+    error: str | None = None
+    message: str = ""
+    n_images: int = 0
+    cached: bool = False
+    per_instance: list[list[float]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class WorkerFailure(Exception):
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message
+
+
+def _child_env(limits: Limits) -> dict[str, str]:
+    """A minimal environment: no proxies or credentials leak into the worker."""
+    src = str(Path(pair.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": path, "LANG": "C.UTF-8"}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(limits.threads)
+    return env
+
+
+class WorkerProcess:
+    """One running worker; JSON lines over pipes, every read bounded by a deadline."""
+
+    def __init__(self, algorithm: LoadedAlgorithm, limits: Limits) -> None:
+        self.limits = limits
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        cmd = [
+            sys.executable,
+            "-m",
+            "pair.algorithms.worker",
+            "--memory-mb",
+            str(limits.memory_limit_mb),
+            "--threads",
+            str(limits.threads),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=_child_env(limits),
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
+        )
+        self._buf = b""
+        self._sel = selectors.DefaultSelector()
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self._sel.register(self.proc.stdout, selectors.EVENT_READ)
+        config = {
+            "model": str(Path(algorithm.model_path).resolve()),
+            "manifest": algorithm.manifest.model_dump(mode="json"),
+        }
+        try:
+            self.ready = self.request(config, limits.load_timeout_s, what="model load")
+        except WorkerFailure:
+            self.kill()
+            raise
+        if not self.ready.get("ok"):
+            self.kill()
+            raise WorkerFailure(
+                self.ready.get("reason", "model load failed"), self.ready.get("message", "")
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def request(self, msg: dict[str, Any], timeout_s: float, what: str = "case") -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._died() from None
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._sel.select(remaining):
+                self.kill()
+                raise WorkerFailure("timeout", f"{what} exceeded the limit of {timeout_s:g} s")
+            assert self.proc.stdout is not None
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
+            if not chunk:
+                raise self._died()
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def _died(self) -> WorkerFailure:
+        try:
+            rc = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = self.proc.returncode
+        self.kill()
+        if rc == -signal.SIGKILL:
+            return WorkerFailure(
+                "out of memory",
+                "worker was killed (SIGKILL), most likely by the kernel's out-of-memory killer",
+            )
+        if rc is not None and rc < 0:
+            return WorkerFailure("worker crash", f"worker died with {signal.Signals(-rc).name}")
+        return WorkerFailure("worker crash", f"worker exited with code {rc}")
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        self._stderr.seek(0, os.SEEK_END)
+        size = self._stderr.tell()
+        self._stderr.seek(max(0, size - limit))
+        return self._stderr.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._sel.close()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    def close(self) -> None:
+        self.kill()
+        self._stderr.close()
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ResultCache:
+    """Per-instance outputs as small JSON files: ``<dir>/<algorithm key>/<sha[:2]>/<sha>.json``."""
+
+    def __init__(self, cache_dir: Path | None, algorithm_key: str) -> None:
+        self.root = cache_dir / algorithm_key if cache_dir is not None else None
+
+    def _path(self, sha: str) -> Path:
+        assert self.root is not None
+        return self.root / sha[:2] / f"{sha}.json"
+
+    def get(self, sha: str) -> list[list[float]] | None:
+        if self.root is None:
+            return None
+        try:
+            values: list[list[float]] = json.loads(self._path(sha).read_text())["values"]
+            return values
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put(self, sha: str, values: list[list[float]]) -> None:
+        if self.root is None:
+            return
+        path = self._path(sha)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"values": values}))
+        os.replace(tmp, path)
+
+
+class _LoadFailed(Exception):
+    def __init__(self, failure: WorkerFailure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+ProgressCallback = Callable[[int, CaseResult], None]
+
+
+def run_inference(
+    algorithm: LoadedAlgorithm,
+    cases: Iterable[Case],
+    cache_dir: Path | None = None,
+    progress_cb: ProgressCallback | None = None,
+    limits: Limits | None = None,
+) -> Iterator[CaseResult]:
+    """Yield one ``CaseResult`` per case, in order; never raises for a bad case."""
+    limits = limits or default_limits()
+    cache = ResultCache(cache_dir, algorithm.cache_key)
+    worker: WorkerProcess | None = None
+    load_error: WorkerFailure | None = None  # a model that cannot load fails every case
+    try:
+        for done, case in enumerate(cases, start=1):
+            if load_error is not None:
+                result = CaseResult(
+                    case.case_id, error=load_error.reason, message=load_error.message
+                )
+            else:
+                try:
+                    result, worker = _run_case(algorithm, case, cache, worker, limits)
+                except _LoadFailed as exc:
+                    load_error = exc.failure
+                    result = CaseResult(
+                        case.case_id, error=load_error.reason, message=load_error.message
+                    )
+            if progress_cb is not None:
+                progress_cb(done, result)
+            yield result
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _run_case(
+    algorithm: LoadedAlgorithm,
+    case: Case,
+    cache: ResultCache,
+    worker: WorkerProcess | None,
+    limits: Limits,
+) -> tuple[CaseResult, WorkerProcess | None]:
+    result = CaseResult(case.case_id)
+    if not case.paths:
+        result.error, result.message = "empty case", "no instances"
+        return result, worker
+    shas: list[str] = []
+    for path in case.paths:
+        try:
+            shas.append(file_sha256(path))
+        except OSError as exc:
+            result.error, result.message = "unreadable DICOM", f"cannot read file: {exc.strerror}"
+            return result, worker
+    values: dict[int, list[list[float]]] = {}
+    for i, sha in enumerate(shas):
+        hit = cache.get(sha)
+        if hit is not None:
+            values[i] = hit
+    todo = [i for i in range(len(shas)) if i not in values]
+    result.cached = not todo
+    if todo:
+        if worker is None:
+            try:
+                worker = WorkerProcess(algorithm, limits)
+            except WorkerFailure as exc:
+                if exc.reason == "model load failed":
+                    raise _LoadFailed(exc) from exc
+                result.error, result.message = exc.reason, exc.message
+                return result, None
+        try:
+            paths = [str(Path(case.paths[i]).resolve()) for i in todo]
+            reply = worker.request({"op": "case", "paths": paths}, limits.case_timeout_s)
+        except WorkerFailure as exc:
+            if worker is not None:
+                worker.close()
+            result.error, result.message = exc.reason, exc.message
+            return result, None
+        if not reply.get("ok"):
+            result.error = reply.get("reason", "worker error")
+            result.message = reply.get("message", "")
+            return result, worker
+        for i, inst in zip(todo, reply["instances"], strict=True):
+            if "values" not in inst:
+                result.error, result.message = inst["reason"], inst.get("message", "")
+                return result, worker
+            values[i] = inst["values"]
+            cache.put(shas[i], inst["values"])
+    per_image = [row for i in range(len(shas)) for row in values[i]]
+    result.per_instance = per_image
+    result.n_images = len(per_image)
+    spec = algorithm.manifest
+    case_values = aggregate(np.asarray(per_image, dtype=np.float64), spec.input.aggregation)
+    result.outputs = {
+        c.name: float(v) for c, v in zip(spec.output.classes, case_values, strict=True)
+    }
+    result.score = case_score(case_values, spec.output)
+    return result, worker
+
+
+def smoke_test(algorithm: LoadedAlgorithm, limits: Limits | None = None) -> list[str]:
+    """Load the model in the sandbox and run synthetic inputs; problems as messages."""
+    limits = limits or default_limits()
+    prefix = "smoke inference"
+    try:
+        worker = WorkerProcess(algorithm, limits)
+    except WorkerFailure as exc:
+        return [_smoke_message(prefix + " (model load)", exc.reason, exc.message, limits)]
+    try:
+        reply = worker.request({"op": "smoke"}, limits.case_timeout_s, what="smoke inference")
+    except WorkerFailure as exc:
+        return [_smoke_message(prefix, exc.reason, exc.message, limits)]
+    finally:
+        worker.close()
+    if not reply.get("ok"):
+        return [
+            _smoke_message(prefix, reply.get("reason", "failed"), reply.get("message", ""), limits)
+        ]
+    return []
+
+
+def _smoke_message(prefix: str, reason: str, message: str, limits: Limits) -> str:
+    if reason == "out of memory":
+        return f"{prefix}: out of memory (limit {limits.memory_limit_mb} MB): {message}"
+    if reason == "timeout":
+        return f"{prefix}: timeout: {message}"
+    return f"{prefix}: {reason}: {message}"
+
+
+def probe_network(
+    algorithm: LoadedAlgorithm, host: str, port: int, limits: Limits | None = None
+) -> dict[str, Any]:
+    """Ask a live worker to open a TCP connection; the answer must say it was blocked."""
+    limits = limits or default_limits()
+    with WorkerProcess(algorithm, limits) as worker:
+        return worker.request({"op": "probe", "host": host, "port": port}, limits.case_timeout_s)
