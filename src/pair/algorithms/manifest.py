@@ -246,7 +246,7 @@ class Manifest(_Strict):
         frozen=True,
         json_schema_extra={
             "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": "https://pair.example.org/schemas/algorithm-package.schema.json",
+            "$id": "urn:pair:schema:algorithm-package:1",
         },
     )
 
