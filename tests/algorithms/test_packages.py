@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -325,3 +327,18 @@ def test_demo_manifest_is_labelled_demo() -> None:
     assert "DEMO" in m["name"] and "DEMO" in m["description"] and "DEMO" in m["intended_use"]
     assert card.startswith("# DEMO") and "NOT FOR CLINICAL USE" in card
     assert (DEMO_DIR / "model.onnx").stat().st_size < 300_000
+
+
+def test_leftover_files_of_an_interrupted_submission(sqlite_node: Node, tmp_path: Path) -> None:
+    target = sqlite_node.settings.data_dir / "algorithms/test-cxr/1.0.0"
+    target.mkdir(parents=True)
+    (target / "model.onnx").write_bytes(b"partial")
+    pkg = write_package(tmp_path / "p", manifest(), mean_model())
+    with pytest.raises(Conflict, match="in progress"), sqlite_node.db.session() as s:
+        service.add_algorithm(s, sqlite_node, pkg, ACTOR, FAST)
+    assert (target / "model.onnx").read_bytes() == b"partial"  # not ours: left alone
+    old = time.time() - 3600
+    os.utime(target, (old, old))
+    with sqlite_node.db.session() as s:
+        a = service.add_algorithm(s, sqlite_node, pkg, ACTOR, FAST)
+    assert service.sha256_file(target / "model.onnx") == a.sha256

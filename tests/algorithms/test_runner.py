@@ -101,7 +101,7 @@ def test_matches_bare_onnxruntime_and_cache(
         assert r.score == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-6)
     t0 = time.perf_counter()
     again = list(run_inference(demo, cases, tmp_path / "cache", None, FAST))
-    assert time.perf_counter() - t0 < 1.0  # no worker started: everything from the cache
+    assert time.perf_counter() - t0 < 5.0  # no worker started: everything from the cache
     assert all(r.cached for r in again)
     assert [r.outputs for r in again] == [r.outputs for r in first]
 

@@ -68,20 +68,24 @@ def _out(a: Algorithm) -> AlgorithmOut:
         422: {"description": "Package refused; details.problems lists why"},
     },
 )
-async def submit(
+def submit(
     request: Request,
     package: UploadFile,
     node: Node = Depends(get_node),
     session: Session = Depends(get_session),
     actor: Actor = Depends(can_submit),
 ) -> Any:
-    """Upload a package zip (multipart field ``package``)."""
+    """Upload a package zip (multipart field ``package``).
+
+    A plain ``def``: validation runs a smoke inference, so FastAPI runs it in its thread pool
+    instead of blocking the event loop.
+    """
     limit = default_limits().max_package_bytes
     declared = int(request.headers.get("content-length") or 0)
     if declared > limit + 64 * 1024:
         raise PayloadTooLarge(f"The upload is {declared} bytes; the limit is {limit} bytes.")
     chunks, size = [], 0
-    while chunk := await package.read(1 << 20):
+    while chunk := package.file.read(1 << 20):
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"The package is larger than the limit of {limit} bytes.")

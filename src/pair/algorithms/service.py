@@ -7,8 +7,10 @@ package leaves neither a row nor files behind.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from pair.core.errors import Conflict, Invalid, NotFound
 from pair.core.node import Node
 
 ALGORITHMS_DIR = "algorithms"
+STALE_AFTER_S = 600
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,9 @@ def submit_algorithm(
         if problems:
             raise PackageRejected(problems)
         rel = Path(ALGORITHMS_DIR) / m.id / m.version
-        final = node.settings.data_dir / rel
-        if final.exists():  # left over by an interrupted submission: no row points at it
-            shutil.rmtree(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(folder), str(final))
+        target = node.settings.data_dir / rel
+        _place(folder, target, m)
+        final = target  # ours now: removed again if anything below fails
         row = Algorithm(
             algorithm_id=m.id,
             version=m.version,
@@ -101,6 +102,25 @@ def submit_algorithm(
         if final is not None and final.exists():
             shutil.rmtree(final, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _place(folder: Path, target: Path, m: Manifest) -> None:
+    """Move the package into place atomically; never overwrite another submission's files."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(folder, target)  # fails if target exists and is not empty
+        return
+    except OSError:
+        pass
+    # No row exists for id+version (checked before). Files older than STALE_AFTER_S are left
+    # over by an interrupted submission; younger ones belong to a concurrent submission.
+    if time.time() - target.stat().st_mtime < STALE_AFTER_S:
+        raise Conflict(
+            f"Another submission of {m.id} version {m.version} is in progress; "
+            "try again in a few minutes."
+        )
+    shutil.rmtree(target)
+    os.rename(folder, target)
 
 
 def add_algorithm(
