@@ -82,6 +82,14 @@ def test_api_submit_list_versions(
     ).json()
     assert versions["latest"] == "1.1.0" and len(versions["versions"]) == 2
     assert client.get("/api/algorithms/nope", headers=_auth(tokens["admin"])).status_code == 404
+    one = client.get("/api/algorithms/demo-cxr-opacity/1.0.0", headers=_auth(tokens["admin"]))
+    assert one.status_code == 200 and one.json()["model_card"].startswith("# DEMO")
+    latest = client.get("/api/algorithms/demo-cxr-opacity/latest", headers=_auth(tokens["admin"]))
+    assert (
+        latest.json()["version"] == "1.1.0" and latest.json()["model_card"] == "# Test model card\n"
+    )
+    missing = client.get("/api/algorithms/demo-cxr-opacity/3.0.0", headers=_auth(tokens["admin"]))
+    assert missing.status_code == 404 and "known versions: 1.1.0, 1.0.0" in missing.text
     with node.db.session() as s:
         actions = s.scalars(
             select(AuditEvent.action).where(AuditEvent.action == "algorithm.add")
@@ -114,10 +122,18 @@ def test_cli_add_list_show_schema(tmp_path: Path) -> None:
     r = runner.invoke(cli_app, ["algorithm", "add", "--data-dir", d, str(DEMO_DIR)])
     assert r.exit_code == 0, r.output
     assert "demo-cxr-opacity 1.0.0 registered" in r.output
+    v2 = write_package(
+        tmp_path / "v2", manifest(id="demo-cxr-opacity", version="1.1.0"), mean_model()
+    )
+    (tmp_path / "v2.zip").write_bytes(zip_folder(v2, prefix="v2/"))
+    r = runner.invoke(cli_app, ["algorithm", "add", "--data-dir", d, str(tmp_path / "v2.zip")])
+    assert r.exit_code == 0 and "1.1.0 registered" in r.output, r.output
     r = runner.invoke(cli_app, ["algorithm", "list", "--data-dir", d])
     assert r.exit_code == 0 and "demo-cxr" in r.output
     r = runner.invoke(cli_app, ["algorithm", "show", "--data-dir", d, "demo-cxr-opacity@1.0.0"])
     assert r.exit_code == 0 and '"positive_class": "present"' in r.output
+    r = runner.invoke(cli_app, ["algorithm", "show", "--data-dir", d, "demo-cxr-opacity"])
+    assert r.exit_code == 0 and '"version": "1.1.0"' in r.output
     bad = write_package(tmp_path / "bad", manifest(**{"input.tensor_name": "x"}), mean_model())
     r = runner.invoke(cli_app, ["algorithm", "add", "--data-dir", d, str(bad)])
     assert r.exit_code == 2

@@ -36,6 +36,10 @@ class AlgorithmOut(BaseModel):
     manifest: dict[str, Any]
 
 
+class AlgorithmDetail(AlgorithmOut):
+    model_card: str | None
+
+
 class AlgorithmVersions(BaseModel):
     id: str
     latest: str
@@ -119,3 +123,16 @@ def versions(
     return AlgorithmVersions(
         id=algorithm_id, latest=latest.version, versions=[_out(a) for a in rows]
     )
+
+
+@router.get("/{algorithm_id}/{version}", response_model=AlgorithmDetail)
+def one_version(
+    algorithm_id: str,
+    version: str,
+    node: Node = Depends(get_node),
+    session: Session = Depends(get_session),
+    _: Actor = Depends(current_actor),
+) -> AlgorithmDetail:
+    """One version with its model card (README.md); ``latest`` selects the newest."""
+    a = service.get_algorithm(session, algorithm_id, None if version == "latest" else version)
+    return AlgorithmDetail(**_out(a).model_dump(), model_card=service.model_card(node, a))

@@ -179,12 +179,6 @@ class WorkerProcess:
             return WorkerFailure("worker crash", f"worker died with {signal.Signals(-rc).name}")
         return WorkerFailure("worker crash", f"worker exited with code {rc}")
 
-    def stderr_tail(self, limit: int = 2000) -> str:
-        self._stderr.seek(0, os.SEEK_END)
-        size = self._stderr.tell()
-        self._stderr.seek(max(0, size - limit))
-        return self._stderr.read().decode(errors="replace")
-
     def kill(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -200,6 +200,12 @@ def load_algorithm(node: Node, algorithm: Algorithm) -> LoadedAlgorithm:
     return LoadedAlgorithm(manifest, model_path, algorithm.sha256)
 
 
+def model_card(node: Node, algorithm: Algorithm) -> str | None:
+    """The package's README.md (model card) as submitted, or None when it has none."""
+    path = node.settings.data_dir / algorithm.stored_path / "README.md"
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+
+
 def inference_cache_dir(node: Node) -> Path:
     """Where ``run_inference`` keeps per-instance results (keyed by algorithm and instance)."""
     return node.settings.data_dir / "cache" / "inference"
