@@ -181,7 +181,7 @@ def test_out_of_memory_during_a_case(wrapped_pngs: list[Path], tmp_path: Path) -
     assert r.error == "out of memory"
 
 
-def test_worker_has_no_network(demo: LoadedAlgorithm) -> None:
+def test_worker_has_no_network_and_cannot_write(demo: LoadedAlgorithm, tmp_path: Path) -> None:
     """A listening server on localhost never sees the worker's connection attempt."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -189,10 +189,13 @@ def test_worker_has_no_network(demo: LoadedAlgorithm) -> None:
     server.settimeout(0.5)
     port = server.getsockname()[1]
     try:
-        reply = probe_network(demo, "127.0.0.1", port, FAST)
+        reply = probe_network(demo, "127.0.0.1", port, FAST, file=tmp_path / "written")
         assert reply["network_blocked"] is True
         assert "network access is disabled" in reply["detail"]
         assert reply["rlimit_as"] == FAST.memory_limit_mb * 1024 * 1024
+        assert reply["rlimit_fsize"] == 0 and reply["no_new_privs"] is True
+        assert reply["file_write_blocked"] is True
+        assert not (tmp_path / "written").exists() or (tmp_path / "written").stat().st_size == 0
         with pytest.raises(TimeoutError):
             server.accept()
     finally:

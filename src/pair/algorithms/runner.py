@@ -17,12 +17,11 @@ import selectors
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +85,12 @@ def _child_env(limits: Limits) -> dict[str, str]:
     """A minimal environment: no proxies or credentials leak into the worker."""
     src = str(Path(pair.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": path, "LANG": "C.UTF-8"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": path,
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(limits.threads)
     return env
@@ -97,7 +101,6 @@ class WorkerProcess:
 
     def __init__(self, algorithm: LoadedAlgorithm, limits: Limits) -> None:
         self.limits = limits
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         cmd = [
             sys.executable,
             "-m",
@@ -111,7 +114,7 @@ class WorkerProcess:
             cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self._stderr,
+            stderr=subprocess.DEVNULL,
             env=_child_env(limits),
             cwd="/",
             start_new_session=True,
@@ -192,7 +195,6 @@ class WorkerProcess:
 
     def close(self) -> None:
         self.kill()
-        self._stderr.close()
 
     def __enter__(self) -> WorkerProcess:
         return self
@@ -375,9 +377,16 @@ def _smoke_message(prefix: str, reason: str, message: str, limits: Limits) -> st
 
 
 def probe_network(
-    algorithm: LoadedAlgorithm, host: str, port: int, limits: Limits | None = None
+    algorithm: LoadedAlgorithm,
+    host: str,
+    port: int,
+    limits: Limits | None = None,
+    file: Path | None = None,
 ) -> dict[str, Any]:
-    """Ask a live worker to open a TCP connection; the answer must say it was blocked."""
+    """Ask a live worker to open a TCP connection (and write ``file``); both must be blocked."""
     limits = limits or default_limits()
+    msg: dict[str, Any] = {"op": "probe", "host": host, "port": port}
+    if file is not None:
+        msg["file"] = str(file)
     with WorkerProcess(algorithm, limits) as worker:
-        return worker.request({"op": "probe", "host": host, "port": port}, limits.case_timeout_s)
+        return worker.request(msg, limits.case_timeout_s)

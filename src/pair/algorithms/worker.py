@@ -2,7 +2,8 @@
 
 Runs in its own process. Before importing anything heavy it (1) tries to enter a fresh network
 namespace (no interfaces) via ``unshare(CLONE_NEWUSER|CLONE_NEWNET)``, (2) replaces socket
-creation with a function that raises, and (3) caps its address space with ``RLIMIT_AS``. Then
+creation with a class that cannot be instantiated, (3) caps its address space (``RLIMIT_AS``),
+forbids writing files (``RLIMIT_FSIZE`` 0) and core dumps, and sets ``no_new_privs``. Then
 it loads the ONNX model with onnxruntime (CPU, limited threads) and answers JSON-line requests
 on stdin with JSON lines on the original stdout. Vendor code never runs: a package is an ONNX
 graph, executed only by onnxruntime's built-in operators.
@@ -15,6 +16,7 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import socket
 import sys
 import time
@@ -48,6 +50,14 @@ def _enter_network_namespace() -> bool:
         return False
 
 
+def _no_new_privileges() -> bool:
+    """prctl(PR_SET_NO_NEW_PRIVS): setuid binaries cannot raise this process's privileges."""
+    try:
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
 def harden(memory_mb: int, threads: int) -> dict[str, Any]:
     """Cut the process off from the network and cap its memory; call before other imports."""
     netns = _enter_network_namespace()
@@ -61,9 +71,13 @@ def harden(memory_mb: int, threads: int) -> dict[str, Any]:
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # no file writes: writing a regular file fails with EFBIG instead of killing the process
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    no_new_privs = _no_new_privileges()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    return {"netns": netns, "rlimit_as": limit}
+    return {"netns": netns, "rlimit_as": limit, "rlimit_fsize": 0, "no_new_privs": no_new_privs}
 
 
 def _classify(exc: BaseException) -> str:
@@ -157,6 +171,17 @@ class Worker:
         return {"ok": True, "runs": shapes}
 
 
+def probe_file(path: str) -> bool:
+    """True when writing data to a file fails (it must: RLIMIT_FSIZE is 0)."""
+    try:
+        with open(path, "wb") as fh:
+            fh.write(b"x" * 4096)
+            fh.flush()
+        return False
+    except OSError:
+        return True
+
+
 def probe(host: str, port: int) -> dict[str, Any]:
     """Report whether this process can open a network connection (it must not)."""
     try:
@@ -211,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 reply = worker.smoke()
             elif op == "probe":
                 reply = {"ok": True, **probe(req["host"], int(req["port"])), **status}
+                if req.get("file"):
+                    reply["file_write_blocked"] = probe_file(str(req["file"]))
             else:
                 reply = {"ok": False, "reason": "protocol", "message": f"unknown op {op!r}"}
         except Exception as exc:
