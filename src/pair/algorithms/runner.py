@@ -163,7 +163,11 @@ class WorkerProcess:
                 raise self._died()
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
-        reply: dict[str, Any] = json.loads(line)
+        try:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError:
+            self.kill()
+            raise WorkerFailure("worker crash", "unreadable reply from the worker") from None
         return reply
 
     def _died(self) -> WorkerFailure:
