@@ -1,7 +1,7 @@
 """Train PAIR's DEMO algorithm on synthetic images and write it as an algorithm package.
 
-DEMO ONLY: the model learns to spot bright blobs inside dark lung-like ellipses on computer-made
-images. It has never seen a real radiograph and must never be used on patients. It exists so
+DEMO ONLY: the model learns to spot diffuse haze in the lungs of computer-made, chest-radiograph-
+like images. It has never seen a real radiograph and must never be used on patients. It exists so
 that submit → run → evaluate works out of the box.
 
     PYTHONPATH=src /work/venv/bin/python scripts/train_demo_algorithm.py [--out DIR]
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from scipy import ndimage
 from torch import nn
 
 from pair.algorithms.manifest import MANIFEST_NAME, Manifest
@@ -78,9 +79,10 @@ MANIFEST = {
 MODEL_CARD = """# DEMO chest radiograph opacity detector — NOT FOR CLINICAL USE
 
 **This is a demonstration model.** It was trained by `scripts/train_demo_algorithm.py` only on
-synthetic, computer-generated images (grey "bodies" with two dark "lung" ellipses, faint "ribs",
-noise; positives carry bright Gaussian blobs inside the lungs). It has never seen a real
-radiograph. Its outputs on real images mean nothing.
+synthetic, computer-generated images (a body with two dark "lungs", ribs, vessel texture,
+clavicles, mediastinum, heart, diaphragm and soft-tissue shadows; positives add diffuse,
+peripheral, lower-zone haze). It has never seen a real radiograph. Its outputs on real images
+mean nothing: they are not even meant to separate COVID-19 from other images.
 
 ## Intended use
 Exercising PAIR's algorithm repository: package validation, sandboxed inference, evaluation
@@ -90,8 +92,8 @@ reports. Not a medical device; not for diagnosis, triage or any clinical decisio
 - Input: one 64×64 grey image (`image`, float32, NCHW, dynamic batch), built from a DICOM
   instance by: Modality LUT → 1st–99th percentile scaling → MONOCHROME1 inversion → area resize →
   (x − 0.5) / 0.25.
-- Network: three 3×3 stride-2 convolutions (8, 16, 16 channels, ReLU), global max pooling,
-  one linear unit. Output `logit` [N, 1]; PAIR applies a sigmoid to get P(opacity present).
+- Network: three 3×3 stride-2 convolutions (8, 16, 16 channels, ReLU), global average
+  pooling, one linear unit. Output `logit` [N, 1]; PAIR applies a sigmoid to get P(opacity present).
 - Training: {n_train} synthetic images, {epochs} epochs, Adam, seed {seed}.
 - Synthetic held-out accuracy at threshold 0.5: {accuracy:.3f} ({n_test} images) — a statement
   about the synthetic task only.
@@ -108,26 +110,57 @@ Everything. See above.
 
 
 def synthetic_image(rng: np.random.Generator, positive: bool) -> np.ndarray:
-    """One CXR-like image in arbitrary units (think detector values), ``RAW × RAW``."""
+    """One chest-radiograph-like image in arbitrary detector units, ``RAW × RAW``.
+
+    Body, two lungs with ribs and vessel texture, mediastinum, heart and diaphragm; positives
+    add diffuse, peripheral/lower-zone haze of random extent and density ("opacities").
+    """
     yy, xx = np.mgrid[0:RAW, 0:RAW].astype(np.float32) / RAW
-    cx, cy = 0.5 + rng.normal(0, 0.03), 0.52 + rng.normal(0, 0.03)
-    body = (((xx - cx) / 0.42) ** 2 + ((yy - cy) / 0.48) ** 2) < 1.0
-    img = np.where(body, 0.65, 0.08).astype(np.float32)
-    lungs = np.zeros_like(img, dtype=bool)
+    cx = 0.5 + rng.normal(0, 0.03)
+    top, bottom = 0.12 + rng.normal(0, 0.03), 0.78 + rng.normal(0, 0.04)
+    img = np.full((RAW, RAW), 0.75, np.float32)
+    img[np.abs(xx - cx) > 0.46 + rng.normal(0, 0.02)] = 0.15  # air beside the body
+    lungs = np.zeros_like(img)
     for side in (-1, 1):
-        lx, ly = cx + side * 0.17 + rng.normal(0, 0.01), cy - 0.04 + rng.normal(0, 0.01)
-        rx, ry = 0.12 + rng.normal(0, 0.01), 0.28 + rng.normal(0, 0.02)
-        lungs |= (((xx - lx) / rx) ** 2 + ((yy - ly) / ry) ** 2) < 1.0
-    img[lungs] = 0.22
-    img += 0.04 * np.sin(yy * rng.uniform(40, 60) + rng.uniform(0, 6)) * lungs  # "ribs"
+        lx = cx + side * (0.215 + rng.normal(0, 0.015))
+        rx = 0.18 + rng.normal(0, 0.012)
+        ly, ry = (top + bottom) / 2, (bottom - top) / 2
+        dome = bottom - 0.06 * np.cos((xx - lx) / rx * np.pi / 2)  # diaphragm
+        inside = (((xx - lx) / rx) ** 2 + ((yy - ly) / ry) ** 2 < 1.0) & (yy < dome)
+        lungs = np.maximum(lungs, inside.astype(np.float32))
+    lungs = ndimage.gaussian_filter(lungs, 1.5)
+    heart = np.exp(-(((xx - cx - 0.07) / 0.13) ** 2 + ((yy - bottom + 0.13) / 0.12) ** 2))
+    lung_darkness = rng.uniform(0.45, 0.65)
+    img -= lung_darkness * lungs * (1 - 0.8 * heart)
+    img += 0.12 * np.exp(-(((xx - cx) / 0.08) ** 2))  # mediastinum, spine
+    ribs = np.sin((yy + 0.25 * (xx - cx) ** 2) * rng.uniform(55, 75) + rng.uniform(0, 6))
+    img += rng.uniform(0.02, 0.15) * np.clip(ribs, 0, 1) * lungs
+    vessels = ndimage.gaussian_filter(rng.normal(0, 1, img.shape).astype(np.float32), 1.0)
+    hilum = np.exp(-(((np.abs(xx - cx) - 0.1) / 0.12) ** 2 + ((yy - 0.45) / 0.2) ** 2))
+    img += rng.uniform(0.05, 0.25) * np.abs(vessels) * lungs * (0.4 + hilum)
+    for side in (-1, 1):  # clavicles
+        clav = np.exp(
+            -(((yy - top - 0.02 - side * 0.3 * (xx - cx) * rng.uniform(0.3, 0.8)) / 0.015) ** 2)
+        )
+        img += rng.uniform(0.1, 0.3) * clav * (np.abs(xx - cx - side * 0.18) < 0.2)
+    if rng.random() < 0.5:  # smooth soft-tissue (breast) shadows over both lower zones
+        for side in (-1, 1):
+            shadow = np.exp(
+                -(((xx - cx - side * 0.25) / 0.15) ** 2 + ((yy - bottom + 0.05) / 0.12) ** 2)
+            )
+            img += rng.uniform(0.05, 0.2) * shadow * lungs
     if positive:
-        ys, xs = np.nonzero(lungs)
-        for _ in range(rng.integers(1, 5)):
-            k = rng.integers(len(ys))
-            sigma = rng.uniform(0.03, 0.09)
-            blob = np.exp(-((xx - xs[k] / RAW) ** 2 + (yy - ys[k] / RAW) ** 2) / (2 * sigma**2))
-            img += rng.uniform(0.15, 0.35) * blob * lungs
-    img += rng.normal(0, 0.03, img.shape).astype(np.float32)
+        haze = np.zeros_like(img)
+        for _ in range(rng.integers(1, 4)):
+            side = rng.choice([-1, 1])
+            px = cx + side * rng.uniform(0.18, 0.3)  # peripheral
+            py = rng.uniform(0.45, 0.85) * (bottom - top) + top  # mid/lower zones
+            sx, sy = rng.uniform(0.06, 0.16), rng.uniform(0.08, 0.2)
+            haze += np.exp(-(((xx - px) / sx) ** 2 + ((yy - py) / sy) ** 2))
+        texture = 0.7 + 0.3 * ndimage.gaussian_filter(rng.random(img.shape), 2) * 2
+        img += rng.uniform(0.08, 0.35) * np.clip(haze, 0, 1) * texture.astype(np.float32) * lungs
+    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
+    img = np.clip(img, 0.01, None) ** rng.uniform(0.8, 1.25)  # exposure / processing curve
     gain, offset = rng.uniform(800, 3000), rng.uniform(0, 500)
     return (img * gain + offset).astype(np.float32)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import httpx
@@ -142,3 +143,39 @@ def test_cli_add_list_show_schema(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "is valid" in r.output
     r = runner.invoke(cli_app, ["algorithm", "schema"])
     assert r.exit_code == 0 and '"format_version"' in r.output
+
+
+def test_cli_run_groups_cases_and_writes_csv(tmp_path: Path, shared_data: Path) -> None:
+    from pair.algorithms.wrap import png_to_dicom
+
+    runner = CliRunner()
+    d = str(tmp_path / "node")
+    assert (
+        runner.invoke(cli_app, ["algorithm", "add", "--data-dir", d, str(DEMO_DIR)]).exit_code == 0
+    )
+    series = tmp_path / "series"
+    for i, png in enumerate(sorted((shared_data / "images").glob("*.png"))[:3]):
+        png_to_dicom(png, series / f"{i}.dcm", series_uid="2.25.1234", study_uid="2.25.99")
+    out = tmp_path / "results.csv"
+    args = [
+        "algorithm",
+        "run",
+        "--data-dir",
+        d,
+        "demo-cxr-opacity",
+        str(series),
+        str(shared_data / "dicom/pydicom_CT_small.dcm"),
+        "--group",
+        "series",
+        "--out",
+        str(out),
+    ]
+    r = runner.invoke(cli_app, args)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out.open()))
+    assert (rows[0]["case_id"], rows[0]["n_images"], len(rows)) == ("2.25.1234", "3", 2)
+    assert rows[0]["error"] == "" and 0 <= float(rows[0]["score"]) <= 1
+    assert rows[1]["error"] == "wrong modality"
+    assert "1 case(s) done, 1 failed" in r.output
+    again = runner.invoke(cli_app, [*args[:-2]])
+    assert again.exit_code == 0 and ",1\n" in again.stdout  # cached column set on the re-run

@@ -212,3 +212,15 @@ def test_model_that_cannot_load_fails_every_case_once(
         run_inference(alg, [Case(str(i), [wrapped_pngs[0]]) for i in range(3)], None, None, FAST)
     )
     assert {r.error for r in results} == {"model load failed"}
+
+
+def test_demo_scores_vary_on_real_radiographs(
+    demo: LoadedAlgorithm, wrapped_pngs: list[Path]
+) -> None:
+    """The demo must give an evaluation something to rank (its values mean nothing clinically)."""
+    scores = [
+        r.score
+        for r in run_inference(demo, [Case(p.stem, [p]) for p in wrapped_pngs], None, None, FAST)
+    ]
+    assert all(s is not None for s in scores)
+    assert len({round(s or 0, 4) for s in scores}) > 3

@@ -1,17 +1,21 @@
-"""``pair algorithm add|check|list|show|schema``."""
+"""``pair algorithm add|check|list|show|run|schema``."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pair.algorithms import service
+from pair.algorithms.cases import Grouping, cases_from_paths, write_results_csv
 from pair.algorithms.manifest import manifest_json_schema_text
-from pair.audit.service import Actor
-from pair.cli.common import DataDir, console, handle_errors, node_for
+from pair.algorithms.runner import run_inference
+from pair.audit.service import Actor, record
+from pair.cli.common import DataDir, console, err_console, handle_errors, node_for
 
 algorithm_app = typer.Typer(help="AI algorithm packages: submit, validate, list.")
 
@@ -69,6 +73,57 @@ def show(ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")], data_dir
     with node.db.session() as s:
         a = service.get_algorithm(s, *service.parse_ref(ref))
         typer.echo(json.dumps(a.manifest, indent=2))
+
+
+@algorithm_app.command("run")
+@handle_errors
+def run(
+    ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")],
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders.")],
+    data_dir: DataDir,
+    group: Annotated[Grouping, typer.Option(help="One case per instance, series or study.")] = (
+        Grouping.INSTANCE
+    ),
+    out: Annotated[Path | None, typer.Option(help="Write results as CSV here.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached results.")] = False,
+) -> None:
+    """Run a registered algorithm on local DICOM files in the sandbox, with a progress bar."""
+    node = node_for(data_dir)
+    with node.db.session() as s:
+        row = service.get_algorithm(s, *service.parse_ref(ref))
+        algo = service.load_algorithm(node, row)
+    cases = cases_from_paths(paths, group)
+    cache = None if no_cache else service.inference_cache_dir(node)
+    results = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    ) as bar:
+        task = bar.add_task(f"{algo.ref}", total=len(cases))
+        for r in run_inference(algo, cases, cache, lambda n, _r: bar.update(task, completed=n)):
+            results.append(r)
+    failed = [r for r in results if not r.ok]
+    with node.db.session() as s:
+        record(
+            s,
+            Actor.system("cli"),
+            "algorithm.run",
+            "algorithm",
+            algo.ref,
+            detail={"cases": len(results), "failed": len(failed)},
+        )
+    names = [c.name for c in algo.manifest.output.classes]
+    if out is not None:
+        with open(out, "w", newline="") as fh:
+            write_results_csv(fh, names, results)
+    else:
+        write_results_csv(sys.stdout, names, results)
+    err_console.print(f"{len(results) - len(failed)} case(s) done, {len(failed)} failed")
+    for r in failed:
+        err_console.print(f"  {r.case_id}: {r.error}: {r.message}", highlight=False)
 
 
 @algorithm_app.command("schema")
