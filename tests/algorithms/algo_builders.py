@@ -214,3 +214,41 @@ def zip_members(members: dict[str, bytes], symlinks: dict[str, str] | None = Non
             info.external_attr = (0o120777 << 16) | 0
             zf.writestr(info, target)
     return buf.getvalue()
+
+
+def slow_if_bright_model(threshold: float = 0.05, iterations: int = 10**12) -> bytes:
+    """Fast on dark (all-zero) images; loops ``iterations`` times when mean(pixels) > threshold."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["v_in", "one"], ["v_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1]),
+        ],
+        initializer=[numpy_helper.from_array(np.ones(1, np.float32), "one")],
+    )
+    extra = [
+        helper.make_node("ReduceMean", ["x_in"], ["mean"], keepdims=0),
+        helper.make_node("Greater", ["mean", "threshold"], ["bright"]),
+        helper.make_node("Cast", ["bright"], ["bright_i"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["bright_i", "trips"], ["n"]),
+        helper.make_node("Loop", ["n", "cond", "v0"], ["v_final"], body=body),
+        helper.make_node("Mul", ["v_final", "zero"], ["v_zero"]),
+        helper.make_node("Add", ["y", "v_zero"], ["y_slow"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(threshold, np.float32), "threshold"),
+        numpy_helper.from_array(np.array(iterations, np.int64), "trips"),
+        numpy_helper.from_array(np.array(True), "cond"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "v0"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+    ]
+    return mean_model(extra_nodes=extra, extra_inits=inits, final="y_slow")

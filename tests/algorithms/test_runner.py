@@ -224,3 +224,27 @@ def test_demo_scores_vary_on_real_radiographs(
     ]
     assert all(s is not None for s in scores)
     assert len({round(s or 0, 4) for s in scores}) > 3
+
+
+def test_timeout_mid_run_keeps_order_and_requeues(wrapped_pngs: list[Path], tmp_path: Path) -> None:
+    """Cases queued behind a case that times out are re-sent to a fresh worker, in order."""
+    from algo_builders import slow_if_bright_model
+    from PIL import Image
+
+    alg = load(write_package(tmp_path / "cond", manifest(), slow_if_bright_model()))
+    dark = []
+    for i in range(3):
+        png = tmp_path / f"dark{i}.png"
+        Image.new("L", (40 + i, 40), 0).save(png)
+        dark.append(tmp_path / f"dark{i}.dcm")
+        png_to_dicom(png, dark[-1])
+    cases = [
+        Case("d0", [dark[0]]),
+        Case("bright", [wrapped_pngs[0]]),
+        Case("d1", [dark[1]]),
+        Case("d2", [dark[2]]),
+    ]
+    results = list(run_inference(alg, cases, None, None, FAST))
+    assert [r.case_id for r in results] == ["d0", "bright", "d1", "d2"]
+    assert [r.error for r in results] == [None, "timeout", None, None]
+    assert results[2].score == 0.0 and _worker_pids() == []

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,19 +145,21 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def request(self, msg: dict[str, Any], timeout_s: float, what: str = "case") -> dict[str, Any]:
+    def send(self, msg: dict[str, Any]) -> None:
+        """Queue a request; a dead worker shows up as end-of-file on the next ``receive``."""
         assert self.proc.stdin is not None
-        try:
+        with contextlib.suppress(BrokenPipeError, OSError):
             self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
             self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise self._died() from None
+
+    def receive(self, timeout_s: float, timeout_message: str) -> dict[str, Any]:
+        """The next reply, or ``WorkerFailure`` (timeout: the worker is killed)."""
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buf:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._sel.select(remaining):
                 self.kill()
-                raise WorkerFailure("timeout", f"{what} exceeded the limit of {timeout_s:g} s")
+                raise WorkerFailure("timeout", timeout_message)
             assert self.proc.stdout is not None
             chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
             if not chunk:
@@ -169,6 +172,10 @@ class WorkerProcess:
             self.kill()
             raise WorkerFailure("worker crash", "unreadable reply from the worker") from None
         return reply
+
+    def request(self, msg: dict[str, Any], timeout_s: float, what: str = "case") -> dict[str, Any]:
+        self.send(msg)
+        return self.receive(timeout_s, f"{what} exceeded the limit of {timeout_s:g} s")
 
     def _died(self) -> WorkerFailure:
         try:
@@ -244,13 +251,9 @@ class ResultCache:
         os.replace(tmp, path)
 
 
-class _LoadFailed(Exception):
-    def __init__(self, failure: WorkerFailure) -> None:
-        super().__init__(str(failure))
-        self.failure = failure
-
-
 ProgressCallback = Callable[[int, CaseResult], None]
+PIPELINE_DEPTH = 2  # requests queued at the worker: it never waits for the parent
+MAX_LOOKAHEAD = 64  # cases prepared (hashed, looked up in the cache) ahead of the oldest
 
 
 def run_inference(
@@ -260,95 +263,178 @@ def run_inference(
     progress_cb: ProgressCallback | None = None,
     limits: Limits | None = None,
 ) -> Iterator[CaseResult]:
-    """Yield one ``CaseResult`` per case, in order; never raises for a bad case."""
-    limits = limits or default_limits()
-    cache = ResultCache(cache_dir, algorithm.cache_key)
-    worker: WorkerProcess | None = None
-    load_error: WorkerFailure | None = None  # a model that cannot load fails every case
+    """Yield one ``CaseResult`` per case, in input order; never raises for a bad case.
+
+    Requests are pipelined (the next case is already queued at the worker while the parent
+    hashes, caches and reports), and each case's time limit runs from when the worker starts it.
+    """
+    scheduler = _Scheduler(
+        algorithm, ResultCache(cache_dir, algorithm.cache_key), limits or default_limits()
+    )
     try:
-        for done, case in enumerate(cases, start=1):
-            if load_error is not None:
-                result = CaseResult(
-                    case.case_id, error=load_error.reason, message=load_error.message
-                )
-            else:
-                try:
-                    result, worker = _run_case(algorithm, case, cache, worker, limits)
-                except _LoadFailed as exc:
-                    load_error = exc.failure
-                    result = CaseResult(
-                        case.case_id, error=load_error.reason, message=load_error.message
-                    )
-            if progress_cb is not None:
-                progress_cb(done, result)
-            yield result
+        yield from scheduler.run(cases, progress_cb)
     finally:
-        if worker is not None:
-            worker.close()
+        scheduler.close()
 
 
-def _run_case(
-    algorithm: LoadedAlgorithm,
-    case: Case,
-    cache: ResultCache,
-    worker: WorkerProcess | None,
-    limits: Limits,
-) -> tuple[CaseResult, WorkerProcess | None]:
-    result = CaseResult(case.case_id)
+@dataclass
+class _Job:
+    case: Case
+    result: CaseResult
+    shas: list[str] = field(default_factory=list)
+    values: dict[int, list[list[float]]] = field(default_factory=dict)
+    todo: list[int] = field(default_factory=list)
+    sent_at: float | None = None  # when the request went to the current worker
+
+    @property
+    def waiting(self) -> bool:
+        return self.result.error is None and bool(self.todo)
+
+    def fail(self, reason: str, message: str) -> None:
+        self.result.error, self.result.message = reason, message
+
+
+def _prepare(case: Case, cache: ResultCache) -> _Job:
+    """Hash the case's files and take what the cache already knows."""
+    job = _Job(case, CaseResult(case.case_id))
     if not case.paths:
-        result.error, result.message = "empty case", "no instances"
-        return result, worker
-    shas: list[str] = []
+        job.fail("empty case", "no instances")
+        return job
     for path in case.paths:
         try:
-            shas.append(file_sha256(path))
+            job.shas.append(file_sha256(Path(path)))
         except OSError as exc:
-            result.error, result.message = "unreadable DICOM", f"cannot read file: {exc.strerror}"
-            return result, worker
-    values: dict[int, list[list[float]]] = {}
-    for i, sha in enumerate(shas):
+            job.fail("unreadable DICOM", f"cannot read file: {exc.strerror}")
+            return job
+    for i, sha in enumerate(job.shas):
         hit = cache.get(sha)
         if hit is not None:
-            values[i] = hit
-    todo = [i for i in range(len(shas)) if i not in values]
-    result.cached = not todo
-    if todo:
-        if worker is None:
+            job.values[i] = hit
+    job.todo = [i for i in range(len(job.shas)) if i not in job.values]
+    job.result.cached = not job.todo
+    return job
+
+
+class _Scheduler:
+    def __init__(self, algorithm: LoadedAlgorithm, cache: ResultCache, limits: Limits) -> None:
+        self.algorithm = algorithm
+        self.cache = cache
+        self.limits = limits
+        self.worker: WorkerProcess | None = None
+        self.load_error: WorkerFailure | None = None  # a model that cannot load fails all
+        self.last_reply_at = 0.0
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+    def run(
+        self, cases: Iterable[Case], progress_cb: ProgressCallback | None
+    ) -> Iterator[CaseResult]:
+        queue: deque[_Job] = deque()
+        source = iter(cases)
+        exhausted, done = False, 0
+        while True:
+            while (
+                not exhausted
+                and len(queue) < MAX_LOOKAHEAD
+                and (self._in_flight(queue) < PIPELINE_DEPTH)
+            ):
+                case = next(source, None)
+                if case is None:
+                    exhausted = True
+                    break
+                queue.append(_prepare(case, self.cache))
+                self._fill(queue)
+            if not queue:
+                return
+            head = queue[0]
+            if head.waiting:
+                self._fill(queue)
+                if head.waiting:
+                    self._receive(head, queue)
+            if head.waiting:
+                continue
+            queue.popleft()
+            self._finish(head)
+            done += 1
+            if progress_cb is not None:
+                progress_cb(done, head.result)
+            yield head.result
+
+    @staticmethod
+    def _in_flight(queue: deque[_Job]) -> int:
+        return sum(1 for j in queue if j.waiting and j.sent_at is not None)
+
+    def _fill(self, queue: deque[_Job]) -> None:
+        """Send unsent cases in order (replies come back in the order of requests)."""
+        in_flight = self._in_flight(queue)
+        for job in queue:
+            if in_flight >= PIPELINE_DEPTH:
+                return
+            if job.waiting and job.sent_at is None:
+                self._send(job)
+                if job.sent_at is None:
+                    return  # could not start a worker; the job carries the reason
+                in_flight += 1
+
+    def _send(self, job: _Job) -> None:
+        if self.load_error is not None:
+            job.fail(self.load_error.reason, self.load_error.message)
+            return
+        if self.worker is None:
             try:
-                worker = WorkerProcess(algorithm, limits)
+                self.worker = WorkerProcess(self.algorithm, self.limits)
             except WorkerFailure as exc:
                 if exc.reason == "model load failed":
-                    raise _LoadFailed(exc) from exc
-                result.error, result.message = exc.reason, exc.message
-                return result, None
+                    self.load_error = exc
+                job.fail(exc.reason, exc.message)
+                return
+        paths = [str(Path(job.case.paths[i]).resolve()) for i in job.todo]
+        self.worker.send({"op": "case", "paths": paths})
+        job.sent_at = time.monotonic()
+
+    def _receive(self, head: _Job, queue: deque[_Job]) -> None:
+        assert self.worker is not None and head.sent_at is not None
+        limit = self.limits.case_timeout_s
+        started = max(head.sent_at, self.last_reply_at)
         try:
-            paths = [str(Path(case.paths[i]).resolve()) for i in todo]
-            reply = worker.request({"op": "case", "paths": paths}, limits.case_timeout_s)
+            reply = self.worker.receive(
+                started + limit - time.monotonic(), f"case exceeded the limit of {limit:g} s"
+            )
         except WorkerFailure as exc:
-            if worker is not None:
-                worker.close()
-            result.error, result.message = exc.reason, exc.message
-            return result, None
+            head.fail(exc.reason, exc.message)
+            self.close()
+            for job in queue:  # queued at the dead worker: send again to the next one
+                job.sent_at = None
+            return
+        self.last_reply_at = time.monotonic()
+        head.sent_at = None
         if not reply.get("ok"):
-            result.error = reply.get("reason", "worker error")
-            result.message = reply.get("message", "")
-            return result, worker
-        for i, inst in zip(todo, reply["instances"], strict=True):
+            head.fail(reply.get("reason", "worker error"), reply.get("message", ""))
+            return
+        for i, inst in zip(head.todo, reply["instances"], strict=True):
             if "values" not in inst:
-                result.error, result.message = inst["reason"], inst.get("message", "")
-                return result, worker
-            values[i] = inst["values"]
-            cache.put(shas[i], inst["values"])
-    per_image = [row for i in range(len(shas)) for row in values[i]]
-    result.per_instance = per_image
-    result.n_images = len(per_image)
-    spec = algorithm.manifest
-    case_values = aggregate(np.asarray(per_image, dtype=np.float64), spec.input.aggregation)
-    result.outputs = {
-        c.name: float(v) for c, v in zip(spec.output.classes, case_values, strict=True)
-    }
-    result.score = case_score(case_values, spec.output)
-    return result, worker
+                head.fail(inst["reason"], inst.get("message", ""))
+                return
+            head.values[i] = inst["values"]
+            self.cache.put(head.shas[i], inst["values"])
+        head.todo = []
+
+    def _finish(self, job: _Job) -> None:
+        result = job.result
+        if result.error is not None:
+            return
+        per_image = [row for i in range(len(job.shas)) for row in job.values[i]]
+        result.per_instance = per_image
+        result.n_images = len(per_image)
+        spec = self.algorithm.manifest
+        case_values = aggregate(np.asarray(per_image, dtype=np.float64), spec.input.aggregation)
+        result.outputs = {
+            c.name: float(v) for c, v in zip(spec.output.classes, case_values, strict=True)
+        }
+        result.score = case_score(case_values, spec.output)
 
 
 def smoke_test(algorithm: LoadedAlgorithm, limits: Limits | None = None) -> list[str]:
