@@ -20,7 +20,14 @@ from pair.algorithms.limits import Limits
 from pair.algorithms.manifest import Manifest
 from pair.algorithms.package import sha256_file
 from pair.algorithms.preprocess import preprocess_dataset
-from pair.algorithms.runner import Case, CaseResult, LoadedAlgorithm, probe_network, run_inference
+from pair.algorithms.runner import (
+    Case,
+    CaseResult,
+    LoadedAlgorithm,
+    WorkerPool,
+    probe_network,
+    run_inference,
+)
 from pair.algorithms.wrap import png_to_dicom
 
 FAST = Limits(case_timeout_s=3, load_timeout_s=30, memory_limit_mb=1536)
@@ -248,3 +255,24 @@ def test_timeout_mid_run_keeps_order_and_requeues(wrapped_pngs: list[Path], tmp_
     assert [r.case_id for r in results] == ["d0", "bright", "d1", "d2"]
     assert [r.error for r in results] == [None, "timeout", None, None]
     assert results[2].score == 0.0 and _worker_pids() == []
+
+
+def test_worker_pool_reuses_a_warm_worker(
+    demo: LoadedAlgorithm, wrapped_pngs: list[Path], tmp_path: Path
+) -> None:
+    with WorkerPool() as pool:
+        first = list(run_inference(demo, [Case("a", [wrapped_pngs[0]])], None, None, FAST, pool))
+        (pid,) = _worker_pids()  # parked, not closed
+        second = list(run_inference(demo, [Case("b", [wrapped_pngs[1]])], None, None, FAST, pool))
+        assert _worker_pids() == [pid]  # the same process answered: no start, no model load
+        assert first[0].ok and second[0].ok
+        slow = load(write_package(tmp_path / "slow", manifest(), slow_model()))
+        (r,) = run_inference(slow, [Case("s", [wrapped_pngs[0]])], None, None, FAST, pool)
+        assert r.error == "timeout" and _worker_pids() == [pid]  # a killed worker is not parked
+        abandoned = run_inference(
+            demo, [Case(str(i), [p]) for i, p in enumerate(wrapped_pngs)], None, None, FAST, pool
+        )
+        next(abandoned)
+        abandoned.close()  # requests still queued: that worker is closed, not parked
+        assert _worker_pids() == []
+    assert _worker_pids() == []

@@ -91,6 +91,7 @@ class Worker:
     def __init__(self, model_path: str, manifest: dict[str, Any], threads: int) -> None:
         import onnxruntime as ort
 
+        import pair.algorithms.preprocess  # noqa: F401  (pydicom, decoders: imported up front)
         from pair.algorithms.manifest import Manifest
 
         self.manifest = Manifest.model_validate(manifest)
