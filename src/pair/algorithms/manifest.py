@@ -157,6 +157,30 @@ class InputSpec(_Strict):
         description="How per-instance outputs of a series/study become one case output.",
     )
 
+    def describe(self) -> str:
+        """One sentence for reports and checklists (CLAIM "preprocessing")."""
+        sc = self.scaling
+        if isinstance(sc, WindowScaling):
+            scaling = f"window center {sc.center:g} / width {sc.width:g}"
+        elif isinstance(sc, PercentileScaling):
+            scaling = f"percentile scaling ({sc.lower:g}–{sc.upper:g})"
+        elif isinstance(sc, MinMaxScaling):
+            scaling = "min–max scaling"
+        else:
+            scaling = "the image's own VOI LUT / window"
+        norm = self.normalization
+        if isinstance(norm, MeanStdNormalization):
+            normalization = f"(x − {norm.mean}) / {norm.std}"
+        else:
+            normalization = f"range [{norm.min:g}, {norm.max:g}]"
+        inversion = "MONOCHROME1 inverted" if self.invert_monochrome1 else "MONOCHROME1 kept"
+        return (
+            f"Modality LUT, {scaling}, {inversion}, resized to {self.size.height}×"
+            f"{self.size.width} ({self.resampling.value}), {self.channels} channel(s), "
+            f"normalized {normalization}, {self.layout.value} {self.dtype.value}; "
+            f"several images per case combined by {self.aggregation.value}."
+        )
+
     @model_validator(mode="after")
     def _channels_match(self) -> InputSpec:
         norm = self.normalization

@@ -223,3 +223,15 @@ def test_output_activations() -> None:
     )
     with pytest.raises(ValueError, match="expected \\[3\\]"):
         to_class_values(np.zeros((1, 2)), multi)
+
+
+def test_describe_for_reports() -> None:
+    import yaml
+    from algo_builders import DEMO_DIR
+
+    m = Manifest.model_validate(yaml.safe_load((DEMO_DIR / "pair-algorithm.yaml").read_text()))
+    assert m.input.describe() == (
+        "Modality LUT, percentile scaling (1–99), MONOCHROME1 inverted, resized to 64×64 "
+        "(area), 1 channel(s), normalized (x − [0.5]) / [0.25], NCHW float32; several images "
+        "per case combined by max."
+    )
