@@ -276,3 +276,12 @@ def test_worker_pool_reuses_a_warm_worker(
         abandoned.close()  # requests still queued: that worker is closed, not parked
         assert _worker_pids() == []
     assert _worker_pids() == []
+
+
+def test_fixed_batch_one_model_runs_series(wrapped_pngs: list[Path], tmp_path: Path) -> None:
+    from pair.algorithms.sandbox import smoke_test
+
+    alg = load(write_package(tmp_path / "b1", manifest(), mean_model(in_shape=[1, 1, 32, 32])))
+    assert smoke_test(alg, FAST) == []  # batch 1 only: no batch-2 smoke run
+    (r,) = run_inference(alg, [Case("s", wrapped_pngs[:3])], None, None, FAST)
+    assert r.ok and r.n_images == 3
