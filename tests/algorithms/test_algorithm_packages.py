@@ -342,3 +342,13 @@ def test_leftover_files_of_an_interrupted_submission(sqlite_node: Node, tmp_path
     with sqlite_node.db.session() as s:
         a = service.add_algorithm(s, sqlite_node, pkg, ACTOR, FAST)
     assert service.sha256_file(target / "model.onnx") == a.sha256
+
+
+def test_onnx_checks_run_in_the_sandbox() -> None:
+    """The vendor's protobuf is parsed in a limited worker: a tiny memory limit makes it fail."""
+    from pair.algorithms.sandbox import static_check
+
+    model = DEMO_DIR / "model.onnx"
+    assert static_check(model, None, FAST) == []
+    (problem,) = static_check(model, None, Limits(memory_limit_mb=40))
+    assert problem.startswith("model.onnx: ONNX checks: ")
