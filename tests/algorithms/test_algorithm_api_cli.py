@@ -120,7 +120,7 @@ def test_api_refusals(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_cli_add_list_show_schema(tmp_path: Path) -> None:
     runner = CliRunner()
     d = str(tmp_path / "node")
-    r = runner.invoke(cli_app, ["algorithm", "add", "--data-dir", d, str(DEMO_DIR)])
+    r = runner.invoke(cli_app, ["algorithm", "add-demo", "--data-dir", d])
     assert r.exit_code == 0, r.output
     assert "demo-cxr-opacity 1.0.0 registered" in r.output
     v2 = write_package(
