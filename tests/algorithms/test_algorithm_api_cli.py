@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from algo_builders import DEMO_DIR, manifest, mean_model, write_package, zip_folder
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -18,6 +17,7 @@ from pair.audit.models import AuditEvent
 from pair.cli.main import app as cli_app
 from pair.core.node import Node
 from pair.web.app import create_app
+from tests.algorithms.algo_builders import DEMO_DIR, manifest, mean_model, write_package, zip_folder
 
 
 def _tokens(node: Node) -> dict[str, str]:

@@ -12,18 +12,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from algo_builders import (
-    DELETE,
-    DEMO_DIR,
-    custom_op_model,
-    manifest,
-    mean_model,
-    memory_hog_model,
-    slow_model,
-    write_package,
-    zip_folder,
-    zip_members,
-)
 from onnx import TensorProto
 from sqlalchemy import func, select
 
@@ -35,6 +23,18 @@ from pair.algorithms.package import PackageRejected
 from pair.audit.service import Actor
 from pair.core.errors import Conflict, NotFound, PayloadTooLarge
 from pair.core.node import Node
+from tests.algorithms.algo_builders import (
+    DELETE,
+    DEMO_DIR,
+    custom_op_model,
+    manifest,
+    mean_model,
+    memory_hog_model,
+    slow_model,
+    write_package,
+    zip_folder,
+    zip_members,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTOR = Actor.system("test")
