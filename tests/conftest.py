@@ -48,16 +48,38 @@ class PostgresServer:
 
     def start(self) -> None:
         subprocess.run(
-            _as_postgres(str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-                         "--auth=trust", "-E", "UTF8", "--no-sync"),
-            check=True, capture_output=True,
+            _as_postgres(
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ),
+            check=True,
+            capture_output=True,
         )
-        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-                f"-c unix_socket_directories={self.dir} -c fsync=off -c max_connections=200")
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.dir} -c fsync=off -c max_connections=200"
+        )
         subprocess.run(
-            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", opts,
-                         "-l", str(self.dir / "log"), "-w", "start"),
-            check=True, capture_output=True,
+            _as_postgres(
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-o",
+                opts,
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "start",
+            ),
+            check=True,
+            capture_output=True,
         )
 
     def url(self, dbname: str) -> str:
@@ -67,8 +89,9 @@ class PostgresServer:
         import psycopg
 
         name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 

@@ -6,6 +6,7 @@ import typer
 
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
+from pair.clinical.cli import clinical_app
 
 app = typer.Typer(
     name="pair",
@@ -17,6 +18,7 @@ app.add_typer(facility_app, name="facility")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
+app.add_typer(clinical_app, name="clinical")
 app.command("serve")(serve)
 
 

@@ -13,6 +13,8 @@ from pair.web.errors import install_error_handlers
 def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
     from pair.audit.api import router as audit_router
+    from pair.clinical.api import router as clinical_router
+    from pair.web.pages import install_portal
 
     app = FastAPI(
         title="PAIR node",
@@ -38,4 +40,6 @@ def create_app(node: Node) -> FastAPI:
 
     app.include_router(accounts_router)
     app.include_router(audit_router)
+    app.include_router(clinical_router)
+    install_portal(app)
     return app

@@ -1,0 +1,172 @@
+"""Admin operations not covered by ``pair.accounts.service``; each write is audited."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pair.accounts.models import Facility, User
+from pair.audit.models import AuditEvent
+from pair.audit.service import Actor, record
+from pair.core.errors import Conflict, Invalid, NotFound
+from pair.core.node import Node
+from pair.repository.models import QuarantineItem
+
+QUARANTINE_STATUSES = ("pending", "released", "deleted")
+
+
+def set_user_active(session: Session, user_id: int, active: bool, actor: Actor) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user with id {user_id}.")
+    if user.id == actor.user_id and not active:
+        raise Conflict("You cannot deactivate your own account.")
+    user.active = active
+    record(session, actor, "user.activate" if active else "user.deactivate", "user", str(user.id))
+    return user
+
+
+def validate_deid_profile(text: str) -> str:
+    """Check a facility's de-identification profile (the repository's parser when present)."""
+    try:
+        profile_mod = importlib.import_module("pair.deid.profile")
+    except ImportError:
+        profile_mod = None
+    parse = getattr(profile_mod, "parse_profile", None)
+    if parse is not None:
+        try:
+            parse(text)
+        except Exception as exc:  # the parser's own error types are not known here
+            raise Invalid(f"Invalid de-identification profile: {exc}") from None
+        return text
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise Invalid(f"The profile is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise Invalid("The profile must be a YAML mapping (key: value lines).")
+    return text
+
+
+def set_deid_profile(session: Session, facility_id: int, text: str, actor: Actor) -> Facility:
+    facility = session.get(Facility, facility_id)
+    if facility is None:
+        raise NotFound(f"No facility with id {facility_id}.")
+    text = text.replace("\r\n", "\n").strip()
+    facility.deid_profile = validate_deid_profile(text) + "\n" if text else None
+    record(session, actor, "deid.profile.update", "facility", str(facility.id))
+    return facility
+
+
+# ---- quarantine queue ------------------------------------------------------------------
+
+
+def list_quarantine(
+    session: Session, status: str | None = "pending", limit: int = 25, offset: int = 0
+) -> tuple[int, list[QuarantineItem]]:
+    stmt = select(QuarantineItem)
+    if status:
+        if status not in QUARANTINE_STATUSES:
+            raise Invalid(
+                f"Unknown status {status!r}; use one of {', '.join(QUARANTINE_STATUSES)}."
+            )
+        stmt = stmt.where(QuarantineItem.status == status)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    items = session.scalars(stmt.order_by(QuarantineItem.id.desc()).limit(limit).offset(offset))
+    return total, list(items)
+
+
+def review_quarantined(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
+    """Open one item for review (audited: an admin saw a possibly identifying instance)."""
+    item = session.get(QuarantineItem, item_id)
+    if item is None:
+        raise NotFound(f"No quarantine item {item_id}.")
+    record(session, actor, "quarantine.review", "quarantine_item", str(item.id))
+    return item
+
+
+def quarantine_file(node: Node, item: QuarantineItem) -> Path:
+    """The item's file, which must lie inside the node's quarantine folder."""
+    root = node.settings.quarantine_dir.resolve()
+    path = Path(item.storage_path)
+    path = (path if path.is_absolute() else root / path).resolve()
+    if not path.is_relative_to(root):
+        raise Invalid(f"Quarantine item {item.id} points outside the quarantine folder.")
+    return path
+
+
+def delete_quarantined(
+    session: Session, node: Node, item_id: int, actor: Actor, note: str = ""
+) -> QuarantineItem:
+    """Remove the quarantined file for good and mark the row deleted."""
+    item = session.get(QuarantineItem, item_id)
+    if item is None:
+        raise NotFound(f"No quarantine item {item_id}.")
+    if item.status != "pending":
+        raise Conflict(f"Quarantine item {item_id} is already {item.status}.")
+    quarantine_file(node, item).unlink(missing_ok=True)
+    item.status = "deleted"
+    item.reviewed_by = actor.user_name
+    item.reviewed_at = datetime.now(UTC)
+    item.review_note = note[:2000]
+    record(session, actor, "quarantine.delete", "quarantine_item", str(item.id))
+    return item
+
+
+def release_quarantined(node: Node, item_id: int, actor: Actor) -> Any:
+    """Release through the repository's ingest pipeline (which stores and indexes it)."""
+    ingest = importlib.import_module("pair.repository.ingest")
+    return ingest.release_quarantined(node, item_id, actor)
+
+
+# ---- audit log view ----------------------------------------------------------------------
+
+
+@dataclass
+class AuditQuery:
+    user: str | None = None
+    action: str | None = None
+    object_type: str | None = None
+    object_id: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None  # inclusive (whole day, UTC)
+    limit: int = 50
+    offset: int = 0
+
+
+def search_audit(session: Session, q: AuditQuery) -> tuple[int, list[AuditEvent]]:
+    stmt = select(AuditEvent)
+    if q.user:
+        stmt = stmt.where(AuditEvent.user_name == q.user)
+    if q.action:
+        stmt = stmt.where(AuditEvent.action.startswith(q.action))
+    if q.object_type:
+        stmt = stmt.where(AuditEvent.object_type == q.object_type)
+    if q.object_id:
+        stmt = stmt.where(AuditEvent.object_id == q.object_id)
+    if q.date_from:
+        stmt = stmt.where(AuditEvent.at >= datetime.combine(q.date_from, time(), UTC))
+    if q.date_to:
+        end = datetime.combine(q.date_to + timedelta(days=1), time(), UTC)
+        stmt = stmt.where(AuditEvent.at < end)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(q.limit).offset(q.offset))
+    return total, list(rows)
+
+
+def audit_facets(session: Session) -> dict[str, list[str]]:
+    """Distinct users, actions and object types, for the filter drop-downs."""
+    return {
+        "users": sorted(u for u in session.scalars(select(AuditEvent.user_name).distinct()) if u),
+        "actions": sorted(session.scalars(select(AuditEvent.action).distinct())),
+        "object_types": sorted(
+            o for o in session.scalars(select(AuditEvent.object_type).distinct()) if o
+        ),
+    }
