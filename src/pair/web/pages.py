@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -36,11 +37,24 @@ ERROR_TITLES = {
 }
 
 
+@dataclass(frozen=True)
+class PortalUser:
+    """What templates know about the signed-in user (a plain copy: safe after a rollback)."""
+
+    id: int
+    name: str
+    role: str
+    facility_id: int
+    facility_name: str
+
+
 def page_user(request: Request, user: User | None = Depends(optional_user)) -> User:
     """The signed-in user of a portal page (HTML 401 pages redirect to the sign-in form)."""
     if user is None:
         raise Unauthorized("Please sign in to see this page.")
-    request.state.user = user
+    request.state.user = PortalUser(
+        user.id, user.name, user.role, user.facility_id, user.facility.name
+    )
     return user
 
 
