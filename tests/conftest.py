@@ -142,3 +142,118 @@ def sqlite_node(tmp_path: Path) -> Iterator[Node]:
 def shared_data() -> Path:
     assert SHARED_DATA.is_dir(), f"shared test data missing at {SHARED_DATA}"
     return SHARED_DATA
+
+
+# ---- live node: a real `pair serve` process (HTTP + DICOM) -----------------------------------
+
+
+class LiveNode:
+    """A `pair serve` subprocess with two facilities, users of each role and a DICOM peer."""
+
+    def __init__(self, data_dir: Path, database_url: str) -> None:
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.port = free_port()
+        self.dicom_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.ae_title = "PAIR"
+        self.peer_ae = "TESTSCU"
+        self.tokens: dict[str, str] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "server.log"
+        self.env_overrides: dict[str, str] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        src = str(Path(__file__).resolve().parents[1] / "src")
+        return {
+            **os.environ,
+            "PAIR_DATABASE_URL": self.database_url,
+            "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            **self.env_overrides,
+        }
+
+    def provision(self) -> None:
+        from pair.accounts import service
+
+        settings = get_settings(self.data_dir, database_url=self.database_url)
+        node = open_node(settings=settings)
+        with node.db.session() as s:
+            fa = service.create_facility(s, "Hospital A", "HOSPA")
+            fb = service.create_facility(s, "Hospital B", "HOSPB")
+            users = {
+                "admin_a": (fa, "admin"),
+                "dm_a": (fa, "data-manager"),
+                "rad_a": (fa, "radiologist"),
+                "eval_a": (fa, "evaluator"),
+                "admin_b": (fb, "admin"),
+                "rad_b": (fb, "radiologist"),
+            }
+            for name, (fac, role) in users.items():
+                user = service.create_user(s, fac, name, role, "password-" + name)
+                self.tokens[name] = service.create_token(s, user)[1]
+            service.add_ae_title(s, fa, self.peer_ae)
+        node.close()
+
+    def start(self) -> None:
+        import sys
+
+        import httpx
+
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pair",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--dicom-port",
+                str(self.dicom_port),
+                "--ae-title",
+                self.ae_title,
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + self.log_path.read_text()[-3000:])
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not start:\n" + self.log_path.read_text()[-3000:])
+
+    def headers(self, user: str = "dm_a") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def live(tmp_path: Path, database_url: str) -> Iterator[LiveNode]:
+    server = LiveNode(tmp_path / "live", database_url)
+    server.provision()
+    server.start()
+    yield server
+    server.stop()

@@ -7,6 +7,7 @@ import typer
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
 from pair.clinical.cli import clinical_app
+from pair.repository.cli import register as register_repository
 
 app = typer.Typer(
     name="pair",
@@ -20,6 +21,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
 app.add_typer(clinical_app, name="clinical")
 app.command("serve")(serve)
+register_repository(app)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,11 @@ def serve(
         data_dir, host=host, port=port, dicom_port=dicom_port, ae_title=ae_title
     )
     node = open_node(settings=settings)
+    from pair.repository.ingest import reconcile
+
+    repaired = reconcile(node)
+    if any(repaired.values()):
+        console.print(f"start-up reconciliation: {repaired}")
     app = create_app(node)
     dimse: Any = None
     if dicom_port:

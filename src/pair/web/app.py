@@ -14,6 +14,8 @@ def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
     from pair.audit.api import router as audit_router
     from pair.clinical.api import router as clinical_router
+    from pair.repository.api import router as repository_router
+    from pair.repository.dicomweb import router as dicomweb_router
     from pair.web.pages import install_portal
 
     app = FastAPI(
@@ -40,6 +42,8 @@ def create_app(node: Node) -> FastAPI:
 
     app.include_router(accounts_router)
     app.include_router(audit_router)
+    app.include_router(repository_router)
+    app.include_router(dicomweb_router)
     app.include_router(clinical_router)
     install_portal(app)
     return app

@@ -1,0 +1,1 @@
+"""Shared DICOM foundations: parsing and validation, the DICOM JSON model, rendering."""

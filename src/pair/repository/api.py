@@ -1,0 +1,137 @@
+"""Repository REST API beyond DICOMweb: uploads (files and zips) and the quarantine queue."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from pair.accounts.models import Role
+from pair.audit.service import Actor, record
+from pair.core.errors import BadRequest, NotFound, PayloadTooLarge
+from pair.core.node import Node
+from pair.repository import ingest, service
+from pair.repository.models import QuarantineItem
+from pair.web.deps import get_node, get_session, require_roles
+
+router = APIRouter(prefix="/api", tags=["repository"])
+uploaders = require_roles(Role.DATA_MANAGER)
+admin_only = require_roles(Role.ADMIN)
+
+
+class UploadItem(BaseModel):
+    file: str
+    outcome: str
+    reason: str = ""
+    study_uid: str = ""
+    sop_instance_uid: str = ""
+    burned_in_risk: list[str] = []
+
+
+class UploadSummary(BaseModel):
+    stored: int
+    duplicate: int
+    quarantined: int
+    rejected: int
+    items: list[UploadItem]
+
+
+class QuarantineOut(BaseModel):
+    id: int
+    sop_instance_uid: str
+    study_uid: str
+    modality: str
+    reasons: list[dict[str, Any]]
+    status: str
+    source: str
+    created_at: datetime
+    reviewed_by: str
+    review_note: str
+
+
+class ReviewIn(BaseModel):
+    note: str = ""
+
+
+@router.post("/upload", response_model=UploadSummary)
+async def upload(
+    request: Request,
+    files: list[UploadFile],
+    node: Node = Depends(get_node),
+    actor: Actor = Depends(uploaders),
+) -> UploadSummary:
+    """Upload DICOM files or zip archives; each instance is reported with its outcome."""
+    limit = node.settings.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Upload of {declared} bytes exceeds the limit of {limit} bytes.")
+    if not files:
+        raise BadRequest("No files in the upload.")
+    contents = [(f.filename or f"file{n}", await f.read()) for n, f in enumerate(files, 1)]
+    if actor.facility_id is None:
+        raise NotFound("This account belongs to no facility.")
+    results = await run_in_threadpool(
+        service.ingest_uploads, node, actor.facility_id, contents, actor
+    )
+    counts = {o.value: 0 for o in ingest.Outcome}
+    items = []
+    for name, r in results:
+        counts[r.outcome.value] += 1
+        items.append(
+            UploadItem(
+                file=name,
+                outcome=r.outcome.value,
+                reason=r.reason,
+                study_uid=r.study_uid,
+                sop_instance_uid=r.sop_instance_uid,
+                burned_in_risk=r.burned_in_risk,
+            )
+        )
+    return UploadSummary(**counts, items=items)
+
+
+@router.get("/quarantine", response_model=list[QuarantineOut])
+def list_quarantine(
+    status: str = "pending",
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> list[QuarantineOut]:
+    if status not in ("pending", "released", "deleted", "all"):
+        raise BadRequest("status must be pending, released, deleted or all.")
+    items = service.list_quarantine(session, actor.facility_id or 0, status)
+    record(session, actor, "quarantine.list", "quarantine_item", "", detail={"n": len(items)})
+    return [QuarantineOut.model_validate(i, from_attributes=True) for i in items]
+
+
+def _own_item(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
+    item = session.get(QuarantineItem, item_id)
+    if item is None or item.facility_id != actor.facility_id:
+        raise NotFound(f"No quarantine item {item_id} in your facility.")
+    return item
+
+
+@router.post("/quarantine/{item_id}/release", status_code=204)
+def release(
+    item_id: int,
+    body: ReviewIn,
+    node: Node = Depends(get_node),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> None:
+    _own_item(session, item_id, actor)
+    ingest.release_quarantined(node, item_id, actor, body.note)
+
+
+@router.delete("/quarantine/{item_id}", status_code=204)
+def delete(
+    item_id: int,
+    node: Node = Depends(get_node),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> None:
+    _own_item(session, item_id, actor)
+    ingest.delete_quarantined(node, item_id, actor)

@@ -1,0 +1,232 @@
+"""DICOM DIMSE listener: C-ECHO, C-STORE (all storage SOP classes) and Study Root C-FIND.
+
+Calling AE titles must be registered (``pair ae add``); what a peer sends belongs to its
+facility. C-STORE responses are sent only after the instance is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pair.accounts.models import AeTitle
+from pair.audit.service import Actor, record
+from pair.core.errors import PairError
+from pair.core.node import Node
+from pair.repository.ingest import IngestResult, Outcome, Payload, ingest_batch
+from pair.repository.query import QidoQuery, find_instances, find_series, find_studies
+from pair.repository.responses import instance_json, series_json, study_json
+
+log = logging.getLogger("pair.dimse")
+
+# Uncompressed, deflated, JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE, ...
+TRANSFER_SYNTAXES = [ts for ts in ALL_TRANSFER_SYNTAXES if not ts.endswith(".2.2")]  # no BE
+_NO_MATCH = "\x00no-registered-peers"
+STATUS_BY_REASON = {"too_large": 0xA700, "processing_failed": 0xC001, "conflict": 0xA900}
+
+
+class _PeerRegistry:
+    """Calling AE title -> facility id, read from the database and cached briefly."""
+
+    def __init__(self, node: Node, ttl: float = 2.0) -> None:
+        self.node = node
+        self.ttl = ttl
+        self._cache: dict[str, int] = {}
+        self._loaded = 0.0
+        self._lock = threading.Lock()
+
+    def peers(self) -> dict[str, int]:
+        with self._lock:
+            if time.monotonic() - self._loaded > self.ttl:
+                from sqlalchemy import select
+
+                with self.node.db.session() as s:
+                    self._cache = {a.ae_title: a.facility_id for a in s.scalars(select(AeTitle))}
+                self._loaded = time.monotonic()
+            return self._cache
+
+
+class PairAE(AE):
+    """An AE whose calling-AE allow-list is the live list of registered peers."""
+
+    registry: _PeerRegistry
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        return list(self.registry.peers()) or [_NO_MATCH]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        """The allow-list comes from the database; assignments are ignored."""
+
+
+def _status(result: IngestResult) -> Dataset:
+    status = Dataset()
+    if result.outcome in (Outcome.STORED, Outcome.DUPLICATE):
+        status.Status = 0x0000
+    elif result.outcome is Outcome.QUARANTINED:
+        status.Status = 0xB000  # warning: received, held for review (residual PHI)
+        status.ErrorComment = "Held for de-identification review"
+    else:
+        status.Status = STATUS_BY_REASON.get(result.reason_code, 0xC000)
+        status.ErrorComment = result.reason[:64]
+    return status
+
+
+class DimseServer:
+    def __init__(self, node: Node, host: str, port: int, ae_title: str) -> None:
+        self.node = node
+        self.registry = _PeerRegistry(node)
+        ae = PairAE(ae_title=ae_title)
+        ae.registry = self.registry
+        ae.maximum_pdu_size = 0  # unlimited
+        ae.network_timeout = 60
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        ae.maximum_associations = 32
+        ae.add_supported_context(Verification)
+        for ctx in AllStoragePresentationContexts:
+            ae.add_supported_context(ctx.abstract_syntax, TRANSFER_SYNTAXES)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        self.ae = ae
+        handlers = [
+            (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
+        ]
+        self.server: ThreadedAssociationServer = ae.start_server(
+            (host, port),
+            block=False,
+            evt_handlers=handlers,  # type: ignore[arg-type]
+        )
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def _on_open(self, event: Any) -> None:
+        try:
+            event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            log.debug("could not set TCP_NODELAY")
+
+    def _actor(self, event: Any) -> tuple[Actor, int | None]:
+        calling = str(event.assoc.requestor.ae_title).strip()
+        facility_id = self.registry.peers().get(calling)
+        host = event.assoc.requestor.address
+        return Actor(None, f"AE:{calling}", facility_id, "device", f"dimse:{host}"), facility_id
+
+    def _on_echo(self, event: Any) -> int:
+        return 0x0000
+
+    def _on_store(self, event: Any) -> Dataset | int:
+        actor, facility_id = self._actor(event)
+        if facility_id is None:
+            return 0xA700
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+        except Exception as exc:
+            status = Dataset()
+            status.Status = 0xC000
+            status.ErrorComment = f"Cannot decode data set: {type(exc).__name__}"[:64]
+            return status
+        payload = Payload(dataset=ds, transfer_syntax_uid=str(event.context.transfer_syntax))
+        try:
+            result = ingest_batch(
+                self.node, facility_id, [payload], f"dimse:{actor.user_name[3:]}", actor
+            )[0]
+        except PairError as exc:
+            status = Dataset()
+            status.Status = 0xC001
+            status.ErrorComment = exc.message[:64]
+            return status
+        return _status(result)
+
+    def _on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        actor, facility_id = self._actor(event)
+        identifier: Dataset = event.identifier
+        level = str(identifier.get("QueryRetrieveLevel", "")).upper()
+        if facility_id is None or level not in ("STUDY", "SERIES", "IMAGE"):
+            yield 0xA900, None
+            return
+        try:
+            results = self._find(facility_id, level, identifier)
+        except PairError as exc:
+            log.info("C-FIND refused: %s", exc.message)
+            yield 0xA900, None
+            return
+        with self.node.db.session() as s:
+            record(
+                s, actor, "cfind." + level.lower(), "study", "", detail={"results": len(results)}
+            )
+        for item in results:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, item
+
+    def _find(self, facility_id: int, level: str, identifier: Dataset) -> list[Dataset]:
+        requested = [e for e in identifier if e.keyword != "QueryRetrieveLevel"]
+        q = QidoQuery(limit=100000)
+        from pair.repository.query import KEYS, MODALITIES_IN_STUDY
+
+        for elem in requested:
+            tag = int(elem.tag)
+            value = "" if elem.value is None else str(elem.value)
+            if elem.VR == "SQ":
+                continue
+            if tag == MODALITIES_IN_STUDY:
+                q.modalities_in_study = [v for v in value.split("\\") if v]
+            elif tag in KEYS and value:
+                q.matches[tag] = value
+        base = ""
+        with self.node.db.session() as s:
+            if level == "STUDY":
+                docs = [
+                    study_json(self.node, s, st, q, base) for st in find_studies(s, facility_id, q)
+                ]
+            elif level == "SERIES":
+                docs = [
+                    series_json(self.node, s, se, st, q, base, with_study=True)
+                    for se, st in find_series(s, facility_id, q)
+                ]
+            else:
+                docs = [
+                    instance_json(
+                        self.node, s, i, se, st, q, base, with_series=True, with_study=True
+                    )
+                    for i, se, st in find_instances(s, facility_id, q)
+                ]
+        out = []
+        for doc in docs:
+            full = Dataset.from_json(doc)
+            reply = Dataset()
+            reply.QueryRetrieveLevel = level
+            for elem in requested:
+                if elem.tag in full:
+                    reply[elem.tag] = full[elem.tag]
+                else:
+                    reply.add_new(elem.tag, elem.VR, None)
+            if "SpecificCharacterSet" in identifier:
+                reply.SpecificCharacterSet = "ISO_IR 192"
+            out.append(reply)
+        return out
+
+
+def start_dimse_server(node: Node, host: str, port: int, ae_title: str) -> DimseServer:
+    return DimseServer(node, host, port, ae_title)

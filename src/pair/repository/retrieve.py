@@ -1,0 +1,183 @@
+"""WADO-RS helpers: find stored files, negotiate transfer syntax, frames, metadata."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from sqlalchemy.orm import Session
+
+from pair.core.errors import BadRequest, NotAcceptable, NotFound
+from pair.core.node import Node
+from pair.dicom.jsonmodel import dataset_json
+from pair.dicom.parse import to_part10_bytes
+from pair.repository.ingest import content_store
+from pair.repository.models import Instance
+from pair.repository.multipart import parse_media_type
+from pair.repository.query import instances_for
+
+COMPRESSED_MEDIA = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+}
+
+
+def require_instances(
+    session: Session,
+    facility_id: int,
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+) -> list[Instance]:
+    rows = instances_for(session, facility_id, study, series, instance)
+    if not rows:
+        what = "instance" if instance else "series" if series else "study"
+        raise NotFound(f"No such {what} in this facility's repository.")
+    return rows
+
+
+def file_path(node: Node, row: Instance) -> Path:
+    return content_store(node).path(row.storage_path)
+
+
+@lru_cache(maxsize=4096)
+def _header(path: str) -> Dataset:
+    return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def read_header(node: Node, row: Instance) -> Dataset:
+    """Header without pixel data, cached: files are content-addressed, hence immutable."""
+    return _header(str(file_path(node, row)))
+
+
+def read_dataset(node: Node, row: Instance) -> Dataset:
+    return pydicom.dcmread(file_path(node, row))
+
+
+def negotiate_dicom(accept: str) -> str | None:
+    """Return the transfer syntax to send, or None for 'as stored'; 406 if unsatisfiable."""
+    if not accept.strip():
+        return None
+    for item in accept.split(","):
+        mt = parse_media_type(item)
+        if mt.type in ("*/*", "multipart/*"):
+            return None
+        if mt.type == "multipart/related":
+            inner = mt.params.get("type", "application/dicom").lower()
+            if inner not in ("application/dicom", "*/*"):
+                continue
+            ts = mt.params.get("transfer-syntax", "*")
+            return None if ts == "*" else ts
+        if mt.type == "application/dicom":
+            ts = mt.params.get("transfer-syntax", "*")
+            return None if ts == "*" else ts
+    raise NotAcceptable(
+        'Only multipart/related; type="application/dicom" is offered for this resource.'
+    )
+
+
+def iter_part10(
+    node: Node, rows: list[Instance], target_ts: str | None
+) -> Iterator[tuple[bytes, str]]:
+    store = content_store(node)
+    if target_ts is not None:
+        _check_transcodable(rows, target_ts)
+    for row in rows:
+        data = store.read(row.storage_path)
+        if target_ts is not None and target_ts != row.transfer_syntax_uid:
+            ds = pydicom.dcmread(io.BytesIO(data))
+            ds.decompress()
+            data = to_part10_bytes(ds, ExplicitVRLittleEndian)
+        ctype = "application/dicom"
+        if target_ts:
+            ctype += f"; transfer-syntax={target_ts}"
+        yield data, ctype
+
+
+def _check_transcodable(rows: list[Instance], target_ts: str) -> None:
+    for row in rows:
+        if target_ts != row.transfer_syntax_uid and target_ts != ExplicitVRLittleEndian:
+            raise NotAcceptable(
+                f"Transfer syntax {target_ts} is not available; use transfer-syntax=* "
+                f"(as stored) or {ExplicitVRLittleEndian}."
+            )
+
+
+def metadata(node: Node, rows: list[Instance], base: str) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        ds = read_header(node, row)
+        study = str(ds.StudyInstanceUID)
+        series = str(ds.SeriesInstanceUID)
+        prefix = (
+            f"{base}/studies/{study}/series/{series}/instances/{row.sop_instance_uid}/bulkdata/"
+        )
+        item = dataset_json(ds, bulk_uri=lambda tag, p=prefix: p + tag)  # type: ignore[misc]
+        if row.rows:
+            item["7FE00010"] = {
+                "vr": "OB" if UID(row.transfer_syntax_uid).is_compressed else "OW",
+                "BulkDataURI": prefix + "7FE00010",
+            }
+        out.append(item)
+    return out
+
+
+def bulkdata(node: Node, row: Instance, tag: str) -> bytes:
+    try:
+        tag_int = int(tag, 16)
+    except ValueError:
+        raise BadRequest("Bulk data tag must be 8 hex digits.") from None
+    ds = read_dataset(node, row)
+    if tag_int not in ds:
+        raise NotFound(f"The instance has no element {tag}.")
+    value = ds[tag_int].value
+    if not isinstance(value, bytes | bytearray):
+        raise NotFound(f"Element {tag} is not bulk data.")
+    return bytes(value)
+
+
+def parse_frame_list(frames: str) -> list[int]:
+    try:
+        numbers = [int(f) for f in frames.split(",") if f.strip()]
+    except ValueError:
+        raise BadRequest("Frame list must be comma-separated positive integers.") from None
+    if not numbers or any(n < 1 for n in numbers):
+        raise BadRequest("Frame numbers start at 1.")
+    return numbers
+
+
+def frames(node: Node, row: Instance, numbers: list[int], accept: str) -> list[tuple[bytes, str]]:
+    ds = read_dataset(node, row)
+    if "PixelData" not in ds:
+        raise NotFound("This instance has no pixel data.")
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    missing = [n for n in numbers if n > count]
+    if missing:
+        raise NotFound(f"Frame(s) {missing} do not exist; the instance has {count} frame(s).")
+    ts = UID(row.transfer_syntax_uid)
+    wanted = [parse_media_type(a).type for a in accept.split(",") if a.strip()]
+    if ts.is_compressed:
+        native = COMPRESSED_MEDIA.get(str(ts), "application/octet-stream")
+        if native in wanted:
+            encoded = list(generate_frames(ds.PixelData, number_of_frames=count))
+            return [(encoded[n - 1], f"{native}; transfer-syntax={ts}") for n in numbers]
+    arr = np.asarray(ds.pixel_array)
+    if count == 1:
+        arr = arr[np.newaxis, ...]
+    return [
+        (np.ascontiguousarray(arr[n - 1]).tobytes(), "application/octet-stream") for n in numbers
+    ]

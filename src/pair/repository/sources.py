@@ -1,0 +1,96 @@
+"""Enumerate instances to ingest from folders, zip archives and DICOMDIRs (read in memory)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+
+from pair.core.errors import BadRequest
+
+MAX_ZIP_MEMBER = 1024**3
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One candidate file: where it came from, and a way to read its bytes."""
+
+    label: str
+    path: Path | None
+    member: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+
+    def read(self) -> bytes:
+        if self.member is None:
+            assert self.path is not None
+            return self.path.read_bytes()
+        assert self.path is not None
+        with zipfile.ZipFile(self.path) as zf:
+            return zf.read(self.member)
+
+
+def _is_dicomdir(path: Path) -> bool:
+    return path.name.upper() == "DICOMDIR"
+
+
+def iter_zip_bytes(name: str, data: bytes) -> Iterator[tuple[str, bytes]]:
+    """Members of an uploaded zip, skipping folders, DICOMDIR and macOS metadata."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise BadRequest(f"{name}: not a valid zip archive.") from None
+    with zf:
+        for info in zf.infolist():
+            base = info.filename.rsplit("/", 1)[-1]
+            if info.is_dir() or base.upper() == "DICOMDIR" or "__MACOSX" in info.filename:
+                continue
+            if base.startswith("."):
+                continue
+            if info.file_size > MAX_ZIP_MEMBER:
+                raise BadRequest(f"{name}: member {info.filename} exceeds {MAX_ZIP_MEMBER} bytes.")
+            yield f"{name}:{info.filename}", zf.read(info)
+
+
+def iter_sources(paths: list[Path]) -> Iterator[SourceItem]:
+    for path in paths:
+        if not path.exists():
+            raise BadRequest(f"{path}: no such file or folder.")
+        if path.is_dir():
+            for p in sorted(path.rglob("*")):
+                if p.is_file() and not _is_dicomdir(p) and not p.name.startswith("."):
+                    yield from _file_items(p)
+        elif _is_dicomdir(path):
+            yield from _dicomdir_items(path)
+        else:
+            yield from _file_items(path)
+
+
+def _file_items(path: Path) -> Iterator[SourceItem]:
+    st = path.stat()
+    if zipfile.is_zipfile(path) and path.suffix.lower() == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                base = info.filename.rsplit("/", 1)[-1]
+                if info.is_dir() or base.upper() == "DICOMDIR" or base.startswith("."):
+                    continue
+                yield SourceItem(
+                    f"{path}:{info.filename}", path, info.filename, info.file_size, st.st_mtime_ns
+                )
+        return
+    yield SourceItem(str(path), path, None, st.st_size, st.st_mtime_ns)
+
+
+def _dicomdir_items(path: Path) -> Iterator[SourceItem]:
+    try:
+        fs = pydicom.fileset.FileSet(pydicom.dcmread(path))
+    except Exception as exc:
+        raise BadRequest(f"{path}: unreadable DICOMDIR ({type(exc).__name__}).") from None
+    for instance in fs:
+        p = Path(instance.path)
+        st = p.stat()
+        yield SourceItem(str(p), p, None, st.st_size, st.st_mtime_ns)

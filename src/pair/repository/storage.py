@@ -1,0 +1,78 @@
+"""Content-addressed, crash-safe file storage: temp file, fsync, rename, fsync directory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ContentStore:
+    """Files named by their SHA-256 under ``root/ab/cd/<sha>.dcm``.
+
+    A file appears under its final name only once its bytes are on disk, so a crash leaves
+    at most a stray temp file (removed by ``sweep_temp``) or an unindexed file (removed by the
+    repository's start-up reconciliation), never a half-written instance.
+    """
+
+    def __init__(self, root: Path, tmp_dir: Path) -> None:
+        self.root = root
+        self.tmp_dir = tmp_dir
+        root.mkdir(parents=True, exist_ok=True)
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def relative_path(self, sha256: str) -> str:
+        return f"{sha256[:2]}/{sha256[2:4]}/{sha256}.dcm"
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def write(self, data: bytes, sha256: str | None = None) -> tuple[str, str]:
+        """Store bytes durably; returns (sha256, relative path). Idempotent."""
+        sha256 = sha256 or self.digest(data)
+        rel = self.relative_path(sha256)
+        final = self.root / rel
+        if final.exists() and final.stat().st_size == len(data):
+            return sha256, rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp_name, final)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_dir(final.parent)
+        return sha256, rel
+
+    def read(self, relative: str) -> bytes:
+        return (self.root / relative).read_bytes()
+
+    def delete(self, relative: str) -> None:
+        (self.root / relative).unlink(missing_ok=True)
+
+    def iter_relative(self) -> list[str]:
+        return [str(p.relative_to(self.root)) for p in self.root.glob("??/??/*.dcm")]
+
+    def sweep_temp(self) -> int:
+        count = 0
+        for p in self.tmp_dir.glob("*.part"):
+            p.unlink(missing_ok=True)
+            count += 1
+        return count

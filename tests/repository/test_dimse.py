@@ -1,0 +1,180 @@
+"""DIMSE against a live `pair serve`: dcmtk echoscu/storescu/findscu and pynetdicom as clients."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
+
+from tests.conftest import LiveNode
+from tests.factories import ct_instance, write_series
+
+pytestmark = pytest.mark.integration
+
+
+def dcmtk(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    assert shutil.which(args[0]), f"{args[0]} (dcmtk) is not installed"
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_dcmtk_echo_store_find(live: LiveNode, tmp_path: Path, shared_data: Path) -> None:
+    port = str(live.dicom_port)
+    ok = dcmtk("echoscu", "-aet", live.peer_ae, "-aec", live.ae_title, "127.0.0.1", port)
+    assert ok.returncode == 0, ok.stderr
+    refused = dcmtk("echoscu", "-aet", "STRANGER", "-aec", live.ae_title, "127.0.0.1", port)
+    assert refused.returncode != 0
+    assert "Calling AE Title Not Recognized" in refused.stderr + refused.stdout
+
+    files = write_series(tmp_path / "series", n=3)
+    jpeg = shared_data / "dicom" / "txv_siim_cr_chest_pa.dcm"  # JPEG baseline CR
+    dx = shared_data / "dicom" / "highdicom_dx_image.dcm"  # MONOCHROME1 DX
+    sent = dcmtk(
+        "storescu",
+        "-aet",
+        live.peer_ae,
+        "-aec",
+        live.ae_title,
+        "127.0.0.1",
+        port,
+        *map(str, files),
+        str(jpeg),
+        str(dx),
+    )
+    assert sent.returncode == 0, sent.stderr
+
+    r = httpx.get(live.base_url + "/dicomweb/studies", headers=live.headers())
+    studies = r.json()
+    assert len(studies) == 3
+    jpeg_uid = [s for s in studies if "CR" in s["00080061"].get("Value", [])]
+    assert jpeg_uid, "CR study missing"
+
+    out = tmp_path / "find"
+    out.mkdir()
+    found = dcmtk(
+        "findscu",
+        "-S",
+        "-X",
+        "-aet",
+        live.peer_ae,
+        "-aec",
+        live.ae_title,
+        "127.0.0.1",
+        port,
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "PatientID",
+        "-k",
+        "StudyInstanceUID",
+        "-k",
+        "ModalitiesInStudy=CT",
+        "-k",
+        "StudyDate",
+        cwd=out,
+    )
+    assert found.returncode == 0, found.stderr
+    responses = [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+    assert len(responses) == 1
+    assert responses[0].PatientID.startswith("HOSPA-")
+    assert "MRN" not in str(responses[0])
+
+    series_out = tmp_path / "find2"
+    series_out.mkdir()
+    found = dcmtk(
+        "findscu",
+        "-S",
+        "-X",
+        "-aet",
+        live.peer_ae,
+        "-aec",
+        live.ae_title,
+        "127.0.0.1",
+        port,
+        "-k",
+        "QueryRetrieveLevel=SERIES",
+        "-k",
+        "Modality=DX",
+        "-k",
+        "SeriesInstanceUID",
+        "-k",
+        "StudyInstanceUID",
+        cwd=series_out,
+    )
+    assert found.returncode == 0, found.stderr
+    assert len(list(series_out.glob("rsp*.dcm"))) == 1
+
+
+def _send(live: LiveNode, datasets: list[pydicom.Dataset], ts: str) -> list[int]:
+    ae = AE(ae_title=live.peer_ae)
+    ae.add_requested_context(CTImageStorage, ts)
+    assoc = ae.associate("127.0.0.1", live.dicom_port, ae_title=live.ae_title)
+    assert assoc.is_established
+    statuses = []
+    for ds in datasets:
+        status = assoc.send_c_store(ds)
+        statuses.append(int(status.Status))
+    assoc.release()
+    return statuses
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        DeflatedExplicitVRLittleEndian,
+        RLELossless,
+        JPEGLSLossless,
+        JPEG2000Lossless,
+    ],
+)
+def test_pynetdicom_store_transfer_syntaxes(live: LiveNode, ts: str) -> None:
+    study, series = generate_uid(), generate_uid()
+    datasets = []
+    for i in (1, 2):
+        ds = ct_instance(study_uid=study, series_uid=series, index=i, size=64)
+        if pydicom.uid.UID(ts).is_compressed:
+            ds.compress(ts)
+        else:
+            ds.file_meta.TransferSyntaxUID = ts
+        datasets.append(ds)
+    assert _send(live, datasets, ts) == [0, 0]
+    dw = httpx.get(live.base_url + "/dicomweb/instances", headers=live.headers()).json()
+    assert len(dw) == 2
+
+    ae = AE(ae_title=live.peer_ae)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", live.dicom_port, ae_title=live.ae_title)
+    q = pydicom.Dataset()
+    q.QueryRetrieveLevel = "IMAGE"
+    q.SOPInstanceUID = ""
+    q.InstanceNumber = ""
+    q.Modality = "CT"
+    results = [
+        ident
+        for status, ident in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind)
+        if status and status.Status == 0xFF00
+    ]
+    assoc.release()
+    assert sorted(int(r.InstanceNumber) for r in results) == [1, 2]
+
+
+def test_pynetdicom_bad_instance_gets_failure_status(live: LiveNode) -> None:
+    ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
+    ds.SeriesInstanceUID = ds.StudyInstanceUID
+    assert _send(live, [ds], ExplicitVRLittleEndian) == [0xC000]
