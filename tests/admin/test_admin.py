@@ -12,8 +12,9 @@ from pair.accounts import service as accounts
 from pair.admin import service
 from pair.audit.models import AuditEvent
 from pair.audit.service import Actor, record
-from pair.core.errors import Conflict, Invalid, Unauthorized
+from pair.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from pair.core.node import Node
+from pair.repository import ingest
 from pair.repository.models import QuarantineItem
 
 
@@ -52,47 +53,46 @@ def test_deid_profile_is_validated(node: Node) -> None:
         assert s.scalar(select(AuditEvent).where(AuditEvent.action == "deid.profile.update"))
 
 
-def test_quarantine_delete_removes_file_and_is_audited(node: Node) -> None:
+def test_quarantine_review_and_delete_are_audited_and_scoped(node: Node) -> None:
     with node.db.session() as s:
         world = build_world(s)
     actor = admin_actor(node)
-    qdir = node.settings.quarantine_dir
-    (qdir / "ab").mkdir(parents=True, exist_ok=True)
-    (qdir / "ab" / "item.dcm").write_bytes(b"DICM")
+    qstore = ingest.quarantine_store(node)
+    _, rel = qstore.write(b"DICM quarantined bytes")
     with node.db.session() as s:
         item = QuarantineItem(
             facility_id=world.facilities["A"],
             sop_instance_uid="2.25.9",
-            storage_path="ab/item.dcm",
+            storage_path=rel,
             modality="CT",
             reasons=[{"reason": "residual PatientName in (0008,1030)"}],
         )
-        outside = QuarantineItem(
-            facility_id=world.facilities["A"],
-            sop_instance_uid="2.25.8",
-            storage_path="../../etc/passwd",
+        other = QuarantineItem(
+            facility_id=world.facilities["B"], sop_instance_uid="2.25.8", storage_path="elsewhere"
         )
-        s.add_all([item, outside])
+        s.add_all([item, other])
         s.flush()
-        item_id, outside_id = item.id, outside.id
+        item_id, other_id = item.id, other.id
     with node.db.session() as s:
-        total, items = service.list_quarantine(s, "pending")
-        assert total == 2 and {i.id for i in items} == {item_id, outside_id}
-        service.review_quarantined(s, item_id, actor)
-        service.delete_quarantined(s, node, item_id, actor, "burned-in name")
-    assert not (qdir / "ab" / "item.dcm").exists()
+        total, items = service.list_quarantine(s, world.facilities["A"], "pending")
+        assert total == 1 and items[0].id == item_id
+        with pytest.raises(NotFound):  # another facility's item
+            service.review_quarantined(s, other_id, actor)
+        with pytest.raises(Invalid):
+            service.list_quarantine(s, world.facilities["A"], "lost")
+    service.delete_quarantined(node, item_id, actor, "burned-in name")
+    assert not qstore.path(rel).exists()
     with node.db.session() as s:
         done = s.get(QuarantineItem, item_id)
         assert done is not None and done.status == "deleted" and done.reviewed_by == "admin-a"
-        with pytest.raises(Conflict):
-            service.delete_quarantined(s, node, item_id, actor)
-        with pytest.raises(Invalid, match="outside"):
-            service.delete_quarantined(s, node, outside_id, actor)
+        assert done.review_note == "burned-in name"
         actions = set(s.scalars(select(AuditEvent.action)))
         assert {"quarantine.review", "quarantine.delete"} <= actions
-        assert service.list_quarantine(s, "deleted")[0] == 1
-        with pytest.raises(Invalid):
-            service.list_quarantine(s, "lost")
+        assert service.list_quarantine(s, world.facilities["A"], "deleted")[0] == 1
+    with pytest.raises(NotFound):
+        service.delete_quarantined(node, item_id, actor)
+    with pytest.raises(NotFound):
+        service.release_quarantined(node, other_id, actor)
 
 
 def test_audit_search_filters_and_paging(node: Node) -> None:

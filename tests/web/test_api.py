@@ -33,20 +33,37 @@ def test_health_auth_roles_and_admin_api(node: Node) -> None:
     assert r.status_code == 403 and "radiologist" in r.json()["message"]
     assert client.get("/api/me", headers=rad).json()["role"] == "radiologist"
 
-    r = client.post("/api/users", headers=admin,
-                    json={"name": "dm", "role": "data-manager", "facility": "Hospital A",
-                          "password": "dmpass1234"})
+    r = client.post(
+        "/api/users",
+        headers=admin,
+        json={
+            "name": "dm",
+            "role": "data-manager",
+            "facility": "Hospital A",
+            "password": "dmpass1234",
+        },
+    )
     assert r.status_code == 201
-    r = client.post("/api/users", headers=admin,
-                    json={"name": "x", "role": "superuser", "facility": "Hospital A"})
+    r = client.post(
+        "/api/users",
+        headers=admin,
+        json={"name": "x", "role": "superuser", "facility": "Hospital A"},
+    )
     assert r.status_code == 422 and "allowed roles" in r.json()["message"]
     r = client.post("/api/users", headers=admin, json={"name": "x"})
     assert r.status_code == 422
-    r = client.post("/api/ae-titles", headers=admin,
-                    json={"ae_title": "MODALITY1", "facility": "Hospital A"})
+    r = client.post(
+        "/api/ae-titles", headers=admin, json={"ae_title": "MODALITY1", "facility": "Hospital A"}
+    )
     assert r.status_code == 201
-    assert client.post("/api/ae-titles", headers=admin,
-                       json={"ae_title": "MODALITY1", "facility": "Hospital A"}).status_code == 409
+    assert (
+        client.post(
+            "/api/ae-titles",
+            headers=admin,
+            json={"ae_title": "MODALITY1", "facility": "Hospital A"},
+        ).status_code
+        == 409
+    )
     r = client.post("/api/tokens", headers=admin, json={"user": "dm", "label": "pacs"})
     assert r.status_code == 201
     token_id, plain = r.json()["id"], r.json()["token"]
@@ -59,6 +76,7 @@ def test_health_auth_roles_and_admin_api(node: Node) -> None:
     actions = {a["action"] for a in audit}
     assert {"user.create", "ae.add", "token.create", "token.revoke"} <= actions
     assert all("dmpass1234" not in str(a) for a in audit)
-    assert client.get("/api/audit?action=token", headers=admin).json()[0]["action"].startswith(
-        "token")
+    assert (
+        client.get("/api/audit?action=token", headers=admin).json()[0]["action"].startswith("token")
+    )
     assert client.get("/api/audit", headers=rad).status_code == 403

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 from fastapi.testclient import TestClient
-from tests.portal_data import PASSWORD, World, build_world
 
 from pair.core.config import get_settings
 from pair.core.node import Node, open_node
 from pair.web.app import create_app
+from tests.portal_data import PASSWORD, World, build_world
 
 HTML = {"accept": "text/html"}
 

@@ -265,8 +265,11 @@ def quarantine(
     status: str = "pending",
     offset: int = 0,
     session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
 ) -> Response:
-    total, items = service.list_quarantine(session, status or None, 25, max(0, offset))
+    total, items = service.list_quarantine(
+        session, actor.facility_id or 0, status or None, 25, max(0, offset)
+    )
     return _page(
         request,
         "quarantine.html",
@@ -296,19 +299,21 @@ def quarantine_item(
 def quarantine_delete(
     item_id: int,
     note: str = Form(""),
-    session: Session = Depends(get_session),
     node: Node = Depends(get_node),
     actor: Actor = Depends(admin_only),
 ) -> Response:
-    service.delete_quarantined(session, node, item_id, actor, note)
+    service.delete_quarantined(node, item_id, actor, note)
     return _back("/admin/quarantine", f"Quarantine item {item_id} deleted.")
 
 
 @router.post("/quarantine/{item_id}/release")
 def quarantine_release(
-    item_id: int, node: Node = Depends(get_node), actor: Actor = Depends(admin_only)
+    item_id: int,
+    note: str = Form(""),
+    node: Node = Depends(get_node),
+    actor: Actor = Depends(admin_only),
 ) -> Response:
-    service.release_quarantined(node, item_id, actor)
+    service.release_quarantined(node, item_id, actor, note)
     return _back("/admin/quarantine", f"Quarantine item {item_id} released.")
 
 

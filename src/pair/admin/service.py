@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
-from typing import Any
 
 import yaml
 from sqlalchemy import func, select
@@ -17,6 +15,7 @@ from pair.audit.models import AuditEvent
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound
 from pair.core.node import Node
+from pair.repository import ingest
 from pair.repository.models import QuarantineItem
 
 QUARANTINE_STATUSES = ("pending", "released", "deleted")
@@ -69,14 +68,17 @@ def set_deid_profile(session: Session, facility_id: int, text: str, actor: Actor
 
 
 def list_quarantine(
-    session: Session, status: str | None = "pending", limit: int = 25, offset: int = 0
+    session: Session,
+    facility_id: int,
+    status: str | None = "pending",
+    limit: int = 25,
+    offset: int = 0,
 ) -> tuple[int, list[QuarantineItem]]:
-    stmt = select(QuarantineItem)
+    stmt = select(QuarantineItem).where(QuarantineItem.facility_id == facility_id)
     if status:
         if status not in QUARANTINE_STATUSES:
-            raise Invalid(
-                f"Unknown status {status!r}; use one of {', '.join(QUARANTINE_STATUSES)}."
-            )
+            allowed = ", ".join(QUARANTINE_STATUSES)
+            raise Invalid(f"Unknown status {status!r}; use one of {allowed}.")
         stmt = stmt.where(QuarantineItem.status == status)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     items = session.scalars(stmt.order_by(QuarantineItem.id.desc()).limit(limit).offset(offset))
@@ -84,46 +86,26 @@ def list_quarantine(
 
 
 def review_quarantined(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
-    """Open one item for review (audited: an admin saw a possibly identifying instance)."""
+    """Open one item of the admin's facility for review (audited: it may hold PHI)."""
     item = session.get(QuarantineItem, item_id)
-    if item is None:
-        raise NotFound(f"No quarantine item {item_id}.")
+    if item is None or item.facility_id != actor.facility_id:
+        raise NotFound(f"No quarantine item {item_id} in your facility.")
     record(session, actor, "quarantine.review", "quarantine_item", str(item.id))
     return item
 
 
-def quarantine_file(node: Node, item: QuarantineItem) -> Path:
-    """The item's file, which must lie inside the node's quarantine folder."""
-    root = node.settings.quarantine_dir.resolve()
-    path = Path(item.storage_path)
-    path = (path if path.is_absolute() else root / path).resolve()
-    if not path.is_relative_to(root):
-        raise Invalid(f"Quarantine item {item.id} points outside the quarantine folder.")
-    return path
+def delete_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> None:
+    """Remove the quarantined file for good and mark the row deleted (repository pipeline)."""
+    with node.db.session() as session:
+        review_quarantined(session, item_id, actor)
+    ingest.delete_quarantined(node, item_id, actor, note[:2000])
 
 
-def delete_quarantined(
-    session: Session, node: Node, item_id: int, actor: Actor, note: str = ""
-) -> QuarantineItem:
-    """Remove the quarantined file for good and mark the row deleted."""
-    item = session.get(QuarantineItem, item_id)
-    if item is None:
-        raise NotFound(f"No quarantine item {item_id}.")
-    if item.status != "pending":
-        raise Conflict(f"Quarantine item {item_id} is already {item.status}.")
-    quarantine_file(node, item).unlink(missing_ok=True)
-    item.status = "deleted"
-    item.reviewed_by = actor.user_name
-    item.reviewed_at = datetime.now(UTC)
-    item.review_note = note[:2000]
-    record(session, actor, "quarantine.delete", "quarantine_item", str(item.id))
-    return item
-
-
-def release_quarantined(node: Node, item_id: int, actor: Actor) -> Any:
-    """Release through the repository's ingest pipeline (which stores and indexes it)."""
-    ingest = importlib.import_module("pair.repository.ingest")
-    return ingest.release_quarantined(node, item_id, actor)
+def release_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> None:
+    """Index the instance as shareable after review (repository pipeline)."""
+    with node.db.session() as session:
+        review_quarantined(session, item_id, actor)
+    ingest.release_quarantined(node, item_id, actor, note[:2000])
 
 
 # ---- audit log view ----------------------------------------------------------------------

@@ -22,8 +22,9 @@ WRITE_ROLES = frozenset({Role.ADMIN.value, Role.DATA_MANAGER.value})
 
 
 def facility_scope(actor: Actor) -> int | None:
-    """Admins see every facility of the node; everyone else only their own."""
-    return None if actor.role == Role.ADMIN.value else actor.facility_id
+    """Every user, admins included, sees their own facility's cases (as DICOMweb does);
+    ``search_cases(session, None, ...)`` is the node-wide form for hub/registry code."""
+    return actor.facility_id
 
 
 def get_case(session: Session, actor: Actor, case_id: int) -> Patient:

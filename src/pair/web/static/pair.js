@@ -7,7 +7,8 @@ PAIR.csrf = function () {
 };
 // Confirm destructive actions: <form data-confirm="Really delete?">
 document.addEventListener("submit", function (ev) {
-  const msg = ev.target.getAttribute && ev.target.getAttribute("data-confirm");
+  const source = ev.submitter && ev.submitter.hasAttribute("data-confirm") ? ev.submitter : ev.target;
+  const msg = source.getAttribute && source.getAttribute("data-confirm");
   if (msg && !window.confirm(msg)) ev.preventDefault();
 });
 // Clickable table rows keep links as the real targets (keyboard users tab to the link).
