@@ -76,6 +76,7 @@ def test_quarantine_review_and_delete_are_audited_and_scoped(node: Node) -> None
     with node.db.session() as s:
         total, items = service.list_quarantine(s, world.facilities["A"], "pending")
         assert total == 1 and items[0].id == item_id
+        assert service.review_quarantined(s, item_id, actor).storage_path == rel
         with pytest.raises(NotFound):  # another facility's item
             service.review_quarantined(s, other_id, actor)
         with pytest.raises(Invalid):

@@ -46,6 +46,8 @@ def _page(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -
 
 
 def _back(path: str, message: str) -> Response:
+    """Redirect after a write. Handlers commit first: FastAPI closes request-scoped
+    dependencies (and so commits ``get_session``) only after the response is sent."""
     from urllib.parse import quote
 
     return RedirectResponse(f"{path}?ok={quote(message)}", status_code=303)
@@ -94,6 +96,7 @@ def user_create(
         return _users_page(
             request, session, exc.http_status, flash=exc.message, flash_kind="error", form=form
         )
+    session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/users", f"User {user.name} created.")
 
 
@@ -105,6 +108,7 @@ def user_active(
     actor: Actor = Depends(admin_only),
 ) -> Response:
     user = service.set_user_active(session, user_id, active == "1", actor)
+    session.commit()  # before the redirect: the next GET must see it
     return _back(
         "/admin/users", f"User {user.name} {'activated' if user.active else 'deactivated'}."
     )
@@ -141,6 +145,7 @@ def token_create(
         "new_token_user": user.name,
         "flash": f"Token created for {user.name}. Copy it now: it is shown only once.",
     }
+    session.commit()  # the token must work as soon as it is shown
     response = _page(request, "tokens.html", ctx, 201)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -151,6 +156,7 @@ def token_revoke(
     token_id: int, session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
 ) -> Response:
     accounts.revoke_token(session, token_id, actor)
+    session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/tokens", f"Token {token_id} revoked.")
 
 
@@ -190,6 +196,7 @@ def ae_add(
         return _ae_page(
             request, session, exc.http_status, flash=exc.message, flash_kind="error", form=form
         )
+    session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/ae-titles", f"AE title {ae.ae_title} added.")
 
 
@@ -200,6 +207,7 @@ def ae_remove(
     actor: Actor = Depends(admin_only),
 ) -> Response:
     accounts.remove_ae_title(session, ae_title, actor)
+    session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/ae-titles", f"AE title {ae_title} removed.")
 
 
@@ -251,6 +259,7 @@ def deid_save(
             },
             422,
         )
+    session.commit()  # before the redirect: the next GET must see it
     return RedirectResponse(
         f"/admin/deid?facility={facility_id}&ok=Profile+saved.", status_code=303
     )

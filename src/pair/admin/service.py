@@ -85,11 +85,16 @@ def list_quarantine(
     return total, list(items)
 
 
-def review_quarantined(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
-    """Open one item of the admin's facility for review (audited: it may hold PHI)."""
+def _own_item(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
     item = session.get(QuarantineItem, item_id)
     if item is None or item.facility_id != actor.facility_id:
         raise NotFound(f"No quarantine item {item_id} in your facility.")
+    return item
+
+
+def review_quarantined(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
+    """Open one item of the admin's facility for review (audited: it may hold PHI)."""
+    item = _own_item(session, item_id, actor)
     record(session, actor, "quarantine.review", "quarantine_item", str(item.id))
     return item
 
@@ -97,14 +102,14 @@ def review_quarantined(session: Session, item_id: int, actor: Actor) -> Quaranti
 def delete_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> None:
     """Remove the quarantined file for good and mark the row deleted (repository pipeline)."""
     with node.db.session() as session:
-        review_quarantined(session, item_id, actor)
+        _own_item(session, item_id, actor)
     ingest.delete_quarantined(node, item_id, actor, note[:2000])
 
 
 def release_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> None:
     """Index the instance as shareable after review (repository pipeline)."""
     with node.db.session() as session:
-        review_quarantined(session, item_id, actor)
+        _own_item(session, item_id, actor)
     ingest.release_quarantined(node, item_id, actor, note[:2000])
 
 

@@ -89,4 +89,6 @@ def put_clinical(
     actor: Actor = Depends(current_actor),
 ) -> dict[str, Any]:
     """Replace the clinical record (data managers and admins); 422 lists every broken rule."""
-    return service.write_clinical(session, actor, case_id, body)
+    data = service.write_clinical(session, actor, case_id, body)
+    session.commit()  # acknowledged = durable (dependencies close after the response is sent)
+    return data

@@ -129,6 +129,7 @@ def login(
         "user",
         str(user.id),
     )
+    session.commit()  # dependencies close after the response is sent; commit first
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
@@ -141,6 +142,7 @@ def logout(request: Request, session: Session = Depends(get_session)) -> Respons
             actor = accounts.actor_for(user, client_address(request))
             record(session, actor, "portal.logout", "user", str(user.id))
     request.session.clear()
+    session.commit()
     return RedirectResponse("/login", status_code=303)
 
 

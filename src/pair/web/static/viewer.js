@@ -33,7 +33,7 @@
     if (cache.size > 600) cache.delete(cache.keys().next().value);
   }
   function transform() {
-    img.style.transform = "translate(-50%, -50%) translate(" + state.x + "px," + state.y + "px) scale(" + state.zoom + ")";
+    img.style.transform = "translate(" + state.x + "px," + state.y + "px) scale(" + state.zoom + ")";
   }
   function showReadout() {
     readout.textContent = state.ww === null ? "W/L: default" : "W " + Math.round(state.ww) + " / L " + Math.round(state.wc);
