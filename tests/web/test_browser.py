@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -29,6 +30,7 @@ from tests.portal_data import PASSWORD, World, build_world
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SLICES = 12
+PHANTOM = 192
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,19 @@ def shot(page: Page, name: str, enabled: bool) -> None:
         page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
+def phantom(index: int, size: int = PHANTOM) -> np.ndarray:
+    """A crude chest CT slice in HU: body, two lungs, spine and a ground-glass patch."""
+    y, x = np.mgrid[0:size, 0:size] / size - 0.5
+    img = np.full((size, size), -1000, dtype=np.int16)
+    img[(x / 0.46) ** 2 + (y / 0.34) ** 2 < 1] = 40
+    for cx in (-0.2, 0.2):
+        img[((x - cx) / 0.16) ** 2 + ((y + 0.02) / 0.25) ** 2 < 1] = -860
+    img[(x**2 + (y - 0.24) ** 2) < 0.05**2] = 700
+    r = 0.03 + 0.005 * index
+    img[((x - 0.24) ** 2 + (y + 0.05) ** 2) < r**2] = -450
+    return img
+
+
 def make_zip(tmp_path: Path) -> Path:
     study, series = generate_uid(), generate_uid()
     path = tmp_path / "ct-series.zip"
@@ -97,10 +112,11 @@ def make_zip(tmp_path: Path) -> Path:
                 study_uid=study,
                 series_uid=series,
                 index=i,
-                size=96,
+                size=PHANTOM,
                 patient={"PatientID": "MRN-UPLOAD-1", "PatientName": "ROE^RICHARD"},
                 description="CT CHEST LOW DOSE",
             )
+            ds.PixelData = phantom(i).tobytes()
             zf.writestr(f"series/img{i:03d}.dcm", to_bytes(ds))
     return path
 
