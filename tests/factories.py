@@ -44,7 +44,7 @@ def ct_instance(
     ds.SOPInstanceUID = sop
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = study_uid + ".9"
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "for"])
     for k, v in p.items():
         setattr(ds, k, v)
     ds.StudyDate = study_date

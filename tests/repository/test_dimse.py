@@ -52,8 +52,12 @@ def test_dcmtk_echo_store_find(live: LiveNode, tmp_path: Path, shared_data: Path
         "127.0.0.1",
         port,
         *map(str, files),
-        str(jpeg),
         str(dx),
+    )
+    assert sent.returncode == 0, sent.stderr
+    # -xy: propose JPEG baseline (8-bit lossy), the stored syntax of the CR file
+    sent = dcmtk(
+        "storescu", "-xy", "-aet", live.peer_ae, "-aec", live.ae_title, "127.0.0.1", port, str(jpeg)
     )
     assert sent.returncode == 0, sent.stderr
 

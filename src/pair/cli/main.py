@@ -7,7 +7,10 @@ import typer
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.cli.serve import serve
 from pair.clinical.cli import clinical_app
+from pair.deid.cli import deid, deid_export_mapping, deid_profile
+from pair.evaluation.cli import evaluation_app
 from pair.repository.cli import register as register_repository
+from pair.synth.cli import synth
 
 app = typer.Typer(
     name="pair",
@@ -22,6 +25,11 @@ app.add_typer(ae_app, name="ae")
 app.add_typer(clinical_app, name="clinical")
 app.command("serve")(serve)
 register_repository(app)
+app.command("deid")(deid)
+app.command("deid-export-mapping")(deid_export_mapping)
+app.command("deid-profile")(deid_profile)
+app.add_typer(evaluation_app, name="evaluation")
+app.command("synth")(synth)
 
 
 if __name__ == "__main__":

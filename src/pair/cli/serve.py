@@ -54,8 +54,8 @@ def serve(
             server.should_exit = True
 
     console.print(f"PAIR node serving http://{host}:{port}/ (data dir {data_dir})")
-    # uvicorn installs its own handlers; ours run first and also stop the DICOM listener.
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # uvicorn captures SIGINT/SIGTERM while serving, then restores these handlers and re-raises
+    # the signal to them; the DICOM listener is stopped in ``finally`` either way.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:

@@ -74,7 +74,7 @@ def dataset_json(
         return bulk_uri(tag) if bulk_uri else ""
 
     if only is not None:
-        ds = Dataset({t: ds[t] for t in only if t in ds})
+        ds = Dataset({Tag(t): ds[t] for t in only if t in ds})
     result: dict[str, Any] = ds.to_json_dict(
         bulk_data_threshold=1024, bulk_data_element_handler=handler
     )

@@ -46,8 +46,10 @@ def parse_bytes(data: bytes) -> ParsedInstance:
         raise InvalidInstance(
             "Not DICOM: the payload is empty or shorter than a DICOM header.", "not_dicom"
         )
+    # Part 10 with preamble, or (as some clients send) the file meta group without the preamble
+    lenient = data[128:132] != b"DICM" and data[:2] == b"\x02\x00"
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=False)
+        ds = pydicom.dcmread(io.BytesIO(data), force=lenient)
     except InvalidDicomError:
         raise InvalidInstance(
             "Not DICOM: no 'DICM' prefix at byte 128 (a Part 10 file is required).", "not_dicom"
@@ -128,7 +130,7 @@ def to_part10_bytes(ds: Dataset, transfer_syntax_uid: str) -> bytes:
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = UID(transfer_syntax_uid)
-    meta.ImplementationClassUID = PAIR_IMPLEMENTATION_UID
+    meta.ImplementationClassUID = UID(PAIR_IMPLEMENTATION_UID)
     meta.ImplementationVersionName = "PAIR_010"
     ds.file_meta = meta
     buf = io.BytesIO()

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
 )
@@ -98,7 +98,8 @@ class DimseServer:
         ae.maximum_associations = 32
         ae.add_supported_context(Verification)
         for ctx in AllStoragePresentationContexts:
-            ae.add_supported_context(ctx.abstract_syntax, TRANSFER_SYNTAXES)
+            if ctx.abstract_syntax is not None:
+                ae.add_supported_context(ctx.abstract_syntax, TRANSFER_SYNTAXES)
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         self.ae = ae
         handlers = [
@@ -107,11 +108,9 @@ class DimseServer:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_FIND, self._on_find),
         ]
-        self.server: ThreadedAssociationServer = ae.start_server(
-            (host, port),
-            block=False,
-            evt_handlers=handlers,  # type: ignore[arg-type]
-        )
+        server = ae.start_server((host, port), block=False, evt_handlers=handlers)  # type: ignore[arg-type]
+        assert server is not None  # a non-blocking start returns the server
+        self.server: ThreadedAssociationServer = server
 
     def shutdown(self) -> None:
         self.server.shutdown()

@@ -231,7 +231,7 @@ def find_studies(session: Session, facility_id: int, q: QidoQuery) -> list[Study
 def find_series(
     session: Session, facility_id: int, q: QidoQuery, study_uid: str | None = None
 ) -> list[tuple[Series, Study]]:
-    stmt = (
+    stmt: Any = (
         select(Series, Study)
         .join(Study, Series.study_pk == Study.id)
         .where(Study.facility_id == facility_id)
@@ -240,7 +240,7 @@ def find_series(
         stmt = stmt.where(Study.study_uid == study_uid)
     stmt = _apply(stmt, q, {Level.STUDY, Level.SERIES})
     stmt = stmt.order_by(Study.id, Series.series_number, Series.id).limit(q.limit).offset(q.offset)
-    return [(se, st) for se, st in session.execute(stmt)]
+    return [(row[0], row[1]) for row in session.execute(stmt)]
 
 
 def find_instances(
@@ -250,7 +250,7 @@ def find_instances(
     study_uid: str | None = None,
     series_uid: str | None = None,
 ) -> list[tuple[Instance, Series, Study]]:
-    stmt = (
+    stmt: Any = (
         select(Instance, Series, Study)
         .join(Series, Instance.series_pk == Series.id)
         .join(Study, Series.study_pk == Study.id)
@@ -263,7 +263,7 @@ def find_instances(
     stmt = _apply(stmt, q, {Level.STUDY, Level.SERIES, Level.INSTANCE})
     stmt = stmt.order_by(Series.id, Instance.instance_number, Instance.id)
     stmt = stmt.limit(q.limit).offset(q.offset)
-    return [(i, se, st) for i, se, st in session.execute(stmt)]
+    return [(row[0], row[1], row[2]) for row in session.execute(stmt)]
 
 
 def _without(q: QidoQuery, tags: Sequence[int]) -> QidoQuery:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.fileset import FileSet
 
 from pair.core.errors import BadRequest
 
@@ -87,7 +88,7 @@ def _file_items(path: Path) -> Iterator[SourceItem]:
 
 def _dicomdir_items(path: Path) -> Iterator[SourceItem]:
     try:
-        fs = pydicom.fileset.FileSet(pydicom.dcmread(path))
+        fs = FileSet(pydicom.dcmread(path))
     except Exception as exc:
         raise BadRequest(f"{path}: unreadable DICOMDIR ({type(exc).__name__}).") from None
     for instance in fs:

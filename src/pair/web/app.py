@@ -14,6 +14,7 @@ def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
     from pair.audit.api import router as audit_router
     from pair.clinical.api import router as clinical_router
+    from pair.deid.api import router as deid_router
     from pair.repository.api import router as repository_router
     from pair.repository.dicomweb import router as dicomweb_router
     from pair.web.pages import install_portal
@@ -42,6 +43,7 @@ def create_app(node: Node) -> FastAPI:
 
     app.include_router(accounts_router)
     app.include_router(audit_router)
+    app.include_router(deid_router)
     app.include_router(repository_router)
     app.include_router(dicomweb_router)
     app.include_router(clinical_router)

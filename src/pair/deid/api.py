@@ -1,0 +1,83 @@
+"""De-identification administration API: the facility's profile and the mapping export."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from pair.accounts.models import Facility, Role
+from pair.audit.service import Actor
+from pair.core.errors import NotFound
+from pair.deid import service
+from pair.deid.profile import default_profile_text, profile_for
+from pair.web.deps import get_session, require_roles
+
+router = APIRouter(prefix="/api/deid", tags=["de-identification"])
+admin_only = require_roles(Role.ADMIN)
+
+
+class ProfileOut(BaseModel):
+    facility_id: int
+    custom: bool
+    yaml: str
+    label: str
+
+
+def _facility(session: Session, actor: Actor) -> Facility:
+    facility = session.get(Facility, actor.facility_id or 0)
+    if facility is None:
+        raise NotFound("This account belongs to no facility.")
+    return facility
+
+
+@router.get("/profile", response_model=ProfileOut)
+def get_profile(
+    session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
+) -> ProfileOut:
+    f = _facility(session, actor)
+    text = f.deid_profile or default_profile_text()
+    return ProfileOut(
+        facility_id=f.id,
+        custom=f.deid_profile is not None,
+        yaml=text,
+        label=profile_for(f.deid_profile).label,
+    )
+
+
+@router.put("/profile", response_model=ProfileOut)
+def put_profile(
+    yaml_text: str = Body(..., media_type="text/plain"),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> ProfileOut:
+    """Replace the facility's profile (YAML); invalid profiles are refused with the reason."""
+    f = _facility(session, actor)
+    service.set_facility_profile(session, f, yaml_text)
+    return ProfileOut(
+        facility_id=f.id, custom=True, yaml=yaml_text, label=profile_for(yaml_text).label
+    )
+
+
+@router.get("/mapping.csv", response_class=PlainTextResponse)
+def export_mapping(
+    session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
+) -> Response:
+    """The re-identification mapping (PHI). Admins only; audited; never leaves the site."""
+    rows = service.export_mapping(session, _facility(session, actor).id, actor=actor)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(service.EXPORT_COLUMNS))
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": 'attachment; filename="pair-mapping.csv"',
+        },
+    )

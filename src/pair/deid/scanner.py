@@ -1,0 +1,339 @@
+"""Residual-PHI scanner and burned-in-text risk flags.
+
+``scan_residual_phi(original, deidentified)`` collects the identifying values of the ORIGINAL
+header (names and their components, IDs, birth date, addresses, free-text comments) and looks
+for any surviving fragment anywhere in the output: text elements at any depth, private
+elements, and the bytes of OB/UN private elements. Findings name the place and the kind of
+value, never the value itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
+)
+_BYTE_VRS = frozenset({"OB", "UN"})
+_MAX_BYTES_SCANNED = 1 << 20
+_PIXEL_DATA = 0x7FE00010
+_NORMALIZE = {i: " " for i in range(128) if not chr(i).isalnum()}
+_WORD = re.compile(r"[^\W_]+")
+_PN_SPLIT = re.compile(r"[\^=]")
+# De-identification Method and its Code Sequence: written by PAIR from its own configuration.
+_OWN_TAGS = frozenset({0x00120063, 0x00120064})
+OTHER_DATE = "other-date"  # dates besides the birth date: cleaned from descriptors, not scanned
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One surviving identifying fragment: where (tag path) and what kind (never the value)."""
+
+    path: str
+    kind: str
+    source: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "source": self.source,
+            "message": self.message,
+        }
+
+
+@cache
+def scanner_config() -> dict[str, Any]:
+    text = (resources.files("pair.deid") / "data" / "phi-sources.yaml").read_text("utf-8")
+    data: dict[str, Any] = yaml.safe_load(text)
+    data["_stop"] = frozenset(str(w).upper() for w in data["stop_words"])
+    return data
+
+
+def normalize(text: str) -> list[str]:
+    """Upper-case words of a value: every ASCII non-alphanumeric character separates words."""
+    return text.upper().translate(_NORMALIZE).split()
+
+
+def _tag_str(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@cache
+def _vr_of(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+@cache
+def _keyword(tag: int) -> str:
+    return str(keyword_for_tag(tag) or "") or f"private {_tag_str(tag)}"
+
+
+def _walk(
+    ds: Dataset,
+    want: Callable[[int, str], bool],
+    path: str = "",
+    skip: frozenset[int] = frozenset(),
+) -> Iterator[tuple[str, Any]]:
+    """Elements at every depth (file meta excluded) for which ``want(tag, vr)`` holds, with
+    their tag path. Only those elements (and sequences) are converted from their raw form."""
+    for key in ds.keys():  # noqa: SIM118 (Dataset iteration yields elements, not tags)
+        tag = int(key)
+        if tag in skip:
+            continue
+        raw = ds.get_item(key)
+        vr = str(raw.VR) if raw.VR else _vr_of(tag)
+        if vr == "SQ":
+            here = f"{path}{_tag_str(tag)}"
+            for i, item in enumerate(ds[key].value or ()):
+                yield from _walk(item, want, f"{here}[{i}]", skip)
+        elif want(tag, vr):
+            yield f"{path}{_tag_str(tag)}", ds[key]
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, bytes):
+        return (value.decode("latin-1"),)
+    if isinstance(value, (MultiValue, list, tuple)):
+        return [str(v) for v in value]
+    return (str(value),)
+
+
+@dataclass
+class PhiIndex:
+    """Identifying words and phrases of one original header, keyed by what they came from."""
+
+    words: dict[str, tuple[str, str]] = field(default_factory=dict)
+    phrases: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+
+    def add_word(self, word: str, kind: str, source: str) -> None:
+        found = self.words.get(word)
+        if found is None or found[0] == OTHER_DATE:
+            self.words[word] = (kind, source)
+
+    def add_phrase(self, words: list[str], kind: str, source: str) -> None:
+        if len(words) == 1:
+            self.add_word(words[0], kind, source)
+        elif words:
+            bucket = self.phrases.setdefault(words[0], {})
+            phrase = " ".join(words)
+            found = bucket.get(phrase)
+            if found is None or found[0] == OTHER_DATE:
+                bucket[phrase] = (kind, source)
+
+    def __bool__(self) -> bool:
+        return bool(self.words or self.phrases)
+
+    def match(self, text: str, *, other_dates: bool = False) -> list[tuple[str, str]]:
+        """The (kind, source) of every identifying fragment found in ``text`` (dates other
+        than the birth date only when ``other_dates``)."""
+        words = normalize(text)
+        if not words:
+            return []
+        found: list[tuple[str, str]] = []
+        padded: str | None = None
+        for w in set(words):
+            hit = self.words.get(w)
+            if hit is None and len(w) > 8 and w[:8].isdigit():
+                hit = self.words.get(w[:8])  # a date-time starting with an identifying date
+                if hit is not None and hit[0] not in ("date", OTHER_DATE):
+                    hit = None
+            if hit is not None and (other_dates or hit[0] != OTHER_DATE):
+                found.append(hit)
+            candidates = self.phrases.get(w)
+            if candidates:
+                if padded is None:
+                    padded = f" {' '.join(words)} "
+                for phrase, origin in candidates.items():
+                    if f" {phrase} " in padded and (other_dates or origin[0] != OTHER_DATE):
+                        found.append(origin)
+        return found
+
+    def clean(self, text: str) -> str:
+        """``text`` with identifying words masked; empty when a whole phrase survives."""
+        masked = _WORD.sub(
+            lambda m: "***" if m.group(0).upper() in self.words else m.group(0), text
+        )
+        return "" if self.match(masked, other_dates=True) else masked
+
+
+@cache
+def _source_tags() -> dict[int, str]:
+    cfg = scanner_config()
+    by_tag: dict[int, str] = {}
+    for group in ("names", "ids", "dates", "addresses", "institutions", "free_text"):
+        for kw in cfg[group]:
+            tag = tag_for_keyword(kw)
+            if tag is None:
+                raise ValueError(f"unknown keyword {kw!r} in phi-sources.yaml")
+            by_tag[int(tag)] = group
+    return by_tag
+
+
+def _scan_wanted(tag: int, vr: str) -> bool:
+    return vr in _TEXT_VRS or (vr in _BYTE_VRS and tag != _PIXEL_DATA)
+
+
+def _name_words(value: str, min_len: int, stop: frozenset[str]) -> list[str]:
+    return [w for w in normalize(value) if len(w) >= min_len and w not in stop]
+
+
+def collect_phi(ds: Dataset, *, all_dates: bool = False) -> PhiIndex:
+    """Identifying values of an original header. ``all_dates`` adds every DA value (used to
+    clean descriptors, not by the scanner: the output's own dates are shifted copies)."""
+    cfg = scanner_config()
+    stop: frozenset[str] = cfg["_stop"]
+    min_name = int(cfg["min_name_token"])
+    by_tag = _source_tags()
+
+    def want(tag: int, vr: str) -> bool:
+        return vr == "PN" or tag in by_tag or (all_dates and vr == "DA")
+
+    index = PhiIndex()
+    for _path, elem in _walk(ds, want):
+        tag = int(elem.tag)
+        kind = by_tag.get(tag, "")
+        source = _keyword(tag)
+        if elem.VR == "PN":
+            for value in _strings(elem.value):
+                for part in _PN_SPLIT.split(value):
+                    for w in _name_words(part, min_name, stop):
+                        index.add_word(w, "name", source)
+                whole = _name_words(value.replace("^", " ").replace("=", " "), 1, frozenset())
+                if len(whole) >= 2:
+                    index.add_phrase(whole, "name", source)
+        elif kind == "ids":
+            for value in _strings(elem.value):
+                value = value.strip()
+                if len(value) < int(cfg["min_id"]):
+                    continue
+                if value.isdigit() and len(value) < int(cfg["min_numeric_id"]):
+                    continue
+                index.add_phrase(normalize(value), "identifier", source)
+        elif kind == "dates" or (all_dates and elem.VR == "DA"):
+            label = "date" if kind == "dates" else OTHER_DATE
+            for value in _strings(elem.value):
+                digits = "".join(c for c in value if c.isdigit())
+                if len(digits) == 8:
+                    index.add_word(digits, label, source)
+                    index.add_phrase([digits[:4], digits[4:6], digits[6:]], label, source)
+        elif kind in ("addresses", "institutions"):
+            label = "address" if kind == "addresses" else "institution"
+            for value in _strings(elem.value):
+                words = normalize(value)
+                for w in words:
+                    if w in stop:
+                        continue
+                    if (w.isdigit() and len(w) >= 5) or (not w.isdigit() and len(w) >= 3):
+                        index.add_word(w, label, source)
+                index.add_phrase(words, label, source)
+        elif kind == "free_text":
+            n = int(cfg["shingle"])
+            for value in _strings(elem.value):
+                words = normalize(value)
+                if len(words) >= n:
+                    for i in range(len(words) - n + 1):
+                        index.add_phrase(words[i : i + n], "free-text", source)
+                elif len("".join(words)) >= int(cfg["min_free_text"]):
+                    index.add_phrase(words, "free-text", source)
+    return index
+
+
+def scan(index: PhiIndex, deidentified: Dataset) -> list[Finding]:
+    """Findings for every output element holding a fragment from ``index``."""
+    findings: list[Finding] = []
+    if not index:
+        return findings
+    seen: set[tuple[str, str]] = set()
+    elements: list[tuple[str, Any]] = list(_walk(deidentified, _scan_wanted, skip=_OWN_TAGS))
+    meta = getattr(deidentified, "file_meta", None)
+    if meta is not None:
+        elements.extend(_walk(meta, _scan_wanted))
+    for path, elem in elements:
+        vr = elem.VR
+        if vr in _TEXT_VRS:
+            values = _strings(elem.value)
+        elif vr in _BYTE_VRS and int(elem.tag) != _PIXEL_DATA:
+            raw = elem.value
+            if not isinstance(raw, bytes) or len(raw) > _MAX_BYTES_SCANNED:
+                continue
+            values = (raw.decode("latin-1"),)
+        else:
+            continue
+        for value in values:
+            for kind, source in index.match(value):
+                if (path, source) in seen:
+                    continue
+                seen.add((path, source))
+                findings.append(
+                    Finding(
+                        path,
+                        kind,
+                        source,
+                        f"{path} ({vr}) contains a {kind} fragment of the original {source}",
+                    )
+                )
+    return findings
+
+
+def scan_residual_phi(
+    original: Dataset, deidentified: Dataset, *, exclude_kinds: frozenset[str] = frozenset()
+) -> list[Finding]:
+    """Every surviving fragment of the original's identifying values in the output."""
+    findings = scan(collect_phi(original), deidentified)
+    return [f for f in findings if f.kind not in exclude_kinds]
+
+
+def burned_in_risk(ds: Dataset) -> list[str]:
+    """Reasons to review the pixels for burned-in text (nothing is altered)."""
+    cfg = scanner_config()["burned_in"]
+    reasons: list[str] = []
+    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        reasons.append("BurnedInAnnotation is YES")
+    if str(ds.get("RecognizableVisualFeatures", "")).upper() == "YES":
+        reasons.append("RecognizableVisualFeatures is YES")
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class in cfg["secondary_capture_sop_classes"]:
+        reasons.append("secondary capture SOP class")
+    if sop_class in cfg["document_sop_classes"]:
+        reasons.append("encapsulated document SOP class")
+    modality = str(ds.get("Modality", "")).upper()
+    if modality in cfg["risky_modalities"]:
+        reasons.append(f"modality {modality} often carries burned-in text")
+    image_type = {str(v).upper() for v in _strings(ds.get("ImageType", ""))}
+    for risky in cfg["risky_image_types"]:
+        if risky in image_type:
+            reasons.append(f"ImageType contains {risky}")
+    for kw in ("SeriesDescription", "ProtocolName", "StudyDescription"):
+        text = f" {' '.join(normalize(str(ds.get(kw, ''))))} "
+        for word in cfg["dose_screen_words"]:
+            if f" {word} " in text:
+                reasons.append(f"{kw} suggests a dose screen or protocol page")
+                break
+    return reasons
+
+
+__all__ = [
+    "Finding",
+    "PhiIndex",
+    "burned_in_risk",
+    "collect_phi",
+    "scan",
+    "scan_residual_phi",
+]

@@ -1,0 +1,1 @@
+"""Human-readable evaluation report: figures, CLAIM-style checklist and a self-contained HTML."""

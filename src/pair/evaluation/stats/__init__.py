@@ -1,0 +1,1 @@
+"""Pure statistical functions on numpy arrays (ROC/DeLong, proportions, calibration, bootstrap)."""

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from pair.deid.engine import Deidentifier
+from pair.deid.profile import DeidProfile, default_profile
+from pair.deid.store import InMemoryMappingStore
+
+SECRET = b"test-site-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def dicom_dir(shared_data: Path) -> Path:
+    return shared_data / "dicom"
+
+
+@pytest.fixture
+def load(dicom_dir: Path) -> Callable[[str], Dataset]:
+    def _load(name: str) -> Dataset:
+        return pydicom.dcmread(dicom_dir / name)
+
+    return _load
+
+
+@pytest.fixture
+def make_deid() -> Callable[..., Deidentifier]:
+    def _make(
+        profile: DeidProfile | None = None,
+        secret: bytes = SECRET,
+        store: InMemoryMappingStore | None = None,
+    ) -> Deidentifier:
+        return Deidentifier(
+            profile or default_profile(), secret, store or InMemoryMappingStore(), "GH"
+        )
+
+    return _make
