@@ -229,6 +229,7 @@ def deid(
             "facilities": facilities,
             "current": current,
             "text": (current.deid_profile or "") if current else "",
+            "default_text": service.default_deid_profile(),
         },
     )
 

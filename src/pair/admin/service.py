@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -15,6 +13,8 @@ from pair.audit.models import AuditEvent
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound
 from pair.core.node import Node
+from pair.deid import service as deid_service
+from pair.deid.profile import default_profile_text
 from pair.repository import ingest
 from pair.repository.models import QuarantineItem
 
@@ -32,36 +32,20 @@ def set_user_active(session: Session, user_id: int, active: bool, actor: Actor) 
     return user
 
 
-def validate_deid_profile(text: str) -> str:
-    """Check a facility's de-identification profile (the repository's parser when present)."""
-    try:
-        profile_mod = importlib.import_module("pair.deid.profile")
-    except ImportError:
-        profile_mod = None
-    parse = getattr(profile_mod, "parse_profile", None)
-    if parse is not None:
-        try:
-            parse(text)
-        except Exception as exc:  # the parser's own error types are not known here
-            raise Invalid(f"Invalid de-identification profile: {exc}") from None
-        return text
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise Invalid(f"The profile is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise Invalid("The profile must be a YAML mapping (key: value lines).")
-    return text
-
-
 def set_deid_profile(session: Session, facility_id: int, text: str, actor: Actor) -> Facility:
+    """Validate (``pair.deid``'s parser) and store a facility's profile; empty = site default."""
     facility = session.get(Facility, facility_id)
     if facility is None:
         raise NotFound(f"No facility with id {facility_id}.")
     text = text.replace("\r\n", "\n").strip()
-    facility.deid_profile = validate_deid_profile(text) + "\n" if text else None
+    deid_service.set_facility_profile(session, facility, text + "\n" if text else None)
     record(session, actor, "deid.profile.update", "facility", str(facility.id))
     return facility
+
+
+def default_deid_profile() -> str:
+    """The node's default profile text, shown when a facility has none of its own."""
+    return default_profile_text()
 
 
 # ---- quarantine queue ------------------------------------------------------------------
