@@ -144,3 +144,31 @@ def test_cli_import(sqlite_node: Node, tmp_path: Path) -> None:
     assert "imported 2 of 4 rows" in r.output
     assert (tmp_path / "clinical.rejects.csv").is_file()
     assert len(records(sqlite_node)) == 2
+
+
+def test_site_column_and_aliases(node: Node, tmp_path: Path) -> None:
+    """`pair synth`'s clinical.csv shape: a site column and `age` for age_at_index."""
+    body = (
+        "patient_id,site,age,sex\n"
+        "MRN10001,Hospital A,93,Female\n"
+        "MRN20001,hospb,40,Male\n"
+        "MRN10002,nowhere,abc,Male\n"
+    )
+    with node.db.session() as s:
+        world = build_world(s)
+        result = import_csv(s, None, write(tmp_path, body, ""), Actor.system())
+        assert not result.committed
+        assert {(e.row, e.column, e.value, e.rule) for e in result.errors} == {
+            (4, "site", "nowhere", "known_site"),
+            (4, "age", "abc", "integer"),
+        }
+        result = import_csv(s, None, write(tmp_path, body, ""), Actor.system(), skip_invalid=True)
+        assert result.imported == 2
+        a = accounts.get_facility(s, world.facilities["A"])
+        only_a = import_csv(
+            s, a, write(tmp_path, body.rsplit("\n", 2)[0] + "\n", ""), Actor.system()
+        )
+        assert only_a.committed and only_a.imported == 1 and only_a.skipped == 1
+    data = records(node)
+    assert data[world.cases["HOSPA-00001"]]["age_at_index"] == 89
+    assert data[world.cases["HOSPB-00001"]]["sex"] == "Male"

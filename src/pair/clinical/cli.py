@@ -22,7 +22,8 @@ def clinical_import(
     file: Annotated[Path, typer.Argument(help="CSV keyed by patient_id or accession_number.")],
     data_dir: DataDir,
     facility: Annotated[
-        str | None, typer.Option(help="Facility name or id (needed if the node has several).")
+        str | None,
+        typer.Option(help="Facility name or id; without it a 'site' column names each row's."),
     ] = None,
     skip_invalid: Annotated[
         bool,
@@ -39,19 +40,14 @@ def clinical_import(
         raise Invalid(f"No such file: {file}")
     node = node_for(data_dir)
     with node.db.session() as s:
-        if facility is None:
-            facilities = accounts.list_facilities(s)
-            if len(facilities) != 1:
-                raise Invalid("This node has several facilities (or none): pass --facility.")
-            fac = facilities[0]
-        else:
-            fac = accounts.get_facility(s, facility)
+        fac = accounts.get_facility(s, facility) if facility is not None else None
+        where = fac.name if fac else "this node"
         rejects_path = (rejects or file.with_suffix(".rejects.csv")) if skip_invalid else None
         result = import_csv(
             s,
             fac,
             file,
-            Actor.system("cli", fac.id),
+            Actor.system("cli", fac.id if fac else None),
             skip_invalid=skip_invalid,
             rejects_path=rejects_path,
         )
@@ -65,7 +61,8 @@ def clinical_import(
         )
         raise typer.Exit(2)
     console.print(
-        f"imported {result.imported} of {result.rows} rows into {fac.name}"
+        f"imported {result.imported} of {result.rows} rows into {where}"
+        + (f"; {result.skipped} of other facilities skipped" if result.skipped else "")
         + (f"; {result.rejected} rejected, see {result.rejects_path}" if result.rejected else ""),
         highlight=False,
     )

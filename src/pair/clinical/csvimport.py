@@ -47,6 +47,7 @@ class ImportResult:
     errors: list[RowError] = field(default_factory=list)
     rejects_path: Path | None = None
     committed: bool = False
+    skipped: int = 0  # rows of other facilities (site column) when limited to one facility
 
 
 def _find_patient(session: Session, facility: Facility, column: str, value: str) -> Patient | None:
@@ -127,9 +128,17 @@ def _row_values(
     return values, errors
 
 
+def _site_lookup(session: Session) -> dict[str, Facility]:
+    found: dict[str, Facility] = {}
+    for f in session.scalars(select(Facility)):
+        found[f.name.lower()] = f
+        found[f.code.lower()] = f
+    return found
+
+
 def import_csv(
     session: Session,
-    facility: Facility,
+    facility: Facility | None,
     path: Path,
     actor: Actor,
     *,
@@ -146,6 +155,15 @@ def import_csv(
     reader = csv.DictReader(text.splitlines())
     header = list(reader.fieldnames or [])
     _check_header(d, header)
+    sites = _site_lookup(session)
+    site_column = d.csv_site_column if d.csv_site_column in header else ""
+    if facility is None and not site_column:
+        if len({f.id for f in sites.values()}) != 1:
+            raise Invalid(
+                f"Name the facility (--facility), or give a {d.csv_site_column!r} column: "
+                "this node has several facilities (or none)."
+            )
+        facility = next(iter(sites.values()))
     good: list[tuple[Patient, dict[str, Any]]] = []
     bad: list[tuple[dict[str, str], list[RowError]]] = []
     seen: dict[int, int] = {}
@@ -158,17 +176,51 @@ def import_csv(
             bad.append((row, [err]))
             continue
         row = {k: (v or "") for k, v in row.items()}
+        for alias, name in d.csv_aliases.items():
+            if alias in row and name not in row:
+                row[name] = row[alias]
         errors: list[RowError] = []
         patient: Patient | None = None
+        row_facility = facility
+        site = row.get(site_column, "").strip() if site_column else ""
+        if site:
+            row_facility = sites.get(site.lower())
+            if row_facility is None:
+                errors.append(
+                    RowError(
+                        n,
+                        site_column,
+                        site,
+                        "known_site",
+                        "no facility of this node has this name or code",
+                    )
+                )
+            elif facility is not None and row_facility.id != facility.id:
+                result.skipped += 1
+                continue
+        elif facility is None:
+            errors.append(
+                RowError(
+                    n,
+                    site_column,
+                    "",
+                    "site_required",
+                    "give the row's site, or import with --facility",
+                )
+            )
         for key in d.csv_keys:
             value = row.get(key, "").strip()
-            if not value:
+            if not value or row_facility is None:
                 continue
-            found = _find_patient(session, facility, key, value)
+            found = _find_patient(session, row_facility, key, value)
             if found is None:
                 errors.append(
                     RowError(
-                        n, key, value, "known_case", f"no case at {facility.name} has this {key}"
+                        n,
+                        key,
+                        value,
+                        "known_case",
+                        f"no case at {row_facility.name} has this {key}",
                     )
                 )
             elif patient is not None and found.id != patient.id:
@@ -201,7 +253,7 @@ def import_csv(
             )
         values, date_errors = _row_values(d, n, row)
         errors.extend(date_errors)
-        merged: dict[str, Any] = {}
+        merged: dict[str, Any] = dict(values)  # checked even when the case is unknown
         if patient is not None:
             seen.setdefault(patient.id, n)
             merged = dict(clinical_of(session, patient))
@@ -213,6 +265,9 @@ def import_csv(
         data, field_errors = d.validate(merged)
         for e in field_errors:
             column = e.field
+            alias_col = next((a for a, f in d.csv_aliases.items() if f == column), None)
+            if column not in header and alias_col in header:
+                column = alias_col or column
             if column not in row:  # value came from a date column
                 column = next((c for c, f in d.date_columns().items() if f.name == e.field), column)
             errors.append(
@@ -233,7 +288,7 @@ def import_csv(
             actor,
             "clinical.import",
             "facility",
-            str(facility.id),
+            str(facility.id) if facility else "",
             outcome="failure",
             detail={"rows": result.rows, "rejected": len(bad)},
         )
@@ -247,7 +302,7 @@ def import_csv(
         actor,
         "clinical.import",
         "facility",
-        str(facility.id),
+        str(facility.id) if facility else "",
         detail={"rows": result.rows, "imported": result.imported, "rejected": len(bad)},
     )
     return result

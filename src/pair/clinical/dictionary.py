@@ -132,6 +132,8 @@ class Dictionary:
     index_date_column: str
     csv_keys: dict[str, str]
     age_bands: tuple[AgeBand, ...] = field(default=())
+    csv_site_column: str = ""
+    csv_aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -149,7 +151,15 @@ class Dictionary:
 
     def csv_columns(self) -> list[str]:
         """Every column a CSV may have: keys, index date, field names, date alternatives."""
-        return [*self.csv_keys, self.index_date_column, *self.names, *self.date_columns()]
+        site = [self.csv_site_column] if self.csv_site_column else []
+        return [
+            *self.csv_keys,
+            *site,
+            self.index_date_column,
+            *self.names,
+            *self.date_columns(),
+            *self.csv_aliases,
+        ]
 
     def empty_record(self) -> dict[str, Value]:
         return dict.fromkeys(self.names)
@@ -264,5 +274,7 @@ def load_dictionary(path: Path = DICTIONARY_PATH) -> Dictionary:
         fields=fields,
         index_date_column=raw["index_date_column"],
         csv_keys=dict(raw["csv_keys"]),
+        csv_site_column=str(raw.get("csv_site_column", "")),
+        csv_aliases=dict(raw.get("csv_aliases", {})),
         age_bands=tuple(AgeBand(b["label"], b["min"], b["max"]) for b in raw.get("age_bands", ())),
     )
