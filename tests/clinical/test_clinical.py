@@ -109,7 +109,7 @@ def test_clinical_api_roles_scope_validation_and_audit(
         "icu_indicator": True,
         "days_to_hospital_admission": 1,
         "days_to_hospital_discharge": 9,
-        "outcome": "Discharged alive",
+        "outcome": "Discharged home",
     }
     r = client.put(f"/api/cases/{case_a}/clinical", json=body, headers=dm)
     assert r.status_code == 200, r.text

@@ -56,6 +56,7 @@ class FieldDef:
     not_before: str | None = None
     top_code: dict[str, Any] | None = None
     search: bool = False
+    synonyms: dict[str, str] = field(default_factory=dict)
 
     def coerce(self, raw: Any) -> tuple[Value, FieldError | None]:
         """Parse a value from JSON, a form or a CSV cell; '' and None mean 'not recorded'."""
@@ -88,6 +89,9 @@ class FieldDef:
         text = str(raw).strip()
         for allowed in self.values:
             if text.lower() == allowed.lower():
+                return allowed, None
+        for synonym, allowed in self.synonyms.items():
+            if text.lower() == synonym.lower():
                 return allowed, None
         return None, FieldError(
             self.name, "enum", shown, f"{self.label} must be one of: {', '.join(self.values)}"
@@ -265,6 +269,7 @@ def load_dictionary(path: Path = DICTIONARY_PATH) -> Dictionary:
             not_before=f.get("not_before"),
             top_code=f.get("top_code"),
             search=bool(f.get("search", False)),
+            synonyms={str(k): str(v) for k, v in f.get("synonyms", {}).items()},
         )
         for f in raw["fields"]
     )
