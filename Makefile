@@ -43,7 +43,7 @@ lint: env
 test: env sysdeps
 	$(PY) -m pytest -q
 
-demo: env
+demo: env sysdeps
 	$(PY) -m pair.demo --data-dir $(DEMO_DIR) --port $(DEMO_PORT) --dicom-port $(DEMO_DICOM_PORT)
 
 bench: env sysdeps

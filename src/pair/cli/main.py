@@ -9,6 +9,7 @@ from pair.cli.serve import serve
 from pair.clinical.cli import clinical_app
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
 from pair.evaluation.cli import evaluation_app
+from pair.reporting.cli import report_app
 from pair.repository.cli import register as register_repository
 from pair.synth.cli import synth
 
@@ -23,6 +24,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
 app.add_typer(clinical_app, name="clinical")
+app.add_typer(report_app, name="report")
 app.command("serve")(serve)
 register_repository(app)
 app.command("deid")(deid)

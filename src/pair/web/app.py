@@ -13,8 +13,10 @@ from pair.web.errors import install_error_handlers
 def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
     from pair.audit.api import router as audit_router
+    from pair.cde.api import router as cde_router
     from pair.clinical.api import router as clinical_router
     from pair.deid.api import router as deid_router
+    from pair.reporting.api import router as reporting_router
     from pair.repository.api import router as repository_router
     from pair.repository.dicomweb import router as dicomweb_router
     from pair.web.pages import install_portal
@@ -46,6 +48,8 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(deid_router)
     app.include_router(repository_router)
     app.include_router(dicomweb_router)
+    app.include_router(cde_router)
+    app.include_router(reporting_router)
     app.include_router(clinical_router)
     install_portal(app)
     return app
