@@ -8,6 +8,7 @@ from the index event of the same row and then dropped. All-or-nothing unless ``s
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,11 +129,16 @@ def _row_values(
     return values, errors
 
 
+def _site_key(text: str) -> str:
+    """Site names compare on letters and digits only: 'site-01' names facility code SITE01."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
 def _site_lookup(session: Session) -> dict[str, Facility]:
     found: dict[str, Facility] = {}
     for f in session.scalars(select(Facility)):
-        found[f.name.lower()] = f
-        found[f.code.lower()] = f
+        found[_site_key(f.name)] = f
+        found[_site_key(f.code)] = f
     return found
 
 
@@ -184,7 +190,7 @@ def import_csv(
         row_facility = facility
         site = row.get(site_column, "").strip() if site_column else ""
         if site:
-            row_facility = sites.get(site.lower())
+            row_facility = sites.get(_site_key(site))
             if row_facility is None:
                 errors.append(
                     RowError(
