@@ -122,9 +122,10 @@ def add_quarantined(node: Node, facility_id: int) -> int:
             source="upload:datamanager-a",
             reasons=[
                 {
-                    "reason": "Residual patient name fragment",
-                    "tag": "(0008,1030)",
-                    "keyword": "StudyDescription",
+                    "path": "(0008,1030) StudyDescription",
+                    "kind": "name",
+                    "source": "PatientName",
+                    "message": "Residual patient name fragment after de-identification",
                 }
             ],
         )
@@ -270,7 +271,8 @@ def test_portal_in_browser(
     expect(page.locator("#quarantine-table")).to_contain_text("Residual patient name fragment")
     shot(page, "quarantine", screenshots)
     page.get_by_role("link", name="Review").click()
-    expect(page.locator("#reasons")).to_contain_text("StudyDescription")
+    expect(page.locator("#reasons")).to_contain_text("(0008,1030) StudyDescription")
+    shot(page, "quarantine-review", screenshots)
     page.get_by_label("Review note").fill("name in description; resend from PACS")
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Delete instance").click()
