@@ -235,8 +235,9 @@ def test_demo_scores_vary_on_real_radiographs(
 
 def test_timeout_mid_run_keeps_order_and_requeues(wrapped_pngs: list[Path], tmp_path: Path) -> None:
     """Cases queued behind a case that times out are re-sent to a fresh worker, in order."""
-    from tests.algorithms.algo_builders import slow_if_bright_model
     from PIL import Image
+
+    from tests.algorithms.algo_builders import slow_if_bright_model
 
     alg = load(write_package(tmp_path / "cond", manifest(), slow_if_bright_model()))
     dark = []
