@@ -12,7 +12,7 @@ from pair.accounts import service
 from pair.accounts.models import Role
 from pair.audit.service import Actor
 from pair.core.errors import Forbidden
-from pair.web.deps import current_actor, get_session, require_roles
+from pair.web.deps import SessionDep, current_actor, require_roles
 
 router = APIRouter(prefix="/api", tags=["administration"])
 admin_only = require_roles(Role.ADMIN)
@@ -89,7 +89,7 @@ def me(actor: Actor = Depends(current_actor)) -> Me:
 
 @router.get("/facilities", response_model=list[FacilityOut])
 def list_facilities(
-    session: Session = Depends(get_session), _: Actor = Depends(admin_only)
+    session: Session = SessionDep, _: Actor = Depends(admin_only)
 ) -> list[FacilityOut]:
     return [
         FacilityOut(id=f.id, name=f.name, code=f.code) for f in service.list_facilities(session)
@@ -98,16 +98,16 @@ def list_facilities(
 
 @router.post("/facilities", response_model=FacilityOut, status_code=201)
 def create_facility(
-    body: FacilityIn, session: Session = Depends(get_session), _: Actor = Depends(admin_only)
+    body: FacilityIn,
+    session: Session = SessionDep,
+    _: Actor = Depends(admin_only),
 ) -> FacilityOut:
     f = service.create_facility(session, body.name, body.code)
     return FacilityOut(id=f.id, name=f.name, code=f.code)
 
 
 @router.get("/users", response_model=list[UserOut])
-def list_users(
-    session: Session = Depends(get_session), _: Actor = Depends(admin_only)
-) -> list[UserOut]:
+def list_users(session: Session = SessionDep, _: Actor = Depends(admin_only)) -> list[UserOut]:
     return [
         UserOut(id=u.id, name=u.name, role=u.role, facility_id=u.facility_id, active=u.active)
         for u in service.list_users(session)
@@ -116,7 +116,9 @@ def list_users(
 
 @router.post("/users", response_model=UserOut, status_code=201)
 def create_user(
-    body: UserIn, session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
+    body: UserIn,
+    session: Session = SessionDep,
+    actor: Actor = Depends(admin_only),
 ) -> UserOut:
     facility = service.get_facility(session, body.facility)
     u = service.create_user(session, facility, body.name, body.role, body.password, actor)
@@ -125,7 +127,7 @@ def create_user(
 
 @router.get("/tokens", response_model=list[TokenOut])
 def list_tokens(
-    session: Session = Depends(get_session), actor: Actor = Depends(current_actor)
+    session: Session = SessionDep, actor: Actor = Depends(current_actor)
 ) -> list[TokenOut]:
     user_id = None if actor.role == Role.ADMIN else actor.user_id
     return [
@@ -142,7 +144,9 @@ def list_tokens(
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
 def create_token(
-    body: TokenIn, session: Session = Depends(get_session), actor: Actor = Depends(current_actor)
+    body: TokenIn,
+    session: Session = SessionDep,
+    actor: Actor = Depends(current_actor),
 ) -> TokenCreated:
     user = service.get_user(session, body.user)
     if actor.role != Role.ADMIN and user.id != actor.user_id:
@@ -160,15 +164,15 @@ def create_token(
 
 @router.delete("/tokens/{token_id}", status_code=204)
 def revoke_token(
-    token_id: int, session: Session = Depends(get_session), actor: Actor = Depends(current_actor)
+    token_id: int,
+    session: Session = SessionDep,
+    actor: Actor = Depends(current_actor),
 ) -> None:
     service.revoke_token(session, token_id, actor)
 
 
 @router.get("/ae-titles", response_model=list[AeOut])
-def list_ae_titles(
-    session: Session = Depends(get_session), _: Actor = Depends(admin_only)
-) -> list[AeOut]:
+def list_ae_titles(session: Session = SessionDep, _: Actor = Depends(admin_only)) -> list[AeOut]:
     return [
         AeOut(ae_title=a.ae_title, facility_id=a.facility_id, description=a.description)
         for a in service.list_ae_titles(session)
@@ -177,7 +181,9 @@ def list_ae_titles(
 
 @router.post("/ae-titles", response_model=AeOut, status_code=201)
 def add_ae_title(
-    body: AeIn, session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
+    body: AeIn,
+    session: Session = SessionDep,
+    actor: Actor = Depends(admin_only),
 ) -> AeOut:
     facility = service.get_facility(session, body.facility)
     a = service.add_ae_title(session, facility, body.ae_title, body.description, actor)
@@ -186,6 +192,8 @@ def add_ae_title(
 
 @router.delete("/ae-titles/{ae_title}", status_code=204)
 def remove_ae_title(
-    ae_title: str, session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
+    ae_title: str,
+    session: Session = SessionDep,
+    actor: Actor = Depends(admin_only),
 ) -> None:
     service.remove_ae_title(session, ae_title, actor)

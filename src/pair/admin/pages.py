@@ -16,7 +16,7 @@ from pair.audit.service import Actor
 from pair.core.errors import Invalid, PairError
 from pair.core.node import Node
 from pair.web.csrf import csrf_protect
-from pair.web.deps import get_node, get_session
+from pair.web.deps import SessionDep, get_node
 from pair.web.pages import page_roles
 from pair.web.templating import register_nav, render
 
@@ -46,8 +46,7 @@ def _page(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -
 
 
 def _back(path: str, message: str) -> Response:
-    """Redirect after a write. Handlers commit first: FastAPI closes request-scoped
-    dependencies (and so commits ``get_session``) only after the response is sent."""
+    """Redirect after a write (the session dependency commits before the response is sent)."""
     from urllib.parse import quote
 
     return RedirectResponse(f"{path}?ok={quote(message)}", status_code=303)
@@ -73,7 +72,7 @@ def _users_page(request: Request, session: Session, status: int = 200, **extra: 
 
 
 @router.get("/users")
-def users(request: Request, session: Session = Depends(get_session)) -> Response:
+def users(request: Request, session: Session = SessionDep) -> Response:
     return _users_page(request, session)
 
 
@@ -84,7 +83,7 @@ def user_create(
     role: str = Form(""),
     facility_id: str = Form(""),
     password: str = Form(""),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
     try:
@@ -104,7 +103,7 @@ def user_create(
 def user_active(
     user_id: int,
     active: str = Form(...),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
     user = service.set_user_active(session, user_id, active == "1", actor)
@@ -118,7 +117,7 @@ def user_active(
 
 
 @router.get("/tokens")
-def tokens(request: Request, session: Session = Depends(get_session)) -> Response:
+def tokens(request: Request, session: Session = SessionDep) -> Response:
     return _page(
         request,
         "tokens.html",
@@ -131,7 +130,7 @@ def token_create(
     request: Request,
     user_id: int = Form(...),
     label: str = Form(""),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
     user = session.get(User, user_id)
@@ -153,7 +152,9 @@ def token_create(
 
 @router.post("/tokens/{token_id}/revoke")
 def token_revoke(
-    token_id: int, session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
+    token_id: int,
+    session: Session = SessionDep,
+    actor: Actor = Depends(admin_only),
 ) -> Response:
     accounts.revoke_token(session, token_id, actor)
     session.commit()  # before the redirect: the next GET must see it
@@ -174,7 +175,7 @@ def _ae_page(request: Request, session: Session, status: int = 200, **extra: Any
 
 
 @router.get("/ae-titles")
-def ae_titles(request: Request, session: Session = Depends(get_session)) -> Response:
+def ae_titles(request: Request, session: Session = SessionDep) -> Response:
     return _ae_page(request, session)
 
 
@@ -184,7 +185,7 @@ def ae_add(
     ae_title: str = Form(""),
     facility_id: str = Form(""),
     description: str = Form(""),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
     try:
@@ -203,7 +204,7 @@ def ae_add(
 @router.post("/ae-titles/remove")
 def ae_remove(
     ae_title: str = Form(...),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
     accounts.remove_ae_title(session, ae_title, actor)
@@ -216,7 +217,9 @@ def ae_remove(
 
 @router.get("/deid")
 def deid(
-    request: Request, facility: int | None = None, session: Session = Depends(get_session)
+    request: Request,
+    facility: int | None = None,
+    session: Session = SessionDep,
 ) -> Response:
     facilities = accounts.list_facilities(session)
     current = next(
@@ -239,7 +242,7 @@ def deid_save(
     request: Request,
     facility_id: int,
     profile: str = Form(""),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
     try:
@@ -274,7 +277,7 @@ def quarantine(
     request: Request,
     status: str = "pending",
     offset: int = 0,
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
     total, items = service.list_quarantine(
@@ -298,7 +301,7 @@ def quarantine(
 def quarantine_item(
     request: Request,
     item_id: int,
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
     item = service.review_quarantined(session, item_id, actor)
@@ -340,7 +343,7 @@ def _date(value: str | None) -> date | None:
 
 
 @router.get("/audit")
-def audit(request: Request, session: Session = Depends(get_session)) -> Response:
+def audit(request: Request, session: Session = SessionDep) -> Response:
     p = request.query_params
     offset = int(p["offset"]) if p.get("offset", "").isdigit() else 0
     q = service.AuditQuery(

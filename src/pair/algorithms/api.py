@@ -17,7 +17,7 @@ from pair.algorithms.models import Algorithm
 from pair.audit.service import Actor
 from pair.core.errors import BadRequest, NotFound, PayloadTooLarge
 from pair.core.node import Node
-from pair.web.deps import current_actor, get_node, get_session, require_roles
+from pair.web.deps import SessionDep, current_actor, get_node, require_roles
 
 router = APIRouter(prefix="/api/algorithms", tags=["algorithms"])
 can_submit = require_roles(Role.EVALUATOR)
@@ -76,7 +76,7 @@ def submit(
     request: Request,
     package: UploadFile,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(can_submit),
 ) -> Any:
     """Upload a package zip (multipart field ``package``).
@@ -105,7 +105,7 @@ def submit(
 
 @router.get("", response_model=list[AlgorithmOut])
 def list_all(
-    session: Session = Depends(get_session), _: Actor = Depends(current_actor)
+    session: Session = SessionDep, _: Actor = Depends(current_actor)
 ) -> list[AlgorithmOut]:
     return [_out(a) for a in service.list_algorithms(session)]
 
@@ -113,7 +113,7 @@ def list_all(
 @router.get("/{algorithm_id}", response_model=AlgorithmVersions)
 def versions(
     algorithm_id: str,
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     _: Actor = Depends(current_actor),
 ) -> AlgorithmVersions:
     rows = service.list_algorithms(session, algorithm_id)
@@ -130,7 +130,7 @@ def one_version(
     algorithm_id: str,
     version: str,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     _: Actor = Depends(current_actor),
 ) -> AlgorithmDetail:
     """One version with its model card (README.md); ``latest`` selects the newest."""

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from pair.accounts.models import Role
 from pair.audit.models import AuditEvent
 from pair.audit.service import Actor
-from pair.web.deps import get_session, require_roles
+from pair.web.deps import SessionDep, require_roles
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
@@ -40,7 +40,7 @@ def list_audit(
     until: datetime | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     _: Actor = Depends(require_roles(Role.ADMIN)),
 ) -> list[AuditOut]:
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc())

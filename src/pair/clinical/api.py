@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from pair.audit.service import Actor
 from pair.clinical import service
 from pair.clinical.dictionary import load_dictionary
-from pair.web.deps import current_actor, get_session
+from pair.web.deps import SessionDep, current_actor
 
 router = APIRouter(prefix="/api", tags=["cases"])
 _SCHEMA = load_dictionary().json_schema()
@@ -47,7 +47,7 @@ def list_cases(
     order: Literal["asc", "desc"] = "asc",
     limit: int = Query(25, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> dict[str, Any]:
     """Cases of the caller's facility (admins: every facility) matching the filters."""
@@ -76,7 +76,9 @@ def list_cases(
 
 @router.get("/cases/{case_id}/clinical", responses=_RESPONSE)  # type: ignore[arg-type]
 def get_clinical(
-    case_id: int, session: Session = Depends(get_session), actor: Actor = Depends(current_actor)
+    case_id: int,
+    session: Session = SessionDep,
+    actor: Actor = Depends(current_actor),
 ) -> dict[str, Any]:
     return service.read_clinical(session, actor, case_id)
 
@@ -85,7 +87,7 @@ def get_clinical(
 def put_clinical(
     case_id: int,
     body: dict[str, Any] = Body(...),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> dict[str, Any]:
     """Replace the clinical record (data managers and admins); 422 lists every broken rule."""

@@ -19,7 +19,7 @@ from pair.clinical.dictionary import load_dictionary
 from pair.core.errors import Invalid, NotFound
 from pair.repository.models import Instance, Series, Study
 from pair.web.csrf import csrf_protect
-from pair.web.deps import get_session
+from pair.web.deps import SessionDep
 from pair.web.pages import page_actor, page_roles
 from pair.web.templating import register_nav, render
 
@@ -61,7 +61,7 @@ def _query_from(request: Request) -> service.CaseQuery:
 @router.get("/cases")
 def case_browser(
     request: Request,
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(page_actor),
 ) -> Response:
     q = _query_from(request)
@@ -124,7 +124,7 @@ def _middle_instance(session: Session, series: Series) -> Instance | None:
 def case_page(
     case_id: int,
     request: Request,
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(page_actor),
 ) -> Response:
     ctx = _case_context(session, actor, case_id)
@@ -139,7 +139,7 @@ def case_page(
 async def case_clinical_save(
     case_id: int,
     request: Request,
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(page_actor),
 ) -> Response:
     form = await request.form()
@@ -163,7 +163,7 @@ def viewer(
     study_uid: str,
     series_uid: str,
     request: Request,
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(page_actor),
 ) -> Response:
     series = session.scalar(select(Series).where(Series.series_uid == series_uid))

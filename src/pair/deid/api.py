@@ -15,7 +15,7 @@ from pair.audit.service import Actor
 from pair.core.errors import NotFound
 from pair.deid import service
 from pair.deid.profile import default_profile_text, profile_for
-from pair.web.deps import get_session, require_roles
+from pair.web.deps import SessionDep, require_roles
 
 router = APIRouter(prefix="/api/deid", tags=["de-identification"])
 admin_only = require_roles(Role.ADMIN)
@@ -36,9 +36,7 @@ def _facility(session: Session, actor: Actor) -> Facility:
 
 
 @router.get("/profile", response_model=ProfileOut)
-def get_profile(
-    session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
-) -> ProfileOut:
+def get_profile(session: Session = SessionDep, actor: Actor = Depends(admin_only)) -> ProfileOut:
     f = _facility(session, actor)
     text = f.deid_profile or default_profile_text()
     return ProfileOut(
@@ -52,7 +50,7 @@ def get_profile(
 @router.put("/profile", response_model=ProfileOut)
 def put_profile(
     yaml_text: str = Body(..., media_type="text/plain"),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> ProfileOut:
     """Replace the facility's profile (YAML); invalid profiles are refused with the reason."""
@@ -64,9 +62,7 @@ def put_profile(
 
 
 @router.get("/mapping.csv", response_class=PlainTextResponse)
-def export_mapping(
-    session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
-) -> Response:
+def export_mapping(session: Session = SessionDep, actor: Actor = Depends(admin_only)) -> Response:
     """The re-identification mapping (PHI). Admins only; audited; never leaves the site."""
     rows = service.export_mapping(session, _facility(session, actor).id, actor=actor)
     buf = io.StringIO()

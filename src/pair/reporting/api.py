@@ -20,7 +20,7 @@ from pair.reporting.engine import evaluate
 from pair.reporting.loader import get_module, modules
 from pair.reporting.model import Module
 from pair.reporting.models import Report, ReportVersion
-from pair.web.deps import current_actor, get_node, get_session
+from pair.web.deps import SessionDep, current_actor, get_node
 
 router = APIRouter(prefix="/api/reports", tags=["reporting"])
 
@@ -160,7 +160,7 @@ def get_module_xml(module_id: str, actor: Actor = Depends(current_actor)) -> Res
 def list_reports(
     study_uid: str | None = Query(default=None),
     actor: Actor = Depends(current_actor),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
 ) -> list[dict[str, Any]]:
     return [_report(r) for r in service.list_reports(session, actor, study_uid)]
 
@@ -169,7 +169,7 @@ def list_reports(
 def create_report(
     body: CreateReport,
     actor: Actor = Depends(current_actor),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
 ) -> dict[str, Any]:
     report = service.create_draft(
         session, actor, body.study_uid, body.module, body.inputs, body.suggestions
@@ -179,7 +179,9 @@ def create_report(
 
 @router.get("/{report_id}")
 def get_report(
-    report_id: int, actor: Actor = Depends(current_actor), session: Session = Depends(get_session)
+    report_id: int,
+    actor: Actor = Depends(current_actor),
+    session: Session = SessionDep,
 ) -> dict[str, Any]:
     report = service.load_report(session, actor, report_id)
     record(session, actor, "report.read", "report", str(report_id))
@@ -191,7 +193,7 @@ def update_inputs(
     report_id: int,
     body: UpdateInputs,
     actor: Actor = Depends(current_actor),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
 ) -> dict[str, Any]:
     service.update_draft(session, actor, report_id, body.inputs, body.suggestions)
     return _report(service.load_report(session, actor, report_id))
@@ -202,7 +204,7 @@ def preview(
     report_id: int,
     body: PreviewBody | None = None,
     actor: Actor = Depends(current_actor),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
 ) -> dict[str, Any]:
     return service.preview(session, actor, report_id, body.inputs if body else None)
 
@@ -248,7 +250,7 @@ def amend(
     report_id: int,
     body: AmendBody,
     actor: Actor = Depends(current_actor),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
 ) -> dict[str, Any]:
     service.amend(session, actor, report_id, body.reason, body.inputs)
     return _report(service.load_report(session, actor, report_id))
@@ -256,7 +258,9 @@ def amend(
 
 @router.get("/{report_id}/versions")
 def versions(
-    report_id: int, actor: Actor = Depends(current_actor), session: Session = Depends(get_session)
+    report_id: int,
+    actor: Actor = Depends(current_actor),
+    session: Session = SessionDep,
 ) -> list[dict[str, Any]]:
     report = service.load_report(session, actor, report_id)
     record(session, actor, "report.read", "report", str(report_id))
@@ -269,7 +273,7 @@ def download(
     fmt: str,
     version: int | None = Query(default=None),
     actor: Actor = Depends(current_actor),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
 ) -> Response:
     body, media, name = service.render(session, actor, report_id, fmt, version)
     return Response(

@@ -16,7 +16,7 @@ from pair.core.errors import BadRequest, NotFound, PayloadTooLarge
 from pair.core.node import Node
 from pair.repository import ingest, service
 from pair.repository.models import QuarantineItem
-from pair.web.deps import get_node, get_session, require_roles
+from pair.web.deps import SessionDep, get_node, require_roles
 
 router = APIRouter(prefix="/api", tags=["repository"])
 uploaders = require_roles(Role.DATA_MANAGER)
@@ -97,7 +97,7 @@ async def upload(
 @router.get("/quarantine", response_model=list[QuarantineOut])
 def list_quarantine(
     status: str = "pending",
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> list[QuarantineOut]:
     if status not in ("pending", "released", "deleted", "all"):
@@ -119,7 +119,7 @@ def release(
     item_id: int,
     body: ReviewIn,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> None:
     _own_item(session, item_id, actor)
@@ -130,7 +130,7 @@ def release(
 def delete(
     item_id: int,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> None:
     _own_item(session, item_id, actor)

@@ -28,7 +28,7 @@ from pair.repository.responses import (
     stow_response,
     study_json,
 )
-from pair.web.deps import current_actor, get_node, get_session, require_roles
+from pair.web.deps import SessionDep, current_actor, get_node, require_roles
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 stow_roles = require_roles(Role.DATA_MANAGER)
@@ -59,7 +59,7 @@ def _audit(session: Session, actor: Actor, action: str, obj: str, **detail: Any)
 def search_studies(
     request: Request,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
     q = parse_query(list(request.query_params.multi_items()))
@@ -76,7 +76,7 @@ def search_series(
     request: Request,
     study: str | None = None,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
     q = parse_query(list(request.query_params.multi_items()))
@@ -99,7 +99,7 @@ def search_instances(
     study: str | None = None,
     series: str | None = None,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
     q = parse_query(list(request.query_params.multi_items()))
@@ -129,7 +129,7 @@ def retrieve_instances(
     series: str | None = None,
     instance: str | None = None,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
     target_ts = retrieve.negotiate_dicom(request.headers.get("accept", ""))
@@ -153,7 +153,7 @@ def retrieve_metadata(
     series: str | None = None,
     instance: str | None = None,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
     rows = retrieve.require_instances(session, _facility(actor), study, series, instance)
@@ -171,7 +171,7 @@ def retrieve_bulkdata(
     instance: str,
     tag: str,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
     row = retrieve.require_instances(session, _facility(actor), study, series, instance)[0]
@@ -193,7 +193,7 @@ def retrieve_frames(
     instance: str,
     frames: str,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
     numbers = retrieve.parse_frame_list(frames)
@@ -223,7 +223,7 @@ def retrieve_rendered(
     viewport: str | None = None,
     quality: int | None = None,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
     opts = RenderOptions.from_query(request.headers.get("accept", ""), window, viewport, quality)
@@ -241,7 +241,7 @@ def retrieve_thumbnail(
     series: str | None = None,
     viewport: str | None = None,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
     opts = RenderOptions.from_query(

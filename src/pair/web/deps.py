@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -27,11 +28,16 @@ def get_session(node: Node = Depends(get_node)) -> Iterator[Session]:
         yield session
 
 
+# "function" scope: the transaction commits when the route returns, BEFORE the response is
+# sent, so a 2xx always means the write is durable. Always use this one object.
+SessionDep: Any = Depends(get_session, scope="function")
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def optional_user(request: Request, session: Session = Depends(get_session)) -> User | None:
+def optional_user(request: Request, session: Session = SessionDep) -> User | None:
     """The user behind a bearer token, or behind the portal's session cookie."""
     header = request.headers.get("authorization")
     if header:

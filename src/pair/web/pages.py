@@ -18,7 +18,7 @@ from pair.accounts.models import Role, User
 from pair.audit.service import Actor, record
 from pair.core.errors import Forbidden, Unauthorized
 from pair.web.csrf import csrf_protect, csrf_token
-from pair.web.deps import SESSION_USER_KEY, client_address, get_session, optional_user
+from pair.web.deps import SESSION_USER_KEY, SessionDep, client_address, optional_user
 from pair.web.templating import PACKAGE_ROOT, register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
@@ -105,7 +105,7 @@ def login(
     username: str = Form(""),
     password: str = Form(""),
     next: str = Form("/"),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
 ) -> Response:
     try:
         user = accounts.authenticate_password(session, username.strip(), password)
@@ -134,7 +134,7 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, session: Session = Depends(get_session)) -> Response:
+def logout(request: Request, session: Session = SessionDep) -> Response:
     user_id = request.session.get(SESSION_USER_KEY)
     if user_id is not None:
         user = session.get(User, int(user_id))
@@ -148,7 +148,9 @@ def logout(request: Request, session: Session = Depends(get_session)) -> Respons
 
 @router.get("/")
 def home(
-    request: Request, session: Session = Depends(get_session), user: User = Depends(page_user)
+    request: Request,
+    session: Session = SessionDep,
+    user: User = Depends(page_user),
 ) -> Response:
     """Counts for the user's facility (every page is facility-scoped, as DICOMweb is)."""
     from pair.repository.models import Patient, QuarantineItem, Study
