@@ -12,6 +12,7 @@ from pair.web.errors import install_error_handlers
 
 def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
+    from pair.algorithms.api import router as algorithms_router
     from pair.audit.api import router as audit_router
     from pair.cde.api import router as cde_router
     from pair.deid.api import router as deid_router
@@ -48,4 +49,5 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(dicomweb_router)
     app.include_router(cde_router)
     app.include_router(reporting_router)
+    app.include_router(algorithms_router)
     return app

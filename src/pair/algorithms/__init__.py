@@ -1,0 +1,1 @@
+"""AI algorithm repository: validated ONNX packages and a sandboxed inference runner."""
