@@ -12,6 +12,7 @@ from rich.console import Console
 
 from pair.accounts import service as accounts
 from pair.audit.service import Actor
+from pair.clinical.csvimport import import_csv
 from pair.core.node import Node, open_node
 from pair.repository.service import import_paths
 from pair.synth.config import site_archetype
@@ -61,6 +62,11 @@ def prepare(data_dir: Path, *, sites: int = DEMO_SITES, patients: int = DEMO_PAT
             f"  stored {result.stored}, quarantined {result.quarantined}, "
             f"rejected {result.rejected}"
         )
+    with node.db.session() as s:
+        clinical = import_csv(
+            s, None, synth_dir / "clinical.csv", Actor.system("demo"), skip_invalid=True
+        )
+    console.print(f"clinical data imported for {clinical.imported} cases")
     marker.write_text("ready\n")
     return node
 

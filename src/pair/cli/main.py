@@ -7,6 +7,7 @@ import typer
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
 from pair.algorithms.cli import algorithm_app
 from pair.cli.serve import serve
+from pair.clinical.cli import clinical_app
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
 from pair.evaluation.cli import evaluation_app
 from pair.reporting.cli import report_app
@@ -23,6 +24,7 @@ app.add_typer(facility_app, name="facility")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
+app.add_typer(clinical_app, name="clinical")
 app.add_typer(report_app, name="report")
 app.add_typer(algorithm_app, name="algorithm")
 app.command("serve")(serve)

@@ -15,10 +15,12 @@ def create_app(node: Node) -> FastAPI:
     from pair.algorithms.api import router as algorithms_router
     from pair.audit.api import router as audit_router
     from pair.cde.api import router as cde_router
+    from pair.clinical.api import router as clinical_router
     from pair.deid.api import router as deid_router
     from pair.reporting.api import router as reporting_router
     from pair.repository.api import router as repository_router
     from pair.repository.dicomweb import router as dicomweb_router
+    from pair.web.pages import install_portal
 
     app = FastAPI(
         title="PAIR node",
@@ -50,4 +52,6 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(cde_router)
     app.include_router(reporting_router)
     app.include_router(algorithms_router)
+    app.include_router(clinical_router)
+    install_portal(app)
     return app

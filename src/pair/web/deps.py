@@ -12,6 +12,7 @@ from pair.accounts.models import Role, User
 from pair.audit.service import Actor
 from pair.core.errors import Forbidden, Unauthorized
 from pair.core.node import Node
+from pair.web.csrf import header_ok
 
 SESSION_USER_KEY = "user_id"
 
@@ -40,6 +41,8 @@ def optional_user(request: Request, session: Session = Depends(get_session)) -> 
         return accounts.authenticate_token(session, value.strip())
     user_id = request.scope.get("session", {}).get(SESSION_USER_KEY)
     if user_id is not None:
+        if not header_ok(request):
+            raise Forbidden("Cookie-authenticated changes need the X-CSRF-Token header.")
         user = session.get(User, int(user_id))
         if user is not None and user.active:
             return user

@@ -1,0 +1,361 @@
+"""Admin pages: thin handlers over ``pair.accounts.service`` and ``pair.admin.service``."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from pair.accounts import service as accounts
+from pair.accounts.models import Role, User
+from pair.admin import service
+from pair.audit.service import Actor
+from pair.core.errors import Invalid, PairError
+from pair.core.node import Node
+from pair.web.csrf import csrf_protect
+from pair.web.deps import get_node, get_session
+from pair.web.pages import page_roles
+from pair.web.templating import register_nav, render
+
+admin_only = page_roles(Role.ADMIN)
+router = APIRouter(
+    prefix="/admin",
+    include_in_schema=False,
+    dependencies=[Depends(csrf_protect), Depends(admin_only)],
+)
+register_nav("Admin", "/admin", roles=(Role.ADMIN.value,), order=80)
+register_nav("Audit log", "/admin/audit", roles=(Role.ADMIN.value,), order=90)
+TABS = [
+    ("Users", "/admin/users"),
+    ("Tokens", "/admin/tokens"),
+    ("AE titles", "/admin/ae-titles"),
+    ("De-identification", "/admin/deid"),
+    ("Quarantine", "/admin/quarantine"),
+    ("Audit log", "/admin/audit"),
+]
+
+
+def _page(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
+    ctx.setdefault("tabs", TABS)
+    if "flash" not in ctx and request.query_params.get("ok"):
+        ctx["flash"] = request.query_params["ok"]
+    return render(request, f"admin/{name}", ctx, status)
+
+
+def _back(path: str, message: str) -> Response:
+    """Redirect after a write. Handlers commit first: FastAPI closes request-scoped
+    dependencies (and so commits ``get_session``) only after the response is sent."""
+    from urllib.parse import quote
+
+    return RedirectResponse(f"{path}?ok={quote(message)}", status_code=303)
+
+
+@router.get("")
+def admin_home() -> Response:
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+# ---- users ----
+
+
+def _users_page(request: Request, session: Session, status: int = 200, **extra: Any) -> Response:
+    ctx = {
+        "users": accounts.list_users(session),
+        "facilities": accounts.list_facilities(session),
+        "roles": [r.value for r in Role],
+        "form": {},
+        **extra,
+    }
+    return _page(request, "users.html", ctx, status)
+
+
+@router.get("/users")
+def users(request: Request, session: Session = Depends(get_session)) -> Response:
+    return _users_page(request, session)
+
+
+@router.post("/users")
+def user_create(
+    request: Request,
+    name: str = Form(""),
+    role: str = Form(""),
+    facility_id: str = Form(""),
+    password: str = Form(""),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    try:
+        facility = accounts.get_facility(session, facility_id)
+        user = accounts.create_user(session, facility, name, role, password or None, actor)
+    except PairError as exc:
+        session.rollback()
+        form = {"name": name, "role": role, "facility_id": facility_id}
+        return _users_page(
+            request, session, exc.http_status, flash=exc.message, flash_kind="error", form=form
+        )
+    session.commit()  # before the redirect: the next GET must see it
+    return _back("/admin/users", f"User {user.name} created.")
+
+
+@router.post("/users/{user_id}/active")
+def user_active(
+    user_id: int,
+    active: str = Form(...),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    user = service.set_user_active(session, user_id, active == "1", actor)
+    session.commit()  # before the redirect: the next GET must see it
+    return _back(
+        "/admin/users", f"User {user.name} {'activated' if user.active else 'deactivated'}."
+    )
+
+
+# ---- tokens ----
+
+
+@router.get("/tokens")
+def tokens(request: Request, session: Session = Depends(get_session)) -> Response:
+    return _page(
+        request,
+        "tokens.html",
+        {"tokens": accounts.list_tokens(session), "users": accounts.list_users(session)},
+    )
+
+
+@router.post("/tokens")
+def token_create(
+    request: Request,
+    user_id: int = Form(...),
+    label: str = Form(""),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    user = session.get(User, user_id)
+    if user is None:
+        raise Invalid(f"No user with id {user_id}.")
+    _token, plain = accounts.create_token(session, user, label)
+    ctx = {
+        "tokens": accounts.list_tokens(session),
+        "users": accounts.list_users(session),
+        "new_token": plain,
+        "new_token_user": user.name,
+        "flash": f"Token created for {user.name}. Copy it now: it is shown only once.",
+    }
+    session.commit()  # the token must work as soon as it is shown
+    response = _page(request, "tokens.html", ctx, 201)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.post("/tokens/{token_id}/revoke")
+def token_revoke(
+    token_id: int, session: Session = Depends(get_session), actor: Actor = Depends(admin_only)
+) -> Response:
+    accounts.revoke_token(session, token_id, actor)
+    session.commit()  # before the redirect: the next GET must see it
+    return _back("/admin/tokens", f"Token {token_id} revoked.")
+
+
+# ---- AE titles ----
+
+
+def _ae_page(request: Request, session: Session, status: int = 200, **extra: Any) -> Response:
+    ctx = {
+        "aes": accounts.list_ae_titles(session),
+        "facilities": accounts.list_facilities(session),
+        "form": {},
+        **extra,
+    }
+    return _page(request, "ae_titles.html", ctx, status)
+
+
+@router.get("/ae-titles")
+def ae_titles(request: Request, session: Session = Depends(get_session)) -> Response:
+    return _ae_page(request, session)
+
+
+@router.post("/ae-titles")
+def ae_add(
+    request: Request,
+    ae_title: str = Form(""),
+    facility_id: str = Form(""),
+    description: str = Form(""),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    try:
+        facility = accounts.get_facility(session, facility_id)
+        ae = accounts.add_ae_title(session, facility, ae_title, description, actor)
+    except PairError as exc:
+        session.rollback()
+        form = {"ae_title": ae_title, "facility_id": facility_id, "description": description}
+        return _ae_page(
+            request, session, exc.http_status, flash=exc.message, flash_kind="error", form=form
+        )
+    session.commit()  # before the redirect: the next GET must see it
+    return _back("/admin/ae-titles", f"AE title {ae.ae_title} added.")
+
+
+@router.post("/ae-titles/remove")
+def ae_remove(
+    ae_title: str = Form(...),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    accounts.remove_ae_title(session, ae_title, actor)
+    session.commit()  # before the redirect: the next GET must see it
+    return _back("/admin/ae-titles", f"AE title {ae_title} removed.")
+
+
+# ---- de-identification profiles ----
+
+
+@router.get("/deid")
+def deid(
+    request: Request, facility: int | None = None, session: Session = Depends(get_session)
+) -> Response:
+    facilities = accounts.list_facilities(session)
+    current = next(
+        (f for f in facilities if f.id == facility), facilities[0] if facilities else None
+    )
+    return _page(
+        request,
+        "deid.html",
+        {
+            "facilities": facilities,
+            "current": current,
+            "text": (current.deid_profile or "") if current else "",
+            "default_text": service.default_deid_profile(),
+        },
+    )
+
+
+@router.post("/deid/{facility_id}")
+def deid_save(
+    request: Request,
+    facility_id: int,
+    profile: str = Form(""),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    try:
+        service.set_deid_profile(session, facility_id, profile, actor)
+    except Invalid as exc:
+        session.rollback()
+        facilities = accounts.list_facilities(session)
+        current = next((f for f in facilities if f.id == facility_id), None)
+        return _page(
+            request,
+            "deid.html",
+            {
+                "facilities": facilities,
+                "current": current,
+                "text": profile,
+                "flash": exc.message,
+                "flash_kind": "error",
+            },
+            422,
+        )
+    session.commit()  # before the redirect: the next GET must see it
+    return RedirectResponse(
+        f"/admin/deid?facility={facility_id}&ok=Profile+saved.", status_code=303
+    )
+
+
+# ---- quarantine ----
+
+
+@router.get("/quarantine")
+def quarantine(
+    request: Request,
+    status: str = "pending",
+    offset: int = 0,
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    total, items = service.list_quarantine(
+        session, actor.facility_id or 0, status or None, 25, max(0, offset)
+    )
+    return _page(
+        request,
+        "quarantine.html",
+        {
+            "items": items,
+            "total": total,
+            "status": status,
+            "statuses": service.QUARANTINE_STATUSES,
+            "offset": offset,
+            "limit": 25,
+        },
+    )
+
+
+@router.get("/quarantine/{item_id}")
+def quarantine_item(
+    request: Request,
+    item_id: int,
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    item = service.review_quarantined(session, item_id, actor)
+    return _page(request, "quarantine_item.html", {"item": item})
+
+
+@router.post("/quarantine/{item_id}/delete")
+def quarantine_delete(
+    item_id: int,
+    note: str = Form(""),
+    node: Node = Depends(get_node),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    service.delete_quarantined(node, item_id, actor, note)
+    return _back("/admin/quarantine", f"Quarantine item {item_id} deleted.")
+
+
+@router.post("/quarantine/{item_id}/release")
+def quarantine_release(
+    item_id: int,
+    note: str = Form(""),
+    node: Node = Depends(get_node),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    service.release_quarantined(node, item_id, actor, note)
+    return _back("/admin/quarantine", f"Quarantine item {item_id} released.")
+
+
+# ---- audit log ----
+
+
+def _date(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"Not a date: {value!r} (use YYYY-MM-DD).") from None
+
+
+@router.get("/audit")
+def audit(request: Request, session: Session = Depends(get_session)) -> Response:
+    p = request.query_params
+    offset = int(p["offset"]) if p.get("offset", "").isdigit() else 0
+    q = service.AuditQuery(
+        user=p.get("user") or None,
+        action=p.get("action") or None,
+        object_type=p.get("object_type") or None,
+        object_id=p.get("object_id") or None,
+        date_from=_date(p.get("date_from")),
+        date_to=_date(p.get("date_to")),
+        limit=50,
+        offset=offset,
+    )
+    total, events = service.search_audit(session, q)
+    return _page(
+        request,
+        "audit.html",
+        {"q": q, "total": total, "events": events, "facets": service.audit_facets(session)},
+    )

@@ -1,0 +1,143 @@
+"""Admin operations not covered by ``pair.accounts.service``; each write is audited."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pair.accounts.models import Facility, User
+from pair.audit.models import AuditEvent
+from pair.audit.service import Actor, record
+from pair.core.errors import Conflict, Invalid, NotFound
+from pair.core.node import Node
+from pair.deid import service as deid_service
+from pair.deid.profile import default_profile_text
+from pair.repository import ingest
+from pair.repository.models import QuarantineItem
+
+QUARANTINE_STATUSES = ("pending", "released", "deleted")
+
+
+def set_user_active(session: Session, user_id: int, active: bool, actor: Actor) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"No user with id {user_id}.")
+    if user.id == actor.user_id and not active:
+        raise Conflict("You cannot deactivate your own account.")
+    user.active = active
+    record(session, actor, "user.activate" if active else "user.deactivate", "user", str(user.id))
+    return user
+
+
+def set_deid_profile(session: Session, facility_id: int, text: str, actor: Actor) -> Facility:
+    """Validate (``pair.deid``'s parser) and store a facility's profile; empty = site default."""
+    facility = session.get(Facility, facility_id)
+    if facility is None:
+        raise NotFound(f"No facility with id {facility_id}.")
+    text = text.replace("\r\n", "\n").strip()
+    deid_service.set_facility_profile(session, facility, text + "\n" if text else None)
+    record(session, actor, "deid.profile.update", "facility", str(facility.id))
+    return facility
+
+
+def default_deid_profile() -> str:
+    """The node's default profile text, shown when a facility has none of its own."""
+    return default_profile_text()
+
+
+# ---- quarantine queue ------------------------------------------------------------------
+
+
+def list_quarantine(
+    session: Session,
+    facility_id: int,
+    status: str | None = "pending",
+    limit: int = 25,
+    offset: int = 0,
+) -> tuple[int, list[QuarantineItem]]:
+    stmt = select(QuarantineItem).where(QuarantineItem.facility_id == facility_id)
+    if status:
+        if status not in QUARANTINE_STATUSES:
+            allowed = ", ".join(QUARANTINE_STATUSES)
+            raise Invalid(f"Unknown status {status!r}; use one of {allowed}.")
+        stmt = stmt.where(QuarantineItem.status == status)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    items = session.scalars(stmt.order_by(QuarantineItem.id.desc()).limit(limit).offset(offset))
+    return total, list(items)
+
+
+def _own_item(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
+    item = session.get(QuarantineItem, item_id)
+    if item is None or item.facility_id != actor.facility_id:
+        raise NotFound(f"No quarantine item {item_id} in your facility.")
+    return item
+
+
+def review_quarantined(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
+    """Open one item of the admin's facility for review (audited: it may hold PHI)."""
+    item = _own_item(session, item_id, actor)
+    record(session, actor, "quarantine.review", "quarantine_item", str(item.id))
+    return item
+
+
+def delete_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> None:
+    """Remove the quarantined file for good and mark the row deleted (repository pipeline)."""
+    with node.db.session() as session:
+        _own_item(session, item_id, actor)
+    ingest.delete_quarantined(node, item_id, actor, note[:2000])
+
+
+def release_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> None:
+    """Index the instance as shareable after review (repository pipeline)."""
+    with node.db.session() as session:
+        _own_item(session, item_id, actor)
+    ingest.release_quarantined(node, item_id, actor, note[:2000])
+
+
+# ---- audit log view ----------------------------------------------------------------------
+
+
+@dataclass
+class AuditQuery:
+    user: str | None = None
+    action: str | None = None
+    object_type: str | None = None
+    object_id: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None  # inclusive (whole day, UTC)
+    limit: int = 50
+    offset: int = 0
+
+
+def search_audit(session: Session, q: AuditQuery) -> tuple[int, list[AuditEvent]]:
+    stmt = select(AuditEvent)
+    if q.user:
+        stmt = stmt.where(AuditEvent.user_name == q.user)
+    if q.action:
+        stmt = stmt.where(AuditEvent.action.startswith(q.action))
+    if q.object_type:
+        stmt = stmt.where(AuditEvent.object_type == q.object_type)
+    if q.object_id:
+        stmt = stmt.where(AuditEvent.object_id == q.object_id)
+    if q.date_from:
+        stmt = stmt.where(AuditEvent.at >= datetime.combine(q.date_from, time(), UTC))
+    if q.date_to:
+        end = datetime.combine(q.date_to + timedelta(days=1), time(), UTC)
+        stmt = stmt.where(AuditEvent.at < end)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(q.limit).offset(q.offset))
+    return total, list(rows)
+
+
+def audit_facets(session: Session) -> dict[str, list[str]]:
+    """Distinct users, actions and object types, for the filter drop-downs."""
+    return {
+        "users": sorted(u for u in session.scalars(select(AuditEvent.user_name).distinct()) if u),
+        "actions": sorted(session.scalars(select(AuditEvent.action).distinct())),
+        "object_types": sorted(
+            o for o in session.scalars(select(AuditEvent.object_type).distinct()) if o
+        ),
+    }

@@ -1,0 +1,184 @@
+"""Portal shell: sign-in/out, home page, error pages and the dependencies pages share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pair.accounts import service as accounts
+from pair.accounts.models import Role, User
+from pair.audit.service import Actor, record
+from pair.core.errors import Forbidden, Unauthorized
+from pair.web.csrf import csrf_protect, csrf_token
+from pair.web.deps import SESSION_USER_KEY, client_address, get_session, optional_user
+from pair.web.templating import PACKAGE_ROOT, register_nav, render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
+
+ERROR_TITLES = {
+    400: "Bad request",
+    401: "Sign-in required",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Too large",
+    415: "Unsupported file type",
+    422: "Invalid input",
+    500: "Something went wrong",
+}
+
+
+@dataclass(frozen=True)
+class PortalUser:
+    """What templates know about the signed-in user (a plain copy: safe after a rollback)."""
+
+    id: int
+    name: str
+    role: str
+    facility_id: int
+    facility_name: str
+
+
+def page_user(request: Request, user: User | None = Depends(optional_user)) -> User:
+    """The signed-in user of a portal page (HTML 401 pages redirect to the sign-in form)."""
+    if user is None:
+        raise Unauthorized("Please sign in to see this page.")
+    request.state.user = PortalUser(
+        user.id, user.name, user.role, user.facility_id, user.facility.name
+    )
+    return user
+
+
+def page_actor(request: Request, user: User = Depends(page_user)) -> Actor:
+    return accounts.actor_for(user, client_address(request))
+
+
+def page_roles(*roles: Role) -> Callable[..., Actor]:
+    """Like ``require_roles`` for pages: admins pass, others need one of ``roles``."""
+    allowed = {r.value for r in roles}
+
+    def check(actor: Actor = Depends(page_actor)) -> Actor:
+        if actor.role != Role.ADMIN.value and actor.role not in allowed:
+            names = ", ".join(sorted(allowed | {Role.ADMIN.value}))
+            raise Forbidden(f"Your role ({actor.role}) cannot open this page; it needs: {names}.")
+        return actor
+
+    return check
+
+
+def render_error(request: Request, status: int, message: str) -> Response:
+    """HTML error pages (registered as ``app.state.html_error_renderer``)."""
+    if status == 401 and request.method == "GET":
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+    title = ERROR_TITLES.get(status, "Error")
+    return render(
+        request, "error.html", {"status": status, "title": title, "message": message}, status
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return "/"
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:
+    if request.session.get(SESSION_USER_KEY):
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return render(request, "login.html", {"next": _safe_next(next), "error": None})
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    username: str = Form(""),
+    password: str = Form(""),
+    next: str = Form("/"),
+    session: Session = Depends(get_session),
+) -> Response:
+    try:
+        user = accounts.authenticate_password(session, username.strip(), password)
+    except Unauthorized as exc:
+        record(
+            session,
+            Actor(None, username.strip()[:128], None, "", client_address(request)),
+            "portal.login",
+            "user",
+            outcome="failure",
+        )
+        ctx = {"next": _safe_next(next), "error": exc.message, "username": username}
+        return render(request, "login.html", ctx, 401)
+    request.session.clear()  # no session fixation: fresh session, fresh CSRF token
+    request.session[SESSION_USER_KEY] = user.id
+    csrf_token(request)
+    record(
+        session,
+        accounts.actor_for(user, client_address(request)),
+        "portal.login",
+        "user",
+        str(user.id),
+    )
+    session.commit()  # dependencies close after the response is sent; commit first
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, session: Session = Depends(get_session)) -> Response:
+    user_id = request.session.get(SESSION_USER_KEY)
+    if user_id is not None:
+        user = session.get(User, int(user_id))
+        if user is not None:
+            actor = accounts.actor_for(user, client_address(request))
+            record(session, actor, "portal.logout", "user", str(user.id))
+    request.session.clear()
+    session.commit()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/")
+def home(
+    request: Request, session: Session = Depends(get_session), user: User = Depends(page_user)
+) -> Response:
+    from pair.repository.models import Patient, QuarantineItem, Study
+
+    scope = None if user.role == Role.ADMIN else user.facility_id
+    counts: dict[str, Any] = {}
+    for label, model in (("cases", Patient), ("studies", Study)):
+        stmt = select(func.count()).select_from(model)
+        if scope is not None:
+            stmt = stmt.where(model.facility_id == scope)
+        counts[label] = session.scalar(stmt) or 0
+    if user.role == Role.ADMIN:
+        counts["quarantine"] = (
+            session.scalar(
+                select(func.count())
+                .select_from(QuarantineItem)
+                .where(QuarantineItem.status == "pending")
+            )
+            or 0
+        )
+    return render(request, "home.html", {"counts": counts})
+
+
+def install_portal(app: FastAPI) -> None:
+    """Mount static files, the error renderer and every capability's page router."""
+    from pair.admin.pages import router as admin_pages
+    from pair.clinical.pages import router as clinical_pages
+
+    app.mount("/static", StaticFiles(directory=PACKAGE_ROOT / "web" / "static"), name="static")
+    app.state.html_error_renderer = render_error
+    register_nav("Home", "/", order=0)
+    app.include_router(router)
+    app.include_router(clinical_pages)
+    app.include_router(admin_pages)
