@@ -29,12 +29,14 @@ class NodeData:
     n_images: int
 
 
-def ingest_shared_images(node: Node, shared_data: Path, tmp_path: Path) -> NodeData:
+def ingest_shared_images(
+    node: Node, shared_data: Path, tmp_path: Path, password: str | None = None
+) -> NodeData:
     rows = list(csv.DictReader((shared_data / "labels.csv").open(encoding="utf-8")))
     with node.db.session() as s:
         f = accounts.create_facility(s, "General Hospital")
-        ev = accounts.create_user(s, f, "eva", "evaluator")
-        rad = accounts.create_user(s, f, "rad", "radiologist")
+        ev = accounts.create_user(s, f, "eva", "evaluator", password)
+        rad = accounts.create_user(s, f, "rad", "radiologist", password)
         tokens = accounts.create_token(s, ev, "t")[1], accounts.create_token(s, rad, "t")[1]
         facility_id = f.id
     payloads = []
