@@ -381,3 +381,12 @@ def test_api(
         assert _Hub.received[-1]["body"]["payload"]["comment"] == "works"
     finally:
         server.shutdown()
+
+
+def test_demo_registers_the_demo_algorithm(sqlite_node: Node) -> None:
+    from pair.demo import register_demo_algorithm
+
+    register_demo_algorithm(sqlite_node)
+    register_demo_algorithm(sqlite_node)  # idempotent: an already prepared demo dir
+    with sqlite_node.db.session() as s:
+        assert [a.ref for a in algorithms.list_algorithms(s)] == ["demo-cxr-opacity@1.0.0"]
