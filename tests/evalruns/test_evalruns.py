@@ -390,3 +390,69 @@ def test_demo_registers_the_demo_algorithm(sqlite_node: Node) -> None:
     register_demo_algorithm(sqlite_node)  # idempotent: an already prepared demo dir
     with sqlite_node.db.session() as s:
         assert [a.ref for a in algorithms.list_algorithms(s)] == ["demo-cxr-opacity@1.0.0"]
+
+
+def test_report_truth_and_report_comparison(
+    sqlite_node: Node, shared_data: Path, tmp_path: Path
+) -> None:
+    from pair.reporting import service as reports
+    from pair.repository.models import Patient, Study
+
+    node = sqlite_node
+    data, actor = _setup(node, shared_data, tmp_path)
+    rad = Actor(None, "rad", data.facility_id, "radiologist", "test")
+    with node.db.session() as s:
+        studies = s.execute(
+            select(Study.study_uid, Patient.pseudonym)
+            .join(Patient, Study.patient_pk == Patient.id)
+            .order_by(Study.id)
+        ).all()
+        from pair.clinical.service import clinical_of
+
+        for uid, _ in studies[2:]:  # the first two studies get no report
+            patient = s.scalar(select(Patient).join(Study).where(Study.study_uid == uid))
+            assert patient is not None
+            covid = clinical_of(s, patient)["covid19_positive"] == "Yes"
+            inputs = (
+                {"opacities": "present", "distribution": ["multifocal_bilateral_peripheral"]}
+                if covid
+                else {"opacities": "absent"}
+            )
+            report = reports.create_draft(s, rad, uid, "rsna-cxr-covid", inputs)
+            reports.sign(s, rad, report.id)
+        by_report = service.create_run(
+            s,
+            actor,
+            algorithm="demo-cxr-opacity",
+            cohort="report=rsna-cxr-covid:typical,negative",
+            truth="report:rsna-cxr-covid:typical",
+            options={"n_boot": N_BOOT},
+        ).id
+        vs_reader = service.create_run(
+            s,
+            actor,
+            algorithm="demo-cxr-opacity",
+            cohort="",
+            truth="rt-pcr",
+            options={"n_boot": N_BOOT, "compare_report": "rsna-cxr-covid:typical"},
+        ).id
+        with pytest.raises(Invalid, match="not both"):
+            service.create_run(
+                s,
+                actor,
+                algorithm="demo-cxr-opacity",
+                compare="demo-cxr-opacity",
+                cohort="",
+                truth="rt-pcr",
+                options={"compare_report": "rsna-cxr-covid:typical"},
+            )
+    run = service.execute_run(node, by_report)
+    assert run.cohort_summary["selected"] == data.n_images - 2  # cohort: studies with a report
+    pcr = service.execute_run(node, vs_reader)
+    pcr_y = {c["case_id"]: c["y"] for c in pcr.cases}
+    assert len(pcr_y) == len(run.cases) and all(pcr_y[c["case_id"]] == c["y"] for c in run.cases)
+    assert pcr.cohort_summary["exclusions"] == {"no final rsna-cxr-covid report (comparison)": 2}
+    cmp = service.result_of(pcr).comparison
+    assert cmp is not None and cmp.name_b == "report category (rsna-cxr-covid:typical)"
+    assert cmp.auc.auc_b == 1.0  # the reports were written from the same labels
+    assert all(c["score_compare"] == c["y"] for c in pcr.cases)

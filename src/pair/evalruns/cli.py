@@ -46,6 +46,12 @@ def evaluate(
     compare: Annotated[
         str | None, typer.Option(help="Second algorithm ID[@VERSION] on the same cases.")
     ] = None,
+    compare_report: Annotated[
+        str | None,
+        typer.Option(
+            help="Compare with the final report category: MODULE:VALUE[,VALUE] = positive."
+        ),
+    ] = None,
     facility: Annotated[str | None, typer.Option(help="Facility name, code or id.")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write report.html, result.json, feedback.json here.")
@@ -75,7 +81,12 @@ def evaluate(
                 if not labels.is_file():
                     raise Invalid(f"No such label file: {labels}")
                 mapped = map_label_csv(s, fid, labels.read_bytes())
-            opts = {"n_boot": n_boot, "seed": seed, "prevalence": prevalence}
+            opts = {
+                "n_boot": n_boot,
+                "seed": seed,
+                "prevalence": prevalence,
+                "compare_report": compare_report,
+            }
             run_id = service.create_run(
                 s,
                 actor,

@@ -70,6 +70,10 @@ def create_run(
     a = algorithms.get_algorithm(session, *algorithms.parse_ref(algorithm))
     b = algorithms.get_algorithm(session, *algorithms.parse_ref(compare)) if compare else None
     opts = {"n_boot": 2000, "seed": 0, **(options or {})}
+    if opts.get("compare_report"):
+        if b is not None:
+            raise Invalid("Compare with another algorithm or with the report category, not both.")
+        check_spec(f"report:{opts['compare_report']}")
     run = EvaluationRun(
         facility_id=facility,
         created_by=actor.user_name,
@@ -175,10 +179,18 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
         exclusions: dict[str, int] = {}
         included: list[tuple[CohortCase, int]] = []
         a_manifest = Manifest.model_validate(a_row.manifest)
+        reader = None
+        if run.options.get("compare_report"):
+            reader = resolve_truth(
+                s, run.facility_id, f"report:{run.options['compare_report']}", cases
+            )
+            reader.missing_reason += " (comparison)"
         for c in cases:
             y = truth.label(c)
             if y is None:
                 exclusions[truth.missing_reason] = exclusions.get(truth.missing_reason, 0) + 1
+            elif reader is not None and reader.label(c) is None:
+                exclusions[reader.missing_reason] = exclusions.get(reader.missing_reason, 0) + 1
             elif c.modality not in a_manifest.modality:
                 exclusions["modality not accepted by the algorithm"] = (
                     exclusions.get("modality not accepted by the algorithm", 0) + 1
@@ -192,6 +204,8 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
         run.done = 0
         opts = dict(run.options)
         names = (a_row.ref, b_row.ref if b_row else "comparator")
+        if reader is not None:
+            names = (a_row.ref, f"report category ({run.options['compare_report']})")
     rep = _Reporter(node, run_id, len(included) * (2 if b_row else 1), progress)
     rep.step(force=True)
     chosen = [c for c, _ in included]
@@ -231,8 +245,13 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
         }
         if b_row:
             row["score_compare"] = res_b[c.case_id].score
+        elif reader is not None:
+            row["score_compare"] = float(reader.label(c) or 0)
         rows.append(row)
-    result = evaluate_cases(rows, a_manifest, opts, names, exclusions, compare=b_row is not None)
+    if reader is not None:
+        opts.setdefault("compare_threshold", 0.5)
+    compare = b_row is not None or reader is not None
+    result = evaluate_cases(rows, a_manifest, opts, names, exclusions, compare=compare)
     summary = {
         "selected": len(cases),
         "included": len(rows),
