@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from algo_builders import DEMO_DIR, manifest, mean_model, write_package, zip_folder
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -18,6 +17,7 @@ from pair.audit.models import AuditEvent
 from pair.cli.main import app as cli_app
 from pair.core.node import Node
 from pair.web.app import create_app
+from tests.algorithms.algo_builders import DEMO_DIR, manifest, mean_model, write_package, zip_folder
 
 
 def _tokens(node: Node) -> dict[str, str]:
@@ -120,7 +120,7 @@ def test_api_refusals(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_cli_add_list_show_schema(tmp_path: Path) -> None:
     runner = CliRunner()
     d = str(tmp_path / "node")
-    r = runner.invoke(cli_app, ["algorithm", "add", "--data-dir", d, str(DEMO_DIR)])
+    r = runner.invoke(cli_app, ["algorithm", "add-demo", "--data-dir", d])
     assert r.exit_code == 0, r.output
     assert "demo-cxr-opacity 1.0.0 registered" in r.output
     v2 = write_package(

@@ -12,18 +12,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from algo_builders import (
-    DELETE,
-    DEMO_DIR,
-    custom_op_model,
-    manifest,
-    mean_model,
-    memory_hog_model,
-    slow_model,
-    write_package,
-    zip_folder,
-    zip_members,
-)
 from onnx import TensorProto
 from sqlalchemy import func, select
 
@@ -35,6 +23,18 @@ from pair.algorithms.package import PackageRejected
 from pair.audit.service import Actor
 from pair.core.errors import Conflict, NotFound, PayloadTooLarge
 from pair.core.node import Node
+from tests.algorithms.algo_builders import (
+    DELETE,
+    DEMO_DIR,
+    custom_op_model,
+    manifest,
+    mean_model,
+    memory_hog_model,
+    slow_model,
+    write_package,
+    zip_folder,
+    zip_members,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTOR = Actor.system("test")
@@ -342,3 +342,13 @@ def test_leftover_files_of_an_interrupted_submission(sqlite_node: Node, tmp_path
     with sqlite_node.db.session() as s:
         a = service.add_algorithm(s, sqlite_node, pkg, ACTOR, FAST)
     assert service.sha256_file(target / "model.onnx") == a.sha256
+
+
+def test_onnx_checks_run_in_the_sandbox() -> None:
+    """The vendor's protobuf is parsed in a limited worker: a tiny memory limit makes it fail."""
+    from pair.algorithms.sandbox import static_check
+
+    model = DEMO_DIR / "model.onnx"
+    assert static_check(model, None, FAST) == []
+    (problem,) = static_check(model, None, Limits(memory_limit_mb=40))
+    assert problem.startswith("model.onnx: ONNX checks: ")

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from algo_builders import manifest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -24,6 +23,7 @@ from pair.algorithms.preprocess import (
     read_dataset,
 )
 from pair.algorithms.wrap import png_to_dicom
+from tests.algorithms.algo_builders import manifest
 
 
 def spec(**changes: Any) -> Any:

@@ -14,7 +14,6 @@ import onnxruntime as ort
 import pydicom
 import pytest
 import yaml
-from algo_builders import DEMO_DIR, manifest, mean_model, slow_model, write_package
 
 from pair.algorithms.limits import Limits
 from pair.algorithms.manifest import Manifest
@@ -29,6 +28,7 @@ from pair.algorithms.runner import (
     run_inference,
 )
 from pair.algorithms.wrap import png_to_dicom
+from tests.algorithms.algo_builders import DEMO_DIR, manifest, mean_model, slow_model, write_package
 
 FAST = Limits(case_timeout_s=3, load_timeout_s=30, memory_limit_mb=1536)
 

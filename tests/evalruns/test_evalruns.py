@@ -16,10 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from tests.conftest import free_port
 from typer.testing import CliRunner
 
 from pair.algorithms import service as algorithms
@@ -35,6 +33,8 @@ from pair.evalruns.truth import map_label_csv
 from pair.evaluation import feedback as fb
 from pair.evaluation.evaluate import evaluate_scores
 from pair.repository.models import Instance, Series
+from tests.conftest import free_port
+from tests.evalruns.evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
 
 N_BOOT = 200
 

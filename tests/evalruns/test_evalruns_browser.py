@@ -15,14 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
 from playwright.sync_api import Browser, expect
-from tests.conftest import free_port
-from tests.portal_data import PASSWORD
-from tests.web.test_browser import browser, nav, shot, sign_in
 
 from pair.core.node import Node
 from pair.web.app import create_app
+from tests.conftest import free_port
+from tests.evalruns.evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
+from tests.portal_data import PASSWORD
+from tests.web.test_browser import browser, nav, shot, sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 __all__ = ["browser"]  # the portal's module-scoped Chromium fixture

@@ -1,4 +1,4 @@
-"""``pair algorithm add|check|list|show|run|schema``."""
+"""``pair algorithm add|add-demo|check|list|show|run|schema``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pair.algorithms import service
+from pair.algorithms import DEMO_PACKAGE, service
 from pair.algorithms.cases import Grouping, cases_from_paths, write_results_csv
 from pair.algorithms.manifest import manifest_json_schema_text
 from pair.algorithms.runner import run_inference
@@ -32,6 +32,13 @@ def add(package: PackageArg, data_dir: DataDir) -> None:
         a = sub.algorithm
         state = "registered" if sub.created else "already registered (identical)"
         console.print(f"algorithm {a.algorithm_id} {a.version} {state}; sha256 {a.sha256}")
+
+
+@algorithm_app.command("add-demo")
+@handle_errors
+def add_demo(data_dir: DataDir) -> None:
+    """Register the DEMO package shipped with PAIR (synthetic data, not for clinical use)."""
+    add(DEMO_PACKAGE, data_dir)
 
 
 @algorithm_app.command("check")

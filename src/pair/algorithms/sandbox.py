@@ -71,7 +71,14 @@ def _child_env(limits: Limits) -> dict[str, str]:
 class WorkerProcess:
     """One running worker; JSON lines over pipes, every read bounded by a deadline."""
 
-    def __init__(self, algorithm: LoadedAlgorithm, limits: Limits) -> None:
+    def __init__(
+        self,
+        algorithm: LoadedAlgorithm | None,
+        limits: Limits,
+        config: dict[str, Any] | None = None,
+        what: str = "model load",
+    ) -> None:
+        """Start a worker and load ``algorithm``, or hand it another first ``config``."""
         self.limits = limits
         cmd = [
             sys.executable,
@@ -97,12 +104,14 @@ class WorkerProcess:
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         self._sel.register(self.proc.stdout, selectors.EVENT_READ)
-        config = {
-            "model": str(Path(algorithm.model_path).resolve()),
-            "manifest": algorithm.manifest.model_dump(mode="json"),
-        }
+        if config is None:
+            assert algorithm is not None
+            config = {
+                "model": str(Path(algorithm.model_path).resolve()),
+                "manifest": algorithm.manifest.model_dump(mode="json"),
+            }
         try:
-            self.ready = self.request(config, limits.load_timeout_s, what="model load")
+            self.ready = self.request(config, limits.load_timeout_s, what=what)
         except WorkerFailure:
             self.kill()
             raise
@@ -263,6 +272,22 @@ def smoke_test(algorithm: LoadedAlgorithm, limits: Limits | None = None) -> list
             _smoke_message(prefix, reply.get("reason", "failed"), reply.get("message", ""), limits)
         ]
     return []
+
+
+def static_check(
+    model_path: Path, manifest: dict[str, Any] | None, limits: Limits | None = None
+) -> list[str]:
+    """Parse and check the ONNX model in a sandboxed worker (see ``onnx_checks``)."""
+    limits = limits or default_limits()
+    config = {"check": str(Path(model_path).resolve()), "manifest": manifest}
+    try:
+        with WorkerProcess(None, limits, config=config, what="ONNX checks") as worker:
+            problems: list[str] = worker.ready["problems"]
+            return problems
+    except WorkerFailure as exc:
+        return [
+            _smoke_message(f"{Path(model_path).name}: ONNX checks", exc.reason, exc.message, limits)
+        ]
 
 
 def _smoke_message(prefix: str, reason: str, message: str, limits: Limits) -> str:

@@ -202,6 +202,22 @@ def _send(out: BinaryIO, msg: dict[str, Any]) -> None:
     out.flush()
 
 
+def _check(out: BinaryIO, config: dict[str, Any]) -> int:
+    from pathlib import Path
+
+    try:
+        from pair.algorithms.onnx_checks import check_model_file
+
+        problems = check_model_file(Path(config["check"]), config.get("manifest"))
+    except Exception as exc:
+        reason = _classify(exc)
+        reason = "check failed" if reason == "inference error" else reason
+        _send(out, {"ok": False, "reason": reason, "message": type(exc).__name__})
+        return 3
+    _send(out, {"ok": True, "problems": problems})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--memory-mb", type=int, required=True)
@@ -212,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol stream
     sys.stdout = sys.stderr
     stdin = sys.stdin.buffer
+    config = json.loads(stdin.readline())
+    if "check" in config:  # static checks of a submitted model, then exit
+        return _check(proto_out, config)
     try:
-        config = json.loads(stdin.readline())
         t0 = time.perf_counter()
         worker = Worker(config["model"], config["manifest"], args.threads)
     except Exception as exc:
