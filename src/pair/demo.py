@@ -75,11 +75,11 @@ def prepare(data_dir: Path, *, sites: int = DEMO_SITES, patients: int = DEMO_PAT
 
 def register_demo_algorithm(node: Node) -> None:
     """Register the shipped DEMO package (idempotent) so it appears under Algorithms."""
+    from pair.algorithms import DEMO_PACKAGE
     from pair.algorithms import service as algorithms
 
-    package = Path(__file__).parent / "algorithms" / "data" / "demo-cxr-opacity"
     with node.db.session() as s:
-        row = algorithms.add_algorithm(s, node, package, Actor.system("demo"))
+        row = algorithms.add_algorithm(s, node, DEMO_PACKAGE, Actor.system("demo"))
         console.print(f"demo algorithm {row.ref} registered (DEMO, not for clinical use)")
 
 

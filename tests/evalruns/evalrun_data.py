@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pair.accounts import service as accounts
+from pair.algorithms import DEMO_PACKAGE
 from pair.algorithms.wrap import png_to_dicom
 from pair.audit.service import Actor
 from pair.clinical.csvimport import import_csv
 from pair.core.node import Node
 from pair.repository.ingest import Payload, ingest_batch
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "src/pair/algorithms/data/demo-cxr-opacity"
+DEMO_DIR = DEMO_PACKAGE
 
 
 @dataclass
