@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from pair.algorithms import service as algorithms
 from pair.algorithms.runner import Case, run_inference
+from pair.audit.models import AuditEvent
 from pair.audit.service import Actor
 from pair.cli.main import app as cli_app
 from pair.core.errors import Invalid
@@ -172,6 +173,7 @@ def test_pipeline_adds_nothing(node: Node, shared_data: Path, tmp_path: Path) ->
     # Resume: running a finished run again replays from the inference cache, same numbers.
     again = service.execute_run(node, csv_run)
     assert _numbers(again.result) == _numbers(run.result)
+    assert again.cohort_summary["inferences_from_cache"] == again.total
 
     # Series-level cohort filter
     with node.db.session() as s:
@@ -357,6 +359,7 @@ def test_api(
     assert body["done"] == body["total"] == data.n_images
     assert body["result"]["cohort"]["n_cases"] == data.n_images
     assert [x["id"] for x in client.get("/api/evaluations", headers=ev).json()] == [run_id]
+    assert client.post(f"/api/evaluations/{run_id}/resume", headers=ev).status_code == 409
     html = client.get(f"/api/evaluations/{run_id}/report.html", headers=ev)
     assert html.status_code == 200 and "data:image/png;base64" in html.text
     envelope = client.get(f"/api/evaluations/{run_id}/feedback", headers=ev).json()
@@ -456,3 +459,40 @@ def test_report_truth_and_report_comparison(
     assert cmp is not None and cmp.name_b == "report category (rsna-cxr-covid:typical)"
     assert cmp.auc.auc_b == 1.0  # the reports were written from the same labels
     assert all(c["score_compare"] == c["y"] for c in pcr.cases)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_interrupted_run_resumes(sqlite_node: Node, shared_data: Path, tmp_path: Path) -> None:
+    node = sqlite_node
+    data, actor = _setup(node, shared_data, tmp_path)
+    with node.db.session() as s:
+        run_id = service.create_run(
+            s,
+            actor,
+            algorithm="demo-cxr-opacity",
+            cohort="",
+            truth="rt-pcr",
+            options={"n_boot": N_BOOT},
+        ).id
+
+    def crash_after_20(done: int, total: int) -> None:
+        if done >= 20:
+            raise _Crash("power cut")
+
+    with pytest.raises(_Crash):
+        service.execute_run(node, run_id, progress=crash_after_20)
+    with node.db.session() as s:
+        row = s.get(EvaluationRun, run_id)
+        assert row is not None and row.status == "failed" and row.error == "power cut"
+    run = service.execute_run(node, run_id)
+    assert run.status == "done" and run.error == ""
+    assert run.cohort_summary["inferences_from_cache"] >= 20
+    assert run.cohort_summary["inferences_from_cache"] < data.n_images
+    with node.db.session() as s:
+        actions = s.scalars(
+            select(AuditEvent.action).where(AuditEvent.object_id == str(run_id))
+        ).all()
+        assert {"evaluation.create", "evaluation.run"} <= set(actions)

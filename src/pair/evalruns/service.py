@@ -123,6 +123,7 @@ class _Reporter:
     def __init__(self, node: Node, run_id: int, total: int, cb: Progress | None) -> None:
         self.node, self.run_id, self.total, self.cb = node, run_id, total, cb
         self.done = 0
+        self.cached = 0  # inferences replayed from the cache (a resumed run)
         self._last = 0.0
 
     def step(self, force: bool = False) -> None:
@@ -144,6 +145,7 @@ def _infer(node: Node, algo_row: Any, cases: list[CohortCase], rep: _Reporter) -
     for r in run_inference(algo, jobs, algorithms.inference_cache_dir(node)):
         out[r.case_id] = r
         rep.done += 1
+        rep.cached += int(r.cached)
         rep.step()
     return out
 
@@ -258,6 +260,7 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
         "exclusions": exclusions,
         "patients": len({r["patient"] for r in rows}),
         "truth": describe_spec(truth.spec),
+        "inferences_from_cache": rep.cached,
     }
     with node.db.session() as s:
         run = s.get(EvaluationRun, run_id)
@@ -269,6 +272,15 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
         run.result = json.loads(result.model_dump_json())
         run.status = RunStatus.DONE
         run.finished_at = datetime.now(UTC)
+        who = Actor(None, run.created_by, run.facility_id, Role.EVALUATOR.value, "evaluation")
+        record(
+            s,
+            who,
+            "evaluation.run",
+            "evaluation_run",
+            str(run_id),
+            detail={"cases": len(rows), "excluded": sum(exclusions.values())},
+        )
         s.flush()
         s.expunge(run)
     return run
