@@ -360,6 +360,20 @@ def test_api(
     assert body["result"]["cohort"]["n_cases"] == data.n_images
     assert [x["id"] for x in client.get("/api/evaluations", headers=ev).json()] == [run_id]
     assert client.post(f"/api/evaluations/{run_id}/resume", headers=ev).status_code == 409
+    # compared with a report category nobody has written: the run fails and says why
+    r = client.post(
+        "/api/evaluations",
+        data={
+            "algorithm": "demo-cxr-opacity",
+            "truth": "rt-pcr",
+            "n_boot": str(N_BOOT),
+            "compare_report": "rsna-cxr-covid:typical",
+        },
+        headers=ev,
+    )
+    failed = _wait(client, r.json()["id"], ev)
+    assert failed["status"] == "failed"
+    assert "no final rsna-cxr-covid report (comparison)" in failed["error"]
     html = client.get(f"/api/evaluations/{run_id}/report.html", headers=ev)
     assert html.status_code == 200 and "data:image/png;base64" in html.text
     envelope = client.get(f"/api/evaluations/{run_id}/feedback", headers=ev).json()

@@ -107,6 +107,7 @@ def create(
     truth: str = Form(..., description="rt-pcr | report:MODULE:VALUE[,VALUE] | csv"),
     cohort: str = Form("", description="cohort query, e.g. modality=CR,DX;covid19_positive=Yes,No"),
     compare: str | None = Form(None),
+    compare_report: str | None = Form(None, description="MODULE:VALUE[,VALUE] reader category"),
     n_boot: int = Form(2000),
     seed: int = Form(0),
     labels: UploadFile | None = None,
@@ -128,7 +129,7 @@ def create(
         truth=truth,
         compare=compare,
         labels=data,
-        options={"n_boot": n_boot, "seed": seed},
+        options={"n_boot": n_boot, "seed": seed, "compare_report": compare_report or None},
     )
     return run_out(service.get_run(session, actor, run_id))
 

@@ -165,7 +165,11 @@ async def run_create(
             truth=truth,
             compare=str(form.get("compare", "")) or None,
             labels=label_bytes or None,
-            options={"n_boot": int(str(form.get("n_boot") or 2000)), "seed": 0},
+            options={
+                "n_boot": int(str(form.get("n_boot") or 2000)),
+                "seed": 0,
+                "compare_report": str(form.get("compare_report", "")).strip() or None,
+            },
         )
     except (PairError, ValueError) as exc:
         message = exc.message if isinstance(exc, PairError) else str(exc)
