@@ -510,3 +510,29 @@ def test_interrupted_run_resumes(sqlite_node: Node, shared_data: Path, tmp_path:
             select(AuditEvent.action).where(AuditEvent.object_id == str(run_id))
         ).all()
         assert {"evaluation.create", "evaluation.run"} <= set(actions)
+
+
+def test_portal_form_to_cohort_query() -> None:
+    from starlette.datastructures import FormData
+
+    from pair.evalruns.pages import _cohort_from
+
+    form = FormData(
+        [
+            ("modality", "CR"),
+            ("modality", "DX"),
+            ("date_from", "2020-01-01"),
+            ("covid19_positive", "Yes"),
+            ("report_module", "rsna-cxr-covid"),
+            ("report_values", "typical, indeterminate"),
+            ("cohort_extra", "age_band=18-39"),
+        ]
+    )
+    assert _cohort_from(form) == (
+        "modality=CR,DX;covid19_positive=Yes;age_band=18-39;date=20200101-;"
+        "report=rsna-cxr-covid:typical,indeterminate"
+    )
+    with pytest.raises(Invalid, match="Choose the final report module"):
+        _cohort_from(FormData([("report_values", "typical")]))
+    with pytest.raises(Invalid, match="age_band is given twice"):
+        _cohort_from(FormData([("age_band", "0-17"), ("cohort_extra", "age_band=18-39")]))

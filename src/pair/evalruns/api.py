@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from pair.accounts.models import Role
 from pair.audit.service import Actor, record
-from pair.core.errors import Conflict
+from pair.core.errors import Conflict, Invalid
 from pair.core.node import Node
 from pair.evalruns import service
 from pair.evalruns.models import EvaluationRun, RunStatus
@@ -84,7 +84,8 @@ def create_and_start(
     with node.db.session() as s:
         mapped = None
         if truth == "csv" and labels:
-            assert actor.facility_id is not None
+            if actor.facility_id is None:
+                raise Invalid("A label file needs a facility: sign in as a facility user.")
             mapped = map_label_csv(s, actor.facility_id, labels)
         run = service.create_run(
             s,

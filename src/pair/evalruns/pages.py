@@ -13,7 +13,7 @@ from pair.algorithms import service as algorithms
 from pair.algorithms.package import PackageRejected
 from pair.audit.service import Actor, record
 from pair.clinical.dictionary import load_dictionary
-from pair.core.errors import PairError
+from pair.core.errors import Invalid, PairError
 from pair.core.node import Node
 from pair.evalruns import service
 from pair.evalruns.api import create_and_start
@@ -119,6 +119,9 @@ def _cohort_from(form: Any) -> str:
     report_values = tuple(
         v.strip() for v in str(form.get("report_values", "")).split(",") if v.strip()
     )
+    module = str(form.get("report_module", "")).strip() if report_values else ""
+    if report_values and not module:
+        raise Invalid("Choose the final report module for the report categories.")
     cohort = Cohort(
         modality=tuple(form.getlist("modality")),
         date_from=str(form.get("date_from", "")).replace("-", "") or None,
@@ -126,7 +129,7 @@ def _cohort_from(form: Any) -> str:
         covid19_positive=tuple(form.getlist("covid19_positive")),
         sex=tuple(form.getlist("sex")),
         age_band=tuple(form.getlist("age_band")),
-        report_module=str(form.get("report_module", "")) or None if report_values else None,
+        report_module=module or None,
         report_values=report_values,
     )
     extra = str(form.get("cohort_extra", "")).strip()
