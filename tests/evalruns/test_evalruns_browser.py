@@ -111,6 +111,7 @@ def test_submit_run_report(
     expect(page.locator("#main-table")).to_contain_text("AUC", timeout=60_000)
     expect(page.locator("#cohort")).to_contain_text("48 of 48 series")
     expect(page.locator("#main-table")).to_contain_text("youden")
+    expect(page.locator("#auc-delong")).to_contain_text("DeLong")
     expect(page.locator("#figures img")).to_have_count(3)
     expect(page.locator("#checklist")).to_contain_text("to complete")
     shot(page, "evaluation-result", shots)
