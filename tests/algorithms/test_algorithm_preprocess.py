@@ -227,7 +227,8 @@ def test_output_activations() -> None:
 
 def test_describe_for_reports() -> None:
     import yaml
-    from algo_builders import DEMO_DIR
+
+    from tests.algorithms.algo_builders import DEMO_DIR
 
     m = Manifest.model_validate(yaml.safe_load((DEMO_DIR / "pair-algorithm.yaml").read_text()))
     assert m.input.describe() == (

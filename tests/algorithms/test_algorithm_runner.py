@@ -181,7 +181,7 @@ def test_timeout_and_crash_are_reported_and_run_continues(
 
 
 def test_out_of_memory_during_a_case(wrapped_pngs: list[Path], tmp_path: Path) -> None:
-    from algo_builders import memory_hog_model
+    from tests.algorithms.algo_builders import memory_hog_model
 
     hog = load(write_package(tmp_path / "hog", manifest(), memory_hog_model()))
     (r,) = run_inference(hog, [Case("c", [wrapped_pngs[0]])], None, None, FAST)
@@ -235,8 +235,9 @@ def test_demo_scores_vary_on_real_radiographs(
 
 def test_timeout_mid_run_keeps_order_and_requeues(wrapped_pngs: list[Path], tmp_path: Path) -> None:
     """Cases queued behind a case that times out are re-sent to a fresh worker, in order."""
-    from algo_builders import slow_if_bright_model
     from PIL import Image
+
+    from tests.algorithms.algo_builders import slow_if_bright_model
 
     alg = load(write_package(tmp_path / "cond", manifest(), slow_if_bright_model()))
     dark = []
