@@ -37,6 +37,7 @@ def prepare(data_dir: Path, *, sites: int = DEMO_SITES, patients: int = DEMO_PAT
     node = open_node(data_dir)
     marker = data_dir / ".demo-ready"
     if marker.exists():
+        register_demo_algorithm(node)
         return node
     synth_dir = data_dir / "synthetic-input"
     console.print(
@@ -67,8 +68,19 @@ def prepare(data_dir: Path, *, sites: int = DEMO_SITES, patients: int = DEMO_PAT
             s, None, synth_dir / "clinical.csv", Actor.system("demo"), skip_invalid=True
         )
     console.print(f"clinical data imported for {clinical.imported} cases")
+    register_demo_algorithm(node)
     marker.write_text("ready\n")
     return node
+
+
+def register_demo_algorithm(node: Node) -> None:
+    """Register the shipped DEMO package (idempotent) so it appears under Algorithms."""
+    from pair.algorithms import DEMO_PACKAGE
+    from pair.algorithms import service as algorithms
+
+    with node.db.session() as s:
+        row = algorithms.add_algorithm(s, node, DEMO_PACKAGE, Actor.system("demo"))
+        console.print(f"demo algorithm {row.ref} registered (DEMO, not for clinical use)")
 
 
 def main() -> None:

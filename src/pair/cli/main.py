@@ -9,6 +9,7 @@ from pair.algorithms.cli import algorithm_app
 from pair.cli.serve import serve
 from pair.clinical.cli import clinical_app
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
+from pair.evalruns.cli import evaluate
 from pair.evaluation.cli import evaluation_app
 from pair.reporting.cli import report_app
 from pair.repository.cli import register as register_repository
@@ -33,6 +34,7 @@ app.command("deid")(deid)
 app.command("deid-export-mapping")(deid_export_mapping)
 app.command("deid-profile")(deid_profile)
 app.add_typer(evaluation_app, name="evaluation")
+app.command("evaluate")(evaluate)
 app.command("synth")(synth)
 
 

@@ -17,6 +17,7 @@ def create_app(node: Node) -> FastAPI:
     from pair.cde.api import router as cde_router
     from pair.clinical.api import router as clinical_router
     from pair.deid.api import router as deid_router
+    from pair.evalruns.api import router as evalruns_router
     from pair.reporting.api import router as reporting_router
     from pair.repository.api import router as repository_router
     from pair.repository.dicomweb import router as dicomweb_router
@@ -53,5 +54,6 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(reporting_router)
     app.include_router(algorithms_router)
     app.include_router(clinical_router)
+    app.include_router(evalruns_router)
     install_portal(app)
     return app

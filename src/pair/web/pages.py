@@ -175,6 +175,7 @@ def install_portal(app: FastAPI) -> None:
     """Mount static files, the error renderer and every capability's page router."""
     from pair.admin.pages import router as admin_pages
     from pair.clinical.pages import router as clinical_pages
+    from pair.evalruns.pages import router as evalruns_pages
 
     app.mount("/static", StaticFiles(directory=PACKAGE_ROOT / "web" / "static"), name="static")
     app.state.html_error_renderer = render_error
@@ -182,3 +183,4 @@ def install_portal(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(clinical_pages)
     app.include_router(admin_pages)
+    app.include_router(evalruns_pages)

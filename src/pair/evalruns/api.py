@@ -1,0 +1,216 @@
+"""``/api/evaluations``: create a run (background thread), follow it, fetch result/report/feedback.
+
+Evaluator and admin roles only; every run belongs to the caller's facility.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Form, UploadFile
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from pair.accounts.models import Role
+from pair.audit.service import Actor, record
+from pair.core.errors import Conflict, Invalid
+from pair.core.node import Node
+from pair.evalruns import service
+from pair.evalruns.models import EvaluationRun, RunStatus
+from pair.evalruns.truth import map_label_csv
+from pair.web.deps import get_node, get_session, require_roles
+
+router = APIRouter(prefix="/api/evaluations", tags=["evaluations"])
+can_evaluate = require_roles(Role.EVALUATOR)
+MAX_LABEL_BYTES = 20 * 1024 * 1024
+
+
+class RunOut(BaseModel):
+    id: int
+    status: str
+    algorithm: str
+    compare: str | None
+    cohort: str
+    truth: str
+    done: int
+    total: int
+    created_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    error: str
+    cohort_summary: dict[str, Any]
+    failures: list[dict[str, Any]]
+
+
+class RunDetail(RunOut):
+    result: dict[str, Any] | None
+
+
+def run_out(run: EvaluationRun) -> RunOut:
+    return RunOut(
+        id=run.id,
+        status=run.status,
+        algorithm=f"{run.algorithm_id}@{run.algorithm_version}",
+        compare=f"{run.compare_algorithm_id}@{run.compare_version}"
+        if run.compare_algorithm_id
+        else None,
+        cohort=run.cohort_query,
+        truth=run.truth_source,
+        done=run.done,
+        total=run.total,
+        created_by=run.created_by,
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+        error=run.error,
+        cohort_summary=run.cohort_summary or {},
+        failures=run.failures or [],
+    )
+
+
+def create_and_start(
+    node: Node,
+    actor: Actor,
+    *,
+    algorithm: str,
+    cohort: str,
+    truth: str,
+    compare: str | None,
+    labels: bytes | None,
+    options: dict[str, Any],
+) -> int:
+    """Commit the queued run in its own transaction, then start its thread (API and portal)."""
+    with node.db.session() as s:
+        mapped = None
+        if truth == "csv" and labels:
+            if actor.facility_id is None:
+                raise Invalid("A label file needs a facility: sign in as a facility user.")
+            mapped = map_label_csv(s, actor.facility_id, labels)
+        run = service.create_run(
+            s,
+            actor,
+            algorithm=algorithm,
+            cohort=cohort,
+            truth=truth,
+            compare=compare or None,
+            labels=mapped,
+            options=options,
+        )
+        run_id = run.id
+    service.start_background(node, run_id)
+    return run_id
+
+
+@router.post("", response_model=RunOut, status_code=202)
+def create(
+    algorithm: str = Form(..., description="ID or ID@VERSION"),
+    truth: str = Form(..., description="rt-pcr | report:MODULE:VALUE[,VALUE] | csv"),
+    cohort: str = Form("", description="cohort query, e.g. modality=CR,DX;covid19_positive=Yes,No"),
+    compare: str | None = Form(None),
+    compare_report: str | None = Form(None, description="MODULE:VALUE[,VALUE] reader category"),
+    n_boot: int = Form(2000),
+    seed: int = Form(0),
+    labels: UploadFile | None = None,
+    node: Node = Depends(get_node),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(can_evaluate),
+) -> RunOut:
+    """Queue a run and start it in the background; poll ``GET /api/evaluations/{id}``."""
+    data = labels.file.read(MAX_LABEL_BYTES + 1) if labels is not None else None
+    if data is not None and len(data) > MAX_LABEL_BYTES:
+        from pair.core.errors import PayloadTooLarge
+
+        raise PayloadTooLarge(f"The label file is larger than {MAX_LABEL_BYTES} bytes.")
+    run_id = create_and_start(
+        node,
+        actor,
+        algorithm=algorithm,
+        cohort=cohort,
+        truth=truth,
+        compare=compare,
+        labels=data,
+        options={"n_boot": n_boot, "seed": seed, "compare_report": compare_report or None},
+    )
+    return run_out(service.get_run(session, actor, run_id))
+
+
+@router.get("", response_model=list[RunOut])
+def list_all(
+    session: Session = Depends(get_session), actor: Actor = Depends(can_evaluate)
+) -> list[RunOut]:
+    return [run_out(r) for r in service.list_runs(session, actor)]
+
+
+@router.get("/{run_id}", response_model=RunDetail)
+def one(
+    run_id: int, session: Session = Depends(get_session), actor: Actor = Depends(can_evaluate)
+) -> RunDetail:
+    run = service.get_run(session, actor, run_id)
+    return RunDetail(**run_out(run).model_dump(), result=run.result)
+
+
+@router.post("/{run_id}/resume", response_model=RunOut, status_code=202)
+def resume(
+    run_id: int,
+    node: Node = Depends(get_node),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(can_evaluate),
+) -> RunOut:
+    """Continue a failed or interrupted run (cached inference results are reused)."""
+    run = service.get_run(session, actor, run_id)
+    if run.status == RunStatus.DONE:
+        raise Conflict(f"Evaluation run {run_id} is already done.")
+    service.start_background(node, run_id)
+    return run_out(run)
+
+
+@router.get("/{run_id}/report.html", response_class=HTMLResponse)
+def report_html(
+    run_id: int, session: Session = Depends(get_session), actor: Actor = Depends(can_evaluate)
+) -> HTMLResponse:
+    """The self-contained HTML report (figures inline)."""
+    from pair.evaluation.report.render import render_html
+
+    run = service.get_run(session, actor, run_id)
+    html = render_html(service.result_of(run), service.report_context(session, run))
+    record(session, actor, "evaluation.report", "evaluation_run", str(run_id))
+    return HTMLResponse(html)
+
+
+@router.get("/{run_id}/feedback")
+def feedback(
+    run_id: int,
+    node: Node = Depends(get_node),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(can_evaluate),
+) -> dict[str, Any]:
+    """The signed, aggregate-only feedback envelope (docs/feedback.schema.json)."""
+    run = service.get_run(session, actor, run_id)
+    return service.feedback_envelope(node, session, run)
+
+
+class FeedbackIn(BaseModel):
+    comment: str | None = None
+
+
+@router.post("/{run_id}/feedback/submit")
+def submit(
+    run_id: int,
+    body: FeedbackIn,
+    node: Node = Depends(get_node),
+    session: Session = Depends(get_session),
+    actor: Actor = Depends(can_evaluate),
+) -> dict[str, Any]:
+    """Send the signed feedback to PAIR_FEEDBACK_URL (retries; 502 when the hub fails)."""
+    run = service.get_run(session, actor, run_id)
+    out = service.submit_feedback(node, session, run, body.comment)
+    record(
+        session,
+        actor,
+        "evaluation.feedback",
+        "evaluation_run",
+        str(run_id),
+        detail={"feedback_id": out["feedback_id"], "status": out["status_code"]},
+    )
+    return out

@@ -1,0 +1,192 @@
+"""Truth (reference standard) sources for an evaluation run.
+
+* ``rt-pcr`` — the clinical record: ``test_result_text`` Positive/Negative, else
+  ``covid19_positive`` Yes/No (per patient).
+* ``report:MODULE:VALUE[,VALUE]`` — the study's final report of MODULE: positive when its summary
+  value (e.g. the RSNA category) is one of the values, negative otherwise (e.g. "RSNA typical vs
+  not": ``report:rsna-cxr-covid:typical``).
+* ``csv`` — an uploaded label CSV with a ``label`` column and one key column: ``study_uid``
+  (de-identified), ``series_uid`` (de-identified), ``accession_number`` or ``patient_id``
+  (originals, mapped locally through the private mapping store and never stored).
+
+Cases without a truth value are excluded and counted by reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pair.core.errors import Invalid
+from pair.deid.models import PrivatePatientIdentity, PrivateStudyIdentity
+from pair.evalruns.cohort import CohortCase
+from pair.reporting.service import final_labels
+
+KEY_COLUMNS = ("study_uid", "series_uid", "accession_number", "patient_id")
+_POS = {"1", "yes", "true", "positive", "pos", "covid"}
+_NEG = {"0", "no", "false", "negative", "neg", "non_covid"}
+
+
+@dataclass
+class Truth:
+    spec: str
+    description: str
+    by_series: dict[str, int] = field(default_factory=dict)
+    by_study: dict[str, int] = field(default_factory=dict)
+    by_patient: dict[str, int] = field(default_factory=dict)  # pseudonym -> label
+    missing_reason: str = "no reference label"
+
+    def label(self, case: CohortCase) -> int | None:
+        for table, key in (
+            (self.by_series, case.case_id),
+            (self.by_study, case.study_uid),
+            (self.by_patient, case.pseudonym),
+        ):
+            if key in table:
+                return table[key]
+        return None
+
+    def mapped(self) -> dict[str, Any]:
+        return {"series": self.by_series, "studies": self.by_study, "patients": self.by_patient}
+
+
+def parse_label(text: str) -> int | None:
+    t = text.strip().lower()
+    return 1 if t in _POS else 0 if t in _NEG else None
+
+
+def describe_spec(spec: str) -> str:
+    if spec == "rt-pcr":
+        return "RT-PCR result from the clinical record (test_result_text, else covid19_positive)"
+    if spec.startswith("report:"):
+        _, module, values = spec.split(":", 2)
+        wanted = values.replace(",", " or ")
+        return f"Final report {module}: positive = category {wanted}, negative = any other"
+    return "Uploaded label CSV (site reference labels)"
+
+
+def check_spec(spec: str) -> str:
+    """Validate a truth spec string; returns it normalised."""
+    spec = spec.strip()
+    if spec in ("rt-pcr", "csv"):
+        return spec
+    if spec.startswith("report:"):
+        parts = spec.split(":", 2)
+        if len(parts) == 3 and parts[1] and parts[2].strip(","):
+            return spec
+    raise Invalid(
+        f"Unknown truth source {spec!r}; use rt-pcr, report:MODULE:VALUE[,VALUE] "
+        "(e.g. report:rsna-cxr-covid:typical) or csv (with a label file)."
+    )
+
+
+def clinical_label(clinical: dict[str, Any]) -> int | None:
+    result = clinical.get("test_result_text")
+    if result in ("Positive", "Negative"):
+        return 1 if result == "Positive" else 0
+    status = clinical.get("covid19_positive")
+    if status in ("Yes", "No"):
+        return 1 if status == "Yes" else 0
+    return None
+
+
+def resolve_truth(
+    session: Session,
+    facility_id: int | None,
+    spec: str,
+    cases: list[CohortCase],
+    mapped: dict[str, Any] | None = None,
+) -> Truth:
+    """Labels for the cohort's cases; ``mapped`` is a CSV already mapped by ``map_label_csv``."""
+    spec = check_spec(spec)
+    truth = Truth(spec, describe_spec(spec))
+    if spec == "rt-pcr":
+        truth.missing_reason = "no RT-PCR result"
+        for c in cases:
+            y = clinical_label(c.clinical)
+            if y is not None:
+                truth.by_patient[c.pseudonym] = y
+    elif spec.startswith("report:"):
+        _, module, values = spec.split(":", 2)
+        wanted = {v.strip().lower() for v in values.split(",") if v.strip()}
+        truth.missing_reason = f"no final {module} report"
+        for lab in final_labels(session, facility_id):
+            if lab.module_id == module:
+                truth.by_study[lab.study_uid] = int(str(lab.summary_value).lower() in wanted)
+    else:
+        if mapped is None:
+            raise Invalid("Truth source csv needs a label file (--labels FILE or an upload).")
+        truth.missing_reason = "not in the label file"
+        truth.by_series = {k: int(v) for k, v in mapped.get("series", {}).items()}
+        truth.by_study = {k: int(v) for k, v in mapped.get("studies", {}).items()}
+        truth.by_patient = {k: int(v) for k, v in mapped.get("patients", {}).items()}
+    return truth
+
+
+def map_label_csv(session: Session, facility_id: int, data: bytes) -> dict[str, Any]:
+    """Map an uploaded label CSV to de-identified keys. Every bad row is reported at once."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Invalid("Label file is not UTF-8 text.") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    keys = [k for k in KEY_COLUMNS if k in header]
+    if "label" not in header or len(keys) != 1:
+        raise Invalid(
+            "Label file needs a header with a 'label' column and exactly one key column of: "
+            f"{', '.join(KEY_COLUMNS)} (found: {', '.join(header) or 'nothing'})."
+        )
+    key = keys[0]
+    out: dict[str, dict[str, int]] = {"series": {}, "studies": {}, "patients": {}}
+    errors: list[str] = []
+    for n, row in enumerate(reader, start=2):
+        value = (row.get(key) or "").strip()
+        y = parse_label(row.get("label") or "")
+        if not value:
+            errors.append(f"row {n}: empty {key}")
+            continue
+        if y is None:
+            errors.append(
+                f"row {n}: label {row.get('label')!r} is not 0/1, yes/no, positive/negative"
+            )
+            continue
+        if key == "series_uid":
+            out["series"][value] = y
+        elif key == "study_uid":
+            out["studies"][value] = y
+        elif key == "accession_number":
+            found = session.scalars(
+                select(PrivateStudyIdentity.study_uid).where(
+                    PrivateStudyIdentity.facility_id == facility_id,
+                    PrivateStudyIdentity.original_accession_number == value,
+                )
+            ).all()
+            if not found:
+                errors.append(f"row {n}: accession number not found in this facility")
+            for uid in found:
+                out["studies"][uid] = y
+        else:
+            pseudonym = session.scalar(
+                select(PrivatePatientIdentity.pseudonym).where(
+                    PrivatePatientIdentity.facility_id == facility_id,
+                    PrivatePatientIdentity.original_patient_id == value,
+                )
+            )
+            if pseudonym is None:
+                errors.append(f"row {n}: patient id not found in this facility")
+            else:
+                out["patients"][pseudonym] = y
+    if errors:
+        shown = "; ".join(errors[:20]) + (
+            f"; and {len(errors) - 20} more" if len(errors) > 20 else ""
+        )
+        raise Invalid(f"Label file refused ({len(errors)} bad row(s)): {shown}.", details=errors)
+    if not any(out.values()):
+        raise Invalid("Label file has no rows.")
+    return out
