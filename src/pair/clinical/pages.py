@@ -100,7 +100,10 @@ def _case_context(session: Session, actor: Actor, case_id: int) -> dict[str, Any
             middle = _middle_instance(session, se)
             series_rows.append({"series": se, "thumb": middle})
         studies.append({"study": study, "series": series_rows})
+    from pair.reporting.pages import study_panel
+
     return {
+        **study_panel(session, actor, [s["study"] for s in studies]),
         "case": patient,
         "facility": accounts.get_facility(session, patient.facility_id),
         "studies": studies,
