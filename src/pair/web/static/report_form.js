@@ -14,6 +14,9 @@
   const signButton = document.getElementById("sign-button");
   let relevant = null; // element ids the last evaluation found relevant
   let evalTimer = null, saveTimer = null, evalSeq = 0, dirty = false;
+  // Saves and signing run one after another (a save still in flight must never race a sign).
+  let queue = Promise.resolve(true), signed = false;
+  function serial(fn) { queue = queue.then(fn, fn); return queue; }
 
   function api(method, url, body) {
     return fetch(url, {
@@ -138,7 +141,7 @@
 
   function saveNow() {
     clearTimeout(saveTimer);
-    if (!editable || !dirty) return Promise.resolve(true);
+    if (!editable || !dirty || signed) return Promise.resolve(true);
     saveStatus.textContent = "Saving…";
     return api("PUT", "/api/reports/" + reportId + "/inputs", { inputs: collect(true) }).then(function (r) {
       if (!r.ok) {
@@ -159,7 +162,7 @@
     evalTimer = setTimeout(function () {
       evaluateNow().then(function (ok) {
         clearTimeout(saveTimer);
-        if (ok) saveTimer = setTimeout(saveNow, 500);
+        if (ok) saveTimer = setTimeout(function () { serial(saveNow); }, 500);
       });
     }, 250);
   }
@@ -183,9 +186,12 @@
     signButton.addEventListener("click", function () {
       signButton.disabled = true;
       clearTimeout(evalTimer);
-      evaluateNow().then(function () { dirty = true; return saveNow(); }).then(function (saved) {
+      clearTimeout(saveTimer);
+      evaluateNow().then(function () {
+        return serial(function () { dirty = true; return saveNow(); });
+      }).then(function (saved) {
         if (!saved) { signButton.disabled = false; return; }
-        return api("POST", "/api/reports/" + reportId + "/sign").then(function (r) {
+        return serial(function () { return api("POST", "/api/reports/" + reportId + "/sign"); }).then(function (r) {
           if (!r.ok) {
             signButton.disabled = false;
             showErrors(r.data, "Signing failed (HTTP " + r.status + ").");
@@ -193,6 +199,7 @@
             if (first) first.focus();
             return;
           }
+          signed = true;
           window.location.href = "/reports/" + reportId + "?signed=1";
         });
       });
