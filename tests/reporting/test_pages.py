@@ -69,6 +69,22 @@ def test_every_module_form_renders_and_roles(sqlite_node: Node) -> None:
     rid = report_ids["corads"]
     r = c.post(f"/reports/{rid}/amend", data={"reason": "x", "csrf_token": t}, headers=HTML)
     assert r.status_code == 409
+    # AI suggestions are shown with their provenance next to the field
+    sid = c.get("/api/reports", params={"study_uid": uid}).json()
+    ct_sev = next(r["id"] for r in sid if r["module"] == "ct-severity-25")
+    r = c.put(
+        f"/api/reports/{ct_sev}/inputs",
+        json={
+            "inputs": {},
+            "suggestions": [
+                {"element": "rul", "value": 3, "algorithm": "pair-severity", "version": "0.2"}
+            ],
+        },
+        headers={"x-csrf-token": t},
+    )
+    assert r.status_code == 200, r.text
+    page = c.get(f"/reports/{ct_sev}", headers=HTML).text
+    assert re.search(r"AI suggestion: <strong>3</strong>.*pair-severity 0.2", page)
     # data managers read the form but cannot edit or sign; other facilities see nothing
     dm = TestClient(create_app(sqlite_node))
     sign_in(dm, "datamanager-a")
