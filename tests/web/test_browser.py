@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
+import pydicom
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -22,6 +22,7 @@ from pydicom.uid import generate_uid
 from pair.core.node import Node
 from pair.repository import ingest
 from pair.repository.models import QuarantineItem
+from pair.synth.generator import generate
 from pair.web.app import create_app
 from tests.conftest import free_port
 from tests.factories import ct_instance, to_bytes
@@ -29,8 +30,8 @@ from tests.portal_data import PASSWORD, World, build_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-SLICES = 12
-PHANTOM = 192
+SLICES = 16
+FILES = SLICES + 1  # the CT series and one radiograph
 
 
 @pytest.fixture(scope="module")
@@ -90,35 +91,18 @@ def shot(page: Page, name: str, enabled: bool) -> None:
         page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def phantom(index: int, size: int = PHANTOM) -> np.ndarray:
-    """A crude chest CT slice in HU: body, two lungs, spine and a ground-glass patch."""
-    y, x = np.mgrid[0:size, 0:size] / size - 0.5
-    img = np.full((size, size), -1000, dtype=np.int16)
-    img[(x / 0.46) ** 2 + (y / 0.34) ** 2 < 1] = 40
-    for cx in (-0.2, 0.2):
-        img[((x - cx) / 0.16) ** 2 + ((y + 0.02) / 0.25) ** 2 < 1] = -860
-    img[(x**2 + (y - 0.24) ** 2) < 0.05**2] = 700
-    r = 0.03 + 0.005 * index
-    img[((x - 0.24) ** 2 + (y + 0.05) ** 2) < r**2] = -450
-    return img
-
-
-def make_zip(tmp_path: Path) -> Path:
-    study, series = generate_uid(), generate_uid()
-    path = tmp_path / "ct-series.zip"
+def make_zip(tmp_path: Path) -> tuple[Path, str]:
+    """A zip of one synthetic patient (`pair synth`: a DX and a 16-slice chest CT); returns the
+    zip and the patient's original family name (which must not reach the viewer)."""
+    out = tmp_path / "synth"
+    generate(out, 1, 1, seed=2, workers=1, ct_slices=SLICES, ct_size=256, cxr_size=256)
+    files = sorted(out.glob("site-01/**/*.dcm"))
+    family = str(pydicom.dcmread(files[0], stop_before_pixels=True).PatientName).split("^")[0]
+    path = tmp_path / "synthetic-patient.zip"
     with zipfile.ZipFile(path, "w") as zf:
-        for i in range(1, SLICES + 1):
-            ds = ct_instance(
-                study_uid=study,
-                series_uid=series,
-                index=i,
-                size=PHANTOM,
-                patient={"PatientID": "MRN-UPLOAD-1", "PatientName": "ROE^RICHARD"},
-                description="CT CHEST LOW DOSE",
-            )
-            ds.PixelData = phantom(i).tobytes()
-            zf.writestr(f"series/img{i:03d}.dcm", to_bytes(ds))
-    return path
+        for f in files:
+            zf.write(f, f.relative_to(out).as_posix())
+    return path, family
 
 
 def add_quarantined(node: Node, facility_id: int) -> int:
@@ -138,9 +122,10 @@ def add_quarantined(node: Node, facility_id: int) -> int:
             source="upload:datamanager-a",
             reasons=[
                 {
-                    "reason": "Residual patient name fragment",
-                    "tag": "(0008,1030)",
-                    "keyword": "StudyDescription",
+                    "path": "(0008,1030) StudyDescription",
+                    "kind": "name",
+                    "source": "PatientName",
+                    "message": "Residual patient name fragment after de-identification",
                 }
             ],
         )
@@ -177,9 +162,10 @@ def test_portal_in_browser(
     junk = tmp_path / "notes.txt"
     junk.write_text("not an image")
     nav(page, "Upload").click()
-    page.locator("#pick-files").set_input_files([str(make_zip(tmp_path)), str(junk)])
+    archive, family_name = make_zip(tmp_path)
+    page.locator("#pick-files").set_input_files([str(archive), str(junk)])
     expect(page.locator("#upload-status")).to_contain_text("Finished: 2 files", timeout=60000)
-    expect(page.locator("#n-stored")).to_have_text(str(SLICES))
+    expect(page.locator("#n-stored")).to_have_text(str(FILES))
     expect(page.locator("#n-rejected")).to_have_text("1")
     expect(page.locator("#outcome-table")).to_contain_text("notes.txt")
     shot(page, "upload", screenshots)
@@ -187,7 +173,7 @@ def test_portal_in_browser(
     # search: free text on descriptions, modality filter, sorting, result count
     nav(page, "Cases").click()
     expect(page.locator("#result-count")).to_have_text("4 cases found")
-    page.get_by_label("Text").fill("low dose")
+    page.get_by_label("Text").fill("hrct")
     page.get_by_role("button", name="Search").click()
     expect(page.locator("#result-count")).to_have_text("1 case found")
     page.get_by_role("link", name="Reset").click()
@@ -195,11 +181,10 @@ def test_portal_in_browser(
     page.get_by_role("button", name="Search").click()
     expect(page.locator("#result-count")).to_have_text("1 case found")
     page.get_by_role("link", name="Reset").click()
-    page.get_by_role("link", name="First study").click()
-    page.get_by_role("link", name="First study").click()  # descending
+    page.get_by_role("link", name="Case", exact=True).click()  # pseudonym, descending
     expect(page.locator("#cases-table tbody tr").first).to_contain_text("HOSPA-00003")
     shot(page, "cases", screenshots)
-    page.get_by_label("Text").fill("low dose")
+    page.get_by_label("Text").fill("hrct")
     page.get_by_role("button", name="Search").click()
     page.locator("#cases-table tbody a").first.click()
 
@@ -230,7 +215,7 @@ def test_portal_in_browser(
     shot(page, "case", screenshots)
 
     # viewer: scroll with keys, wheel and slider; presets; header panel
-    page.locator(".thumb").first.click()
+    page.locator(".thumb", has_text="CT").click()
     counter = page.locator("#counter")
     expect(counter).to_have_text(f"1 / {SLICES}")
     page.wait_for_function("() => document.getElementById('image').naturalWidth > 0")
@@ -248,7 +233,7 @@ def test_portal_in_browser(
     expect(page.locator("#image")).to_have_attribute("src", re.compile(r"window=-600,1500"))
     page.wait_for_function("() => document.getElementById('image').naturalWidth > 0")
     expect(page.locator("#header-table")).to_contain_text("PatientName")
-    expect(page.locator("#header-table")).not_to_contain_text("ROE")
+    expect(page.locator("#header-table")).not_to_contain_text(family_name)
     box = page.locator("#viewport").bounding_box()
     assert box is not None
     page.mouse.move(box["x"] + 200, box["y"] + 200)
@@ -256,6 +241,10 @@ def test_portal_in_browser(
     page.mouse.move(box["x"] + 260, box["y"] + 230)
     page.mouse.up()
     expect(page.locator("#wl-readout")).not_to_have_text("W 1500 / L -600")
+    page.locator("#slice").fill(str(SLICES // 2))
+    expect(counter).to_have_text(f"{SLICES // 2} / {SLICES}")
+    page.get_by_role("button", name="Lung").click()
+    expect(page.locator("#wl-readout")).to_have_text("W 1500 / L -600")
     expect(page.locator("#loading")).to_be_hidden()
     shot(page, "viewer", screenshots)
     sign_out(page)
@@ -282,7 +271,8 @@ def test_portal_in_browser(
     expect(page.locator("#quarantine-table")).to_contain_text("Residual patient name fragment")
     shot(page, "quarantine", screenshots)
     page.get_by_role("link", name="Review").click()
-    expect(page.locator("#reasons")).to_contain_text("StudyDescription")
+    expect(page.locator("#reasons")).to_contain_text("(0008,1030) StudyDescription")
+    shot(page, "quarantine-review", screenshots)
     page.get_by_label("Review note").fill("name in description; resend from PACS")
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Delete instance").click()

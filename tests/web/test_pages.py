@@ -5,10 +5,15 @@ from __future__ import annotations
 import re
 
 from fastapi.testclient import TestClient
+from pydicom.uid import generate_uid
+from sqlalchemy import select
 
 from pair.core.config import get_settings
 from pair.core.node import Node, open_node
+from pair.repository import ingest
+from pair.repository.models import Instance, QuarantineItem
 from pair.web.app import create_app
+from tests.factories import ct_instance, to_bytes
 from tests.portal_data import PASSWORD, World, build_world
 
 HTML = {"accept": "text/html"}
@@ -154,3 +159,38 @@ def test_admin_pages_work(node: Node) -> None:
     rows = r.text.split("<tbody>")[1]
     assert "ae.add" in rows and "ae.remove" in rows and "user.create" not in rows
     assert "Nothing pending" in c.get("/admin/quarantine", headers=HTML).text
+
+
+def test_quarantine_release_from_the_portal(node: Node) -> None:
+    with node.db.session() as s:
+        world = build_world(s)
+    ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
+    _, rel = ingest.quarantine_store(node).write(to_bytes(ds))
+    with node.db.session() as s:
+        item = QuarantineItem(
+            facility_id=world.facilities["A"],
+            storage_path=rel,
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            modality="CT",
+            reasons=[{"path": "(0008,1030)", "message": "name fragment"}],
+        )
+        s.add(item)
+        s.flush()
+        item_id = item.id
+    c = TestClient(create_app(node))
+    t = sign_in(c, "admin-a")
+    page = c.get(f"/admin/quarantine/{item_id}", headers=HTML)
+    assert page.status_code == 200 and "name fragment" in page.text
+    r = c.post(
+        f"/admin/quarantine/{item_id}/release", data={"csrf_token": t, "note": "ok"}, headers=HTML
+    )
+    assert r.status_code == 200 and f"Quarantine item {item_id} released" in r.text
+    with node.db.session() as s:
+        done = s.get(QuarantineItem, item_id)
+        assert done is not None and done.status == "released" and done.review_note == "ok"
+        assert (
+            s.scalar(select(Instance).where(Instance.sop_instance_uid == str(ds.SOPInstanceUID)))
+            is not None
+        )
+    r = c.post(f"/admin/quarantine/{item_id}/delete", data={"csrf_token": t}, headers=HTML)
+    assert r.status_code == 404  # no longer pending
