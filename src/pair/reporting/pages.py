@@ -57,7 +57,10 @@ def _field(el: Element, version: ReportVersion, ev: Evaluation | None) -> dict[s
         "cde_status": _cde_status(el.cde) if el.coded else "",
         "relevant": ev is None or el.id in ev.relevant,
         "required": ev is not None and el.id in ev.required,
-        "optional_choice": el.type == "choice" and not el.required and el.required_if is None,
+        "optional_choice": el.type == "choice"
+        and not el.required
+        and el.required_if is None
+        and not any(c.default for c in el.choices),
         "suggestions": [s for s in version.suggestions if s["element"] == el.id],
     }
 
@@ -178,7 +181,8 @@ def study_panel(session: Session, actor: Actor, studies: list[Study]) -> dict[st
                 for v in r.versions:
                     if v.sr_sop_instance_uid:
                         sr_reports[v.sr_sop_instance_uid] = r.id
-    all_modules = list(modules().values())
+    # findings-based category modules first (RSNA), then the others by label
+    all_modules = sorted(modules().values(), key=lambda m: (not m.id.startswith("rsna"), m.label))
     choices: dict[str, list[Module]] = {}
     for s in studies:
         kinds = set((s.modalities or "").split("\\"))
@@ -188,5 +192,6 @@ def study_panel(session: Session, actor: Actor, studies: list[Study]) -> dict[st
         "study_reports": dict(by_study),
         "report_modules": choices,
         "sr_reports": sr_reports,
+        "module_labels": {m.id: m.label for m in all_modules},
         "can_report": actor.role in service.EDITORS,
     }
