@@ -36,6 +36,7 @@ class Study(TimestampMixin, Base):
         Index("ix_study_facility_date", "facility_id", "study_date"),
         Index("ix_study_patient_id_value", "patient_id_value"),
         Index("ix_study_accession_number", "accession_number"),
+        Index("ix_study_facility_patient_id", "facility_id", "patient_id_value", "study_date"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -65,6 +66,7 @@ class Study(TimestampMixin, Base):
 
 class Series(TimestampMixin, Base):
     __tablename__ = "series"
+    __table_args__ = (Index("ix_series_study_modality", "study_pk", "modality"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_pk: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)

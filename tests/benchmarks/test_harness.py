@@ -1,0 +1,116 @@
+"""The benchmark harness itself: data it generates, index rows it loads, servers it drives.
+
+No timing is asserted here; these tests check that what the benchmarks measure is real work
+(valid files, the expected rows, instances that actually arrive).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pair.core.node import Node
+from pair.repository.models import Instance, Series, Study
+from pair.repository.multipart import split_related
+from pair.repository.query import find_instances, find_studies, parse_query
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import common
+import ingest_bench
+import qido_bench
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> common.DataSet:
+    out = tmp_path_factory.mktemp("bench-data")
+    return common.make_dataset(out, ct=4, cr=1, ct_per_series=2, cr_size=128, seed=3)
+
+
+def test_generated_files_are_valid_dicom_with_phi(small_data: common.DataSet) -> None:
+    assert len(small_data.files) == 5
+    assert small_data.studies == 3
+    ct = pydicom.dcmread(small_data.files[0])
+    assert (ct.Modality, ct.Rows, ct.Columns, ct.PixelRepresentation) == ("CT", 512, 512, 1)
+    assert ct.pixel_array.shape == (512, 512)
+    assert str(ct.PatientName) and ct.PatientID.startswith("MRN") and ct.PatientAddress
+    cr = pydicom.dcmread(small_data.files[-1])
+    assert (cr.Modality, cr.Rows, cr.BitsStored) == ("CR", 128, 12)
+    series = {pydicom.dcmread(p).SeriesInstanceUID for p in small_data.files}
+    assert len(series) == 3
+    again = common.make_dataset(
+        small_data.files[0].parent / "again", ct=4, cr=1, ct_per_series=2, cr_size=128, seed=3
+    )
+    assert pydicom.dcmread(again.files[0]).SOPInstanceUID == ct.SOPInstanceUID  # deterministic
+
+
+def test_stow_bodies_split_back_into_the_files(small_data: common.DataSet) -> None:
+    bodies = ingest_bench.stow_bodies(small_data.files, 2)
+    assert [n for _, _, n in bodies] == [2, 2, 1]
+    parts = [
+        data
+        for body, ctype, _ in bodies
+        for _, data in split_related(body, ctype, "application/dicom")
+    ]
+    assert parts == [p.read_bytes() for p in small_data.files]
+
+
+def test_populate_loads_the_declared_shape(node: Node) -> None:
+    from pair.accounts import service
+
+    with node.db.session() as s:
+        facility_id = service.create_facility(s, "Bench", "BENCH").id
+    cat = qido_bench.populate(node.settings.resolved_database_url, facility_id, 2000, seed=5)
+    with Session(node.db.engine) as s:
+        assert s.scalar(select(func.count()).select_from(Study)) == 10
+        assert s.scalar(select(func.count()).select_from(Series)) == 40
+        assert s.scalar(select(func.count()).select_from(Instance)) == 2000
+        studies = find_studies(s, facility_id, parse_query([("PatientID", cat.patients[0])]))
+        assert studies and all(st.patient_id_value == cat.patients[0] for st in studies)
+        study_uid, series_uid = cat.series[0]
+        rows = find_instances(s, facility_id, parse_query([]), study_uid, series_uid)
+        assert len(rows) == 50
+        one = find_instances(s, facility_id, parse_query([("SOPInstanceUID", cat.sops[0])]))
+        assert [i.sop_instance_uid for i, _, _ in one] == [cat.sops[0]]
+
+
+@pytest.mark.integration
+def test_orthanc_takes_stow_and_refuses_unknown_calling_ae(
+    small_data: common.DataSet, tmp_path: Path
+) -> None:
+    from pynetdicom import AE
+
+    with common.running(common.OrthancServer(tmp_path)) as orthanc:
+        _, failed = ingest_bench.stow(orthanc, ingest_bench.stow_bodies(small_data.files[:2], 2), 1)
+        assert failed == 0
+        assert orthanc.count_instances() == 2
+        ae = AE(ae_title="STRANGER")
+        ae.add_requested_context(pydicom.dcmread(small_data.files[2]).SOPClassUID)
+        assoc = ae.associate("127.0.0.1", orthanc.dicom_port, ae_title=orthanc.ae_title)
+        if assoc.is_established:
+            status = assoc.send_c_store(pydicom.dcmread(small_data.files[2]))
+            assoc.release()
+            assert not status or status.Status != 0x0000
+        assert orthanc.count_instances() == 2
+        timing = ingest_bench.storescu(orthanc, small_data.files[2:], 1)
+        assert timing.wall_s > 0
+        assert orthanc.count_instances() == 5
+
+
+@pytest.mark.integration
+def test_pair_node_receives_stow_and_c_store(small_data: common.DataSet, tmp_path: Path) -> None:
+    with common.running(common.PairNode(tmp_path)) as pair:
+        _, failed = ingest_bench.stow(pair, ingest_bench.stow_bodies(small_data.files[:3], 3), 1)
+        assert failed == 0
+        _, failed = ingest_bench.pynetdicom_store(pair, small_data.files[3:], 2)
+        assert failed == 0
+        assert pair.count_instances() == 5
+        studies, instances = ingest_bench.instance_paths(pair)
+        assert len(studies) == 3 and len(instances) == 5
+        _, parts, mb = ingest_bench.retrieve(pair, studies, 2)
+        assert parts == 5 and mb > 2
