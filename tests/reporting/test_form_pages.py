@@ -87,9 +87,12 @@ def test_every_module_form_renders_and_roles(sqlite_node: Node) -> None:
     assert re.search(r"AI suggestion: <strong>3</strong>.*pair-severity 0.2", page)
     # data managers read the form but cannot edit or sign; other facilities see nothing
     dm = TestClient(create_app(sqlite_node))
-    sign_in(dm, "datamanager-a")
+    dm_token = sign_in(dm, "datamanager-a")
     page = dm.get(f"/reports/{rid}", headers=HTML).text
     assert 'id="readonly-note"' in page and 'id="sign-button"' not in page and "disabled" in page
+    assert (
+        dm.post(f"/api/reports/{rid}/sign", headers={"x-csrf-token": dm_token}).status_code == 403
+    )
     other = TestClient(create_app(sqlite_node))
     sign_in(other, "radiologist-b")
     assert other.get(f"/reports/{rid}", headers=HTML).status_code == 404
