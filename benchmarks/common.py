@@ -14,13 +14,11 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +36,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from pair.db.throwaway import PostgresServer, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 if str(SRC) not in sys.path:
@@ -47,16 +47,9 @@ ORTHANC_BIN = Path(os.environ.get("PAIR_ORTHANC_BIN", "/usr/sbin/Orthanc"))
 ORTHANC_DICOMWEB = Path(
     os.environ.get("PAIR_ORTHANC_DICOMWEB", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 )
-PG_BIN = Path(os.environ.get("PAIR_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PEER_AE = "BENCHSCU"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _tail(path: Path, n: int = 3000) -> str:
@@ -94,64 +87,11 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 # ---- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _as_postgres(*cmd: str) -> list[str]:
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return list(cmd)
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL 15 cluster in a temp dir, 127.0.0.1 only, fsync off."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="pair-bench-pg-"))
-        self.port = free_port()
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self.datadir = self.dir / "data"
-
-    def start(self) -> PostgresServer:
-        initdb = [str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", "postgres"]
-        initdb += ["--auth=trust", "-E", "UTF8", "--no-sync"]
-        subprocess.run(_as_postgres(*initdb), check=True, capture_output=True, timeout=120)
-        opts = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.dir} -c fsync=off -c max_connections=200 "
-            "-c shared_buffers=256MB"
-        )
-        ctl = [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", opts]
-        ctl += ["-l", str(self.dir / "log"), "-w", "-t", "60", "start"]
-        subprocess.run(_as_postgres(*ctl), check=True, capture_output=True, timeout=90)
-        return self
-
-    def create_database(self) -> str:
-        import psycopg
-
-        name = "bench_" + uuid.uuid4().hex[:10]
-        dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
-
-    @property
-    def pid(self) -> int:
-        """The postmaster's pid (its children are the backends serving connections)."""
-        try:
-            return int((self.datadir / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return 0
-
-    def stop(self) -> None:
-        ctl = [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"]
-        subprocess.run(_as_postgres(*ctl), capture_output=True, timeout=60)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @contextmanager
 def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
+    server = PostgresServer(prefix="pair-bench-pg-")
     try:
-        yield server.start()
+        yield server.start("-c shared_buffers=256MB")
     finally:
         server.stop()
 

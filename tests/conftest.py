@@ -7,12 +7,8 @@ directory it owns, listening on 127.0.0.1 only, and stopped at the end.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,87 +16,10 @@ import pytest
 
 from pair.core.config import get_settings
 from pair.core.node import Node, open_node
+from pair.db.throwaway import PostgresServer, free_port
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = Path(os.environ.get("PAIR_SHARED_DATA", SHARED / "data"))
-PG_BIN = Path(os.environ.get("PAIR_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _as_postgres(*cmd: str) -> list[str]:
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return list(cmd)
-
-
-class PostgresServer:
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="pair-pg-"))
-        self.port = free_port()
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self.datadir = self.dir / "data"
-
-    def start(self) -> None:
-        subprocess.run(
-            _as_postgres(
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(self.datadir),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ),
-            check=True,
-            capture_output=True,
-        )
-        opts = (
-            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.dir} -c fsync=off -c max_connections=200"
-        )
-        subprocess.run(
-            _as_postgres(
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(self.datadir),
-                "-o",
-                opts,
-                "-l",
-                str(self.dir / "log"),
-                "-w",
-                "start",
-            ),
-            check=True,
-            capture_output=True,
-        )
-
-    def url(self, dbname: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
-
-    def create_database(self) -> str:
-        import psycopg
-
-        name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def stop(self) -> None:
-        subprocess.run(
-            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"),
-            capture_output=True,
-        )
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
-from tests.portal_data import PASSWORD, build_world
 
 from pair.accounts import service as accounts
 from pair.admin import service
@@ -16,6 +15,7 @@ from pair.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from pair.core.node import Node
 from pair.repository import ingest
 from pair.repository.models import QuarantineItem
+from tests.portal_data import PASSWORD, build_world
 
 
 def admin_actor(node: Node) -> Actor:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from tests.portal_data import World, build_world
 
 from pair.accounts import service as accounts
 from pair.audit.models import AuditEvent, ChangeEvent
@@ -16,6 +15,7 @@ from pair.clinical.models import ClinicalRecord
 from pair.clinical.service import CaseQuery, search_cases
 from pair.core.node import Node
 from pair.web.app import create_app
+from tests.portal_data import World, build_world
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from tests.portal_data import build_world
 from typer.testing import CliRunner
 
 from pair.accounts import service as accounts
@@ -17,6 +16,7 @@ from pair.clinical.csvimport import import_csv
 from pair.clinical.models import ClinicalRecord
 from pair.core.errors import Invalid
 from pair.core.node import Node
+from tests.portal_data import build_world
 
 HEADER = (
     "patient_id,accession_number,index_event_date,covid19_positive,test_method,test_date,"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from eval_reference import synthetic
 from sklearn.metrics import roc_auc_score
 
 from pair.core.errors import Invalid
 from pair.evaluation.stats import bootstrap as bs
 from pair.evaluation.stats import roc
 from pair.evaluation.stats import weighted as wt
+from tests.evaluation.eval_reference import synthetic
 
 
 @pytest.mark.parametrize("ties", [False, True])

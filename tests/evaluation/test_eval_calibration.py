@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from eval_reference import synthetic
 from scipy import optimize
 from sklearn.calibration import calibration_curve
 from sklearn.linear_model import LogisticRegression
@@ -12,6 +11,7 @@ from sklearn.metrics import brier_score_loss
 
 from pair.core.errors import Invalid
 from pair.evaluation.stats import calibration as cal
+from tests.evaluation.eval_reference import synthetic
 
 
 def test_brier_matches_sklearn() -> None:

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from eval_reference import synthetic
 from typer.testing import CliRunner
 
 from pair.cli.main import app
 from pair.evaluation import feedback as fb
+from tests.evaluation.eval_reference import synthetic
 
 runner = CliRunner()
 

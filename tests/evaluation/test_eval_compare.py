@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from eval_reference import brute_delong, hanley_mcneil_data, synthetic
 from scipy import stats
 
 from pair.evaluation.stats import compare
+from tests.evaluation.eval_reference import brute_delong, hanley_mcneil_data, synthetic
 
 
 def test_delong_test_equals_brute_force() -> None:

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from eval_reference import synthetic
 from sklearn.metrics import brier_score_loss, f1_score, roc_auc_score
 
 from pair.core.errors import Invalid
 from pair.evaluation.evaluate import evaluate_scores
 from pair.evaluation.result import EvaluationResult
 from pair.evaluation.stats.proportions import wilson_ci
+from tests.evaluation.eval_reference import synthetic
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
-from eval_reference import synthetic
 
 from pair.core.errors import Invalid
 from pair.evaluation import feedback as fb
 from pair.evaluation.evaluate import evaluate_scores
 from pair.evaluation.report.context import ReportContext
+from tests.evaluation.eval_reference import synthetic
 
 KEY = bytes(range(32))
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from eval_reference import synthetic
 from scipy import optimize, stats
 from sklearn.metrics import (
     accuracy_score,
@@ -16,6 +15,7 @@ from sklearn.metrics import (
 
 from pair.core.errors import Invalid
 from pair.evaluation.stats import proportions as pr
+from tests.evaluation.eval_reference import synthetic
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_reference import synthetic
 
 from pair.evaluation.evaluate import evaluate_scores
 from pair.evaluation.report.checklist import checklist_definition, prefill_checklist
 from pair.evaluation.report.context import ReportContext
 from pair.evaluation.report.render import render_html, write_report
 from pair.evaluation.result import EvaluationResult
+from tests.evaluation.eval_reference import synthetic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

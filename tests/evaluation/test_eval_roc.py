@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from eval_reference import brute_delong, hanley_mcneil_data, synthetic
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from pair.core.errors import Invalid
 from pair.evaluation.stats import roc
+from tests.evaluation.eval_reference import brute_delong, hanley_mcneil_data, synthetic
 
 
 def test_hanley_mcneil_published_example() -> None:

@@ -97,6 +97,10 @@ def test_roles_and_facility_scope(node: Node) -> None:
     assert r.status_code == 404 and "No case" in r.text
     assert "HOSPB" not in rad.get("/cases", headers=HTML).text
     assert rad.get("/nowhere", headers=HTML).status_code == 404
+    other = TestClient(create_app(node))
+    sign_in(other, "datamanager-b")
+    home_b = other.get("/", headers=HTML).text
+    assert '<span class="stat-value">1</span><span class="stat-label">cases' in home_b
 
 
 def test_admin_pages_work(node: Node) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from pair.accounts.cli import ae_app, facility_app, token_app, user_app
+from pair.algorithms.cli import algorithm_app
 from pair.cli.serve import serve
 from pair.clinical.cli import clinical_app
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
@@ -25,6 +26,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(ae_app, name="ae")
 app.add_typer(clinical_app, name="clinical")
 app.add_typer(report_app, name="report")
+app.add_typer(algorithm_app, name="algorithm")
 app.command("serve")(serve)
 register_repository(app)
 app.command("deid")(deid)

@@ -5,6 +5,7 @@ Each capability adds its ``models`` module here and its migrations in its own Al
 """
 
 from pair.accounts import models as _accounts  # noqa: F401
+from pair.algorithms import models as _algorithms  # noqa: F401
 from pair.audit import models as _audit  # noqa: F401
 from pair.clinical import models as _clinical  # noqa: F401
 from pair.db.base import Base

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -28,6 +29,7 @@ def tag_hex(tag: int) -> str:
     return f"{tag:08X}"
 
 
+@lru_cache(maxsize=4096)
 def vr_of(tag: int) -> str:
     try:
         vr = dictionary_VR(Tag(tag))
@@ -51,14 +53,20 @@ def json_value(tag: int, value: Any) -> dict[str, Any]:
     return {"vr": vr, "Value": [str(v) for v in values]}
 
 
+@lru_cache(maxsize=4096)
+def _keyword_tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return int(tag)
+
+
 def attributes(pairs: dict[str, Any]) -> dict[str, Any]:
     """Build a DICOM JSON object from ``{keyword: value}``."""
     out: dict[str, Any] = {}
     for keyword, value in pairs.items():
-        tag = tag_for_keyword(keyword)
-        if tag is None:
-            raise KeyError(keyword)
-        out[tag_hex(int(tag))] = json_value(int(tag), value)
+        tag = _keyword_tag(keyword)
+        out[f"{tag:08X}"] = json_value(tag, value)
     return out
 
 

@@ -102,7 +102,8 @@ def index_instance(
             performed_procedure_step_start_time=_text(ds, "PerformedProcedureStepStartTime", 16),
         )
         session.add(series)
-        study.num_series += 1
+        # counters are incremented in SQL: concurrent writers to one study must not lose updates
+        study.num_series = Study.num_series + 1  # type: ignore[assignment]
         modalities = set(filter(None, study.modalities.split("\\")))
         if modality and modality not in modalities:
             study.modalities = "\\".join(sorted(modalities | {modality}))
@@ -124,8 +125,8 @@ def index_instance(
         burned_in_risk=burned_in_risk[:256],
     )
     session.add(instance)
-    series.num_instances += 1
-    study.num_instances += 1
+    series.num_instances = Series.num_instances + 1  # type: ignore[assignment]
+    study.num_instances = Study.num_instances + 1  # type: ignore[assignment]
     study.updated_at = utcnow()
     session.flush()
     return instance

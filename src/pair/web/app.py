@@ -12,6 +12,7 @@ from pair.web.errors import install_error_handlers
 
 def create_app(node: Node) -> FastAPI:
     from pair.accounts.api import router as accounts_router
+    from pair.algorithms.api import router as algorithms_router
     from pair.audit.api import router as audit_router
     from pair.cde.api import router as cde_router
     from pair.clinical.api import router as clinical_router
@@ -50,6 +51,7 @@ def create_app(node: Node) -> FastAPI:
     app.include_router(dicomweb_router)
     app.include_router(cde_router)
     app.include_router(reporting_router)
+    app.include_router(algorithms_router)
     app.include_router(clinical_router)
     install_portal(app)
     return app

@@ -150,24 +150,22 @@ def logout(request: Request, session: Session = Depends(get_session)) -> Respons
 def home(
     request: Request, session: Session = Depends(get_session), user: User = Depends(page_user)
 ) -> Response:
+    """Counts for the user's facility (every page is facility-scoped, as DICOMweb is)."""
     from pair.repository.models import Patient, QuarantineItem, Study
 
-    scope = None if user.role == Role.ADMIN else user.facility_id
     counts: dict[str, Any] = {}
     for label, model in (("cases", Patient), ("studies", Study)):
-        stmt = select(func.count()).select_from(model)
-        if scope is not None:
-            stmt = stmt.where(model.facility_id == scope)
+        stmt = select(func.count()).select_from(model).where(model.facility_id == user.facility_id)
         counts[label] = session.scalar(stmt) or 0
     if user.role == Role.ADMIN:
-        counts["quarantine"] = (
-            session.scalar(
-                select(func.count())
-                .select_from(QuarantineItem)
-                .where(QuarantineItem.status == "pending")
+        pending = (
+            select(func.count())
+            .select_from(QuarantineItem)
+            .where(
+                QuarantineItem.status == "pending", QuarantineItem.facility_id == user.facility_id
             )
-            or 0
         )
+        counts["quarantine"] = session.scalar(pending) or 0
     return render(request, "home.html", {"counts": counts})
 
 

@@ -1,0 +1,347 @@
+"""The algorithm package manifest (``pair-algorithm.yaml``): one pydantic model, one JSON Schema.
+
+The schema published at ``docs/algorithm-package.schema.json`` is generated from these classes
+(``pair algorithm schema``), so code and documentation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+MANIFEST_NAME = "pair-algorithm.yaml"
+FORMAT_VERSION = 1
+SEMVER_PATTERN = (
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
+CDE_CODE_PATTERN = r"^RDE\d+(\.\d+)?$"
+CDE_ELEMENT_PATTERN = r"^RDE\d+$"
+MODALITY_PATTERN = r"^[A-Z]{2,4}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Layout(StrEnum):
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+class TensorType(StrEnum):
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+
+
+class Resampling(StrEnum):
+    NEAREST = "nearest"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    LANCZOS = "lanczos"
+    AREA = "area"
+
+
+class Aggregation(StrEnum):
+    MAX = "max"
+    MEAN = "mean"
+    MEDIAN = "median"
+    FIRST = "first"
+
+
+class OutputKind(StrEnum):
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    SCORE = "score"
+
+
+class OutputValues(StrEnum):
+    PROBABILITIES = "probabilities"
+    LOGITS = "logits"
+    RAW = "raw"
+
+
+class Size(_Strict):
+    height: int = Field(gt=0, le=4096, description="Rows of the model input.")
+    width: int = Field(gt=0, le=4096, description="Columns of the model input.")
+
+
+class WindowScaling(_Strict):
+    """Fixed window on Modality-LUT values (Hounsfield units for CT), mapped to [0, 1]."""
+
+    kind: Literal["window"]
+    center: float
+    width: float = Field(gt=0)
+
+
+class PercentileScaling(_Strict):
+    """Per-image percentile clipping, mapped to [0, 1]; robust for CR/DX."""
+
+    kind: Literal["percentile"]
+    lower: float = Field(ge=0, le=100, default=0.5)
+    upper: float = Field(ge=0, le=100, default=99.5)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PercentileScaling:
+        if self.lower >= self.upper:
+            raise ValueError("lower percentile must be below upper percentile")
+        return self
+
+
+class MinMaxScaling(_Strict):
+    """Per-image minimum and maximum mapped to 0 and 1."""
+
+    kind: Literal["minmax"]
+
+
+class VoiLutScaling(_Strict):
+    """The image's own VOI LUT or window (Window Center/Width); min-max when it has none."""
+
+    kind: Literal["voi_lut"]
+
+
+Scaling = Annotated[
+    WindowScaling | PercentileScaling | MinMaxScaling | VoiLutScaling,
+    Field(discriminator="kind"),
+]
+
+
+class MeanStdNormalization(_Strict):
+    """``(x - mean) / std`` per channel, applied to the [0, 1] image."""
+
+    kind: Literal["meanstd"]
+    mean: list[float] = Field(min_length=1, max_length=3)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=3)
+
+
+class RangeNormalization(_Strict):
+    """Linear map of [0, 1] onto [min, max] (e.g. 0..255 or -1..1)."""
+
+    kind: Literal["range"]
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeNormalization:
+        if self.min >= self.max:
+            raise ValueError("min must be below max")
+        return self
+
+
+Normalization = Annotated[MeanStdNormalization | RangeNormalization, Field(discriminator="kind")]
+
+
+class InputSpec(_Strict):
+    """How one DICOM instance (or each frame of it) becomes the model's input tensor."""
+
+    tensor_name: str = Field(min_length=1, description="Name of the ONNX graph input.")
+    layout: Layout = Layout.NCHW
+    dtype: TensorType = TensorType.FLOAT32
+    size: Size
+    channels: Literal[1, 3] = Field(description="1, or 3 (grey value replicated).")
+    resampling: Resampling = Resampling.BILINEAR
+    scaling: Scaling
+    invert_monochrome1: bool = Field(
+        default=True, description="Invert MONOCHROME1 images so that higher means brighter."
+    )
+    normalization: Normalization
+    aggregation: Aggregation = Field(
+        default=Aggregation.MAX,
+        description="How per-instance outputs of a series/study become one case output.",
+    )
+
+    def describe(self) -> str:
+        """One sentence for reports and checklists (CLAIM "preprocessing")."""
+        sc = self.scaling
+        if isinstance(sc, WindowScaling):
+            scaling = f"window center {sc.center:g} / width {sc.width:g}"
+        elif isinstance(sc, PercentileScaling):
+            scaling = f"percentile scaling ({sc.lower:g}–{sc.upper:g})"
+        elif isinstance(sc, MinMaxScaling):
+            scaling = "min–max scaling"
+        else:
+            scaling = "the image's own VOI LUT / window"
+        norm = self.normalization
+        if isinstance(norm, MeanStdNormalization):
+            normalization = f"(x − {norm.mean}) / {norm.std}"
+        else:
+            normalization = f"range [{norm.min:g}, {norm.max:g}]"
+        inversion = "MONOCHROME1 inverted" if self.invert_monochrome1 else "MONOCHROME1 kept"
+        return (
+            f"Modality LUT, {scaling}, {inversion}, resized to {self.size.height}×"
+            f"{self.size.width} ({self.resampling.value}), {self.channels} channel(s), "
+            f"normalized {normalization}, {self.layout.value} {self.dtype.value}; "
+            f"several images per case combined by {self.aggregation.value}."
+        )
+
+    @model_validator(mode="after")
+    def _channels_match(self) -> InputSpec:
+        norm = self.normalization
+        if isinstance(norm, MeanStdNormalization):
+            for name, values in (("mean", norm.mean), ("std", norm.std)):
+                if len(values) not in (1, self.channels):
+                    raise ValueError(
+                        f"normalization.{name} has {len(values)} values; "
+                        f"give 1 or {self.channels} (one per channel)"
+                    )
+        return self
+
+
+class OutputClass(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Machine name.")
+    label: str = Field(min_length=1, description="Human-readable label.")
+    cde_code: str | None = Field(
+        default=None,
+        pattern=CDE_CODE_PATTERN,
+        description='RadElement value code, e.g. "RDE1360.1".',
+    )
+
+
+class OutputSpec(_Strict):
+    kind: OutputKind
+    tensor_name: str = Field(min_length=1, description="Name of the ONNX graph output.")
+    values: OutputValues = Field(
+        description="probabilities: used as is; logits: sigmoid (one value) or softmax "
+        "(several values) is applied; raw: only for kind score."
+    )
+    cde_element: str | None = Field(
+        default=None, pattern=CDE_ELEMENT_PATTERN, description='RadElement element, e.g. "RDE1360".'
+    )
+    classes: list[OutputClass] = Field(min_length=1, max_length=256)
+    positive_class: str | None = Field(
+        default=None, description="Name of the class that counts as positive (binary)."
+    )
+    recommended_threshold: float | None = Field(
+        default=None, description="Operating point on the positive-class probability or score."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OutputSpec:
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError("class names must be unique")
+        if self.kind == OutputKind.BINARY:
+            if len(names) != 2:
+                raise ValueError("a binary output needs exactly 2 classes")
+            if self.positive_class not in names:
+                raise ValueError(f"positive_class must be one of {names}")
+        elif self.kind == OutputKind.MULTICLASS:
+            if len(names) < 3:
+                raise ValueError("a multiclass output needs at least 3 classes (use binary for 2)")
+            if self.positive_class is not None and self.positive_class not in names:
+                raise ValueError(f"positive_class must be one of {names}")
+        else:
+            if len(names) != 1:
+                raise ValueError("a score output has exactly 1 class (what the score measures)")
+        if self.values == OutputValues.RAW and self.kind != OutputKind.SCORE:
+            raise ValueError("values 'raw' is only allowed for kind 'score'")
+        t = self.recommended_threshold
+        if t is not None and self.values != OutputValues.RAW and not 0.0 <= t <= 1.0:
+            raise ValueError("recommended_threshold on probabilities must lie in [0, 1]")
+        return self
+
+    @property
+    def positive_index(self) -> int | None:
+        names = [c.name for c in self.classes]
+        if self.kind == OutputKind.SCORE:
+            return 0
+        return names.index(self.positive_class) if self.positive_class else None
+
+
+class ModelFile(_Strict):
+    file: str = Field(
+        default="model.onnx", pattern=r"^[A-Za-z0-9_.-]+\.onnx$", description="File name."
+    )
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex SHA-256.")
+
+
+class Manifest(_Strict):
+    """``pair-algorithm.yaml``: what the algorithm is, and how to feed and read it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "urn:pair:schema:algorithm-package:1",
+        },
+    )
+
+    format_version: Literal[1] = Field(description="Version of this manifest format.")
+    id: str = Field(pattern=ID_PATTERN, description="Stable id, lower case.")
+    name: str = Field(min_length=1, max_length=200)
+    version: str = Field(pattern=SEMVER_PATTERN, description="Semantic version, e.g. 1.2.0.")
+    vendor: str = Field(min_length=1, max_length=200)
+    licence: str = Field(min_length=1, max_length=200, description="SPDX id or licence name.")
+    description: str = Field(min_length=1)
+    intended_use: str = Field(min_length=1)
+    use_case_id: str = Field(min_length=1, max_length=64)
+    modality: list[Annotated[str, Field(pattern=MODALITY_PATTERN)]] = Field(
+        min_length=1, description="DICOM Modality (0008,0060) values accepted, e.g. [CR, DX]."
+    )
+    body_part: str = Field(
+        pattern=r"^[A-Z][A-Z _]{1,31}$", description="DICOM Body Part Examined, e.g. CHEST."
+    )
+    model: ModelFile
+    input: InputSpec
+    output: OutputSpec
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """The JSON Schema vendors write against (published in ``docs/``)."""
+    schema = Manifest.model_json_schema(mode="validation")
+    schema["title"] = "PAIR algorithm package manifest (pair-algorithm.yaml)"
+    return schema
+
+
+def manifest_json_schema_text() -> str:
+    return json.dumps(manifest_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def parse_manifest_text(text: str) -> tuple[Manifest | None, dict[str, Any] | None, list[str]]:
+    """YAML text → (manifest, raw mapping, problems); every schema problem as ``path: rule``."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        return None, None, [f"{MANIFEST_NAME}: not valid YAML{where}: {problem}"]
+    if not isinstance(raw, dict):
+        return (
+            None,
+            None,
+            [f"{MANIFEST_NAME}: must be a mapping of fields, got {type(raw).__name__}"],
+        )
+    try:
+        return Manifest.model_validate(raw), raw, []
+    except ValidationError as exc:
+        return None, raw, [_format_error(e) for e in exc.errors()]
+
+
+def _format_error(err: Any) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "(manifest)"
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    return f"{MANIFEST_NAME}: {loc}: {msg} [{err.get('type', '')}]"
+
+
+_SEMVER_RE = re.compile(SEMVER_PATTERN)
+
+
+def semver_key(version: str) -> tuple[Any, ...]:
+    """Sort key following semver precedence (pre-releases before the release; build ignored)."""
+    m = _SEMVER_RE.match(version)
+    if not m:
+        raise ValueError(f"not a semantic version: {version!r}")
+    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[4]
+    if pre is None:
+        return (major, minor, patch, 1, ())
+    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
+    return (major, minor, patch, 0, parts)

@@ -1,0 +1,175 @@
+"""DICOM instance (or series) → model input tensor, exactly as the manifest's ``input`` says.
+
+Order: stored values → Modality LUT (rescale slope/intercept) → scaling to [0, 1] (window,
+percentile, min-max or the image's VOI LUT) → MONOCHROME1 inversion → resize → channel
+replication → normalization → layout and dtype. Each frame of a multi-frame instance is an image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+from pair.algorithms.manifest import (
+    Aggregation,
+    InputSpec,
+    Layout,
+    MeanStdNormalization,
+    MinMaxScaling,
+    PercentileScaling,
+    RangeNormalization,
+    Resampling,
+    VoiLutScaling,
+    WindowScaling,
+)
+
+_PIL_FILTERS = {
+    Resampling.NEAREST: Image.Resampling.NEAREST,
+    Resampling.BILINEAR: Image.Resampling.BILINEAR,
+    Resampling.BICUBIC: Image.Resampling.BICUBIC,
+    Resampling.LANCZOS: Image.Resampling.LANCZOS,
+    Resampling.AREA: Image.Resampling.BOX,
+}
+
+
+class PreprocessError(Exception):
+    """A case cannot be fed to the model; ``reason`` is a short category shown to users."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def read_dataset(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types for bad files
+        raise PreprocessError("unreadable DICOM", f"{type(exc).__name__}") from exc
+
+
+def check_modality(ds: Dataset, allowed: Sequence[str]) -> None:
+    modality = str(ds.get("Modality", "") or "")
+    if modality not in allowed:
+        shown = modality or "(none)"
+        raise PreprocessError(
+            "wrong modality", f"Modality {shown} is not one of {', '.join(allowed)}"
+        )
+
+
+def modality_values(ds: Dataset) -> np.ndarray:
+    """Frames as float32 ``[F, H, W]`` after the Modality LUT (e.g. Hounsfield units)."""
+    if "PixelData" not in ds:
+        raise PreprocessError("unreadable DICOM", "instance has no (integer) pixel data")
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        raise PreprocessError("unreadable DICOM", f"pixel data: {type(exc).__name__}") from exc
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if samples == 3:  # colour (e.g. secondary capture): luminance, no modality LUT
+        arr = arr.reshape((frames, *arr.shape[-3:])).astype(np.float32)
+        return np.asarray(arr @ np.array([0.299, 0.587, 0.114], np.float32), np.float32)
+    if samples != 1:
+        raise PreprocessError("unsupported image", f"SamplesPerPixel {samples}")
+    values = apply_modality_lut(arr, ds).astype(np.float32)
+    return values.reshape((frames, *values.shape[-2:]))
+
+
+def scale_to_unit(frame: np.ndarray, spec: InputSpec, ds: Dataset | None = None) -> np.ndarray:
+    """One frame of modality values → [0, 1] by the manifest's scaling rule."""
+    sc = spec.scaling
+    if isinstance(sc, WindowScaling):
+        lo, hi = sc.center - sc.width / 2.0, sc.center + sc.width / 2.0
+    elif isinstance(sc, PercentileScaling):
+        lo, hi = (float(v) for v in np.percentile(frame, [sc.lower, sc.upper]))
+    elif isinstance(sc, VoiLutScaling) and ds is not None and _has_voi(ds):
+        if "WindowCenter" in ds and "WindowWidth" in ds:
+            center = float(_first(ds.WindowCenter))
+            width = max(float(_first(ds.WindowWidth)), 1.0)
+            lo, hi = center - width / 2.0, center + width / 2.0
+        else:
+            frame = apply_voi_lut(frame, ds).astype(np.float32)
+            lo, hi = float(frame.min()), float(frame.max())
+    else:
+        assert isinstance(sc, MinMaxScaling | VoiLutScaling)
+        lo, hi = float(frame.min()), float(frame.max())
+    if hi <= lo:
+        return np.zeros_like(frame, dtype=np.float32)
+    return np.clip((frame - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _has_voi(ds: Dataset) -> bool:
+    return ("WindowCenter" in ds and "WindowWidth" in ds) or "VOILUTSequence" in ds
+
+
+def _first(value: Any) -> float:
+    """Window Center/Width may be multi-valued; the first pair is the default window."""
+    if isinstance(value, str | bytes) or not hasattr(value, "__getitem__"):
+        return float(value)
+    return float(value[0])
+
+
+def resize(frame: np.ndarray, height: int, width: int, resampling: Resampling) -> np.ndarray:
+    if frame.shape == (height, width):
+        return frame.astype(np.float32, copy=False)
+    img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.float32), mode="F")
+    out = img.resize((width, height), resample=_PIL_FILTERS[resampling])
+    return np.asarray(out, dtype=np.float32)
+
+
+def normalize(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """``[C, H, W]`` in [0, 1] → normalized values."""
+    norm = spec.normalization
+    if isinstance(norm, MeanStdNormalization):
+        mean = np.asarray(norm.mean, np.float32).reshape(-1, 1, 1)
+        std = np.asarray(norm.std, np.float32).reshape(-1, 1, 1)
+        return (image - mean) / std
+    assert isinstance(norm, RangeNormalization)
+    return image * np.float32(norm.max - norm.min) + np.float32(norm.min)
+
+
+def preprocess_dataset(ds: Dataset, spec: InputSpec) -> np.ndarray:
+    """One instance → ``[F, ...]`` batch (one item per frame) in the manifest's layout/dtype."""
+    frames = modality_values(ds)
+    monochrome1 = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+    items = []
+    for frame in frames:
+        unit = scale_to_unit(frame, spec, ds)
+        if monochrome1 and spec.invert_monochrome1:
+            unit = 1.0 - unit
+        small = resize(unit, spec.size.height, spec.size.width, spec.resampling)
+        small = np.clip(small, 0.0, 1.0)  # bicubic/lanczos overshoot
+        chw = np.repeat(small[None], spec.channels, axis=0)
+        items.append(normalize(chw, spec))
+    batch = np.stack(items)
+    if spec.layout == Layout.NHWC:
+        batch = batch.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(batch, dtype=spec.dtype.value)
+
+
+def preprocess_series(datasets: Sequence[Dataset], spec: InputSpec) -> np.ndarray:
+    """Several instances (a series or study) → one ``[N, ...]`` batch, instance order kept."""
+    if not datasets:
+        raise PreprocessError("empty case", "no instances")
+    return np.concatenate([preprocess_dataset(ds, spec) for ds in datasets])
+
+
+def aggregate(per_image: np.ndarray, rule: Aggregation) -> np.ndarray:
+    """``[N, K]`` per-image outputs → ``[K]`` case output by the manifest's rule."""
+    if per_image.ndim != 2 or per_image.shape[0] == 0:
+        raise ValueError(f"expected a non-empty [N, K] array, got shape {per_image.shape}")
+    if rule == Aggregation.FIRST:
+        return np.asarray(per_image[0])
+    if rule == Aggregation.MEAN:
+        return np.asarray(per_image.mean(axis=0))
+    if rule == Aggregation.MEDIAN:
+        return np.asarray(np.median(per_image, axis=0))
+    return np.asarray(per_image.max(axis=0))

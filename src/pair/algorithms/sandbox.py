@@ -1,0 +1,314 @@
+"""The inference sandbox: one worker process per model, and a pool to reuse warm workers.
+
+The worker (``pair.algorithms.worker``) runs with no network, an address-space limit, no file
+writes and a fixed number of threads; it talks JSON lines over pipes, and every read here is
+bounded by a deadline, so a hung or crashed worker becomes a ``WorkerFailure`` with a reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pair
+from pair.algorithms.limits import Limits, default_limits
+from pair.algorithms.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class LoadedAlgorithm:
+    """What the runner needs: the manifest, the model file and its checksum."""
+
+    manifest: Manifest
+    model_path: Path
+    sha256: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.manifest.id}@{self.manifest.version}"
+
+    @property
+    def cache_key(self) -> str:
+        """Model checksum plus the input/output contract: same key ⇒ same outputs."""
+        contract = self.manifest.model_dump(mode="json", include={"input", "output", "modality"})
+        blob = self.sha256 + json.dumps(contract, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class WorkerFailure(Exception):
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(f"{reason}: {message}" if message else reason)
+        self.reason = reason
+        self.message = message
+
+
+def _child_env(limits: Limits) -> dict[str, str]:
+    """A minimal environment: no proxies or credentials leak into the worker."""
+    src = str(Path(pair.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": path,
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(limits.threads)
+    return env
+
+
+class WorkerProcess:
+    """One running worker; JSON lines over pipes, every read bounded by a deadline."""
+
+    def __init__(
+        self,
+        algorithm: LoadedAlgorithm | None,
+        limits: Limits,
+        config: dict[str, Any] | None = None,
+        what: str = "model load",
+    ) -> None:
+        """Start a worker and load ``algorithm``, or hand it another first ``config``."""
+        self.limits = limits
+        cmd = [
+            sys.executable,
+            "-m",
+            "pair.algorithms.worker",
+            "--memory-mb",
+            str(limits.memory_limit_mb),
+            "--threads",
+            str(limits.threads),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_child_env(limits),
+            cwd="/",
+            start_new_session=True,
+            close_fds=True,
+        )
+        self._buf = b""
+        self._sel = selectors.DefaultSelector()
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self._sel.register(self.proc.stdout, selectors.EVENT_READ)
+        if config is None:
+            assert algorithm is not None
+            config = {
+                "model": str(Path(algorithm.model_path).resolve()),
+                "manifest": algorithm.manifest.model_dump(mode="json"),
+            }
+        try:
+            self.ready = self.request(config, limits.load_timeout_s, what=what)
+        except WorkerFailure:
+            self.kill()
+            raise
+        if not self.ready.get("ok"):
+            self.kill()
+            raise WorkerFailure(
+                self.ready.get("reason", "model load failed"), self.ready.get("message", "")
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Queue a request; a dead worker shows up as end-of-file on the next ``receive``."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+            self.proc.stdin.flush()
+
+    def receive(self, timeout_s: float, timeout_message: str) -> dict[str, Any]:
+        """The next reply, or ``WorkerFailure`` (timeout: the worker is killed)."""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._sel.select(remaining):
+                self.kill()
+                raise WorkerFailure("timeout", timeout_message)
+            assert self.proc.stdout is not None
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
+            if not chunk:
+                raise self._died()
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        try:
+            reply: dict[str, Any] = json.loads(line)
+        except ValueError:
+            self.kill()
+            raise WorkerFailure("worker crash", "unreadable reply from the worker") from None
+        return reply
+
+    def request(self, msg: dict[str, Any], timeout_s: float, what: str = "case") -> dict[str, Any]:
+        self.send(msg)
+        return self.receive(timeout_s, f"{what} exceeded the limit of {timeout_s:g} s")
+
+    def _died(self) -> WorkerFailure:
+        try:
+            rc = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = self.proc.returncode
+        self.kill()
+        if rc == -signal.SIGKILL:
+            return WorkerFailure(
+                "out of memory",
+                "worker was killed (SIGKILL), most likely by the kernel's out-of-memory killer",
+            )
+        if rc is not None and rc < 0:
+            return WorkerFailure("worker crash", f"worker died with {signal.Signals(-rc).name}")
+        return WorkerFailure("worker crash", f"worker exited with code {rc}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._sel.close()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    def close(self) -> None:
+        self.kill()
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class WorkerPool:
+    """Started workers kept for reuse, per (algorithm, model file, limits); thread-safe.
+
+    A worker only returns to the pool after a run that finished cleanly (no request pending);
+    workers idle longer than ``idle_s`` are closed when the pool is next used, all on ``close``.
+    """
+
+    def __init__(self, idle_s: float = 300.0) -> None:
+        self.idle_s = idle_s
+        self._idle: dict[tuple[str, str, str], list[tuple[float, WorkerProcess]]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(algorithm: LoadedAlgorithm, limits: Limits) -> tuple[str, str, str]:
+        return (algorithm.cache_key, str(algorithm.model_path), limits.model_dump_json())
+
+    def take(self, algorithm: LoadedAlgorithm, limits: Limits) -> WorkerProcess | None:
+        with self._lock:
+            self._expire()
+            idle = self._idle.get(self._key(algorithm, limits), [])
+            while idle:
+                _, worker = idle.pop()
+                if worker.proc.poll() is None:
+                    return worker
+                worker.close()
+        return None
+
+    def give(self, algorithm: LoadedAlgorithm, limits: Limits, worker: WorkerProcess) -> None:
+        if worker.proc.poll() is not None:
+            worker.close()
+            return
+        with self._lock:
+            self._idle.setdefault(self._key(algorithm, limits), []).append(
+                (time.monotonic(), worker)
+            )
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key, idle in self._idle.items():
+            keep = [(t, w) for t, w in idle if now - t < self.idle_s]
+            for t, w in idle:
+                if now - t >= self.idle_s:
+                    w.close()
+            self._idle[key] = keep
+
+    def close(self) -> None:
+        with self._lock:
+            for idle in self._idle.values():
+                for _, worker in idle:
+                    worker.close()
+            self._idle.clear()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def smoke_test(algorithm: LoadedAlgorithm, limits: Limits | None = None) -> list[str]:
+    """Load the model in the sandbox and run synthetic inputs; problems as messages."""
+    limits = limits or default_limits()
+    prefix = "smoke inference"
+    try:
+        worker = WorkerProcess(algorithm, limits)
+    except WorkerFailure as exc:
+        return [_smoke_message(prefix + " (model load)", exc.reason, exc.message, limits)]
+    try:
+        reply = worker.request({"op": "smoke"}, limits.case_timeout_s, what="smoke inference")
+    except WorkerFailure as exc:
+        return [_smoke_message(prefix, exc.reason, exc.message, limits)]
+    finally:
+        worker.close()
+    if not reply.get("ok"):
+        return [
+            _smoke_message(prefix, reply.get("reason", "failed"), reply.get("message", ""), limits)
+        ]
+    return []
+
+
+def static_check(
+    model_path: Path, manifest: dict[str, Any] | None, limits: Limits | None = None
+) -> list[str]:
+    """Parse and check the ONNX model in a sandboxed worker (see ``onnx_checks``)."""
+    limits = limits or default_limits()
+    config = {"check": str(Path(model_path).resolve()), "manifest": manifest}
+    try:
+        with WorkerProcess(None, limits, config=config, what="ONNX checks") as worker:
+            problems: list[str] = worker.ready["problems"]
+            return problems
+    except WorkerFailure as exc:
+        return [
+            _smoke_message(f"{Path(model_path).name}: ONNX checks", exc.reason, exc.message, limits)
+        ]
+
+
+def _smoke_message(prefix: str, reason: str, message: str, limits: Limits) -> str:
+    if reason == "out of memory":
+        return f"{prefix}: out of memory (limit {limits.memory_limit_mb} MB): {message}"
+    if reason == "timeout":
+        return f"{prefix}: timeout: {message}"
+    return f"{prefix}: {reason}: {message}"
+
+
+def probe_network(
+    algorithm: LoadedAlgorithm,
+    host: str,
+    port: int,
+    limits: Limits | None = None,
+    file: Path | None = None,
+) -> dict[str, Any]:
+    """Ask a live worker to open a TCP connection (and write ``file``); both must be blocked."""
+    limits = limits or default_limits()
+    msg: dict[str, Any] = {"op": "probe", "host": host, "port": port}
+    if file is not None:
+        msg["file"] = str(file)
+    with WorkerProcess(algorithm, limits) as worker:
+        return worker.request(msg, limits.case_timeout_s)

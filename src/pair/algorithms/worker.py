@@ -1,0 +1,270 @@
+"""Inference worker: ``python -m pair.algorithms.worker --memory-mb M --threads T``.
+
+Runs in its own process. Before importing anything heavy it (1) tries to enter a fresh network
+namespace (no interfaces) via ``unshare(CLONE_NEWUSER|CLONE_NEWNET)``, (2) replaces socket
+creation with a class that cannot be instantiated, (3) caps its address space (``RLIMIT_AS``),
+forbids writing files (``RLIMIT_FSIZE`` 0) and core dumps, and sets ``no_new_privs``. Then
+it loads the ONNX model with onnxruntime (CPU, limited threads) and answers JSON-line requests
+on stdin with JSON lines on the original stdout. Vendor code never runs: a package is an ONNX
+graph, executed only by onnxruntime's built-in operators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from typing import Any, BinaryIO, NoReturn
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+
+class NetworkBlocked(OSError):
+    pass
+
+
+def _refuse(*_args: Any, **_kwargs: Any) -> NoReturn:
+    raise NetworkBlocked("network access is disabled in the PAIR inference worker")
+
+
+class _BlockedSocket(socket.socket):
+    """Stays a class (modules such as ssl subclass ``socket.socket``) but cannot be created."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        _refuse()
+
+
+def _enter_network_namespace() -> bool:
+    """Best effort: an empty network namespace (needs unprivileged user namespaces)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _no_new_privileges() -> bool:
+    """prctl(PR_SET_NO_NEW_PRIVS): setuid binaries cannot raise this process's privileges."""
+    try:
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def harden(memory_mb: int, threads: int) -> dict[str, Any]:
+    """Cut the process off from the network and cap its memory; call before other imports."""
+    netns = _enter_network_namespace()
+    import _socket
+
+    socket.socket = _BlockedSocket  # type: ignore[misc]
+    socket.create_connection = _refuse
+    socket.socketpair = _refuse
+    socket.fromfd = _refuse
+    _socket.socket = _BlockedSocket  # type: ignore[misc]
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # no file writes: writing a regular file fails with EFBIG instead of killing the process
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    no_new_privs = _no_new_privileges()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    return {"netns": netns, "rlimit_as": limit, "rlimit_fsize": 0, "no_new_privs": no_new_privs}
+
+
+def _classify(exc: BaseException) -> str:
+    text = f"{type(exc).__name__} {exc}".lower()
+    if isinstance(exc, MemoryError) or "bad_alloc" in text or "failed to allocate" in text:
+        return "out of memory"
+    return "inference error"
+
+
+class Worker:
+    def __init__(self, model_path: str, manifest: dict[str, Any], threads: int) -> None:
+        import onnxruntime as ort
+
+        import pair.algorithms.preprocess  # noqa: F401  (pydicom, decoders: imported up front)
+        from pair.algorithms.manifest import Manifest
+
+        self.manifest = Manifest.model_validate(manifest)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            model_path, sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self.input_name = self.manifest.input.tensor_name
+        self.output_name = self.manifest.output.tensor_name
+        dim0 = next(i.shape[0] for i in self.session.get_inputs() if i.name == self.input_name)
+        self.fixed_batch = dim0 if isinstance(dim0, int) else None
+
+    def infer(self, batch: Any) -> Any:
+        import numpy as np
+
+        from pair.algorithms.postprocess import to_class_values
+
+        if self.fixed_batch == 1 and batch.shape[0] > 1:
+            return np.concatenate([self.infer(batch[i : i + 1]) for i in range(batch.shape[0])])
+        raw = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return to_class_values(raw, self.manifest.output)
+
+    def case(self, paths: list[str]) -> dict[str, Any]:
+        from pathlib import Path
+
+        from pair.algorithms.preprocess import (
+            PreprocessError,
+            check_modality,
+            preprocess_dataset,
+            read_dataset,
+        )
+
+        results: list[dict[str, Any]] = []
+        for p in paths:
+            try:
+                ds = read_dataset(Path(p))
+                check_modality(ds, self.manifest.modality)
+                batch = preprocess_dataset(ds, self.manifest.input)
+                values = self.infer(batch)
+                results.append({"values": values.tolist()})
+            except PreprocessError as exc:
+                results.append({"reason": exc.reason, "message": exc.message})
+            except Exception as exc:
+                results.append({"reason": _classify(exc), "message": type(exc).__name__})
+        return {"ok": True, "instances": results}
+
+    def smoke(self) -> dict[str, Any]:
+        """Synthetic inputs (batch 1 and 2) must give finite values of the declared shape."""
+        import numpy as np
+
+        spec = self.manifest.input
+        rng = np.random.default_rng(0)
+        shapes = []
+        for n in (1,) if self.fixed_batch == 1 else (1, 2):
+            chw = (spec.channels, spec.size.height, spec.size.width)
+            shape = (n, *chw) if spec.layout.value == "NCHW" else (n, *chw[1:], chw[0])
+            batch = rng.standard_normal(shape).astype(spec.dtype.value)
+            t0 = time.perf_counter()
+            values = self.infer(batch)
+            seconds = time.perf_counter() - t0
+            if values.shape[0] != n:
+                return {
+                    "ok": False,
+                    "reason": "output shape",
+                    "message": (f"batch of {n} gave {values.shape[0]} outputs"),
+                }
+            if not np.all(np.isfinite(values)):
+                return {
+                    "ok": False,
+                    "reason": "output values",
+                    "message": "synthetic input produced NaN or infinite outputs",
+                }
+            shapes.append({"batch": n, "values_shape": list(values.shape), "seconds": seconds})
+        return {"ok": True, "runs": shapes}
+
+
+def probe_file(path: str) -> bool:
+    """True when writing data to a file fails (it must: RLIMIT_FSIZE is 0)."""
+    try:
+        with open(path, "wb") as fh:
+            fh.write(b"x" * 4096)
+            fh.flush()
+        return False
+    except OSError:
+        return True
+
+
+def probe(host: str, port: int) -> dict[str, Any]:
+    """Report whether this process can open a network connection (it must not)."""
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(1.0)
+        s.connect((host, port))
+        s.close()
+        return {"network_blocked": False, "detail": "connected"}
+    except NetworkBlocked as exc:
+        return {"network_blocked": True, "detail": str(exc)}
+    except OSError as exc:
+        return {"network_blocked": True, "detail": f"{type(exc).__name__}: {exc}"}
+
+
+def _send(out: BinaryIO, msg: dict[str, Any]) -> None:
+    out.write(json.dumps(msg).encode() + b"\n")
+    out.flush()
+
+
+def _check(out: BinaryIO, config: dict[str, Any]) -> int:
+    from pathlib import Path
+
+    try:
+        from pair.algorithms.onnx_checks import check_model_file
+
+        problems = check_model_file(Path(config["check"]), config.get("manifest"))
+    except Exception as exc:
+        reason = _classify(exc)
+        reason = "check failed" if reason == "inference error" else reason
+        _send(out, {"ok": False, "reason": reason, "message": type(exc).__name__})
+        return 3
+    _send(out, {"ok": True, "problems": problems})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--memory-mb", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    status = harden(args.memory_mb, args.threads)
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints go to stderr, never into the protocol stream
+    sys.stdout = sys.stderr
+    stdin = sys.stdin.buffer
+    config = json.loads(stdin.readline())
+    if "check" in config:  # static checks of a submitted model, then exit
+        return _check(proto_out, config)
+    try:
+        t0 = time.perf_counter()
+        worker = Worker(config["model"], config["manifest"], args.threads)
+    except Exception as exc:
+        _send(
+            proto_out,
+            {
+                "ok": False,
+                "reason": _classify(exc) if isinstance(exc, MemoryError) else "model load failed",
+                "message": f"{type(exc).__name__}: {exc}"[:500],
+            },
+        )
+        return 3
+    _send(proto_out, {"ok": True, "ready": True, "load_s": time.perf_counter() - t0, **status})
+    for line in stdin:
+        req = json.loads(line)
+        op = req.get("op")
+        try:
+            if op == "case":
+                reply = worker.case(list(req["paths"]))
+            elif op == "smoke":
+                reply = worker.smoke()
+            elif op == "probe":
+                reply = {"ok": True, **probe(req["host"], int(req["port"])), **status}
+                if req.get("file"):
+                    reply["file_write_blocked"] = probe_file(str(req["file"]))
+            else:
+                reply = {"ok": False, "reason": "protocol", "message": f"unknown op {op!r}"}
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"[:500] if op == "smoke" else type(exc).__name__
+            reply = {"ok": False, "reason": _classify(exc), "message": detail}
+        _send(proto_out, reply)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
