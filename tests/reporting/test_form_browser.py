@@ -14,13 +14,13 @@ import yaml
 from playwright.sync_api import Browser, Page, expect
 from pydicom.uid import CTImageStorage
 from sqlalchemy import update
-from tests.portal_data import PASSWORD, World
-from tests.web import test_browser as portal
 
 from pair.accounts import service as accounts
 from pair.accounts.models import Facility
 from pair.core.node import Node
 from pair.repository.models import Instance
+from tests.portal_data import PASSWORD, World
+from tests.web import test_browser as portal
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 browser = portal.browser  # the portal's fixtures: Chromium and a live uvicorn server

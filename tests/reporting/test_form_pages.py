@@ -7,8 +7,6 @@ import re
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from tests.portal_data import PASSWORD, build_world
-from tests.web.test_pages import HTML, sign_in
 
 from pair.accounts import service as accounts
 from pair.accounts.models import Facility
@@ -17,6 +15,8 @@ from pair.core.node import Node
 from pair.reporting.loader import modules
 from pair.repository.models import Study
 from pair.web.app import create_app
+from tests.portal_data import PASSWORD, build_world
+from tests.web.test_pages import HTML, sign_in
 
 
 def test_every_module_form_renders_and_roles(sqlite_node: Node) -> None:
