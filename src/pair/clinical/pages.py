@@ -94,13 +94,17 @@ def case_browser(
 def _case_context(session: Session, actor: Actor, case_id: int) -> dict[str, Any]:
     patient = service.get_case(session, actor, case_id)
     studies = []
-    for study in service.case_studies(session, patient):
+    study_rows = service.case_studies(session, patient)
+    for study in study_rows:
         series_rows = []
         for se in service.study_series(session, study):
             middle = _middle_instance(session, se)
             series_rows.append({"series": se, "thumb": middle})
         studies.append({"study": study, "series": series_rows})
+    from pair.reporting.pages import study_panel
+
     return {
+        **study_panel(session, actor, list(study_rows)),
         "case": patient,
         "facility": accounts.get_facility(session, patient.facility_id),
         "studies": studies,

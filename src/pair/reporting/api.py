@@ -174,6 +174,7 @@ def create_report(
     report = service.create_draft(
         session, actor, body.study_uid, body.module, body.inputs, body.suggestions
     )
+    session.commit()  # before the response: the client's next call must see it
     return _report(report)
 
 
@@ -196,6 +197,7 @@ def update_inputs(
     session: Session = SessionDep,
 ) -> dict[str, Any]:
     service.update_draft(session, actor, report_id, body.inputs, body.suggestions)
+    session.commit()  # a sign right after this answer must see the saved inputs
     return _report(service.load_report(session, actor, report_id))
 
 
@@ -253,6 +255,7 @@ def amend(
     session: Session = SessionDep,
 ) -> dict[str, Any]:
     service.amend(session, actor, report_id, body.reason, body.inputs)
+    session.commit()
     return _report(service.load_report(session, actor, report_id))
 
 

@@ -174,8 +174,10 @@ def home(
 def install_portal(app: FastAPI) -> None:
     """Mount static files, the error renderer and every capability's page router."""
     from pair.admin.pages import router as admin_pages
+    from pair.cde.pages import router as cde_pages
     from pair.clinical.pages import router as clinical_pages
     from pair.evalruns.pages import router as evalruns_pages
+    from pair.reporting.pages import router as reporting_pages
 
     app.mount("/static", StaticFiles(directory=PACKAGE_ROOT / "web" / "static"), name="static")
     app.state.html_error_renderer = render_error
@@ -184,3 +186,5 @@ def install_portal(app: FastAPI) -> None:
     app.include_router(clinical_pages)
     app.include_router(admin_pages)
     app.include_router(evalruns_pages)
+    app.include_router(reporting_pages)
+    app.include_router(cde_pages)
