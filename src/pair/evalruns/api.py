@@ -20,7 +20,7 @@ from pair.core.node import Node
 from pair.evalruns import service
 from pair.evalruns.models import EvaluationRun, RunStatus
 from pair.evalruns.truth import map_label_csv
-from pair.web.deps import get_node, get_session, require_roles
+from pair.web.deps import SessionDep, get_node, require_roles
 
 router = APIRouter(prefix="/api/evaluations", tags=["evaluations"])
 can_evaluate = require_roles(Role.EVALUATOR)
@@ -113,7 +113,7 @@ def create(
     seed: int = Form(0),
     labels: UploadFile | None = None,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(can_evaluate),
 ) -> RunOut:
     """Queue a run and start it in the background; poll ``GET /api/evaluations/{id}``."""
@@ -136,15 +136,13 @@ def create(
 
 
 @router.get("", response_model=list[RunOut])
-def list_all(
-    session: Session = Depends(get_session), actor: Actor = Depends(can_evaluate)
-) -> list[RunOut]:
+def list_all(session: Session = SessionDep, actor: Actor = Depends(can_evaluate)) -> list[RunOut]:
     return [run_out(r) for r in service.list_runs(session, actor)]
 
 
 @router.get("/{run_id}", response_model=RunDetail)
 def one(
-    run_id: int, session: Session = Depends(get_session), actor: Actor = Depends(can_evaluate)
+    run_id: int, session: Session = SessionDep, actor: Actor = Depends(can_evaluate)
 ) -> RunDetail:
     run = service.get_run(session, actor, run_id)
     return RunDetail(**run_out(run).model_dump(), result=run.result)
@@ -154,7 +152,7 @@ def one(
 def resume(
     run_id: int,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(can_evaluate),
 ) -> RunOut:
     """Continue a failed or interrupted run (cached inference results are reused)."""
@@ -167,7 +165,7 @@ def resume(
 
 @router.get("/{run_id}/report.html", response_class=HTMLResponse)
 def report_html(
-    run_id: int, session: Session = Depends(get_session), actor: Actor = Depends(can_evaluate)
+    run_id: int, session: Session = SessionDep, actor: Actor = Depends(can_evaluate)
 ) -> HTMLResponse:
     """The self-contained HTML report (figures inline)."""
     from pair.evaluation.report.render import render_html
@@ -182,7 +180,7 @@ def report_html(
 def feedback(
     run_id: int,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(can_evaluate),
 ) -> dict[str, Any]:
     """The signed, aggregate-only feedback envelope (docs/feedback.schema.json)."""
@@ -199,7 +197,7 @@ def submit(
     run_id: int,
     body: FeedbackIn,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(can_evaluate),
 ) -> dict[str, Any]:
     """Send the signed feedback to PAIR_FEEDBACK_URL (retries; 502 when the hub fails)."""

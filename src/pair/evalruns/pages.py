@@ -21,7 +21,7 @@ from pair.evalruns.cohort import Cohort, parse_cohort
 from pair.evalruns.models import RunStatus
 from pair.reporting.loader import all_modules
 from pair.web.csrf import csrf_protect
-from pair.web.deps import get_node, get_session
+from pair.web.deps import SessionDep, get_node
 from pair.web.pages import page_roles
 from pair.web.templating import register_nav, render
 
@@ -39,7 +39,7 @@ def _algorithms_page(request: Request, session: Session, **extra: Any) -> Respon
 
 @router.get("/algorithms")
 def algorithm_list(
-    request: Request, session: Session = Depends(get_session), _: Actor = Depends(evaluator)
+    request: Request, session: Session = SessionDep, _: Actor = Depends(evaluator)
 ) -> Response:
     return _algorithms_page(request, session)
 
@@ -48,7 +48,7 @@ def algorithm_list(
 async def algorithm_upload(
     request: Request,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(evaluator),
 ) -> Response:
     form = await request.form()
@@ -82,7 +82,7 @@ async def algorithm_upload(
 
 @router.get("/evaluations")
 def run_list(
-    request: Request, session: Session = Depends(get_session), actor: Actor = Depends(evaluator)
+    request: Request, session: Session = SessionDep, actor: Actor = Depends(evaluator)
 ) -> Response:
     return render(request, "evalruns/runs.html", {"runs": service.list_runs(session, actor)})
 
@@ -110,7 +110,7 @@ def _form_context(session: Session, values: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/evaluations/new")
 def run_form(
-    request: Request, session: Session = Depends(get_session), _: Actor = Depends(evaluator)
+    request: Request, session: Session = SessionDep, _: Actor = Depends(evaluator)
 ) -> Response:
     return render(request, "evalruns/new.html", _form_context(session, {"n_boot": 2000}))
 
@@ -141,7 +141,7 @@ def _cohort_from(form: Any) -> str:
 async def run_create(
     request: Request,
     node: Node = Depends(get_node),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(evaluator),
 ) -> Response:
     form = await request.form()
@@ -189,7 +189,7 @@ async def run_create(
 def run_page(
     run_id: int,
     request: Request,
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(evaluator),
 ) -> Response:
     run = service.get_run(session, actor, run_id)

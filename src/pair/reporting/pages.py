@@ -28,7 +28,7 @@ from pair.reporting.model import Element, Module
 from pair.reporting.models import Report, ReportVersion
 from pair.repository.models import Study
 from pair.web.csrf import csrf_protect
-from pair.web.deps import get_session
+from pair.web.deps import SessionDep
 from pair.web.pages import page_actor
 from pair.web.templating import render
 
@@ -113,7 +113,7 @@ def _context(session: Session, actor: Actor, report: Report) -> dict[str, Any]:
 def report_page(
     report_id: int,
     request: Request,
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(page_actor),
 ) -> Response:
     report = service.load_report(session, actor, report_id)
@@ -133,7 +133,7 @@ def report_page(
 def open_report(
     study_uid: str,
     module: str = Form(...),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(page_actor),
 ) -> Response:
     """Open the study's report for a module, creating the draft the first time."""
@@ -153,7 +153,7 @@ def amend_report(
     report_id: int,
     request: Request,
     reason: str = Form(""),
-    session: Session = Depends(get_session),
+    session: Session = SessionDep,
     actor: Actor = Depends(page_actor),
 ) -> Response:
     try:
