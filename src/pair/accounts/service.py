@@ -159,12 +159,19 @@ def revoke_token(session: Session, token_id: int, actor: Actor) -> None:
 
 
 def authenticate_token(session: Session, plain: str) -> User:
-    token = session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == security.hash_token(plain))
+    # One round trip: every API request authenticates, so the user comes joined with its token.
+    user = session.scalar(
+        select(User)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(
+            ApiToken.token_hash == security.hash_token(plain),
+            ApiToken.revoked_at.is_(None),
+            User.active.is_(True),
+        )
     )
-    if token is None or token.revoked_at is not None or not token.user.active:
+    if user is None:
         raise Unauthorized("Invalid or revoked API token.")
-    return token.user
+    return user
 
 
 def list_tokens(session: Session, user_id: int | None = None) -> list[ApiToken]:

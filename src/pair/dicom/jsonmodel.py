@@ -38,19 +38,30 @@ def vr_of(tag: int) -> str:
     return vr.split(" or ")[0] if vr else "UN"
 
 
+def _person_name(value: Any) -> dict[str, str]:
+    return {"Alphabetic": str(value)}
+
+
+# How a Python value becomes a JSON "Value" entry, per VR (everything else: str).
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "PN": _person_name,
+    **dict.fromkeys(("IS", "SL", "SS", "UL", "US", "SV", "UV"), int),
+    **dict.fromkeys(("DS", "FL", "FD"), float),
+}
+
+
 def json_value(tag: int, value: Any) -> dict[str, Any]:
     """One attribute in DICOM JSON; empty values give the VR only."""
-    vr = vr_of(tag)
+    return _encode(vr_of(tag), value)
+
+
+def _encode(vr: str, value: Any) -> dict[str, Any]:
     if value is None or value == "" or value == []:
         return {"vr": vr}
-    values = value if isinstance(value, list) else [value]
-    if vr == "PN":
-        return {"vr": vr, "Value": [{"Alphabetic": str(v)} for v in values]}
-    if vr in {"IS", "SL", "SS", "UL", "US", "SV", "UV"}:
-        return {"vr": vr, "Value": [int(v) for v in values]}
-    if vr in {"DS", "FL", "FD"}:
-        return {"vr": vr, "Value": [float(v) for v in values]}
-    return {"vr": vr, "Value": [str(v) for v in values]}
+    convert = _CONVERTERS.get(vr, str)
+    if isinstance(value, list):
+        return {"vr": vr, "Value": [convert(v) for v in value]}
+    return {"vr": vr, "Value": [convert(value)]}
 
 
 @lru_cache(maxsize=4096)
@@ -61,12 +72,19 @@ def _keyword_tag(keyword: str) -> int:
     return int(tag)
 
 
+@lru_cache(maxsize=4096)
+def _keyword_key(keyword: str) -> tuple[str, str]:
+    """``keyword`` -> (8-hex-digit JSON key, VR): QIDO builds thousands of these per request."""
+    tag = _keyword_tag(keyword)
+    return f"{tag:08X}", vr_of(tag)
+
+
 def attributes(pairs: dict[str, Any]) -> dict[str, Any]:
     """Build a DICOM JSON object from ``{keyword: value}``."""
     out: dict[str, Any] = {}
     for keyword, value in pairs.items():
-        tag = _keyword_tag(keyword)
-        out[f"{tag:08X}"] = json_value(tag, value)
+        key, vr = _keyword_key(keyword)
+        out[key] = _encode(vr, value)
     return out
 
 

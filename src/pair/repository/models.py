@@ -9,7 +9,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pair.db.base import Base, TimestampMixin, utcnow
@@ -37,6 +48,13 @@ class Study(TimestampMixin, Base):
         Index("ix_study_patient_id_value", "patient_id_value"),
         Index("ix_study_accession_number", "accession_number"),
         Index("ix_study_facility_patient_id", "facility_id", "patient_id_value", "study_date"),
+        # PN prefix matching compares lower(patient_name); see migration 0003_patient_name_index.
+        Index(
+            "ix_study_facility_lower_name",
+            "facility_id",
+            func.lower(text("patient_name")).label("lower_name"),
+            postgresql_ops={"lower_name": "text_pattern_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

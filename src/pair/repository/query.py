@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from pair.core.errors import BadRequest
 from pair.dicom.jsonmodel import parse_attribute
@@ -147,6 +150,38 @@ def _nonneg(name: str, raw: str, maximum: int | None = None) -> int:
     return min(value, maximum) if maximum else value
 
 
+class PnPrefix(ColumnElement[bool]):
+    """``lower(col) LIKE 'stem%'`` that SQLite can answer from an expression index.
+
+    SQLite's LIKE optimisation does not apply to ``lower(col)``, so on SQLite the prefix is
+    also given as the range ``stem <= lower(col) < next(stem)`` (exact under SQLite's binary
+    collation). PostgreSQL gets the LIKE alone: a range is not a prefix under locale collations,
+    and its ``text_pattern_ops`` index answers the LIKE directly.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [
+        ("pattern_match", InternalTraversal.dp_clauseelement),
+        ("in_range", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, like: ColumnElement[bool], folded: ColumnElement[Any], stem: str) -> None:
+        self.pattern_match = like
+        upper = stem[:-1] + chr(ord(stem[-1]) + 1) if ord(stem[-1]) < 0x10FFFF else None
+        lower_bound = folded >= stem
+        self.in_range = lower_bound if upper is None else and_(lower_bound, folded < upper)
+
+
+@compiles(PnPrefix)
+def _pn_prefix_default(element: PnPrefix, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(" + compiler.process(element.pattern_match, **kw) + ")"
+
+
+@compiles(PnPrefix, "sqlite")
+def _pn_prefix_sqlite(element: PnPrefix, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(" + compiler.process(and_(element.pattern_match, element.in_range), **kw) + ")"
+
+
 def _like(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
@@ -186,7 +221,12 @@ def condition(key: Key, raw: str) -> Any:
     if "*" in raw or "?" in raw:
         pattern = _like(raw)
         if key.match is Match.PN:
-            return func.lower(col).like(pattern.lower(), escape="\\")
+            folded = func.lower(col)
+            like = folded.like(pattern.lower(), escape="\\")
+            stem = raw[:-1].lower()
+            if raw.endswith("*") and stem and not any(c in stem for c in "*?"):
+                return PnPrefix(like, folded, stem)
+            return like
         return col.like(pattern, escape="\\")
     if key.match is Match.PN:
         return func.lower(col) == raw.lower()
