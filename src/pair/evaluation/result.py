@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -230,6 +230,7 @@ class ClassMetrics(_Model):
     specificity: Estimate
     ppv: Estimate
     auc: Estimate | None = None
+    npv: Estimate | None = None
 
 
 class MulticlassEvaluation(_Model):
@@ -242,3 +243,79 @@ class MulticlassEvaluation(_Model):
     per_class: list[ClassMetrics]
     kappa: Estimate
     kappa_weighting: str
+
+
+class ClassRoc(_Model):
+    """Empirical one-vs-rest ROC curve of one class (thinned for display)."""
+
+    name: str
+    auc: float | None
+    points: list[RocPoint]
+
+
+class MulticlassSubgroupRow(_Model):
+    """Accuracy and kappa (weighted when the classes are ordinal) in one subgroup level."""
+
+    variable: str
+    level: str
+    n: int
+    class_counts: dict[str, int]
+    accuracy: Estimate
+    kappa: Estimate | None
+    too_small: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+class MulticlassCohort(_Model):
+    n_cases: int
+    class_counts: dict[str, int]  # reference standard
+    predicted_counts: dict[str, int]
+    n_clusters: int | None = None
+    groups: dict[str, dict[str, int]] = Field(default_factory=dict)
+    n_excluded: int = 0
+    exclusion_reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class MulticlassResult(_Model):
+    """Everything for one multiclass evaluation (``kind`` tells it apart from the binary one).
+
+    The prediction of a case is the class with the highest probability (first class on ties);
+    ``evaluation`` holds the confusion matrix (rows = reference), accuracy, per-class one-vs-rest
+    metrics and Cohen's unweighted kappa; ``kappa_linear`` and ``kappa_quadratic`` are only
+    given for ordinal classes.
+    """
+
+    kind: Literal["multiclass"] = "multiclass"
+    schema_version: str = RESULT_SCHEMA_VERSION
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    level: float
+    decision_rule: str = "argmax"
+    class_labels: list[str]
+    ordinal: bool
+    cohort: MulticlassCohort
+    evaluation: MulticlassEvaluation
+    macro_auc: float | None
+    kappa_linear: Estimate | None = None
+    kappa_quadratic: Estimate | None = None
+    roc: list[ClassRoc]
+    subgroups: list[MulticlassSubgroupRow] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    @field_validator("macro_auc", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> float | None:
+        return finite(v)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.evaluation.classes
+
+
+AnyResult = EvaluationResult | MulticlassResult
+
+
+def load_result(data: dict[str, Any]) -> AnyResult:
+    """A stored result JSON as the right model (binary results carry no ``kind``)."""
+    if isinstance(data, dict) and data.get("kind") == "multiclass":
+        return MulticlassResult.model_validate(data)
+    return EvaluationResult.model_validate(data)

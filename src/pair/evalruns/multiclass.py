@@ -1,0 +1,99 @@
+"""Evaluation runs of multiclass algorithms: input checks, case rows and the statistics call.
+
+Kept apart from ``service.execute_run`` so the run machinery stays one code path: the run
+resolves class-index truth, stores each case's probability vector (``probs``, manifest class
+order) and hands the rows to ``evaluate_class_cases``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from pair.algorithms import service as algorithms
+from pair.algorithms.manifest import Manifest, OutputClass, OutputKind
+from pair.core.errors import Invalid
+from pair.evalruns.classes import allowed_names, module_class_map
+from pair.evalruns.truth import check_class_labels, is_class_spec
+from pair.evaluation.evaluate_multiclass import evaluate_classes
+from pair.evaluation.result import MulticlassResult
+
+
+def output_classes(manifest: Manifest) -> list[OutputClass] | None:
+    """The manifest's classes when runs evaluate it as multiclass, else None (binary path)."""
+    if manifest.output.kind == OutputKind.MULTICLASS:
+        return list(manifest.output.classes)
+    return None
+
+
+def label_classes(session: Session, algorithm: str) -> list[OutputClass] | None:
+    """Classes a label CSV must use for ``algorithm`` (None: binary 0/1 labels)."""
+    row = algorithms.get_algorithm(session, *algorithms.parse_ref(algorithm))
+    return output_classes(Manifest.model_validate(row.manifest))
+
+
+def check_run_inputs(
+    manifest: Manifest,
+    ref: str,
+    spec: str,
+    labels: dict[str, Any] | None,
+    *,
+    compare: bool,
+    compare_report: bool,
+) -> None:
+    """Refuse truth sources, label files and comparisons that do not fit the output kind."""
+    classes = output_classes(manifest)
+    if classes is None:
+        if is_class_spec(spec):
+            raise Invalid(
+                f"Truth source {spec} gives class labels, but {ref} is a "
+                f"{manifest.output.kind.value} algorithm: use report:MODULE:VALUE[,VALUE] "
+                "(the values count as positive)."
+            )
+    else:
+        if compare or compare_report:
+            raise Invalid(
+                f"Paired comparison is only available for binary algorithms; {ref} is "
+                f"multiclass (classes {allowed_names(classes)}). Run each algorithm on its own."
+            )
+        if spec != "csv" and not is_class_spec(spec):
+            raise Invalid(
+                f"{ref} is multiclass (classes {allowed_names(classes)}): truth source {spec} "
+                "gives binary labels. Use report:MODULE (e.g. report:rsna-ct-covid, the report "
+                "category as class) or csv with class names in the label column."
+            )
+        if is_class_spec(spec):
+            module_class_map(spec.split(":")[1], classes)
+    if spec == "csv" and labels:
+        check_class_labels(labels, classes)
+
+
+def case_probabilities(classes: list[OutputClass], outputs: dict[str, float] | None) -> list[float]:
+    if outputs is None:
+        raise Invalid("a multiclass case needs its class outputs")
+    return [float(outputs[c.name]) for c in classes]
+
+
+def evaluate_class_cases(
+    rows: list[dict[str, Any]],
+    manifest: Manifest,
+    exclusions: dict[str, int],
+    group_columns: tuple[str, ...],
+) -> MulticlassResult:
+    """``evaluate_classes`` on the case table (``y`` = class index, ``probs`` = vector)."""
+    if not rows:
+        raise Invalid(f"No case left to evaluate (excluded: {exclusions or 'none selected'}).")
+    classes = manifest.output.classes
+    patients = [r["patient"] for r in rows]
+    return evaluate_classes(
+        np.array([r["y"] for r in rows], dtype=np.int64),
+        np.array([r["probs"] for r in rows], dtype=np.float64),
+        [c.name for c in classes],
+        class_labels=[c.label for c in classes],
+        ordinal=manifest.output.ordinal,
+        groups={g: np.array([r[g] for r in rows], dtype=object) for g in group_columns},
+        clusters=np.array(patients, dtype=object),
+        exclusions=exclusions,
+    )
