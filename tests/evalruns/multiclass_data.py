@@ -36,9 +36,9 @@ REPORT_INPUTS: dict[str, dict[str, Any]] = {
 }
 
 
-def category_model(seed: int = 7) -> bytes:
+def category_model(seed: int = 7, n_classes: int = 4) -> bytes:
     rng = np.random.default_rng(seed)
-    w = rng.normal(0.0, 0.08, size=(32 * 32, 4)).astype(np.float32)
+    w = rng.normal(0.0, 0.08, size=(32 * 32, n_classes)).astype(np.float32)
     nodes = [
         helper.make_node("Flatten", ["image"], ["flat"], axis=1),
         helper.make_node("MatMul", ["flat", "W"], ["logits"]),
@@ -47,29 +47,31 @@ def category_model(seed: int = 7) -> bytes:
         nodes,
         "category",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", n_classes])],
         initializer=[numpy_helper.from_array(w, "W")],
     )
     return _finish(graph)
 
 
-def category_package(folder: Path, **changes: Any) -> Path:
+def category_package(
+    folder: Path, classes: list[dict[str, str]] | None = None, algo_id: str = ALGO_ID
+) -> Path:
+    classes = classes or CLASSES
     m = manifest(
         **{
-            "id": ALGO_ID,
+            "id": algo_id,
             "name": "Test CXR category model",
             "output": {
                 "kind": "multiclass",
                 "tensor_name": "logits",
                 "values": "logits",
                 "ordinal": True,
-                "classes": CLASSES,
+                "classes": classes,
             },
             "input.normalization": {"kind": "range", "min": -1.0, "max": 1.0},
-            **changes,
         }
     )
-    return write_package(folder, m, category_model())
+    return write_package(folder, m, category_model(n_classes=len(classes)))
 
 
 def write_reports(node: Node, facility_id: int, skip: int = 1) -> dict[str, str]:

@@ -36,6 +36,7 @@ from pair.repository.models import Instance, Series
 from tests.evalruns.evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
 from tests.evalruns.multiclass_data import (
     ALGO_ID,
+    CLASSES,
     NAMES,
     category_package,
     study_label_csv,
@@ -44,6 +45,7 @@ from tests.evalruns.multiclass_data import (
 from tests.web.test_pages import sign_in
 
 TOL = 1e-6
+CLASSES_BY_NAME = {c["name"]: c for c in CLASSES}
 
 
 PASSWORD = "multiclass evaluation 2026"
@@ -247,6 +249,32 @@ def test_multiclass_refusals(sqlite_node: Node, shared_data: Path, tmp_path: Pat
                 labels={"series": {}, "studies": {"x": "typical"}, "patients": {}},
             )
         assert s.scalar(select(func.count()).select_from(EvaluationRun)) == before
+
+    # A 3-class model (no "atypical"): atypical reports are excluded with the reason; the class
+    # is matched by its label ("Typical appearance") and by its CDE-less name otherwise.
+    three = [CLASSES_BY_NAME["negative"], CLASSES_BY_NAME["indeterminate"]]
+    three.append({"name": "covid_typical", "label": "Typical appearance"})
+    with node.db.session() as s:
+        algorithms.add_algorithm(
+            s, node, category_package(tmp_path / "p3", three, "test-cxr-3class"), actor
+        )
+    categories = write_reports(node, data.facility_id, skip=0)
+    with node.db.session() as s:
+        run_id = service.create_run(
+            s, actor, algorithm="test-cxr-3class", cohort="", truth="report:rsna-cxr-covid"
+        ).id
+    run = service.execute_run(node, run_id)
+    n_atypical = sum(1 for c in categories.values() if c == "atypical")
+    assert run.cohort_summary["exclusions"] == {
+        "report category 'atypical' is not a class of the algorithm": n_atypical
+    }
+    result = service.result_of(run)
+    assert isinstance(result, MulticlassResult)
+    assert result.cohort.class_counts == {
+        "negative": sum(1 for c in categories.values() if c == "negative"),
+        "indeterminate": sum(1 for c in categories.values() if c == "indeterminate"),
+        "covid_typical": sum(1 for c in categories.values() if c == "typical"),
+    }
 
 
 def test_multiclass_api_page_and_cli(tmp_path: Path, shared_data: Path) -> None:
