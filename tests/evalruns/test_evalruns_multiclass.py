@@ -30,6 +30,7 @@ from pair.evalruns.models import EvaluationRun
 from pair.evalruns.multiclass import label_classes
 from pair.evalruns.truth import map_label_csv
 from pair.evaluation import feedback as fb
+from pair.evaluation.evaluate_multiclass import evaluate_classes
 from pair.evaluation.report.render import render_html
 from pair.evaluation.result import MulticlassResult
 from pair.repository.models import Instance, Series
@@ -138,6 +139,24 @@ def test_multiclass_run_report_and_csv_truth(node: Node, shared_data: Path, tmp_
     cases = run.cases
     assert all(c["y"] == NAMES.index(categories[str(c["study_uid"])]) for c in cases)
     _check_against_sklearn(result, cases)
+    # several images per patient: every interval is the patient-clustered bootstrap, and the
+    # stored result is exactly evaluate_classes on the case table (the pipeline adds nothing)
+    assert len({c["patient"] for c in cases}) < len(cases)
+    assert result.n_boot == 2000 and "cluster bootstrap" in result.evaluation.kappa.method
+    expected = evaluate_classes(
+        np.array([c["y"] for c in cases]),
+        np.array([c["probs"] for c in cases]),
+        NAMES,
+        class_labels=[c["label"] for c in CLASSES],
+        ordinal=True,
+        groups={g: np.array([c[g] for c in cases], dtype=object) for g in service.GROUP_COLUMNS},
+        clusters=np.array([c["patient"] for c in cases], dtype=object),
+        exclusions={"no final rsna-cxr-covid report": 1},
+    )
+    stored = {k: v for k, v in (run.result or {}).items() if k != "created_at"}
+    assert stored == {
+        k: v for k, v in json.loads(expected.model_dump_json()).items() if k != "created_at"
+    }
 
     # The stored probability vectors are the runner's own outputs for the stored files.
     with node.db.session() as s:

@@ -83,7 +83,8 @@ def test_nominal_classes_ties_missing_class_and_clusters() -> None:
     assert r.evaluation.per_class[1].ppv.value is None  # never predicted
     text = " ".join(r.warnings)
     assert "No reference case of class(es) c" in text
-    assert "8 cases come from 6 patients" in text
+    assert "8 cases come from 6 patients: all intervals use the patient-clustered" in text
+    assert r.n_boot == 2000 and "cluster bootstrap" in r.evaluation.accuracy.method
     assert r.cohort.n_clusters == 6
     with pytest.raises(Invalid, match=r"probabilities must have shape \(8, 3\)"):
         evaluate_classes(y, p[:, :2], ["a", "b", "c"])
@@ -172,6 +173,67 @@ def test_feedback_cli_reads_a_multiclass_result(tmp_path: Path) -> None:
     envelope = json.loads(out.read_text())
     fb.validate_envelope(envelope)
     assert envelope["payload"]["multiclass"]["classes"] == CLASSES
+
+
+def test_weighted_statistics_equal_sklearn_on_repeated_cases() -> None:
+    from pair.evaluation.stats.multiclass_boot import confusion_design, multiclass_stats
+    from pair.evaluation.stats.weighted import SortedScores
+
+    y, p, _ = _data(80, seed=11)
+    k = len(CLASSES)
+    pred = p.argmax(axis=1)
+    design = confusion_design(y, pred, k)
+    scores = [SortedScores.build((y == i).astype(np.int64), p[:, i]) for i in range(k)]
+    counts = np.random.default_rng(4).multinomial(80, np.full(80, 1 / 80), size=3).astype(float)
+    w = np.vstack([np.ones(80), counts])
+    out = multiclass_stats(w, design, k, ["none", "linear", "quadratic"], scores)
+    for b in range(w.shape[0]):
+        idx = np.repeat(np.arange(80), w[b].astype(int))
+        yy, pp, probs = y[idx], pred[idx], p[idx]
+        labels = list(range(k))
+        assert out["accuracy"][b] == pytest.approx(np.mean(yy == pp), abs=TOL)
+        for weighting in ("none", "linear", "quadratic"):
+            expected = cohen_kappa_score(
+                yy, pp, labels=labels, weights=None if weighting == "none" else weighting
+            )
+            assert out[f"kappa:{weighting}"][b] == pytest.approx(expected, abs=TOL)
+        cm = confusion_matrix(yy, pp, labels=labels)
+        aucs = roc_auc_score(yy, probs, multi_class="ovr", average=None, labels=labels)
+        for i in range(k):
+            assert out[f"{i}:sensitivity"][b] == pytest.approx(cm[i, i] / cm[i].sum(), abs=TOL)
+            assert out[f"{i}:ppv"][b] == pytest.approx(cm[i, i] / cm[:, i].sum(), abs=TOL)
+            assert out[f"{i}:auc"][b] == pytest.approx(aucs[i], abs=TOL)
+
+
+def test_clustered_intervals_are_the_cluster_bootstrap_of_sklearn_statistics() -> None:
+    from pair.evaluation.stats.bootstrap import bootstrap_weights
+
+    y, p, _ = _data(60, seed=8)
+    clusters = np.array([f"p{i // 3}" for i in range(60)], dtype=object)  # 3 cases per patient
+    r = evaluate_classes(y, p, CLASSES, ordinal=True, clusters=clusters, n_boot=60, seed=9)
+    plain = evaluate_classes(y, p, CLASSES, ordinal=True)
+    assert r.n_boot == 60 and r.seed == 9 and "clustered bootstrap" in r.interval_method
+    assert r.evaluation.accuracy.value == plain.evaluation.accuracy.value
+    assert r.evaluation.accuracy.lower != plain.evaluation.accuracy.lower
+    pred = p.argmax(axis=1)
+    accs, kappas, aucs = [], [], []
+    rng = np.random.default_rng(9)
+    for w in bootstrap_weights(60, 60, rng, clusters=clusters.astype(str)):
+        for row in w:
+            idx = np.repeat(np.arange(60), row.astype(int))
+            accs.append(np.mean(y[idx] == pred[idx]))
+            kappas.append(cohen_kappa_score(y[idx], pred[idx], weights="linear"))
+            ref = y[idx] == 0
+            aucs.append(roc_auc_score(ref, p[idx, 0]) if 0 < ref.sum() < idx.size else np.nan)
+    for est, reps in (
+        (r.evaluation.accuracy, accs),
+        (r.kappa_linear, kappas),
+        (r.evaluation.per_class[0].auc, aucs),
+    ):
+        assert est is not None and "cluster bootstrap percentile" in est.method
+        ok = np.array(reps)[np.isfinite(reps)]
+        lo, hi = np.quantile(ok, [0.025, 0.975])
+        assert (est.lower, est.upper) == pytest.approx((lo, hi), abs=TOL)
 
 
 def test_load_result_keeps_binary_results() -> None:

@@ -81,6 +81,7 @@ def evaluate_class_cases(
     manifest: Manifest,
     exclusions: dict[str, int],
     group_columns: tuple[str, ...],
+    opts: dict[str, Any],
 ) -> MulticlassResult:
     """``evaluate_classes`` on the case table (``y`` = class index, ``probs`` = vector)."""
     if not rows:
@@ -95,5 +96,7 @@ def evaluate_class_cases(
         ordinal=manifest.output.ordinal,
         groups={g: np.array([r[g] for r in rows], dtype=object) for g in group_columns},
         clusters=np.array(patients, dtype=object),
+        n_boot=int(opts.get("n_boot", 2000)),
+        seed=int(opts.get("seed", 0)),
         exclusions=exclusions,
     )

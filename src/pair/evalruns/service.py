@@ -318,7 +318,7 @@ def evaluate_cases(
 
     Multiclass algorithms go to ``evaluate_class_cases`` (class-index ``y``, ``probs``)."""
     if output_classes(manifest) is not None:
-        return evaluate_class_cases(rows, manifest, exclusions, GROUP_COLUMNS)
+        return evaluate_class_cases(rows, manifest, exclusions, GROUP_COLUMNS, opts)
     if not rows:
         raise Invalid(f"No case left to evaluate (excluded: {exclusions or 'none selected'}).")
     y = np.array([r["y"] for r in rows], dtype=np.int64)

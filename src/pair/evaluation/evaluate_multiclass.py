@@ -4,7 +4,9 @@ The prediction is the class with the highest probability (the first class in the
 order on ties). Statistics come from ``stats.multiclass``: confusion matrix, per-class one-vs-rest
 sensitivity/specificity/PPV/NPV (Wilson) and AUC of that class's probability (DeLong), accuracy
 (Wilson), Cohen's kappa (Fleiss-Cohen-Everitt Wald CI), plus linear and quadratic weighted kappa
-when the classes are ordinal. Subgroups report n, accuracy and kappa per level.
+when the classes are ordinal. Subgroups report n, accuracy and kappa per level. When a patient
+has several cases (``clusters``), every interval comes from the patient-clustered bootstrap
+instead (``stats.multiclass_boot``), as for binary results.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from pair.evaluation.result import (
     ClassRoc,
     Estimate,
     MulticlassCohort,
+    MulticlassEvaluation,
     MulticlassResult,
     MulticlassSubgroupRow,
     RocPoint,
 )
 from pair.evaluation.stats.arrays import check_level
+from pair.evaluation.stats.bootstrap import BootstrapRun
 from pair.evaluation.stats.multiclass import (
     Kappa,
     Weighting,
@@ -32,6 +36,7 @@ from pair.evaluation.stats.multiclass import (
     to_model,
     weighted_kappa,
 )
+from pair.evaluation.stats.multiclass_boot import clustered_bootstrap
 from pair.evaluation.stats.proportions import proportion
 from pair.evaluation.stats.roc import roc_curve
 from pair.evaluation.subgroups import group_labels
@@ -40,6 +45,7 @@ MAX_ROC_POINTS = 1000  # per class; thinned for display only beyond this
 MIN_SUBGROUP_N = 30
 MAX_CI_WIDTH = 0.4
 MIN_PER_CLASS = 10
+SUBGROUP_BOOT = 1000  # resamples per subgroup level (clustered data only)
 
 
 def _kappa(k: Kappa) -> Estimate:
@@ -58,6 +64,35 @@ def _wilson(successes: int, trials: int, level: float) -> Estimate:
     )
 
 
+def _boot(e: Estimate | None, run: BootstrapRun, key: str, level: float) -> Estimate | None:
+    """``e`` with its interval replaced by the bootstrap percentile interval of ``key``."""
+    if e is None or e.value is None or key not in run.replicates:
+        return e
+    iv = run.interval(key, e.value, level, "percentile")
+    lower = iv.lower if np.isfinite(iv.lower) else None
+    upper = iv.upper if np.isfinite(iv.upper) else None
+    return e.model_copy(update={"lower": lower, "upper": upper, "method": iv.method})
+
+
+def _clustered_evaluation(
+    ev: MulticlassEvaluation, run: BootstrapRun, level: float
+) -> MulticlassEvaluation:
+    per_class = []
+    for i, pc in enumerate(ev.per_class):
+        upd = {m: _boot(getattr(pc, m), run, f"{i}:{m}", level) for m in _CLASS_METRICS}
+        per_class.append(pc.model_copy(update=upd))
+    return ev.model_copy(
+        update={
+            "accuracy": _boot(ev.accuracy, run, "accuracy", level),
+            "kappa": _boot(ev.kappa, run, "kappa:none", level),
+            "per_class": per_class,
+        }
+    )
+
+
+_CLASS_METRICS = ("sensitivity", "specificity", "ppv", "npv", "auc")
+
+
 def predict(probabilities: Any) -> np.ndarray:
     """Argmax over classes; ``np.argmax`` takes the first maximum, i.e. manifest order."""
     return np.asarray(np.argmax(np.asarray(probabilities, dtype=np.float64), axis=1), np.int64)
@@ -70,6 +105,9 @@ def _subgroups(
     groups: Mapping[str, Any],
     weighting: Weighting,
     level: float,
+    clusters: np.ndarray | None = None,
+    n_boot: int = SUBGROUP_BOOT,
+    seed: int = 0,
 ) -> list[MulticlassSubgroupRow]:
     k = len(classes)
     rows = []
@@ -82,6 +120,12 @@ def _subgroups(
             acc = _wilson(int(np.trace(cm)), n, level)
             kap = weighted_kappa(cm, weighting, level)
             kappa = None if not np.isfinite(kap.value) else _kappa(kap)
+            if clusters is not None:
+                run = clustered_bootstrap(
+                    y[m], pred[m], k, clusters[m], weightings=[weighting], n_boot=n_boot, seed=seed
+                )
+                acc = _boot(acc, run, "accuracy", level) or acc
+                kappa = _boot(kappa, run, f"kappa:{weighting}", level)
             reasons = []
             if n < MIN_SUBGROUP_N:
                 reasons.append(f"n = {n} < {MIN_SUBGROUP_N}")
@@ -117,9 +161,14 @@ def evaluate_classes(
     groups: Mapping[str, Any] | None = None,
     clusters: Any | None = None,
     level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
     exclusions: Mapping[str, int] | None = None,
 ) -> MulticlassResult:
-    """Evaluate ``probabilities`` (n, k) against reference class indices ``y_true`` (0..k-1)."""
+    """Evaluate ``probabilities`` (n, k) against reference class indices ``y_true`` (0..k-1).
+
+    ``clusters`` (patient ids): when some patient has several cases, all intervals come from
+    ``n_boot`` patient-clustered bootstrap resamples (percentile; seeded by ``seed``)."""
     check_level(level)
     k = len(classes)
     y = np.asarray(y_true)
@@ -165,7 +214,32 @@ def evaluate_classes(
     if ordinal:
         lin = _kappa(weighted_kappa(cm, "linear", level))
         quad = _kappa(weighted_kappa(cm, "quadratic", level))
-    subgroups = _subgroups(y, pred, list(classes), groups or {}, weighting, level)
+    cl = None if clusters is None else np.asarray(clusters, dtype=object).astype(str)
+    if cl is not None and cl.shape != (y.size,):
+        raise Invalid(f"clusters must be one-dimensional with {y.size} values, got {cl.shape}")
+    n_clusters = None if cl is None else int(np.unique(cl).size)
+    clustered = cl is not None and n_clusters is not None and n_clusters < y.size
+    interval_method = "wilson / delong / fleiss-cohen-everitt"
+    if clustered:
+        weightings: list[Weighting] = ["none", "linear", "quadratic"] if ordinal else ["none"]
+        run = clustered_bootstrap(
+            y, pred, k, cl, weightings=weightings, probabilities=probs, n_boot=n_boot, seed=seed
+        )
+        evaluation = _clustered_evaluation(evaluation, run, level)
+        lin = _boot(lin, run, "kappa:linear", level)
+        quad = _boot(quad, run, "kappa:quadratic", level)
+        interval_method = f"patient-clustered bootstrap percentile ({n_boot} resamples)"
+    subgroups = _subgroups(
+        y,
+        pred,
+        list(classes),
+        groups or {},
+        weighting,
+        level,
+        clusters=cl if clustered else None,
+        n_boot=min(n_boot, SUBGROUP_BOOT),
+        seed=seed,
+    )
 
     warnings: list[str] = []
     counts = cm.sum(axis=1)
@@ -181,14 +255,11 @@ def evaluate_classes(
             f"Fewer than {MIN_PER_CLASS} reference cases for: {', '.join(few)}; "
             "their per-class metrics are very uncertain."
         )
-    n_clusters = None
-    if clusters is not None:
-        n_clusters = int(np.unique(np.asarray(clusters, dtype=object).astype(str)).size)
-        if n_clusters < y.size:
-            warnings.append(
-                f"{y.size} cases come from {n_clusters} patients: the Wilson, DeLong and kappa "
-                "intervals assume independent cases and are too narrow."
-            )
+    if clustered:
+        warnings.append(
+            f"{y.size} cases come from {n_clusters} patients: all intervals use the "
+            "patient-clustered bootstrap."
+        )
     small = [f"{r.variable}={r.level}" for r in subgroups if r.too_small]
     if small:
         warnings.append("Subgroups too small to say anything: " + ", ".join(small))
@@ -212,6 +283,9 @@ def evaluate_classes(
     )
     return MulticlassResult(
         level=level,
+        n_boot=n_boot if clustered else 0,
+        seed=seed if clustered else 0,
+        interval_method=interval_method,
         class_labels=list(class_labels or classes),
         ordinal=ordinal,
         cohort=cohort,

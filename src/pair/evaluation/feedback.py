@@ -133,7 +133,7 @@ def _multiclass_payload(
                 "n_excluded": c.n_excluded,
                 "exclusion_reasons": dict(c.exclusion_reasons),
             },
-            "statistics": {"level": result.level, "n_boot": 0, "seed": 0},
+            "statistics": {"level": result.level, "n_boot": result.n_boot, "seed": result.seed},
             "multiclass": {
                 "classes": list(result.classes),
                 "ordinal": result.ordinal,

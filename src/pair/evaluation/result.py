@@ -282,13 +282,17 @@ class MulticlassResult(_Model):
     The prediction of a case is the class with the highest probability (first class on ties);
     ``evaluation`` holds the confusion matrix (rows = reference), accuracy, per-class one-vs-rest
     metrics and Cohen's unweighted kappa; ``kappa_linear`` and ``kappa_quadratic`` are only
-    given for ordinal classes.
+    given for ordinal classes. When a patient has several cases every interval comes from the
+    patient-clustered bootstrap (``n_boot`` > 0, ``interval_method`` says so).
     """
 
     kind: Literal["multiclass"] = "multiclass"
     schema_version: str = RESULT_SCHEMA_VERSION
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     level: float
+    n_boot: int = 0  # patient-clustered bootstrap resamples; 0 = none (independent cases)
+    seed: int = 0
+    interval_method: str = "wilson / delong / fleiss-cohen-everitt"
     decision_rule: str = "argmax"
     class_labels: list[str]
     ordinal: bool

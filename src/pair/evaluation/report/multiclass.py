@@ -114,8 +114,8 @@ def checklist_answer(key: str, r: MulticlassResult) -> str | None:
     if key == "level_of_analysis":
         if c.n_clusters and c.n_clusters < c.n_cases:
             return (
-                f"Image level: {c.n_cases} images from {c.n_clusters} patients; intervals "
-                "assume independent images (too narrow)."
+                f"Image level: {c.n_cases} images from {c.n_clusters} patients; CIs by "
+                "patient-clustered bootstrap."
             )
         return f"Case level: {c.n_cases} cases, treated as independent."
     if key == "metrics":
@@ -127,6 +127,11 @@ def checklist_answer(key: str, r: MulticlassResult) -> str | None:
             f"{kappas}; per class one-vs-rest sensitivity, specificity, PPV, NPV and AUC."
         )
     if key == "statistics":
+        if r.n_boot:
+            return (
+                f"{pct} CIs for all metrics by patient-clustered bootstrap ({r.n_boot} "
+                f"resamples, percentile, seed {r.seed})."
+            )
         return (
             f"{pct} CIs: proportions by Wilson score, one-vs-rest AUC by DeLong, kappa by the "
             "Fleiss-Cohen-Everitt large-sample variance (Wald)."
