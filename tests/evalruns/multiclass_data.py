@@ -54,7 +54,10 @@ def category_model(seed: int = 7, n_classes: int = 4) -> bytes:
 
 
 def category_package(
-    folder: Path, classes: list[dict[str, str]] | None = None, algo_id: str = ALGO_ID
+    folder: Path,
+    classes: list[dict[str, str]] | None = None,
+    algo_id: str = ALGO_ID,
+    seed: int = 7,
 ) -> Path:
     classes = classes or CLASSES
     m = manifest(
@@ -71,7 +74,7 @@ def category_package(
             "input.normalization": {"kind": "range", "min": -1.0, "max": 1.0},
         }
     )
-    return write_package(folder, m, category_model(n_classes=len(classes)))
+    return write_package(folder, m, category_model(seed, n_classes=len(classes)))
 
 
 def write_reports(node: Node, facility_id: int, skip: int = 1) -> dict[str, str]:

@@ -239,9 +239,12 @@ def test_multiclass_refusals(sqlite_node: Node, shared_data: Path, tmp_path: Pat
             "truth source report:rsna-cxr-covid:typical gives binary": dict(
                 truth="report:rsna-cxr-covid:typical"
             ),
-            r"Paired comparison is only available for binary algorithms; test-cxr-category@1.0.0 "
-            r"is multiclass": dict(truth="report:rsna-cxr-covid", compare="demo-cxr-opacity"),
-            "Paired comparison is only": dict(
+            r"Cannot compare test-cxr-category@1\.0\.0 \(multiclass, classes negative, atypical, "
+            r"indeterminate, typical\) with demo-cxr-opacity@1\.0\.0, which is a binary algorithm: "
+            r"a paired multiclass comparison needs the same classes": dict(
+                truth="report:rsna-cxr-covid", compare="demo-cxr-opacity"
+            ),
+            "comparison with a report category is only available for binary": dict(
                 truth="report:rsna-cxr-covid", options={"compare_report": "rsna-cxr-covid:typical"}
             ),
             r"Algorithm class\(es\) negative, atypical, indeterminate, typical have no category "
@@ -257,6 +260,10 @@ def test_multiclass_refusals(sqlite_node: Node, shared_data: Path, tmp_path: Pat
         with pytest.raises(Invalid, match=r"gives class labels, but demo-cxr-opacity@1\.0\.0"):
             service.create_run(
                 s, actor, algorithm="demo-cxr-opacity", cohort="", truth="report:rsna-cxr-covid"
+            )
+        with pytest.raises(Invalid, match=r"Cannot compare a binary algorithm with test-cxr-cat"):
+            service.create_run(
+                s, actor, algorithm="demo-cxr-opacity", compare=ALGO_ID, cohort="", truth="rt-pcr"
             )
         with pytest.raises(Invalid, match=r"Label file has class labels \['typical'\]"):
             service.create_run(
@@ -322,7 +329,7 @@ def test_multiclass_api_page_and_cli(tmp_path: Path, shared_data: Path) -> None:
             files={"labels": ("l.csv", good, "text/csv")},
             headers=ev,
         )
-        assert cmp.status_code == 422 and "only available for binary" in cmp.json()["message"]
+        assert cmp.status_code == 422 and "which is a binary algorithm" in cmp.json()["message"]
         r = client.post(
             "/api/evaluations", data=form, files={"labels": ("l.csv", good, "text/csv")}, headers=ev
         )
@@ -387,4 +394,81 @@ def test_multiclass_api_page_and_cli(tmp_path: Path, shared_data: Path) -> None:
             "demo-cxr-opacity",
         ],
     )
-    assert r.exit_code == 2 and "Paired comparison is only available for binary" in r.output
+    assert r.exit_code == 2 and "a paired multiclass comparison needs the same" in r.output
+
+
+def test_multiclass_paired_comparison(sqlite_node: Node, shared_data: Path, tmp_path: Path) -> None:
+    """Two 4-class models on the same cases: accuracy (McNemar), kappa and per-class AUC
+    differences, checked against scikit-learn and the binary DeLong test on the case table."""
+    from pair.evaluation.stats.compare import delong_test
+
+    node = sqlite_node
+    data, actor = _setup(node, shared_data, tmp_path)
+    three = [CLASSES_BY_NAME["negative"], CLASSES_BY_NAME["indeterminate"]]
+    three.append({"name": "typical", "label": "Typical appearance"})
+    with node.db.session() as s:
+        algorithms.add_algorithm(
+            s, node, category_package(tmp_path / "b", algo_id="test-cxr-category-b", seed=8), actor
+        )
+        algorithms.add_algorithm(
+            s, node, category_package(tmp_path / "c", three, "test-cxr-3class"), actor
+        )
+    write_reports(node, data.facility_id, skip=0)
+    with node.db.session() as s:
+        with pytest.raises(Invalid, match=r"which has classes negative, indeterminate, typical"):
+            service.create_run(
+                s,
+                actor,
+                algorithm=ALGO_ID,
+                compare="test-cxr-3class",
+                cohort="",
+                truth="report:rsna-cxr-covid",
+            )
+        run_id = service.create_run(
+            s,
+            actor,
+            algorithm=ALGO_ID,
+            compare="test-cxr-category-b",
+            cohort="",
+            truth="report:rsna-cxr-covid",
+            options={"n_boot": 200},
+        ).id
+    run = service.execute_run(node, run_id)
+    assert run.total == 2 * data.n_images and run.failures == []
+    result = service.result_of(run)
+    assert isinstance(result, MulticlassResult) and result.comparison is not None
+    cmp = result.comparison
+    cases = run.cases
+    y = np.array([c["y"] for c in cases])
+    pa = np.array([c["probs"] for c in cases])
+    pb = np.array([c["probs_compare"] for c in cases])
+    assert not np.allclose(pa, pb)
+    a, b = pa.argmax(axis=1), pb.argmax(axis=1)
+    assert (cmp.name_a, cmp.name_b) == (f"{ALGO_ID}@1.0.0", "test-cxr-category-b@1.0.0")
+    assert cmp.accuracy_a == pytest.approx(np.mean(a == y), abs=TOL)
+    assert cmp.accuracy_b == pytest.approx(np.mean(b == y), abs=TOL)
+    assert (cmp.mcnemar.b, cmp.mcnemar.c) == (
+        int(np.sum((a == y) & (b != y))),
+        int(np.sum((a != y) & (b == y))),
+    )
+    assert cmp.kappa_weighting == "linear"
+    assert cmp.kappa_a == pytest.approx(cohen_kappa_score(y, a, weights="linear"), abs=TOL)
+    assert cmp.kappa_b == pytest.approx(cohen_kappa_score(y, b, weights="linear"), abs=TOL)
+    for i, d in enumerate(cmp.per_class):
+        assert d.auc_a == pytest.approx(roc_auc_score(y == i, pa[:, i]), abs=TOL)
+        assert d.auc_b == pytest.approx(roc_auc_score(y == i, pb[:, i]), abs=TOL)
+        assert d.difference is not None
+        assert d.difference.value == pytest.approx(
+            delong_test((y == i).astype(int), pa[:, i], pb[:, i]).difference, abs=TOL
+        )
+        assert "cluster bootstrap" in d.difference.method  # several images per patient
+    assert any("McNemar's test assumes independent cases" in w for w in result.warnings)
+    with node.db.session() as s:
+        row = service.get_run(s, actor, run_id)
+        html = render_html(result, service.report_context(s, row))
+        envelope = service.feedback_envelope(node, s, row)
+    assert 'id="comparison"' in html and 'id="comparison-per-class"' in html
+    fb.validate_envelope(envelope)
+    sent = envelope["payload"]["multiclass"]["comparison"]
+    assert sent["mcnemar_p_value"] == cmp.mcnemar.p_value
+    assert [d["name"] for d in sent["auc_differences"]] == NAMES

@@ -236,6 +236,47 @@ def test_clustered_intervals_are_the_cluster_bootstrap_of_sklearn_statistics() -
         assert (est.lower, est.upper) == pytest.approx((lo, hi), abs=TOL)
 
 
+def test_paired_comparison_against_sklearn_and_delong() -> None:
+    from pair.evaluation.stats.bootstrap import bootstrap_weights
+    from pair.evaluation.stats.compare import delong_test
+
+    y, pa, _ = _data(90, seed=21)
+    _, pb, _ = _data(90, seed=22)  # an unrelated second "algorithm" on the same cases
+    r = evaluate_classes(
+        y, pa, CLASSES, compare_probabilities=pb, names=("A", "B"), n_boot=80, seed=5
+    )
+    c = r.comparison
+    assert c is not None and (c.name_a, c.name_b) == ("A", "B") and c.kappa_weighting == "none"
+    a, b = pa.argmax(axis=1), pb.argmax(axis=1)
+    assert c.accuracy_difference.value == pytest.approx(np.mean(a == y) - np.mean(b == y))
+    assert (c.mcnemar.b, c.mcnemar.c) == (
+        int(np.sum((a == y) & (b != y))),
+        int(np.sum((a != y) & (b == y))),
+    )
+    assert c.kappa_a == pytest.approx(cohen_kappa_score(y, a), abs=TOL)
+    assert c.kappa_b == pytest.approx(cohen_kappa_score(y, b), abs=TOL)
+    for i, d in enumerate(c.per_class):
+        dt = delong_test((y == i).astype(int), pa[:, i], pb[:, i])
+        assert d.difference is not None and d.difference.method == "delong paired"
+        assert (d.difference.value, d.p_value) == pytest.approx((dt.difference, dt.p_value))
+        assert d.auc_a == pytest.approx(roc_auc_score(y == i, pa[:, i]), abs=TOL)
+    # the kappa-difference interval is the percentile interval of sklearn's kappas on the
+    # same case resamples
+    diffs = []
+    for w in bootstrap_weights(90, 80, np.random.default_rng(5)):
+        for row in w:
+            idx = np.repeat(np.arange(90), row.astype(int))
+            diffs.append(cohen_kappa_score(y[idx], a[idx]) - cohen_kappa_score(y[idx], b[idx]))
+    lo, hi = np.quantile(diffs, [0.025, 0.975])
+    assert (c.kappa_difference.lower, c.kappa_difference.upper) == pytest.approx((lo, hi), abs=TOL)
+    assert c.kappa_difference.method == "bootstrap percentile"
+    html = render_html(r, _context())
+    assert 'id="comparison-per-class"' in html
+    fb.validate_envelope(fb.sign_payload(fb.build_feedback_payload(r, _context()), b"k" * 32, "s"))
+    with pytest.raises(Invalid, match="compare_probabilities must be finite with shape"):
+        evaluate_classes(y, pa, CLASSES, compare_probabilities=pb[:, :3])
+
+
 def test_load_result_keeps_binary_results() -> None:
     from pair.evaluation.evaluate import evaluate_scores
 

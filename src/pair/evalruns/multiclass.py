@@ -40,10 +40,13 @@ def check_run_inputs(
     spec: str,
     labels: dict[str, Any] | None,
     *,
-    compare: bool,
+    compare: tuple[Manifest, str] | None,
     compare_report: bool,
 ) -> None:
-    """Refuse truth sources, label files and comparisons that do not fit the output kind."""
+    """Refuse truth sources, label files and comparisons that do not fit the output kind.
+
+    ``compare`` is the second algorithm's manifest and reference: a multiclass algorithm can
+    only be compared with one that has the same classes in the same order."""
     classes = output_classes(manifest)
     if classes is None:
         if is_class_spec(spec):
@@ -53,11 +56,26 @@ def check_run_inputs(
                 "(the values count as positive)."
             )
     else:
-        if compare or compare_report:
+        if compare_report:
             raise Invalid(
-                f"Paired comparison is only available for binary algorithms; {ref} is "
-                f"multiclass (classes {allowed_names(classes)}). Run each algorithm on its own."
+                f"{ref} is multiclass (classes {allowed_names(classes)}): comparison with a "
+                "report category is only available for binary algorithms; compare with another "
+                "multiclass algorithm with the same classes (--compare) instead."
             )
+        if compare is not None:
+            other, other_ref = compare
+            theirs = output_classes(other)
+            if theirs is None or [c.name for c in theirs] != [c.name for c in classes]:
+                what = (
+                    f"has classes {allowed_names(theirs)}"
+                    if theirs is not None
+                    else f"is a {other.output.kind.value} algorithm"
+                )
+                raise Invalid(
+                    f"Cannot compare {ref} (multiclass, classes {allowed_names(classes)}) with "
+                    f"{other_ref}, which {what}: a paired multiclass comparison needs the same "
+                    "classes in the same order."
+                )
         if spec != "csv" and not is_class_spec(spec):
             raise Invalid(
                 f"{ref} is multiclass (classes {allowed_names(classes)}): truth source {spec} "
@@ -66,8 +84,19 @@ def check_run_inputs(
             )
         if is_class_spec(spec):
             module_class_map(spec.split(":")[1], classes)
+    if classes is None:
+        check_binary_comparator(manifest, compare)
     if spec == "csv" and labels:
         check_class_labels(labels, classes)
+
+
+def check_binary_comparator(manifest: Manifest, compare: tuple[Manifest, str] | None) -> None:
+    """A binary (or score) algorithm cannot be compared with a multiclass one."""
+    if compare is not None and output_classes(compare[0]) is not None:
+        raise Invalid(
+            f"Cannot compare a {manifest.output.kind.value} algorithm with {compare[1]}, "
+            "which is multiclass: compare multiclass algorithms with each other."
+        )
 
 
 def case_probabilities(classes: list[OutputClass], outputs: dict[str, float] | None) -> list[float]:
@@ -82,8 +111,10 @@ def evaluate_class_cases(
     exclusions: dict[str, int],
     group_columns: tuple[str, ...],
     opts: dict[str, Any],
+    names: tuple[str, str] | None = None,
 ) -> MulticlassResult:
-    """``evaluate_classes`` on the case table (``y`` = class index, ``probs`` = vector)."""
+    """``evaluate_classes`` on the case table (``y`` = class index, ``probs`` = vector);
+    with ``names`` the rows' ``probs_compare`` are the second algorithm's vectors."""
     if not rows:
         raise Invalid(f"No case left to evaluate (excluded: {exclusions or 'none selected'}).")
     classes = manifest.output.classes
@@ -99,4 +130,8 @@ def evaluate_class_cases(
         n_boot=int(opts.get("n_boot", 2000)),
         seed=int(opts.get("seed", 0)),
         exclusions=exclusions,
+        compare_probabilities=None
+        if names is None
+        else np.array([r["probs_compare"] for r in rows], dtype=np.float64),
+        names=names or ("algorithm", "comparator"),
     )

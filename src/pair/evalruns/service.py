@@ -81,7 +81,7 @@ def create_run(
         a.ref,
         spec,
         labels,
-        compare=b is not None,
+        compare=(Manifest.model_validate(b.manifest), b.ref) if b is not None else None,
         compare_report=bool(opts.get("compare_report")),
     )
     if opts.get("compare_report"):
@@ -264,6 +264,8 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
         }
         if classes is not None:
             row["probs"] = case_probabilities(classes, res_a[c.case_id].outputs)
+            if b_row:
+                row["probs_compare"] = case_probabilities(classes, res_b[c.case_id].outputs)
         if b_row:
             row["score_compare"] = res_b[c.case_id].score
         elif reader is not None:
@@ -318,7 +320,9 @@ def evaluate_cases(
 
     Multiclass algorithms go to ``evaluate_class_cases`` (class-index ``y``, ``probs``)."""
     if output_classes(manifest) is not None:
-        return evaluate_class_cases(rows, manifest, exclusions, GROUP_COLUMNS, opts)
+        return evaluate_class_cases(
+            rows, manifest, exclusions, GROUP_COLUMNS, opts, names if compare else None
+        )
     if not rows:
         raise Invalid(f"No case left to evaluate (excluded: {exclusions or 'none selected'}).")
     y = np.array([r["y"] for r in rows], dtype=np.int64)

@@ -164,11 +164,15 @@ def evaluate_classes(
     n_boot: int = 2000,
     seed: int = 0,
     exclusions: Mapping[str, int] | None = None,
+    compare_probabilities: Any | None = None,
+    names: tuple[str, str] = ("algorithm", "comparator"),
 ) -> MulticlassResult:
     """Evaluate ``probabilities`` (n, k) against reference class indices ``y_true`` (0..k-1).
 
     ``clusters`` (patient ids): when some patient has several cases, all intervals come from
-    ``n_boot`` patient-clustered bootstrap resamples (percentile; seeded by ``seed``)."""
+    ``n_boot`` patient-clustered bootstrap resamples (percentile; seeded by ``seed``).
+    ``compare_probabilities`` (n, k): a second algorithm with the same classes on the same
+    cases; see ``compare_multiclass``."""
     check_level(level)
     k = len(classes)
     y = np.asarray(y_true)
@@ -183,9 +187,9 @@ def evaluate_classes(
     if not np.all(np.isfinite(probs)):
         raise Invalid("probabilities must be finite numbers")
     pred = predict(probs)
-    names = np.asarray(classes, dtype=object)
+    class_arr = np.asarray(classes, dtype=object)
     base = evaluate_multiclass(
-        names[y], names[pred], list(classes), probs, weighting="none", level=level
+        class_arr[y], class_arr[pred], list(classes), probs, weighting="none", level=level
     )
     evaluation = to_model(base)
     cm = base.confusion
@@ -242,6 +246,30 @@ def evaluate_classes(
     )
 
     warnings: list[str] = []
+    comparison = None
+    if compare_probabilities is not None:
+        from pair.evaluation.compare_multiclass import compare_classes
+
+        other = np.asarray(compare_probabilities, dtype=np.float64)
+        if other.shape != probs.shape or not np.all(np.isfinite(other)):
+            raise Invalid(f"compare_probabilities must be finite with shape {probs.shape}")
+        comparison = compare_classes(
+            y,
+            probs,
+            other,
+            list(classes),
+            names=names,
+            weighting=weighting,
+            clusters=cl if clustered else None,
+            level=level,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        if clustered:
+            warnings.append(
+                "The paired differences use the patient-clustered bootstrap, but McNemar's "
+                "test assumes independent cases; its p-value is too small."
+            )
     counts = cm.sum(axis=1)
     missing = [c for c, n in zip(classes, counts, strict=True) if n == 0]
     if missing:
@@ -283,8 +311,8 @@ def evaluate_classes(
     )
     return MulticlassResult(
         level=level,
-        n_boot=n_boot if clustered else 0,
-        seed=seed if clustered else 0,
+        n_boot=n_boot if clustered or comparison is not None else 0,
+        seed=seed if clustered or comparison is not None else 0,
         interval_method=interval_method,
         class_labels=list(class_labels or classes),
         ordinal=ordinal,
@@ -295,5 +323,6 @@ def evaluate_classes(
         kappa_quadratic=quad,
         roc=roc,
         subgroups=subgroups,
+        comparison=comparison,
         warnings=warnings,
     )

@@ -170,6 +170,20 @@ def _multiclass_payload(
                     for s in kept
                 ],
                 "suppressed_subgroups": len(result.subgroups) - len(kept),
+                "comparison": None
+                if result.comparison is None
+                else {
+                    "name_a": result.comparison.name_a,
+                    "name_b": result.comparison.name_b,
+                    "accuracy_difference": _est(result.comparison.accuracy_difference),
+                    "mcnemar_p_value": result.comparison.mcnemar.p_value,
+                    "kappa_difference": _est(result.comparison.kappa_difference),
+                    "kappa_p_value": result.comparison.kappa_p_value,
+                    "auc_differences": [
+                        {"name": d.name, "difference": _est(d.difference), "p_value": d.p_value}
+                        for d in result.comparison.per_class
+                    ],
+                },
             },
             "subgroups": [],
             "suppressed_subgroups": len(result.subgroups) - len(kept),

@@ -276,6 +276,38 @@ class MulticlassCohort(_Model):
     exclusion_reasons: dict[str, int] = Field(default_factory=dict)
 
 
+class ClassAucDifference(_Model):
+    """Paired one-vs-rest AUC of one class for two algorithms (difference = a - b)."""
+
+    name: str
+    auc_a: float | None
+    auc_b: float | None
+    difference: Estimate | None
+    p_value: float | None
+
+
+class MulticlassComparison(_Model):
+    """Two multiclass algorithms with the same classes on the same cases (a - b)."""
+
+    name_a: str
+    name_b: str
+    accuracy_a: float
+    accuracy_b: float
+    accuracy_difference: Estimate
+    mcnemar: McNemarModel  # b = cases only A classifies correctly, c = only B
+    kappa_weighting: str
+    kappa_a: float | None
+    kappa_b: float | None
+    kappa_difference: Estimate
+    kappa_p_value: float | None
+    per_class: list[ClassAucDifference]
+
+    @field_validator("kappa_a", "kappa_b", "kappa_p_value", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> float | None:
+        return finite(v)
+
+
 class MulticlassResult(_Model):
     """Everything for one multiclass evaluation (``kind`` tells it apart from the binary one).
 
@@ -303,6 +335,7 @@ class MulticlassResult(_Model):
     kappa_quadratic: Estimate | None = None
     roc: list[ClassRoc]
     subgroups: list[MulticlassSubgroupRow] = Field(default_factory=list)
+    comparison: MulticlassComparison | None = None
     warnings: list[str] = Field(default_factory=list)
 
     @field_validator("macro_auc", mode="before")

@@ -192,6 +192,18 @@ def summary_lines(r: AnyResult) -> list[str]:
                 f"Ordinal classes: linear weighted kappa {fmt(r.kappa_linear)}, "
                 f"quadratic weighted kappa {fmt(r.kappa_quadratic)}"
             )
+        if r.comparison is not None:
+            mc = r.comparison
+            lines.append(
+                f"{mc.name_a} - {mc.name_b}: accuracy difference {fmt(mc.accuracy_difference)}, "
+                f"McNemar p = {mc.mcnemar.p_value:.3g}; "
+                f"kappa difference {fmt(mc.kappa_difference)}"
+            )
+            lines.extend(
+                f"  AUC difference {d.name}: {fmt(d.difference)}"
+                + (f", p = {d.p_value:.3g}" if d.p_value is not None else "")
+                for d in mc.per_class
+            )
         lines.extend(f"warning: {w}" for w in r.warnings)
         return lines
     if r.calibration is not None:

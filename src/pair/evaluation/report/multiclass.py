@@ -154,7 +154,16 @@ def checklist_answer(key: str, r: MulticlassResult) -> str | None:
             text += f"; macro-average one-vs-rest AUC {r.macro_auc:.3f}"
         return text + "."
     if key == "comparison":
-        return None
+        if r.comparison is None:
+            return None
+        cmp = r.comparison
+        return (
+            f"{cmp.name_a} vs {cmp.name_b}: accuracy difference {fmt(cmp.accuracy_difference)} "
+            f"(McNemar p = {cmp.mcnemar.p_value:.3g}); kappa difference "
+            f"{fmt(cmp.kappa_difference)}; per-class AUC differences: "
+            + "; ".join(f"{d.name} {fmt(d.difference)}" for d in cmp.per_class)
+            + "."
+        )
     if key == "warnings":
         return " ".join(r.warnings) if r.warnings else None
     raise KeyError(key)

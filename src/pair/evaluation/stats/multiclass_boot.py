@@ -98,3 +98,43 @@ def clustered_bootstrap(
         return multiclass_stats(w, design, k, weightings, sorted_scores)
 
     return run_bootstrap(stat_fn, t.size, n_boot=n_boot, seed=seed, clusters=clusters)
+
+
+def paired_bootstrap(
+    t: IntArray,
+    pred_a: IntArray,
+    pred_b: IntArray,
+    probs_a: FloatArray,
+    probs_b: FloatArray,
+    k: int,
+    weighting: Weighting,
+    *,
+    clusters: Any | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> BootstrapRun:
+    """Bootstrap of the paired differences a - b: ``accuracy_diff``, ``kappa_diff`` and
+    ``<i>:auc_diff`` (case resampling, or patient-clustered when ``clusters`` is given)."""
+    designs = (confusion_design(t, pred_a, k), confusion_design(t, pred_b, k))
+    scores: list[list[SortedScores | None]] = []
+    for probs in (probs_a, probs_b):
+        per = []
+        for i in range(k):
+            ref = (t == i).astype(np.int64)
+            per.append(SortedScores.build(ref, probs[:, i]) if 0 < ref.sum() < t.size else None)
+        scores.append(per)
+
+    def stat_fn(w: FloatArray) -> dict[str, FloatArray]:
+        a, b = (
+            multiclass_stats(w, d, k, [weighting], s) for d, s in zip(designs, scores, strict=True)
+        )
+        out: dict[str, FloatArray] = {
+            "accuracy_diff": a["accuracy"] - b["accuracy"],
+            "kappa_diff": a[f"kappa:{weighting}"] - b[f"kappa:{weighting}"],
+        }
+        for i in range(k):
+            if f"{i}:auc" in a:
+                out[f"{i}:auc_diff"] = a[f"{i}:auc"] - b[f"{i}:auc"]
+        return out
+
+    return run_bootstrap(stat_fn, t.size, n_boot=n_boot, seed=seed, clusters=clusters)
