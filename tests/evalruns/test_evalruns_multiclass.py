@@ -244,8 +244,12 @@ def test_multiclass_refusals(sqlite_node: Node, shared_data: Path, tmp_path: Pat
             r"a paired multiclass comparison needs the same classes": dict(
                 truth="report:rsna-cxr-covid", compare="demo-cxr-opacity"
             ),
-            "comparison with a report category is only available for binary": dict(
+            r"compare with the report category as the readers' class, i.e. --compare-report "
+            r"MODULE without values \(got 'rsna-cxr-covid:typical'\)": dict(
                 truth="report:rsna-cxr-covid", options={"compare_report": "rsna-cxr-covid:typical"}
+            ),
+            "have no category in report module 'corads'": dict(
+                truth="report:rsna-cxr-covid", options={"compare_report": "corads"}
             ),
             r"Algorithm class\(es\) negative, atypical, indeterminate, typical have no category "
             r"in report module 'corads'": dict(truth="report:corads"),
@@ -260,6 +264,15 @@ def test_multiclass_refusals(sqlite_node: Node, shared_data: Path, tmp_path: Pat
         with pytest.raises(Invalid, match=r"gives class labels, but demo-cxr-opacity@1\.0\.0"):
             service.create_run(
                 s, actor, algorithm="demo-cxr-opacity", cohort="", truth="report:rsna-cxr-covid"
+            )
+        with pytest.raises(Invalid, match=r"compare with the report category as MODULE:VALUE"):
+            service.create_run(
+                s,
+                actor,
+                algorithm="demo-cxr-opacity",
+                cohort="",
+                truth="rt-pcr",
+                options={"compare_report": "rsna-cxr-covid"},
             )
         with pytest.raises(Invalid, match=r"Cannot compare a binary algorithm with test-cxr-cat"):
             service.create_run(
@@ -413,7 +426,7 @@ def test_multiclass_paired_comparison(sqlite_node: Node, shared_data: Path, tmp_
         algorithms.add_algorithm(
             s, node, category_package(tmp_path / "c", three, "test-cxr-3class"), actor
         )
-    write_reports(node, data.facility_id, skip=0)
+    categories = write_reports(node, data.facility_id, skip=0)
     with node.db.session() as s:
         with pytest.raises(Invalid, match=r"which has classes negative, indeterminate, typical"):
             service.create_run(
@@ -472,3 +485,36 @@ def test_multiclass_paired_comparison(sqlite_node: Node, shared_data: Path, tmp_
     sent = envelope["payload"]["multiclass"]["comparison"]
     assert sent["mcnemar_p_value"] == cmp.mcnemar.p_value
     assert [d["name"] for d in sent["auc_differences"]] == NAMES
+
+    # The algorithm against the radiologists' report category (their class), with class labels
+    # from a CSV as truth; the reports were written from the same labels, so the readers agree
+    # with the truth everywhere.
+    with node.db.session() as s:
+        mapped = map_label_csv(
+            s,
+            data.facility_id,
+            study_label_csv(categories, tmp_path / "truth.csv").read_bytes(),
+            _classes(s),
+        )
+        reader_run = service.create_run(
+            s,
+            actor,
+            algorithm=ALGO_ID,
+            cohort="",
+            truth="csv",
+            labels=mapped,
+            options={"n_boot": 200, "compare_report": "rsna-cxr-covid"},
+        ).id
+    run = service.execute_run(node, reader_run)
+    result = service.result_of(run)
+    assert isinstance(result, MulticlassResult) and result.comparison is not None
+    cmp = result.comparison
+    assert cmp.name_b == "report category (rsna-cxr-covid)"
+    assert cmp.accuracy_b == 1.0 and cmp.kappa_b == pytest.approx(1.0)
+    assert all(d.auc_b == 1.0 for d in cmp.per_class)
+    y = np.array([c["y"] for c in run.cases])
+    a = np.array([c["probs"] for c in run.cases]).argmax(axis=1)
+    assert (cmp.mcnemar.b, cmp.mcnemar.c) == (0, int(np.sum(a != y)))
+    assert all(
+        c["probs_compare"] == [float(i == c["y"]) for i in range(len(NAMES))] for c in run.cases
+    )

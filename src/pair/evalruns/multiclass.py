@@ -41,12 +41,13 @@ def check_run_inputs(
     labels: dict[str, Any] | None,
     *,
     compare: tuple[Manifest, str] | None,
-    compare_report: bool,
+    compare_report: str | None,
 ) -> None:
     """Refuse truth sources, label files and comparisons that do not fit the output kind.
 
     ``compare`` is the second algorithm's manifest and reference: a multiclass algorithm can
-    only be compared with one that has the same classes in the same order."""
+    only be compared with one that has the same classes in the same order, or with the report
+    category of a module whose categories match its classes (``compare_report`` = MODULE)."""
     classes = output_classes(manifest)
     if classes is None:
         if is_class_spec(spec):
@@ -57,11 +58,13 @@ def check_run_inputs(
             )
     else:
         if compare_report:
-            raise Invalid(
-                f"{ref} is multiclass (classes {allowed_names(classes)}): comparison with a "
-                "report category is only available for binary algorithms; compare with another "
-                "multiclass algorithm with the same classes (--compare) instead."
-            )
+            if ":" in compare_report.strip(":"):
+                raise Invalid(
+                    f"{ref} is multiclass (classes {allowed_names(classes)}): compare with the "
+                    "report category as the readers' class, i.e. --compare-report MODULE "
+                    f"without values (got {compare_report!r})."
+                )
+            module_class_map(compare_report.strip(":"), classes)
         if compare is not None:
             other, other_ref = compare
             theirs = output_classes(other)
@@ -86,6 +89,12 @@ def check_run_inputs(
             module_class_map(spec.split(":")[1], classes)
     if classes is None:
         check_binary_comparator(manifest, compare)
+        if compare_report and ":" not in compare_report.strip(":"):
+            raise Invalid(
+                f"{ref} is a {manifest.output.kind.value} algorithm: compare with the report "
+                "category as MODULE:VALUE[,VALUE] (the values count as positive), got "
+                f"{compare_report!r}."
+            )
     if spec == "csv" and labels:
         check_class_labels(labels, classes)
 
@@ -97,6 +106,13 @@ def check_binary_comparator(manifest: Manifest, compare: tuple[Manifest, str] | 
             f"Cannot compare a {manifest.output.kind.value} algorithm with {compare[1]}, "
             "which is multiclass: compare multiclass algorithms with each other."
         )
+
+
+def reader_probabilities(k: int, label: int | None) -> list[float]:
+    """The readers' report category as a one-hot "probability" vector (their class)."""
+    if label is None:
+        raise Invalid("a compared case needs the readers' category")
+    return [1.0 if i == label else 0.0 for i in range(k)]
 
 
 def case_probabilities(classes: list[OutputClass], outputs: dict[str, float] | None) -> list[float]:

@@ -34,6 +34,7 @@ from pair.evalruns.multiclass import (
     check_run_inputs,
     evaluate_class_cases,
     output_classes,
+    reader_probabilities,
 )
 from pair.evalruns.truth import check_spec, describe_spec, resolve_truth
 from pair.evaluation.evaluate import evaluate_scores
@@ -82,7 +83,7 @@ def create_run(
         spec,
         labels,
         compare=(Manifest.model_validate(b.manifest), b.ref) if b is not None else None,
-        compare_report=bool(opts.get("compare_report")),
+        compare_report=opts.get("compare_report"),
     )
     if opts.get("compare_report"):
         if b is not None:
@@ -201,15 +202,18 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
         reader = None
         if run.options.get("compare_report"):
             reader = resolve_truth(
-                s, run.facility_id, f"report:{run.options['compare_report']}", cases
+                s, run.facility_id, f"report:{run.options['compare_report']}", cases, None, classes
             )
             reader.missing_reason += " (comparison)"
+            reader.reasons_by_study = {
+                k: f"{v} (comparison)" for k, v in reader.reasons_by_study.items()
+            }
         for c in cases:
             y = truth.label(c)
             if y is None:
                 exclusions[truth.reason(c)] = exclusions.get(truth.reason(c), 0) + 1
             elif reader is not None and reader.label(c) is None:
-                exclusions[reader.missing_reason] = exclusions.get(reader.missing_reason, 0) + 1
+                exclusions[reader.reason(c)] = exclusions.get(reader.reason(c), 0) + 1
             elif c.modality not in a_manifest.modality:
                 exclusions["modality not accepted by the algorithm"] = (
                     exclusions.get("modality not accepted by the algorithm", 0) + 1
@@ -266,6 +270,8 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
             row["probs"] = case_probabilities(classes, res_a[c.case_id].outputs)
             if b_row:
                 row["probs_compare"] = case_probabilities(classes, res_b[c.case_id].outputs)
+            elif reader is not None:
+                row["probs_compare"] = reader_probabilities(len(classes), reader.label(c))
         if b_row:
             row["score_compare"] = res_b[c.case_id].score
         elif reader is not None:
