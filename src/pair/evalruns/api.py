@@ -111,7 +111,9 @@ def create(
     ),
     cohort: str = Form("", description="cohort query, e.g. modality=CR,DX;covid19_positive=Yes,No"),
     compare: str | None = Form(None),
-    compare_report: str | None = Form(None, description="MODULE:VALUE[,VALUE] reader category"),
+    compare_report: str | None = Form(
+        None, description="MODULE:VALUE[,VALUE] reader category (multiclass: MODULE)"
+    ),
     n_boot: int = Form(2000),
     seed: int = Form(0),
     labels: UploadFile | None = None,

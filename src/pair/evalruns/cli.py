@@ -53,7 +53,8 @@ def evaluate(
     compare_report: Annotated[
         str | None,
         typer.Option(
-            help="Compare with the final report category: MODULE:VALUE[,VALUE] = positive."
+            help="Compare with the final report category: MODULE:VALUE[,VALUE] = positive "
+            "(multiclass algorithms: MODULE, the category as the readers' class)."
         ),
     ] = None,
     facility: Annotated[str | None, typer.Option(help="Facility name, code or id.")] = None,
