@@ -221,6 +221,11 @@ class OutputSpec(_Strict):
     recommended_threshold: float | None = Field(
         default=None, description="Operating point on the positive-class probability or score."
     )
+    ordinal: bool = Field(
+        default=False,
+        description="multiclass only: the classes are listed in a meaningful order (e.g. "
+        "CO-RADS 1 to 5), so evaluations also report linearly and quadratically weighted kappa.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OutputSpec:
@@ -240,6 +245,8 @@ class OutputSpec(_Strict):
         else:
             if len(names) != 1:
                 raise ValueError("a score output has exactly 1 class (what the score measures)")
+        if self.ordinal and self.kind != OutputKind.MULTICLASS:
+            raise ValueError("ordinal is only meaningful for kind 'multiclass'")
         if self.values == OutputValues.RAW and self.kind != OutputKind.SCORE:
             raise ValueError("values 'raw' is only allowed for kind 'score'")
         t = self.recommended_threshold

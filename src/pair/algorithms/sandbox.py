@@ -41,7 +41,12 @@ class LoadedAlgorithm:
     @property
     def cache_key(self) -> str:
         """Model checksum plus the input/output contract: same key ⇒ same outputs."""
-        contract = self.manifest.model_dump(mode="json", include={"input", "output", "modality"})
+        # ``ordinal`` only changes the statistics, not the outputs: caches stay valid
+        contract = self.manifest.model_dump(
+            mode="json",
+            include={"input", "output", "modality"},
+            exclude={"output": {"ordinal"}},
+        )
         blob = self.sha256 + json.dumps(contract, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 

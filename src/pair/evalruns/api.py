@@ -19,6 +19,7 @@ from pair.core.errors import Conflict, Invalid
 from pair.core.node import Node
 from pair.evalruns import service
 from pair.evalruns.models import EvaluationRun, RunStatus
+from pair.evalruns.multiclass import label_classes
 from pair.evalruns.truth import map_label_csv
 from pair.web.deps import SessionDep, get_node, require_roles
 
@@ -86,7 +87,7 @@ def create_and_start(
         if truth == "csv" and labels:
             if actor.facility_id is None:
                 raise Invalid("A label file needs a facility: sign in as a facility user.")
-            mapped = map_label_csv(s, actor.facility_id, labels)
+            mapped = map_label_csv(s, actor.facility_id, labels, label_classes(s, algorithm))
         run = service.create_run(
             s,
             actor,
@@ -105,10 +106,14 @@ def create_and_start(
 @router.post("", response_model=RunOut, status_code=202)
 def create(
     algorithm: str = Form(..., description="ID or ID@VERSION"),
-    truth: str = Form(..., description="rt-pcr | report:MODULE:VALUE[,VALUE] | csv"),
+    truth: str = Form(
+        ..., description="rt-pcr | report:MODULE:VALUE[,VALUE] | report:MODULE (classes) | csv"
+    ),
     cohort: str = Form("", description="cohort query, e.g. modality=CR,DX;covid19_positive=Yes,No"),
     compare: str | None = Form(None),
-    compare_report: str | None = Form(None, description="MODULE:VALUE[,VALUE] reader category"),
+    compare_report: str | None = Form(
+        None, description="MODULE:VALUE[,VALUE] reader category (multiclass: MODULE)"
+    ),
     n_boot: int = Form(2000),
     seed: int = Form(0),
     labels: UploadFile | None = None,

@@ -34,7 +34,11 @@ def evaluate(
     data_dir: DataDir,
     algorithm: Annotated[str, typer.Option(help="Algorithm ID or ID@VERSION.")],
     truth: Annotated[
-        str, typer.Option(help="rt-pcr | report:MODULE:VALUE[,VALUE] | csv (with --labels).")
+        str,
+        typer.Option(
+            help="rt-pcr | report:MODULE:VALUE[,VALUE] | report:MODULE (multiclass: the "
+            "category is the class) | csv (with --labels)."
+        ),
     ],
     cohort: Annotated[
         str, typer.Option(help="e.g. 'modality=CR,DX;covid19_positive=Yes,No;date=20200101-'.")
@@ -49,7 +53,8 @@ def evaluate(
     compare_report: Annotated[
         str | None,
         typer.Option(
-            help="Compare with the final report category: MODULE:VALUE[,VALUE] = positive."
+            help="Compare with the final report category: MODULE:VALUE[,VALUE] = positive "
+            "(multiclass algorithms: MODULE, the category as the readers' class)."
         ),
     ] = None,
     facility: Annotated[str | None, typer.Option(help="Facility name, code or id.")] = None,
@@ -65,9 +70,10 @@ def evaluate(
 ) -> None:
     """Evaluate an algorithm on this node's cases: main table on screen, report in --out."""
     from pair.evalruns import service
+    from pair.evalruns.multiclass import label_classes
     from pair.evalruns.truth import map_label_csv
     from pair.evaluation.report.render import write_report
-    from pair.evaluation.tables import main_table, summary_lines
+    from pair.evaluation.tables import result_tables, summary_lines
 
     node = node_for(data_dir)
     with node.db.session() as s:
@@ -80,7 +86,7 @@ def evaluate(
             if labels is not None:
                 if not labels.is_file():
                     raise Invalid(f"No such label file: {labels}")
-                mapped = map_label_csv(s, fid, labels.read_bytes())
+                mapped = map_label_csv(s, fid, labels.read_bytes(), label_classes(s, algorithm))
             opts = {
                 "n_boot": n_boot,
                 "seed": seed,
@@ -119,7 +125,8 @@ def evaluate(
         console.print(f"excluded {n}: {reason}", highlight=False)
     for f in run.failures:
         console.print(f"failed {f['case_id']} ({f['algorithm']}): {f['error']}", highlight=False)
-    console.print(main_table(result))
+    for table in result_tables(result):
+        console.print(table)
     for line in summary_lines(result):
         console.print(line, highlight=False)
     if out is not None:

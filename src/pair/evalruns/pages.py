@@ -19,6 +19,7 @@ from pair.evalruns import service
 from pair.evalruns.api import create_and_start
 from pair.evalruns.cohort import Cohort, parse_cohort
 from pair.evalruns.models import RunStatus
+from pair.evaluation.result import MulticlassResult
 from pair.reporting.loader import all_modules
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, get_node
@@ -147,7 +148,8 @@ async def run_create(
     form = await request.form()
     truth = str(form.get("truth", ""))
     if truth == "report":
-        truth = f"report:{form.get('truth_module', '')}:{form.get('truth_values', '')}"
+        cats = str(form.get("truth_values", "")).strip()
+        truth = f"report:{form.get('truth_module', '')}" + (f":{cats}" if cats else "")
     labels = form.get("labels")
     label_bytes = (
         await labels.read() if labels is not None and not isinstance(labels, str) else None
@@ -193,7 +195,11 @@ def run_page(
     actor: Actor = Depends(evaluator),
 ) -> Response:
     run = service.get_run(session, actor, run_id)
-    ctx: dict[str, Any] = {"run": run, "finished": run.status in (RunStatus.DONE, RunStatus.FAILED)}
+    ctx: dict[str, Any] = {
+        "run": run,
+        "finished": run.status in (RunStatus.DONE, RunStatus.FAILED),
+        "multiclass": False,
+    }
     if run.status == RunStatus.DONE:
         from pair.evaluation.report import figures
         from pair.evaluation.report.checklist import prefill_checklist
@@ -206,5 +212,6 @@ def run_page(
         finally:
             figures.close(figs)
         ctx.update(r=result, ctx=context, checklist=prefill_checklist(context, result))
+        ctx["multiclass"] = isinstance(result, MulticlassResult)
         record(session, actor, "evaluation.view", "evaluation_run", str(run_id))
     return render(request, "evalruns/run.html", ctx)

@@ -29,10 +29,17 @@ from pair.core.errors import Forbidden, Invalid, NotFound
 from pair.core.node import Node
 from pair.evalruns.cohort import CohortCase, parse_cohort, select_cohort
 from pair.evalruns.models import EvaluationRun, RunStatus
+from pair.evalruns.multiclass import (
+    case_probabilities,
+    check_run_inputs,
+    evaluate_class_cases,
+    output_classes,
+    reader_probabilities,
+)
 from pair.evalruns.truth import check_spec, describe_spec, resolve_truth
 from pair.evaluation.evaluate import evaluate_scores
 from pair.evaluation.report.context import ReportContext
-from pair.evaluation.result import EvaluationResult
+from pair.evaluation.result import AnyResult, load_result
 
 RUN_ROLES = frozenset({Role.ADMIN.value, Role.EVALUATOR.value})
 GROUP_COLUMNS = ("sex", "age_band", "manufacturer", "site", "modality")
@@ -70,6 +77,14 @@ def create_run(
     a = algorithms.get_algorithm(session, *algorithms.parse_ref(algorithm))
     b = algorithms.get_algorithm(session, *algorithms.parse_ref(compare)) if compare else None
     opts = {"n_boot": 2000, "seed": 0, **(options or {})}
+    check_run_inputs(
+        Manifest.model_validate(a.manifest),
+        a.ref,
+        spec,
+        labels,
+        compare=(Manifest.model_validate(b.manifest), b.ref) if b is not None else None,
+        compare_report=opts.get("compare_report"),
+    )
     if opts.get("compare_report"):
         if b is not None:
             raise Invalid("Compare with another algorithm or with the report category, not both.")
@@ -171,8 +186,12 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
             raise NotFound(f"No evaluation run {run_id}.")
         cohort = parse_cohort(run.cohort_query)
         cases = select_cohort(s, node.settings.storage_dir, run.facility_id, cohort)
-        truth = resolve_truth(s, run.facility_id, run.truth_source, cases, run.truth_labels)
         a_row = algorithms.get_algorithm(s, run.algorithm_id, run.algorithm_version)
+        a_manifest = Manifest.model_validate(a_row.manifest)
+        classes = output_classes(a_manifest)
+        truth = resolve_truth(
+            s, run.facility_id, run.truth_source, cases, run.truth_labels, classes
+        )
         b_row = (
             algorithms.get_algorithm(s, run.compare_algorithm_id, run.compare_version)
             if run.compare_algorithm_id and run.compare_version
@@ -180,19 +199,21 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
         )
         exclusions: dict[str, int] = {}
         included: list[tuple[CohortCase, int]] = []
-        a_manifest = Manifest.model_validate(a_row.manifest)
         reader = None
         if run.options.get("compare_report"):
             reader = resolve_truth(
-                s, run.facility_id, f"report:{run.options['compare_report']}", cases
+                s, run.facility_id, f"report:{run.options['compare_report']}", cases, None, classes
             )
             reader.missing_reason += " (comparison)"
+            reader.reasons_by_study = {
+                k: f"{v} (comparison)" for k, v in reader.reasons_by_study.items()
+            }
         for c in cases:
             y = truth.label(c)
             if y is None:
-                exclusions[truth.missing_reason] = exclusions.get(truth.missing_reason, 0) + 1
+                exclusions[truth.reason(c)] = exclusions.get(truth.reason(c), 0) + 1
             elif reader is not None and reader.label(c) is None:
-                exclusions[reader.missing_reason] = exclusions.get(reader.missing_reason, 0) + 1
+                exclusions[reader.reason(c)] = exclusions.get(reader.reason(c), 0) + 1
             elif c.modality not in a_manifest.modality:
                 exclusions["modality not accepted by the algorithm"] = (
                     exclusions.get("modality not accepted by the algorithm", 0) + 1
@@ -219,7 +240,7 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
         bad = [
             (n, r)
             for n, r in ((names[0], res_a[c.case_id]), (names[1], res_b.get(c.case_id)))
-            if r is not None and (not r.ok or r.score is None)
+            if r is not None and (not r.ok or (r.score is None and classes is None))
         ]
         if bad:
             for name, r in bad:
@@ -245,6 +266,12 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
             "n_images": res_a[c.case_id].n_images,
             **{g: getattr(c, g) for g in GROUP_COLUMNS},
         }
+        if classes is not None:
+            row["probs"] = case_probabilities(classes, res_a[c.case_id].outputs)
+            if b_row:
+                row["probs_compare"] = case_probabilities(classes, res_b[c.case_id].outputs)
+            elif reader is not None:
+                row["probs_compare"] = reader_probabilities(len(classes), reader.label(c))
         if b_row:
             row["score_compare"] = res_b[c.case_id].score
         elif reader is not None:
@@ -294,8 +321,14 @@ def evaluate_cases(
     exclusions: dict[str, int],
     *,
     compare: bool,
-) -> EvaluationResult:
-    """``evaluate_scores`` on the case table: patient clusters when a patient has several cases."""
+) -> AnyResult:
+    """``evaluate_scores`` on the case table: patient clusters when a patient has several cases.
+
+    Multiclass algorithms go to ``evaluate_class_cases`` (class-index ``y``, ``probs``)."""
+    if output_classes(manifest) is not None:
+        return evaluate_class_cases(
+            rows, manifest, exclusions, GROUP_COLUMNS, opts, names if compare else None
+        )
     if not rows:
         raise Invalid(f"No case left to evaluate (excluded: {exclusions or 'none selected'}).")
     y = np.array([r["y"] for r in rows], dtype=np.int64)
@@ -334,10 +367,10 @@ def start_background(node: Node, run_id: int) -> threading.Thread:
     return t
 
 
-def result_of(run: EvaluationRun) -> EvaluationResult:
+def result_of(run: EvaluationRun) -> AnyResult:
     if run.status != RunStatus.DONE or run.result is None:
         raise NotFound(f"Evaluation run {run.id} has no result yet (status {run.status}).")
-    return EvaluationResult.model_validate(run.result)
+    return load_result(run.result)
 
 
 def report_context(session: Session, run: EvaluationRun) -> ReportContext:

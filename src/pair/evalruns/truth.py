@@ -5,9 +5,13 @@
 * ``report:MODULE:VALUE[,VALUE]`` — the study's final report of MODULE: positive when its summary
   value (e.g. the RSNA category) is one of the values, negative otherwise (e.g. "RSNA typical vs
   not": ``report:rsna-cxr-covid:typical``).
+* ``report:MODULE`` — the report category itself as a class label, for multiclass algorithms
+  (e.g. ``report:rsna-ct-covid``: typical / indeterminate / atypical / negative), mapped to the
+  manifest's classes by ``pair.evalruns.classes``.
 * ``csv`` — an uploaded label CSV with a ``label`` column and one key column: ``study_uid``
   (de-identified), ``series_uid`` (de-identified), ``accession_number`` or ``patient_id``
-  (originals, mapped locally through the private mapping store and never stored).
+  (originals, mapped locally through the private mapping store and never stored). For a
+  multiclass algorithm the labels are class names (name, label or CDE code of a class).
 
 Cases without a truth value are excluded and counted by reason.
 """
@@ -22,8 +26,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pair.algorithms.manifest import OutputClass
 from pair.core.errors import Invalid
 from pair.deid.models import PrivatePatientIdentity, PrivateStudyIdentity
+from pair.evalruns.classes import allowed_names, match_class, module_class_map
 from pair.evalruns.cohort import CohortCase
 from pair.reporting.service import final_labels
 
@@ -40,6 +46,11 @@ class Truth:
     by_study: dict[str, int] = field(default_factory=dict)
     by_patient: dict[str, int] = field(default_factory=dict)  # pseudonym -> label
     missing_reason: str = "no reference label"
+    reasons_by_study: dict[str, str] = field(default_factory=dict)  # why a study has no label
+
+    def reason(self, case: CohortCase) -> str:
+        """Why ``case`` has no label (for the exclusion counts)."""
+        return self.reasons_by_study.get(case.study_uid, self.missing_reason)
 
     def label(self, case: CohortCase) -> int | None:
         for table, key in (
@@ -60,9 +71,16 @@ def parse_label(text: str) -> int | None:
     return 1 if t in _POS else 0 if t in _NEG else None
 
 
+def is_class_spec(spec: str) -> bool:
+    """``report:MODULE`` without values: the category itself is the (multiclass) label."""
+    return spec.startswith("report:") and len(spec.split(":", 2)) == 2
+
+
 def describe_spec(spec: str) -> str:
     if spec == "rt-pcr":
         return "RT-PCR result from the clinical record (test_result_text, else covid19_positive)"
+    if is_class_spec(spec):
+        return f"Final report {spec.split(':')[1]}: its category as the reference class"
     if spec.startswith("report:"):
         _, module, values = spec.split(":", 2)
         wanted = values.replace(",", " or ")
@@ -79,9 +97,12 @@ def check_spec(spec: str) -> str:
         parts = spec.split(":", 2)
         if len(parts) == 3 and parts[1] and parts[2].strip(","):
             return spec
+        if len(parts) == 2 and parts[1]:
+            return spec
     raise Invalid(
         f"Unknown truth source {spec!r}; use rt-pcr, report:MODULE:VALUE[,VALUE] "
-        "(e.g. report:rsna-cxr-covid:typical) or csv (with a label file)."
+        "(e.g. report:rsna-cxr-covid:typical), report:MODULE (the category as class, for "
+        "multiclass algorithms) or csv (with a label file)."
     )
 
 
@@ -101,10 +122,21 @@ def resolve_truth(
     spec: str,
     cases: list[CohortCase],
     mapped: dict[str, Any] | None = None,
+    classes: list[OutputClass] | None = None,
 ) -> Truth:
-    """Labels for the cohort's cases; ``mapped`` is a CSV already mapped by ``map_label_csv``."""
+    """Labels for the cohort's cases; ``mapped`` is a CSV already mapped by ``map_label_csv``.
+
+    With ``classes`` (a multiclass algorithm) labels are class indices into ``classes``.
+    """
     spec = check_spec(spec)
     truth = Truth(spec, describe_spec(spec))
+    if classes is not None:
+        return _resolve_classes(session, facility_id, truth, mapped, classes)
+    if is_class_spec(spec):
+        raise Invalid(
+            f"Truth source {spec} gives class labels; it needs a multiclass algorithm "
+            "(for a binary one use report:MODULE:VALUE[,VALUE])."
+        )
     if spec == "rt-pcr":
         truth.missing_reason = "no RT-PCR result"
         for c in cases:
@@ -128,8 +160,87 @@ def resolve_truth(
     return truth
 
 
-def map_label_csv(session: Session, facility_id: int, data: bytes) -> dict[str, Any]:
-    """Map an uploaded label CSV to de-identified keys. Every bad row is reported at once."""
+def _resolve_classes(
+    session: Session,
+    facility_id: int | None,
+    truth: Truth,
+    mapped: dict[str, Any] | None,
+    classes: list[OutputClass],
+) -> Truth:
+    spec = truth.spec
+    index = {c.name: i for i, c in enumerate(classes)}
+    if is_class_spec(spec):
+        module = spec.split(":")[1]
+        to_class = module_class_map(module, classes)
+        truth.missing_reason = f"no final {module} report"
+        for lab in final_labels(session, facility_id):
+            if lab.module_id != module:
+                continue
+            name = to_class.get(str(lab.summary_value))
+            if name is None:
+                truth.by_study.pop(lab.study_uid, None)
+                truth.reasons_by_study[lab.study_uid] = (
+                    f"report category {lab.summary_value!r} is not a class of the algorithm"
+                )
+            else:
+                truth.by_study[lab.study_uid] = index[name]
+                truth.reasons_by_study.pop(lab.study_uid, None)
+        return truth
+    if spec != "csv":
+        raise Invalid(
+            f"The algorithm is multiclass (classes {allowed_names(classes)}): truth source "
+            f"{spec} gives binary labels. Use report:MODULE (the report category as class) or "
+            "a label CSV with class names."
+        )
+    if mapped is None:
+        raise Invalid("Truth source csv needs a label file (--labels FILE or an upload).")
+    truth.missing_reason = "not in the label file"
+    tables = (
+        ("series", truth.by_series),
+        ("studies", truth.by_study),
+        ("patients", truth.by_patient),
+    )
+    for key, table in tables:
+        for k, v in mapped.get(key, {}).items():
+            if v not in index:
+                raise Invalid(
+                    f"Label {v!r} is not a class of the algorithm ({allowed_names(classes)}); "
+                    "upload the label file again."
+                )
+            table[k] = index[v]
+    return truth
+
+
+def check_class_labels(mapped: dict[str, Any], classes: list[OutputClass] | None) -> None:
+    """Refuse a mapped label file whose labels do not fit the algorithm's output kind."""
+    values = {v for table in mapped.values() for v in table.values()}
+    names = {c.name for c in classes or []}
+    if classes is None:
+        bad = sorted(str(v) for v in values if v not in (0, 1))
+        if bad:
+            raise Invalid(
+                f"Label file has class labels {bad}; a binary algorithm needs 0/1 labels."
+            )
+    else:
+        bad = sorted(str(v) for v in values if v not in names)
+        if bad:
+            raise Invalid(
+                f"Label file has labels {bad} that are not classes of the algorithm "
+                f"({allowed_names(classes)})."
+            )
+
+
+def map_label_csv(
+    session: Session,
+    facility_id: int,
+    data: bytes,
+    classes: list[OutputClass] | None = None,
+) -> dict[str, Any]:
+    """Map an uploaded label CSV to de-identified keys. Every bad row is reported at once.
+
+    Binary labels become 0/1; with ``classes`` (multiclass) each label must name a class and is
+    stored as the class name.
+    """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -143,13 +254,23 @@ def map_label_csv(session: Session, facility_id: int, data: bytes) -> dict[str, 
             f"{', '.join(KEY_COLUMNS)} (found: {', '.join(header) or 'nothing'})."
         )
     key = keys[0]
-    out: dict[str, dict[str, int]] = {"series": {}, "studies": {}, "patients": {}}
+    out: dict[str, dict[str, int | str]] = {"series": {}, "studies": {}, "patients": {}}
     errors: list[str] = []
     for n, row in enumerate(reader, start=2):
         value = (row.get(key) or "").strip()
-        y = parse_label(row.get("label") or "")
+        y: int | str | None
+        if classes is None:
+            y = parse_label(row.get("label") or "")
+        else:
+            y = match_class(row.get("label") or "", classes)
         if not value:
             errors.append(f"row {n}: empty {key}")
+            continue
+        if y is None and classes is not None:
+            errors.append(
+                f"row {n}: label {row.get('label')!r} is not a class of the algorithm "
+                f"(use one of: {allowed_names(classes)})"
+            )
             continue
         if y is None:
             errors.append(

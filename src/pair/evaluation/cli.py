@@ -112,10 +112,10 @@ def feedback_cmd(
 ) -> None:
     """Build the aggregate-only feedback, sign it, and write and/or send it."""
     from pair.evaluation import feedback as fb
-    from pair.evaluation.result import EvaluationResult
+    from pair.evaluation.result import load_result
 
     try:
-        result = EvaluationResult.model_validate_json(result_json.read_text(encoding="utf-8"))
+        result = load_result(json.loads(result_json.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
         raise Invalid(f"{result_json} is not a readable evaluation result: {exc}") from exc
     payload = fb.build_feedback_payload(result, _context(context), comment=comment)

@@ -26,10 +26,11 @@ from typing import Any
 
 import httpx
 import jsonschema
+import numpy as np
 
 from pair.core.errors import Invalid, PairError
 from pair.evaluation.report.context import ReportContext
-from pair.evaluation.result import Estimate, EvaluationResult, finite
+from pair.evaluation.result import AnyResult, Estimate, MulticlassResult, finite
 
 FORMAT = "pair-evaluation-feedback"
 FORMAT_VERSION = "1.0"
@@ -77,23 +78,13 @@ def _est(e: Estimate | None) -> dict[str, Any] | None:
     return {"value": e.value, "lower": e.lower, "upper": e.upper, "method": e.method}
 
 
-def build_feedback_payload(
-    result: EvaluationResult,
-    context: ReportContext,
-    *,
-    site: dict[str, str] | None = None,
-    comment: str | None = None,
-    min_cell: int = DEFAULT_MIN_CELL,
-) -> dict[str, Any]:
-    """Aggregate summary for the hub; ``site`` holds descriptors such as region or
-    facility_type (no names of patients or staff)."""
-    c = result.cohort
-    kept = [s for s in result.subgroups if s.n >= min_cell]
-    payload: dict[str, Any] = {
+def _header(context: ReportContext, site: dict[str, str] | None, kind: str) -> dict[str, Any]:
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "feedback_id": str(uuid.uuid4()),
         "created_at": datetime.now(UTC).isoformat(),
+        "output_kind": kind,
         "algorithm": {
             "id": context.algorithm_id,
             "name": context.algorithm_name,
@@ -102,6 +93,125 @@ def build_feedback_payload(
         },
         "site": dict(site or {}),
         "reference_standard": context.truth_source,
+    }
+
+
+def _multiclass_payload(
+    result: MulticlassResult,
+    context: ReportContext,
+    site: dict[str, str] | None,
+    comment: str | None,
+    min_cell: int,
+) -> dict[str, Any]:
+    """Aggregates of a multiclass evaluation: counts, confusion matrix, kappas, per-class
+    metrics, per-class ROC at 21 fixed false-positive rates, subgroups of ``min_cell``+ cases."""
+    c = result.cohort
+    e = result.evaluation
+    grid = np.linspace(0.0, 1.0, 21)
+    roc = []
+    for curve in result.roc:
+        if not curve.points:
+            continue
+        fpr = np.array([p.fpr for p in curve.points])
+        tpr = np.array([p.tpr for p in curve.points])
+        idx = np.clip(np.searchsorted(fpr, grid, side="right") - 1, 0, tpr.size - 1)
+        roc.append(
+            {
+                "name": curve.name,
+                "points": [
+                    {"fpr": float(f), "tpr": float(t)} for f, t in zip(grid, tpr[idx], strict=True)
+                ],
+            }
+        )
+    kept = [s for s in result.subgroups if s.n >= min_cell]
+    payload = _header(context, site, "multiclass")
+    payload.update(
+        {
+            "cohort": {
+                "n_cases": c.n_cases,
+                "n_clusters": c.n_clusters,
+                "n_excluded": c.n_excluded,
+                "exclusion_reasons": dict(c.exclusion_reasons),
+            },
+            "statistics": {"level": result.level, "n_boot": result.n_boot, "seed": result.seed},
+            "multiclass": {
+                "classes": list(result.classes),
+                "ordinal": result.ordinal,
+                "decision_rule": result.decision_rule,
+                "class_counts": dict(c.class_counts),
+                "predicted_counts": dict(c.predicted_counts),
+                "confusion": [list(row) for row in e.confusion],
+                "accuracy": _est(e.accuracy),
+                "kappa": _est(e.kappa),
+                "kappa_linear": _est(result.kappa_linear),
+                "kappa_quadratic": _est(result.kappa_quadratic),
+                "macro_auc": result.macro_auc,
+                "per_class": [
+                    {
+                        "name": pc.name,
+                        "n_reference": pc.n_reference,
+                        **{
+                            m: _est(getattr(pc, m))
+                            for m in ("sensitivity", "specificity", "ppv", "npv", "auc")
+                        },
+                    }
+                    for pc in e.per_class
+                ],
+                "roc": roc,
+                "subgroups": [
+                    {
+                        "variable": s.variable,
+                        "level": s.level,
+                        "n": s.n,
+                        "accuracy": _est(s.accuracy),
+                        "kappa": _est(s.kappa),
+                        "too_small": s.too_small,
+                    }
+                    for s in kept
+                ],
+                "suppressed_subgroups": len(result.subgroups) - len(kept),
+                "comparison": None
+                if result.comparison is None
+                else {
+                    "name_a": result.comparison.name_a,
+                    "name_b": result.comparison.name_b,
+                    "accuracy_difference": _est(result.comparison.accuracy_difference),
+                    "mcnemar_p_value": result.comparison.mcnemar.p_value,
+                    "kappa_difference": _est(result.comparison.kappa_difference),
+                    "kappa_p_value": result.comparison.kappa_p_value,
+                    "auc_differences": [
+                        {"name": d.name, "difference": _est(d.difference), "p_value": d.p_value}
+                        for d in result.comparison.per_class
+                    ],
+                },
+            },
+            "subgroups": [],
+            "suppressed_subgroups": len(result.subgroups) - len(kept),
+            "comparison": None,
+            "warnings": list(result.warnings),
+            "comment": comment,
+        }
+    )
+    assert_aggregate_only(payload)
+    return payload
+
+
+def build_feedback_payload(
+    result: AnyResult,
+    context: ReportContext,
+    *,
+    site: dict[str, str] | None = None,
+    comment: str | None = None,
+    min_cell: int = DEFAULT_MIN_CELL,
+) -> dict[str, Any]:
+    """Aggregate summary for the hub; ``site`` holds descriptors such as region or
+    facility_type (no names of patients or staff)."""
+    if isinstance(result, MulticlassResult):
+        return _multiclass_payload(result, context, site, comment, min_cell)
+    c = result.cohort
+    kept = [s for s in result.subgroups if s.n >= min_cell]
+    payload: dict[str, Any] = {
+        **_header(context, site, "binary"),
         "cohort": {
             "n_cases": c.n_cases,
             "n_positive": c.n_positive,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -230,6 +230,7 @@ class ClassMetrics(_Model):
     specificity: Estimate
     ppv: Estimate
     auc: Estimate | None = None
+    npv: Estimate | None = None
 
 
 class MulticlassEvaluation(_Model):
@@ -242,3 +243,116 @@ class MulticlassEvaluation(_Model):
     per_class: list[ClassMetrics]
     kappa: Estimate
     kappa_weighting: str
+
+
+class ClassRoc(_Model):
+    """Empirical one-vs-rest ROC curve of one class (thinned for display)."""
+
+    name: str
+    auc: float | None
+    points: list[RocPoint]
+
+
+class MulticlassSubgroupRow(_Model):
+    """Accuracy and kappa (weighted when the classes are ordinal) in one subgroup level."""
+
+    variable: str
+    level: str
+    n: int
+    class_counts: dict[str, int]
+    accuracy: Estimate
+    kappa: Estimate | None
+    too_small: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+class MulticlassCohort(_Model):
+    n_cases: int
+    class_counts: dict[str, int]  # reference standard
+    predicted_counts: dict[str, int]
+    n_clusters: int | None = None
+    groups: dict[str, dict[str, int]] = Field(default_factory=dict)
+    n_excluded: int = 0
+    exclusion_reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class ClassAucDifference(_Model):
+    """Paired one-vs-rest AUC of one class for two algorithms (difference = a - b)."""
+
+    name: str
+    auc_a: float | None
+    auc_b: float | None
+    difference: Estimate | None
+    p_value: float | None
+
+
+class MulticlassComparison(_Model):
+    """Two multiclass algorithms with the same classes on the same cases (a - b)."""
+
+    name_a: str
+    name_b: str
+    accuracy_a: float
+    accuracy_b: float
+    accuracy_difference: Estimate
+    mcnemar: McNemarModel  # b = cases only A classifies correctly, c = only B
+    kappa_weighting: str
+    kappa_a: float | None
+    kappa_b: float | None
+    kappa_difference: Estimate
+    kappa_p_value: float | None
+    per_class: list[ClassAucDifference]
+
+    @field_validator("kappa_a", "kappa_b", "kappa_p_value", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> float | None:
+        return finite(v)
+
+
+class MulticlassResult(_Model):
+    """Everything for one multiclass evaluation (``kind`` tells it apart from the binary one).
+
+    The prediction of a case is the class with the highest probability (first class on ties);
+    ``evaluation`` holds the confusion matrix (rows = reference), accuracy, per-class one-vs-rest
+    metrics and Cohen's unweighted kappa; ``kappa_linear`` and ``kappa_quadratic`` are only
+    given for ordinal classes. When a patient has several cases every interval comes from the
+    patient-clustered bootstrap (``n_boot`` > 0, ``interval_method`` says so).
+    """
+
+    kind: Literal["multiclass"] = "multiclass"
+    schema_version: str = RESULT_SCHEMA_VERSION
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    level: float
+    n_boot: int = 0  # patient-clustered bootstrap resamples; 0 = none (independent cases)
+    seed: int = 0
+    interval_method: str = "wilson / delong / fleiss-cohen-everitt"
+    decision_rule: str = "argmax"
+    class_labels: list[str]
+    ordinal: bool
+    cohort: MulticlassCohort
+    evaluation: MulticlassEvaluation
+    macro_auc: float | None
+    kappa_linear: Estimate | None = None
+    kappa_quadratic: Estimate | None = None
+    roc: list[ClassRoc]
+    subgroups: list[MulticlassSubgroupRow] = Field(default_factory=list)
+    comparison: MulticlassComparison | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    @field_validator("macro_auc", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> float | None:
+        return finite(v)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.evaluation.classes
+
+
+AnyResult = EvaluationResult | MulticlassResult
+
+
+def load_result(data: dict[str, Any]) -> AnyResult:
+    """A stored result JSON as the right model (binary results carry no ``kind``)."""
+    if isinstance(data, dict) and data.get("kind") == "multiclass":
+        return MulticlassResult.model_validate(data)
+    return EvaluationResult.model_validate(data)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from pair.core.errors import Invalid
 from pair.evaluation.report.checklist import fmt
-from pair.evaluation.result import EvaluationResult
+from pair.evaluation.result import AnyResult, EvaluationResult, MulticlassResult
 
 POSITIVE = {"1", "true", "yes", "positive", "pos"}
 NEGATIVE = {"0", "false", "no", "negative", "neg"}
@@ -139,8 +139,73 @@ def main_table(r: EvaluationResult) -> Table:
     return t
 
 
-def summary_lines(r: EvaluationResult) -> list[str]:
+def multiclass_table(r: MulticlassResult) -> Table:
+    """Per-class one-vs-rest metrics (the headline of a multiclass evaluation)."""
+    e = r.evaluation
+    t = Table(
+        title=f"Accuracy {fmt(e.accuracy)}; Cohen's kappa {fmt(e.kappa)}; {r.cohort.n_cases} "
+        f"cases, prediction = {r.decision_rule} ({100 * r.level:g}% CI)"
+    )
+    for col in ("class", "reference n", "predicted n", "sensitivity", "specificity", "PPV"):
+        t.add_column(col)
+    t.add_column("NPV")
+    t.add_column("AUC (one-vs-rest)")
+    for c in e.per_class:
+        t.add_row(
+            c.name,
+            str(c.n_reference),
+            str(r.cohort.predicted_counts.get(c.name, 0)),
+            fmt(c.sensitivity),
+            fmt(c.specificity),
+            fmt(c.ppv),
+            fmt(c.npv),
+            fmt(c.auc),
+        )
+    return t
+
+
+def confusion_table(r: MulticlassResult) -> Table:
+    """Rows = reference class, columns = predicted class."""
+    t = Table(title="Confusion matrix (rows: reference, columns: predicted)")
+    t.add_column("reference / predicted")
+    for name in r.classes:
+        t.add_column(name, justify="right")
+    for name, row in zip(r.classes, r.evaluation.confusion, strict=True):
+        t.add_row(name, *(str(v) for v in row))
+    return t
+
+
+def result_tables(r: AnyResult) -> list[Table]:
+    """What ``pair evaluate`` prints for either kind of result."""
+    if isinstance(r, MulticlassResult):
+        return [multiclass_table(r), confusion_table(r)]
+    return [main_table(r)]
+
+
+def summary_lines(r: AnyResult) -> list[str]:
     lines: list[str] = []
+    if isinstance(r, MulticlassResult):
+        if r.macro_auc is not None:
+            lines.append(f"Macro-average one-vs-rest AUC {r.macro_auc:.3f}")
+        if r.kappa_linear is not None and r.kappa_quadratic is not None:
+            lines.append(
+                f"Ordinal classes: linear weighted kappa {fmt(r.kappa_linear)}, "
+                f"quadratic weighted kappa {fmt(r.kappa_quadratic)}"
+            )
+        if r.comparison is not None:
+            mc = r.comparison
+            lines.append(
+                f"{mc.name_a} - {mc.name_b}: accuracy difference {fmt(mc.accuracy_difference)}, "
+                f"McNemar p = {mc.mcnemar.p_value:.3g}; "
+                f"kappa difference {fmt(mc.kappa_difference)}"
+            )
+            lines.extend(
+                f"  AUC difference {d.name}: {fmt(d.difference)}"
+                + (f", p = {d.p_value:.3g}" if d.p_value is not None else "")
+                for d in mc.per_class
+            )
+        lines.extend(f"warning: {w}" for w in r.warnings)
+        return lines
     if r.calibration is not None:
         c = r.calibration
         lines.append(

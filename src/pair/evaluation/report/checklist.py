@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from pair.evaluation.report.context import ReportContext
-from pair.evaluation.result import Estimate, EvaluationResult
+from pair.evaluation.result import AnyResult, Estimate, EvaluationResult, MulticlassResult
 
 
 class ChecklistItem(BaseModel):
@@ -103,7 +103,7 @@ def _from_result(key: str, r: EvaluationResult) -> str | None:
     raise KeyError(key)
 
 
-def prefill_checklist(context: ReportContext, result: EvaluationResult) -> Checklist:
+def prefill_checklist(context: ReportContext, result: AnyResult) -> Checklist:
     spec = checklist_definition()
     items = []
     for it in spec["items"]:
@@ -113,7 +113,13 @@ def prefill_checklist(context: ReportContext, result: EvaluationResult) -> Check
             value = getattr(context, source.removeprefix("context."))
             answer = None if value in (None, "") else str(value)
         elif source and source.startswith("result."):
-            answer = _from_result(source.removeprefix("result."), result)
+            key = source.removeprefix("result.")
+            if isinstance(result, MulticlassResult):
+                from pair.evaluation.report.multiclass import checklist_answer
+
+                answer = checklist_answer(key, result)
+            else:
+                answer = _from_result(key, result)
         items.append(
             ChecklistItem(
                 id=str(it["id"]),

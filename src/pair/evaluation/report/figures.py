@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from pair.evaluation.result import EvaluationResult
+from pair.evaluation.result import AnyResult, EvaluationResult, MulticlassResult
 
 
 def roc_figure(r: EvaluationResult) -> Figure:
@@ -119,7 +119,11 @@ def forest_figure(r: EvaluationResult) -> Figure | None:
     return fig
 
 
-def all_figures(r: EvaluationResult) -> dict[str, Figure]:
+def all_figures(r: AnyResult) -> dict[str, Figure]:
+    if isinstance(r, MulticlassResult):
+        from pair.evaluation.report.multiclass import multiclass_figures
+
+        return multiclass_figures(r)
     figs: dict[str, Figure | None] = {
         "roc": roc_figure(r),
         "calibration": calibration_figure(r),

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from pair.evaluation.report import figures
 from pair.evaluation.report.checklist import fmt, prefill_checklist
 from pair.evaluation.report.context import ReportContext
-from pair.evaluation.result import EvaluationResult
+from pair.evaluation.result import AnyResult, MulticlassResult
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("pair.evaluation", "templates"),
@@ -30,7 +30,7 @@ _env.filters["num"] = _num
 
 
 def render_html(
-    result: EvaluationResult, context: ReportContext, pngs: dict[str, bytes] | None = None
+    result: AnyResult, context: ReportContext, pngs: dict[str, bytes] | None = None
 ) -> str:
     """One HTML page with inline PNG figures: no external files, scripts or fonts."""
     if pngs is None:
@@ -40,7 +40,9 @@ def render_html(
         finally:
             figures.close(figs)
     images = {name: figures.data_uri(png) for name, png in pngs.items()}
-    return _env.get_template("evaluation_report.html").render(
+    multiclass = isinstance(result, MulticlassResult)
+    template = "evaluation_report_multiclass.html" if multiclass else "evaluation_report.html"
+    return _env.get_template(template).render(
         r=result,
         ctx=context,
         images=images,
@@ -57,7 +59,7 @@ class ReportFiles:
 
 
 def write_report(
-    result: EvaluationResult, context: ReportContext, out_dir: Path, *, pdf: bool = False
+    result: AnyResult, context: ReportContext, out_dir: Path, *, pdf: bool = False
 ) -> ReportFiles:
     """Write report.html, result.json, figures/<name>.png and (optionally) report.pdf."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,8 +88,22 @@ def write_report(
     return ReportFiles(html, paths, pdf_path, js)
 
 
-def _summary_page(r: EvaluationResult, ctx: ReportContext) -> plt.Figure:
+def _summary_page(r: AnyResult, ctx: ReportContext) -> plt.Figure:
     fig = plt.figure(figsize=(8.27, 11.69))
+    if isinstance(r, MulticlassResult):
+        from pair.evaluation.report.multiclass import checklist_answer
+
+        lines = [
+            ctx.title,
+            f"Algorithm: {ctx.algorithm or 'not stated'}",
+            f"Cases: {r.cohort.n_cases}",
+            checklist_answer("headline", r) or "",
+            "",
+            "Warnings:",
+            *[f"- {w}" for w in r.warnings],
+        ]
+        fig.text(0.06, 0.95, "\n".join(lines), va="top", fontsize=9, wrap=True)
+        return fig
     op = r.operating_point("manifest")
     lines = [
         ctx.title,
