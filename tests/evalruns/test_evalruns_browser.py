@@ -6,6 +6,7 @@ Screenshots docs/screenshots/evaluation-*.png come from the SQLite run."""
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 import zipfile
@@ -115,7 +116,7 @@ def test_submit_run_report(
     expect(page.locator("#figures img")).to_have_count(3)
     expect(page.locator("#checklist")).to_contain_text("to complete")
     shot(page, "evaluation-result", shots)
-    if shots:
+    if shots and os.environ.get("PAIR_SCREENSHOTS") == "1":
         page.screenshot(
             path=str(
                 Path(__file__).resolve().parents[2] / "docs/screenshots/evaluation-result-full.png"

@@ -5,6 +5,7 @@ Screenshots of the main pages go to docs/screenshots/ (from the SQLite run)."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -86,7 +87,9 @@ def sign_out(page: Page) -> None:
 
 
 def shot(page: Page, name: str, enabled: bool) -> None:
-    if enabled:
+    """Refresh docs/screenshots/NAME.png, only when asked (PAIR_SCREENSHOTS=1): a test run
+    must not modify the checkout."""
+    if enabled and os.environ.get("PAIR_SCREENSHOTS") == "1":
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"{name}.png"))
 
