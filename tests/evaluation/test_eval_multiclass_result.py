@@ -285,3 +285,68 @@ def test_load_result_keeps_binary_results() -> None:
     s = np.clip(y * 0.3 + rng.random(60) * 0.7, 0, 1)
     res = evaluate_scores(y, s, 0.5, n_boot=50)
     assert isinstance(load_result(json.loads(res.model_dump_json())), EvaluationResult)
+
+
+def test_calibration_one_vs_rest_and_multiclass_brier_match_sklearn() -> None:
+    from sklearn.calibration import calibration_curve
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import brier_score_loss
+
+    from pair.evaluation.stats.calibration import logit
+
+    y, p, _ = _data(400, seed=8)
+    r = evaluate_classes(y, p, CLASSES, ordinal=True, n_boot=500, seed=4)
+    assert r.calibration is not None and r.n_boot == 500
+    labels = list(range(len(CLASSES)))
+    overall = brier_score_loss(y, p, labels=labels, scale_by_half=False)
+    b = r.calibration.brier
+    assert b.value == pytest.approx(overall, abs=TOL)
+    assert b.lower is not None and b.upper is not None and b.lower < b.value < b.upper
+    assert [c.name for c in r.calibration.per_class] == CLASSES
+    for i, c in enumerate(r.calibration.per_class):
+        ref, prob = (y == i).astype(int), p[:, i]
+        cc = c.calibration
+        assert cc.brier.value == pytest.approx(brier_score_loss(ref, prob), abs=TOL)
+        assert cc.brier.lower is not None and cc.brier.lower < cc.brier.value
+        prob_true, prob_pred = calibration_curve(ref, prob, n_bins=10, strategy="uniform")
+        assert [x.observed for x in cc.reliability_uniform.bins] == pytest.approx(prob_true)
+        assert [x.mean_predicted for x in cc.reliability_uniform.bins] == pytest.approx(prob_pred)
+        lr = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000)
+        lr.fit(logit(prob)[:, None], ref)
+        assert cc.slope.value == pytest.approx(lr.coef_[0, 0], abs=TOL)
+        assert cc.intercept.value == pytest.approx(lr.intercept_[0], abs=TOL)
+    # the per-class Brier scores add up to the multiclass one
+    assert sum(c.calibration.brier.value or 0 for c in r.calibration.per_class) == pytest.approx(
+        b.value, abs=TOL
+    )
+    html = render_html(r, _context())
+    assert 'id="calibration-per-class"' in html and 'id="fig-calibration"' in html
+    payload = fb.build_feedback_payload(r, _context())
+    block = payload["multiclass"]["calibration"]
+    assert block["brier"]["value"] == b.value and len(block["per_class"]) == len(CLASSES)
+    fb.validate_envelope(fb.sign_payload(payload, b"k" * 32, "site-1"))
+    assert any("Multiclass Brier" in line for line in summary_lines(r))
+
+
+def test_calibration_is_not_assessed_for_scores_that_are_not_probabilities() -> None:
+    y, p, _ = _data(100, seed=9)
+    r = evaluate_classes(y, p * 3, CLASSES)
+    assert r.calibration is None
+    assert any("not probabilities" in w for w in r.warnings)
+    payload = fb.build_feedback_payload(r, _context())
+    assert payload["multiclass"]["calibration"] is None
+    fb.validate_envelope(fb.sign_payload(payload, b"k" * 32, "site-1"))
+
+
+def test_unnormalised_probabilities_get_one_vs_rest_calibration_only() -> None:
+    y, p, _ = _data(150, seed=10)
+    combined = np.clip(p * 1.3, 0, 1)  # e.g. several images per case combined by max
+    r = evaluate_classes(y, combined, CLASSES, n_boot=200)
+    assert r.calibration is not None and r.calibration.brier is None
+    assert len(r.calibration.per_class) == len(CLASSES)
+    assert any("do not sum to 1" in w for w in r.warnings)
+    html = render_html(r, _context())
+    assert "Multiclass Brier score" not in html and 'id="calibration-per-class"' in html
+    payload = fb.build_feedback_payload(r, _context())
+    assert payload["multiclass"]["calibration"]["brier"] is None
+    fb.validate_envelope(fb.sign_payload(payload, b"k" * 32, "site-1"))

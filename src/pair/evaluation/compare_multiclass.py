@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from pair.evaluation.evaluate import boot_estimate
 from pair.evaluation.result import (
     ClassAucDifference,
     Estimate,
@@ -26,11 +27,6 @@ from pair.evaluation.stats.bootstrap import BootstrapRun
 from pair.evaluation.stats.compare import delong_test, mcnemar
 from pair.evaluation.stats.multiclass import Weighting, confusion_matrix, weighted_kappa
 from pair.evaluation.stats.multiclass_boot import paired_bootstrap
-
-
-def _boot_estimate(run: BootstrapRun, key: str, value: float, level: float) -> Estimate:
-    iv = run.interval(key, value, level, "percentile")
-    return Estimate(value=value, lower=iv.lower, upper=iv.upper, method=iv.method)
 
 
 def _boot_p(run: BootstrapRun, key: str, value: float) -> float | None:
@@ -91,7 +87,7 @@ def compare_classes(
             )
             p: float | None = dt.p_value
         else:
-            diff = _boot_estimate(run, f"{i}:auc_diff", dt.difference, level)
+            diff = boot_estimate(run, f"{i}:auc_diff", dt.difference, level, "percentile")
             p = _boot_p(run, f"{i}:auc_diff", dt.difference)
         per_class.append(
             ClassAucDifference(
@@ -103,12 +99,12 @@ def compare_classes(
         name_b=names[1],
         accuracy_a=acc_a,
         accuracy_b=acc_b,
-        accuracy_difference=_boot_estimate(run, "accuracy_diff", acc_a - acc_b, level),
+        accuracy_difference=boot_estimate(run, "accuracy_diff", acc_a - acc_b, level, "percentile"),
         mcnemar=McNemarModel(**test.__dict__),
         kappa_weighting=weighting,
         kappa_a=kap_a,
         kappa_b=kap_b,
-        kappa_difference=_boot_estimate(run, "kappa_diff", kap_a - kap_b, level),
+        kappa_difference=boot_estimate(run, "kappa_diff", kap_a - kap_b, level, "percentile"),
         kappa_p_value=_boot_p(run, "kappa_diff", kap_a - kap_b),
         per_class=per_class,
     )

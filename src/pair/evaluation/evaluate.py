@@ -83,7 +83,7 @@ def _prop(p: Proportion, method: str = "wilson") -> Estimate:
     )
 
 
-def _boot_estimate(
+def boot_estimate(
     run: BootstrapRun, key: str, value: float, level: float, method: Method
 ) -> Estimate:
     iv = run.interval(key, value, level, method)
@@ -110,7 +110,7 @@ def _operating_point(
         key = f"{name}:{metric}"
         if metric == "f1" or clustered:
             value = m.f1 if metric == "f1" else getattr(m, metric).value
-            e = _boot_estimate(run, key, value, level, boot_method)
+            e = boot_estimate(run, key, value, level, boot_method)
             if metric != "f1":
                 p = getattr(m, metric)
                 e = e.model_copy(update={"numerator": p.numerator, "denominator": p.denominator})
@@ -171,6 +171,26 @@ def _reliability(r: cal.Reliability) -> ReliabilityModel:
             "mce": r.mce,
             "bins": [b.__dict__ for b in r.bins],
         }
+    )
+
+
+def calibration_result(
+    y: IntArray, p: FloatArray, brier: Estimate, level: float
+) -> CalibrationResult:
+    """Brier (interval computed by the caller), logistic recalibration and reliability bins."""
+    rec = cal.logistic_calibration(y, p, level)
+
+    def wald(c: cal.Coefficient, method: str) -> Estimate:
+        return Estimate(value=c.value, lower=c.lower, upper=c.upper, method=method)
+
+    return CalibrationResult(
+        brier=brier,
+        slope=wald(rec.slope, "wald (logistic recalibration)"),
+        intercept=wald(rec.intercept, "wald (logistic recalibration)"),
+        calibration_in_the_large=wald(rec.calibration_in_the_large, "wald (offset logit p)"),
+        reliability_uniform=_reliability(cal.reliability(y, p, 10, "uniform", level)),
+        reliability_quantile=_reliability(cal.reliability(y, p, 10, "quantile", level)),
+        converged=rec.converged,
     )
 
 
@@ -273,7 +293,7 @@ def evaluate_scores(
 
     dl = auc_ci_delong(y, s, level)
     auc_delong = Estimate(value=dl.auc, lower=dl.lower, upper=dl.upper, method="delong")
-    auc_boot = _boot_estimate(run, "auc", dl.auc, level, boot_method)
+    auc_boot = boot_estimate(run, "auc", dl.auc, level, boot_method)
     primary = auc_boot if (clustered or auc_ci == "bootstrap") else auc_delong
 
     ops = [
@@ -296,33 +316,9 @@ def evaluate_scores(
 
     calibration = None
     if is_prob:
-        rec = cal.logistic_calibration(y, s, level)
-        brier = cal.brier_score(y, s)
-        calibration = CalibrationResult(
-            brier=_boot_estimate(run, "brier", brier, level, boot_method),
-            slope=Estimate(
-                value=rec.slope.value,
-                lower=rec.slope.lower,
-                upper=rec.slope.upper,
-                method="wald (logistic recalibration)",
-            ),
-            intercept=Estimate(
-                value=rec.intercept.value,
-                lower=rec.intercept.lower,
-                upper=rec.intercept.upper,
-                method="wald (logistic recalibration)",
-            ),
-            calibration_in_the_large=Estimate(
-                value=rec.calibration_in_the_large.value,
-                lower=rec.calibration_in_the_large.lower,
-                upper=rec.calibration_in_the_large.upper,
-                method="wald (offset logit p)",
-            ),
-            reliability_uniform=_reliability(cal.reliability(y, s, 10, "uniform", level)),
-            reliability_quantile=_reliability(cal.reliability(y, s, 10, "quantile", level)),
-            converged=rec.converged,
-        )
-        if not rec.converged:
+        brier = boot_estimate(run, "brier", cal.brier_score(y, s), level, boot_method)
+        calibration = calibration_result(y, s, brier, level)
+        if not calibration.converged:
             warnings.append(
                 "Logistic recalibration did not converge (separation?): "
                 "calibration slope and intercept are unreliable."
@@ -350,7 +346,7 @@ def evaluate_scores(
         diff = Estimate(value=dt.difference, lower=dt.lower, upper=dt.upper, method="delong paired")
         z, p_value = dt.z, dt.p_value
         if clustered:
-            diff = _boot_estimate(run, "auc_diff", dt.difference, level, boot_method)
+            diff = boot_estimate(run, "auc_diff", dt.difference, level, boot_method)
             sd = float(np.nanstd(run.replicates["auc_diff"], ddof=1))
             z = dt.difference / sd if sd > 0 else 0.0
             p_value = float(2 * sps.norm.sf(abs(z))) if sd > 0 else 1.0

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pair.core.errors import Invalid
+from pair.evaluation.calibration_multiclass import multiclass_calibration
 from pair.evaluation.result import (
     ClassRoc,
     Estimate,
@@ -245,7 +246,15 @@ def evaluate_classes(
         seed=seed,
     )
 
-    warnings: list[str] = []
+    calibration, warnings = multiclass_calibration(
+        y,
+        probs,
+        list(classes),
+        level=level,
+        n_boot=n_boot,
+        seed=seed,
+        clusters=cl if clustered else None,
+    )
     comparison = None
     if compare_probabilities is not None:
         from pair.evaluation.compare_multiclass import compare_classes
@@ -309,10 +318,11 @@ def evaluate_classes(
         n_excluded=int(sum(excl.values())),
         exclusion_reasons=excl,
     )
+    resampled = clustered or comparison is not None or calibration is not None
     return MulticlassResult(
         level=level,
-        n_boot=n_boot if clustered or comparison is not None else 0,
-        seed=seed if clustered or comparison is not None else 0,
+        n_boot=n_boot if resampled else 0,
+        seed=seed if resampled else 0,
         interval_method=interval_method,
         class_labels=list(class_labels or classes),
         ordinal=ordinal,
@@ -322,6 +332,7 @@ def evaluate_classes(
         kappa_linear=lin,
         kappa_quadratic=quad,
         roc=roc,
+        calibration=calibration,
         subgroups=subgroups,
         comparison=comparison,
         warnings=warnings,

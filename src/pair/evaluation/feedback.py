@@ -30,7 +30,13 @@ import numpy as np
 
 from pair.core.errors import Invalid, PairError
 from pair.evaluation.report.context import ReportContext
-from pair.evaluation.result import AnyResult, Estimate, MulticlassResult, finite
+from pair.evaluation.result import (
+    AnyResult,
+    CalibrationResult,
+    Estimate,
+    MulticlassResult,
+    finite,
+)
 
 FORMAT = "pair-evaluation-feedback"
 FORMAT_VERSION = "1.0"
@@ -158,6 +164,7 @@ def _multiclass_payload(
                     for pc in e.per_class
                 ],
                 "roc": roc,
+                "calibration": _multiclass_calibration(result),
                 "subgroups": [
                     {
                         "variable": s.variable,
@@ -194,6 +201,29 @@ def _multiclass_payload(
     )
     assert_aggregate_only(payload)
     return payload
+
+
+def _calibration_block(c: CalibrationResult) -> dict[str, Any]:
+    return {
+        "brier": _est(c.brier),
+        "slope": _est(c.slope),
+        "intercept": _est(c.intercept),
+        "calibration_in_the_large": _est(c.calibration_in_the_large),
+        "ece_uniform_10": c.reliability_uniform.ece,
+        "ece_quantile_10": c.reliability_quantile.ece,
+    }
+
+
+def _multiclass_calibration(result: MulticlassResult) -> dict[str, Any] | None:
+    if result.calibration is None:
+        return None
+    return {
+        "brier": _est(result.calibration.brier),
+        "per_class": [
+            {"name": c.name, **_calibration_block(c.calibration)}
+            for c in result.calibration.per_class
+        ],
+    }
 
 
 def build_feedback_payload(
@@ -246,14 +276,7 @@ def build_feedback_payload(
         ],
         "calibration": None
         if result.calibration is None
-        else {
-            "brier": _est(result.calibration.brier),
-            "slope": _est(result.calibration.slope),
-            "intercept": _est(result.calibration.intercept),
-            "calibration_in_the_large": _est(result.calibration.calibration_in_the_large),
-            "ece_uniform_10": result.calibration.reliability_uniform.ece,
-            "ece_quantile_10": result.calibration.reliability_quantile.ece,
-        },
+        else _calibration_block(result.calibration),
         "subgroups": [
             {
                 "variable": s.variable,

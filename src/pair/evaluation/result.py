@@ -253,6 +253,23 @@ class ClassRoc(_Model):
     points: list[RocPoint]
 
 
+class ClassCalibration(_Model):
+    """One-vs-rest calibration of one class's probability."""
+
+    name: str
+    calibration: CalibrationResult
+
+
+class MulticlassCalibration(_Model):
+    """``brier``: multiclass Brier score, the mean over cases of sum_k (p_k - [y = k])^2 (0..2),
+    only when every case's probabilities sum to 1; ``per_class``: one-vs-rest Brier,
+    recalibration slope/intercept and reliability per class (classes without both reference
+    outcomes are left out, with a warning)."""
+
+    brier: Estimate | None
+    per_class: list[ClassCalibration]
+
+
 class MulticlassSubgroupRow(_Model):
     """Accuracy and kappa (weighted when the classes are ordinal) in one subgroup level."""
 
@@ -315,14 +332,14 @@ class MulticlassResult(_Model):
     ``evaluation`` holds the confusion matrix (rows = reference), accuracy, per-class one-vs-rest
     metrics and Cohen's unweighted kappa; ``kappa_linear`` and ``kappa_quadratic`` are only
     given for ordinal classes. When a patient has several cases every interval comes from the
-    patient-clustered bootstrap (``n_boot`` > 0, ``interval_method`` says so).
+    patient-clustered bootstrap (``clustered``; ``interval_method`` says so).
     """
 
     kind: Literal["multiclass"] = "multiclass"
     schema_version: str = RESULT_SCHEMA_VERSION
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     level: float
-    n_boot: int = 0  # patient-clustered bootstrap resamples; 0 = none (independent cases)
+    n_boot: int = 0  # resamples of the bootstrap intervals (clustered, Brier, comparison); 0 = none
     seed: int = 0
     interval_method: str = "wilson / delong / fleiss-cohen-everitt"
     decision_rule: str = "argmax"
@@ -334,6 +351,7 @@ class MulticlassResult(_Model):
     kappa_linear: Estimate | None = None
     kappa_quadratic: Estimate | None = None
     roc: list[ClassRoc]
+    calibration: MulticlassCalibration | None = None
     subgroups: list[MulticlassSubgroupRow] = Field(default_factory=list)
     comparison: MulticlassComparison | None = None
     warnings: list[str] = Field(default_factory=list)
@@ -346,6 +364,12 @@ class MulticlassResult(_Model):
     @property
     def classes(self) -> list[str]:
         return self.evaluation.classes
+
+    @property
+    def clustered(self) -> bool:
+        """Every interval comes from the patient-clustered bootstrap (patients with several
+        cases)."""
+        return self.interval_method.startswith("patient-clustered")
 
 
 AnyResult = EvaluationResult | MulticlassResult

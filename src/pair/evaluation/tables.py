@@ -192,6 +192,15 @@ def summary_lines(r: AnyResult) -> list[str]:
                 f"Ordinal classes: linear weighted kappa {fmt(r.kappa_linear)}, "
                 f"quadratic weighted kappa {fmt(r.kappa_quadratic)}"
             )
+        if r.calibration is not None:
+            brier = r.calibration.brier
+            lines.append(
+                (f"Multiclass Brier {fmt(brier)}; " if brier else "")
+                + "one-vs-rest calibration slope "
+                + ", ".join(
+                    f"{c.name} {fmt(c.calibration.slope, 2)}" for c in r.calibration.per_class
+                )
+            )
         if r.comparison is not None:
             mc = r.comparison
             lines.append(

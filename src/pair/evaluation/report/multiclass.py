@@ -69,6 +69,34 @@ def roc_figure(r: MulticlassResult) -> Figure | None:
     return fig
 
 
+def calibration_figure(r: MulticlassResult) -> Figure | None:
+    """Reliability diagram of each class's one-vs-rest probability (10 equal-width bins)."""
+    if r.calibration is None or not r.calibration.per_class:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 5.0), dpi=110)
+    for c in r.calibration.per_class:
+        bins = c.calibration.reliability_uniform.bins
+        ece = c.calibration.reliability_uniform.ece
+        ax.plot(
+            [b.mean_predicted for b in bins],
+            [b.observed for b in bins],
+            marker="o",
+            ms=3,
+            label=f"{c.name} vs rest, ECE {ece:.3f}",
+        )
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
+    ax.set(
+        xlabel="Mean predicted probability",
+        ylabel="Observed frequency",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title="One-vs-rest reliability",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def forest_figure(r: MulticlassResult) -> Figure | None:
     """Accuracy with CI per subgroup; hollow markers for subgroups too small to interpret."""
     rows = [s for s in r.subgroups if s.accuracy.value is not None]
@@ -96,6 +124,7 @@ def multiclass_figures(r: MulticlassResult) -> dict[str, Figure]:
     figs: dict[str, Figure | None] = {
         "confusion": confusion_figure(r),
         "roc": roc_figure(r),
+        "calibration": calibration_figure(r),
         "subgroups": forest_figure(r),
     }
     return {k: v for k, v in figs.items() if v is not None}
@@ -122,19 +151,32 @@ def checklist_answer(key: str, r: MulticlassResult) -> str | None:
         kappas = "Cohen's kappa" + (
             ", linear and quadratic weighted kappa (ordinal classes)" if r.ordinal else ""
         )
+        calibration = (
+            "; multiclass Brier score and per class one-vs-rest Brier, ECE, calibration slope "
+            "and intercept"
+            if r.calibration
+            else ""
+        )
         return (
             f"Prediction = class with the highest probability. Confusion matrix; accuracy; "
-            f"{kappas}; per class one-vs-rest sensitivity, specificity, PPV, NPV and AUC."
+            f"{kappas}; per class one-vs-rest sensitivity, specificity, PPV, NPV and AUC"
+            f"{calibration}."
         )
     if key == "statistics":
-        if r.n_boot:
+        if r.clustered:
             return (
                 f"{pct} CIs for all metrics by patient-clustered bootstrap ({r.n_boot} "
                 f"resamples, percentile, seed {r.seed})."
             )
+        brier = (
+            f"; Brier scores by bootstrap ({r.n_boot} resamples, percentile, seed {r.seed}), "
+            "calibration slope and intercept by Wald"
+            if r.calibration
+            else ""
+        )
         return (
             f"{pct} CIs: proportions by Wilson score, one-vs-rest AUC by DeLong, kappa by the "
-            "Fleiss-Cohen-Everitt large-sample variance (Wald)."
+            f"Fleiss-Cohen-Everitt large-sample variance (Wald){brier}."
         )
     if key == "subgroups":
         names = sorted({s.variable for s in r.subgroups})
