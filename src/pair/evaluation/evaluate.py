@@ -62,7 +62,7 @@ from pair.evaluation.stats.weighted import (
     tpr_from_cumulative,
     weighted_auc,
 )
-from pair.evaluation.subgroups import group_labels, subgroup_rows
+from pair.evaluation.subgroups import group_counts, subgroup_rows
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
 WIDE_CI = 0.4
@@ -394,11 +394,6 @@ def evaluate_scores(
     if small:
         warnings.append("Subgroups too small to say anything: " + ", ".join(small))
 
-    group_counts = {}
-    for var, values in (groups or {}).items():
-        labels = group_labels(values, y.size, var)
-        uniq, cnt = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-        group_counts[var] = {str(u): int(c) for u, c in zip(uniq, cnt, strict=True)}
     n_clusters = None
     if clustered:
         n_clusters = int(np.unique(np.asarray(clusters)).size)
@@ -413,7 +408,7 @@ def evaluate_scores(
         n_clusters=n_clusters,
         score_min=float(s.min()),
         score_max=float(s.max()),
-        groups=group_counts,
+        groups=group_counts(groups or {}, y.size),
         n_excluded=int(sum(excl.values())),
         exclusion_reasons=excl,
     )

@@ -34,13 +34,14 @@ from pair.evaluation.stats.multiclass import (
     Weighting,
     confusion_matrix,
     evaluate_multiclass,
+    proportion_estimate,
     to_model,
     weighted_kappa,
 )
 from pair.evaluation.stats.multiclass_boot import clustered_bootstrap
 from pair.evaluation.stats.proportions import proportion
 from pair.evaluation.stats.roc import roc_curve
-from pair.evaluation.subgroups import group_labels
+from pair.evaluation.subgroups import group_counts, group_labels
 
 MAX_ROC_POINTS = 1000  # per class; thinned for display only beyond this
 MIN_SUBGROUP_N = 30
@@ -54,15 +55,7 @@ def _kappa(k: Kappa) -> Estimate:
 
 
 def _wilson(successes: int, trials: int, level: float) -> Estimate:
-    p = proportion(successes, trials, level)
-    return Estimate(
-        value=p.value,
-        lower=p.lower,
-        upper=p.upper,
-        method="wilson",
-        numerator=p.numerator,
-        denominator=p.denominator,
-    )
+    return proportion_estimate(proportion(successes, trials, level))
 
 
 def _boot(e: Estimate | None, run: BootstrapRun, key: str, level: float) -> Estimate | None:
@@ -301,11 +294,6 @@ def evaluate_classes(
     if small:
         warnings.append("Subgroups too small to say anything: " + ", ".join(small))
 
-    group_counts = {}
-    for var, values in (groups or {}).items():
-        labels = group_labels(values, y.size, var)
-        uniq, cnt = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-        group_counts[var] = {str(u): int(c) for u, c in zip(uniq, cnt, strict=True)}
     excl = dict(exclusions or {})
     if any(v < 0 for v in excl.values()):
         raise Invalid("exclusion counts must be non-negative")
@@ -314,7 +302,7 @@ def evaluate_classes(
         class_counts={c: int(n) for c, n in zip(classes, counts, strict=True)},
         predicted_counts={c: int(n) for c, n in zip(classes, cm.sum(axis=0), strict=True)},
         n_clusters=n_clusters,
-        groups=group_counts,
+        groups=group_counts(groups or {}, y.size),
         n_excluded=int(sum(excl.values())),
         exclusion_reasons=excl,
     )

@@ -166,3 +166,13 @@ def subgroup_rows(
                 )
             )
     return rows
+
+
+def group_counts(groups: Mapping[str, Any], n: int) -> dict[str, dict[str, int]]:
+    """Cases per level of each subgroup variable (missing values count as 'missing')."""
+    out = {}
+    for var, values in groups.items():
+        labels = group_labels(values, n, var)
+        uniq, cnt = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
+        out[var] = {str(u): int(c) for u, c in zip(uniq, cnt, strict=True)}
+    return out

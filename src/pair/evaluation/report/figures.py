@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 import matplotlib
 
@@ -13,6 +14,30 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from pair.evaluation.result import AnyResult, EvaluationResult, MulticlassResult
+
+
+def finish_roc_axes(fig: Figure, ax: Any, title: str) -> Figure:
+    """Chance diagonal, unit axes labelled 1 - specificity / sensitivity, legend lower right."""
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set(xlabel="1 - specificity", ylabel="Sensitivity", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def finish_reliability_axes(fig: Figure, ax: Any, title: str) -> Figure:
+    """Perfect-calibration diagonal, unit axes of predicted vs observed, legend upper left."""
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
+    ax.set(
+        xlabel="Mean predicted probability",
+        ylabel="Observed frequency",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=title,
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def roc_figure(r: EvaluationResult) -> Figure:
@@ -47,17 +72,7 @@ def roc_figure(r: EvaluationResult) -> Figure:
             color="black",
             label=f"{op.name} (t={op.threshold:.3g})",
         )
-    ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set(
-        xlabel="1 - specificity",
-        ylabel="Sensitivity",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title="ROC curve",
-    )
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_roc_axes(fig, ax, "ROC curve")
 
 
 def calibration_figure(r: EvaluationResult) -> Figure | None:
@@ -83,18 +98,10 @@ def calibration_figure(r: EvaluationResult) -> Figure | None:
         capsize=3,
         label=f"observed (ECE {rel.ece:.3f}, {rel.n_bins} equal-width bins)",
     )
-    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
     s = r.calibration.slope.value
-    ax.set(
-        xlabel="Mean predicted probability",
-        ylabel="Observed frequency",
-        xlim=(0, 1),
-        ylim=(0, 1),
-        title=f"Calibration (slope {s:.2f})" if s is not None else "Calibration",
+    return finish_reliability_axes(
+        fig, ax, f"Calibration (slope {s:.2f})" if s is not None else "Calibration"
     )
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def forest_figure(r: EvaluationResult) -> Figure | None:

@@ -11,6 +11,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from pair.evaluation.report.checklist import fmt
+from pair.evaluation.report.figures import finish_reliability_axes, finish_roc_axes
 from pair.evaluation.result import MulticlassResult
 
 
@@ -56,17 +57,7 @@ def roc_figure(r: MulticlassResult) -> Figure | None:
             where="post",
             label=f"{c.name} vs rest, AUC {auc}",
         )
-    ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set(
-        xlabel="1 - specificity",
-        ylabel="Sensitivity",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title="One-vs-rest ROC curves",
-    )
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_roc_axes(fig, ax, "One-vs-rest ROC curves")
 
 
 def calibration_figure(r: MulticlassResult) -> Figure | None:
@@ -84,17 +75,7 @@ def calibration_figure(r: MulticlassResult) -> Figure | None:
             ms=3,
             label=f"{c.name} vs rest, ECE {ece:.3f}",
         )
-    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
-    ax.set(
-        xlabel="Mean predicted probability",
-        ylabel="Observed frequency",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        title="One-vs-rest reliability",
-    )
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish_reliability_axes(fig, ax, "One-vs-rest reliability")
 
 
 def forest_figure(r: MulticlassResult) -> Figure | None:

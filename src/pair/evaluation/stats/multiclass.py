@@ -151,18 +151,21 @@ def evaluate_multiclass(
     )
 
 
+def proportion_estimate(p: Proportion) -> Estimate:
+    """A Wilson proportion in the JSON model."""
+    return Estimate(
+        value=p.value,
+        lower=p.lower,
+        upper=p.upper,
+        method="wilson",
+        numerator=p.numerator,
+        denominator=p.denominator,
+    )
+
+
 def to_model(res: MulticlassResult) -> MulticlassEvaluation:
     """Pydantic/JSON form for the CLI, the portal and stored evaluations."""
-
-    def prop(p: Proportion) -> Estimate:
-        return Estimate(
-            value=p.value,
-            lower=p.lower,
-            upper=p.upper,
-            method="wilson",
-            numerator=p.numerator,
-            denominator=p.denominator,
-        )
+    prop = proportion_estimate
 
     return MulticlassEvaluation(
         classes=res.classes,
