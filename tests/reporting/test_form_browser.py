@@ -6,6 +6,7 @@ Screenshots of the form and the CDE catalog go to docs/screenshots/ (SQLite run)
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -147,6 +148,24 @@ def test_report_form_in_browser(
     choose(page, "lobar_consolidation", "present")
     for element, value in NEGATIVE_FINDINGS.items():
         choose(page, element, value)
+    expect(page.locator("#preview-impression")).to_have_text(SENTENCE["atypical"] + " [Cov19Aty]")
+
+    # another window saves the report meanwhile: this page's next save gets 409, not a silent
+    # overwrite, and says so; after a reload the page holds the new revision and goes on
+    page.wait_for_timeout(1500)  # the pending autosave of the last choice has run
+    atypical_id = int(atypical_url.rsplit("/", 1)[1])
+    csrf = page.locator('meta[name="csrf-token"]').get_attribute("content") or ""
+    saved = page.request.get(f"{base}/api/reports/{atypical_id}").json()
+    other = page.request.put(
+        f"{base}/api/reports/{atypical_id}/inputs",
+        data=json.dumps({"inputs": saved["current"]["inputs"]}),
+        headers={"Content-Type": "application/json", "X-CSRF-Token": csrf},
+    )
+    assert other.status == 200 and other.json()["revision"] > saved["revision"]
+    choose(page, "override_category", "indeterminate")
+    expect(page.locator("#save-status")).to_contain_text("the report changed elsewhere")
+    expect(page.locator("#form-error")).to_contain_text("changed by someone else")
+    page.reload()
     expect(page.locator("#preview-impression")).to_have_text(SENTENCE["atypical"] + " [Cov19Aty]")
 
     # override to indeterminate: the reason becomes required and signing without it fails

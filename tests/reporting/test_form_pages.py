@@ -97,6 +97,27 @@ def test_every_module_form_renders_and_roles(sqlite_node: Node) -> None:
     sign_in(other, "radiologist-b")
     assert other.get(f"/reports/{rid}", headers=HTML).status_code == 404
     assert other.get(f"/api/reports/{rid}").status_code == 404
+    # the page holds the report revision; a save or an amendment from a stale page gets 409
+    csrf = {"x-csrf-token": t}
+    rev = c.get(f"/api/reports/{rid}").json()["revision"]
+    assert f'data-revision="{rev}"' in c.get(f"/reports/{rid}", headers=HTML).text
+    body = {"inputs": {"corads": "3"}, "expected_revision": rev}
+    assert c.put(f"/api/reports/{rid}/inputs", json=body, headers=csrf).status_code == 200
+    stale = c.put(f"/api/reports/{rid}/inputs", json=body, headers=csrf)
+    assert stale.status_code == 409 and "reload the report" in stale.json()["message"]
+    signed = c.post(f"/api/reports/{rid}/sign", json={"expected_revision": rev + 1}, headers=csrf)
+    assert signed.status_code == 200, signed.text
+    page = c.get(f"/reports/{rid}", headers=HTML).text
+    assert f'name="expected_revision" value="{rev + 2}"' in page
+    amend = {"reason": "late finding", "csrf_token": t}
+    r = c.post(f"/reports/{rid}/amend", data={**amend, "expected_revision": str(rev)}, headers=HTML)
+    assert r.status_code == 409 and "changed by someone else" in r.text
+    r = c.post(
+        f"/reports/{rid}/amend",
+        data={**amend, "expected_revision": str(rev + 2)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
 
 
 def test_cde_catalog_page(sqlite_node: Node) -> None:

@@ -240,3 +240,73 @@ def test_sr_is_read_by_dcmtk_without_warnings(tmp_path: Path) -> None:
         for s in study.ReferencedSeriesSequence
         for r in s.ReferencedSOPSequence
     )
+
+
+def _comparable(ds: Any) -> Any:
+    """The SR as written and re-read, with its creation timestamps fixed."""
+    import pydicom
+
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    buf.seek(0)
+    out = pydicom.dcmread(buf)
+    for kw, value in (
+        ("ContentDate", "20000101"),
+        ("ContentTime", "000000"),
+        ("InstanceCreationDate", "20000101"),
+        ("InstanceCreationTime", "000000"),
+    ):
+        if kw in out:
+            setattr(out, kw, value)
+    for item in out.get("VerifyingObserverSequence", []):
+        item.VerificationDateTime = "20000101000000"
+    for item in out.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = "20000101000000"
+    return out
+
+
+SR_CONTEXTS = {
+    "final, one image, accepted AI value": ctx(
+        suggestions=[Suggestion("ggo", "present", "covid-ct-seg", "2.1", "accepted")]
+    ),
+    "draft without author": ctx(status="draft", author="", facility=""),
+    "amended, three images in two series": ctx(
+        version=2,
+        status="amended",
+        evidence=[
+            EvidenceInstance("1.2.3.4.5", "1.2.3.4.5.1", CT_IMAGE, "CT"),
+            EvidenceInstance("1.2.3.4.5", "1.2.3.4.5.22", CT_IMAGE, "CT"),
+            EvidenceInstance("1.2.3.4.66", "1.2.3.4.66.1", CT_IMAGE, "CT"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", GOLDEN["cases"], ids=lambda c: c["name"])
+def test_sr_equals_highdicom_constructor_output(case: dict[str, Any]) -> None:
+    """build_sr skips the re-parsing and searches inside highdicom's ComprehensiveSR
+    constructor; the document must be exactly what the plain constructor makes of the
+    same content tree and attributes (timestamps aside)."""
+    m = get_module(case["module"])
+    ev = evaluate(m, case["inputs"])
+    for name, c in SR_CONTEXTS.items():
+        previous = [sr.build_sr(m, ev, ctx())] if c.status == "amended" else []
+        fast = sr.build_sr(m, ev, c, previous)
+        evidence = sr.evidence_datasets(c, limit=1)
+        plain = hd.sr.ComprehensiveSR(
+            evidence=evidence,
+            content=sr.measurement_report(m, ev, c, evidence),
+            **sr.document_attributes(m, c, previous),
+        )
+        if len(c.evidence) > 1:
+            plain[sr.EVIDENCE_TAG] = sr._evidence_element(c)
+        a, b = _comparable(fast), _comparable(plain)
+        assert list(a.keys()) == list(b.keys()), name
+        assert a == b, name
+        # the in-memory document reads like a parsed one
+        groups = fast.content.get_image_measurement_groups()
+        assert len(groups) == 1
+        assert len(groups[0].get_qualitative_evaluations()) + len(
+            groups[0].get_measurements()
+        ) == sum(max(1, len(o.codes)) for o in sr.coded_observations(m, ev))

@@ -32,9 +32,20 @@ class CreateReport(BaseModel):
     suggestions: list[dict[str, Any]] | None = None
 
 
+REVISION_HELP = (
+    "The report's revision as loaded (GET answers it as `revision`); when given and the "
+    "report has changed since, the request fails with 409 Conflict instead of overwriting."
+)
+
+
 class UpdateInputs(BaseModel):
     inputs: dict[str, Any]
     suggestions: list[dict[str, Any]] | None = None
+    expected_revision: int | None = Field(default=None, description=REVISION_HELP)
+
+
+class SignBody(BaseModel):
+    expected_revision: int | None = Field(default=None, description=REVISION_HELP)
 
 
 class PreviewBody(BaseModel):
@@ -44,6 +55,7 @@ class PreviewBody(BaseModel):
 class AmendBody(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
     inputs: dict[str, Any] | None = None
+    expected_revision: int | None = Field(default=None, description=REVISION_HELP)
 
 
 def module_form(m: Module) -> dict[str, Any]:
@@ -108,6 +120,7 @@ def _report(r: Report) -> dict[str, Any]:
         "module": r.module_id,
         "module_version": r.module_version,
         "status": r.status,
+        "revision": r.revision,
         "current_version": r.versions[-1].version,
         "versions": [
             {
@@ -196,7 +209,9 @@ def update_inputs(
     actor: Actor = Depends(current_actor),
     session: Session = SessionDep,
 ) -> dict[str, Any]:
-    service.update_draft(session, actor, report_id, body.inputs, body.suggestions)
+    service.update_draft(
+        session, actor, report_id, body.inputs, body.suggestions, body.expected_revision
+    )
     session.commit()  # a sign right after this answer must see the saved inputs
     return _report(service.load_report(session, actor, report_id))
 
@@ -236,13 +251,18 @@ def _store(request: Request, node: Node, actor: Actor, facility_id: int) -> serv
 def sign(
     report_id: int,
     request: Request,
+    body: SignBody | None = None,
     actor: Actor = Depends(current_actor),
     node: Node = Depends(get_node),
 ) -> dict[str, Any]:
     with node.db.session() as session:
         facility_id = service.load_report(session, actor, report_id).facility_id
     result = service.sign_and_store(
-        node, actor, report_id, _store(request, node, actor, facility_id)
+        node,
+        actor,
+        report_id,
+        _store(request, node, actor, facility_id),
+        body.expected_revision if body else None,
     )
     return asdict(result)
 
@@ -254,7 +274,7 @@ def amend(
     actor: Actor = Depends(current_actor),
     session: Session = SessionDep,
 ) -> dict[str, Any]:
-    service.amend(session, actor, report_id, body.reason, body.inputs)
+    service.amend(session, actor, report_id, body.reason, body.inputs, body.expected_revision)
     session.commit()
     return _report(service.load_report(session, actor, report_id))
 

@@ -3,6 +3,11 @@
 Draft → final (signed by a radiologist) → amended (a new version); a signed version is never
 changed. Inputs, evaluation and rendered text are stored per version so every output can be
 rebuilt exactly as signed.
+
+``Report.revision`` counts every change of a report (draft saved, signed, amended): SQLAlchemy
+updates the row only ``WHERE revision = <the one it read>`` and bumps it, so of two concurrent
+writers one gets a stale-data error instead of silently overwriting the other; clients send
+the revision they loaded (``expected_revision``) and get 409 Conflict when it is stale.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ class Report(TimestampMixin, Base):
     current_version: Mapped[int] = mapped_column(default=1)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"), default=None)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revision: Mapped[int] = mapped_column(default=1, server_default="1")
 
     versions: Mapped[list[ReportVersion]] = relationship(
         back_populates="report", order_by="ReportVersion.version"
     )
+
+    __mapper_args__ = {"version_id_col": revision}
 
 
 class ReportVersion(TimestampMixin, Base):

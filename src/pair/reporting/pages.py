@@ -4,7 +4,8 @@ Thin routes over ``pair.reporting.service``. The form page is rendered on the se
 relevance and preview of the saved draft); a small script re-evaluates as the user types with
 ``POST /api/reports/modules/{id}/evaluate``, saves with ``PUT /api/reports/{id}/inputs`` and
 signs with ``POST /api/reports/{id}/sign`` (cookie-authenticated API calls carry the CSRF
-header). Amending is a plain form post.
+header). Amending is a plain form post. Saves, the sign and the amend send the report revision
+the page loaded, so a change made meanwhile by someone else gives 409 instead of being lost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from pair.accounts.models import Role
 from pair.audit.service import Actor, record
 from pair.cde.catalog import catalog
-from pair.core.errors import Invalid, NotFound, PairError
+from pair.core.errors import Conflict, Invalid, NotFound, PairError
 from pair.reporting import service
 from pair.reporting.engine import Evaluation, evaluate
 from pair.reporting.loader import get_module, modules
@@ -153,17 +154,18 @@ def amend_report(
     report_id: int,
     request: Request,
     reason: str = Form(""),
+    expected_revision: int | None = Form(None),
     session: Session = SessionDep,
     actor: Actor = Depends(page_actor),
 ) -> Response:
     try:
-        service.amend(session, actor, report_id, reason)
-    except Invalid as exc:
+        service.amend(session, actor, report_id, reason, expected_revision=expected_revision)
+    except (Invalid, Conflict) as exc:
         session.rollback()
         report = service.load_report(session, actor, report_id)
         ctx = _context(session, actor, report)
         ctx.update(flash=exc.message, flash_kind="error", amend_error=exc.message)
-        return render(request, "reporting/report.html", ctx, 422)
+        return render(request, "reporting/report.html", ctx, exc.http_status)
     session.commit()
     return RedirectResponse(f"/reports/{report_id}?amending=1", status_code=303)
 

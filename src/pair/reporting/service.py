@@ -15,6 +15,7 @@ from typing import Any
 from pydicom import Dataset
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from pair.accounts.models import Role
 from pair.audit.service import Actor, record, record_change
@@ -57,11 +58,43 @@ def _study(session: Session, actor: Actor, study_uid: str) -> Study:
     return study
 
 
-def load_report(session: Session, actor: Actor, report_id: int) -> Report:
-    report = session.get(Report, report_id)
+def load_report(session: Session, actor: Actor, report_id: int, for_update: bool = False) -> Report:
+    """``for_update``: lock the row until the transaction ends (SELECT ... FOR UPDATE on
+    PostgreSQL, so concurrent writers of one report queue up and each sees the previous
+    one's result; SQLite has no row locks, there the revision check at flush decides)."""
+    report = session.get(
+        Report, report_id, with_for_update=for_update or None, populate_existing=for_update
+    )
     if report is None or not _same_facility(actor, report.facility_id):
         raise NotFound(f"No report {report_id}.")
     return report
+
+
+def _for_change(
+    session: Session, actor: Actor, report_id: int, expected_revision: int | None
+) -> Report:
+    """The report, locked, checked against the revision the client loaded."""
+    report = load_report(session, actor, report_id, for_update=True)
+    if expected_revision is not None and expected_revision != report.revision:
+        raise Conflict(
+            f"Report {report.id} was changed by someone else since you loaded it (it is at "
+            f"revision {report.revision}, you loaded revision {expected_revision}); reload "
+            "the report and apply your changes again."
+        )
+    return report
+
+
+def _save(session: Session, report: Report, at: datetime | None = None) -> None:
+    """Flush the change; a concurrent writer that got there first means 409, not a lost update."""
+    report.updated_at = at or datetime.now(UTC)  # every change bumps the report's revision
+    report_id = report.id  # the object is unusable once a flush failed
+    try:
+        session.flush()
+    except StaleDataError as exc:
+        raise Conflict(
+            f"Report {report_id} was changed by someone else at the same time; reload the "
+            "report and apply your changes again."
+        ) from exc
 
 
 def current(report: Report) -> ReportVersion:
@@ -173,16 +206,17 @@ def update_draft(
     report_id: int,
     inputs: dict[str, Any],
     suggestions: list[dict[str, Any]] | None = None,
+    expected_revision: int | None = None,
 ) -> ReportVersion:
     _require(actor, EDITORS, "write reports")
-    report = load_report(session, actor, report_id)
+    report = _for_change(session, actor, report_id, expected_revision)
     version = _editable_draft(report)
     module = module_of(report)
     version.inputs = _check_draft_inputs(module, inputs)
     if suggestions is not None:
         version.suggestions = _check_suggestions(module, suggestions)
     version.edited_by = actor.user_id
-    report.updated_at = datetime.now(UTC)
+    _save(session, report)
     record(
         session,
         actor,
@@ -229,7 +263,8 @@ def context(session: Session, report: Report, version: ReportVersion) -> ReportC
             Series.series_uid, Instance.sop_instance_uid, Instance.sop_class_uid, Series.modality
         )
         .join(Instance, Instance.series_pk == Series.id)
-        .where(Series.study_pk == study.id, Series.modality != "SR")
+        # an SR can only reference instances whose SOP class is known
+        .where(Series.study_pk == study.id, Series.modality != "SR", Instance.sop_class_uid != "")
         .order_by(Series.id, Instance.id)
         .limit(MAX_EVIDENCE)
     ).all()
@@ -303,10 +338,12 @@ def _build_sr(session: Session, report: Report, version: ReportVersion) -> Datas
     return build_sr(version, context(session, report, version), previous)
 
 
-def sign(session: Session, actor: Actor, report_id: int) -> tuple[ReportVersion, Dataset | None]:
+def sign(
+    session: Session, actor: Actor, report_id: int, expected_revision: int | None = None
+) -> tuple[ReportVersion, Dataset | None]:
     """Sign the draft version; returns it and its SR (None when the study has no images)."""
     _require(actor, (Role.RADIOLOGIST.value,), "sign reports")
-    report = load_report(session, actor, report_id)
+    report = _for_change(session, actor, report_id, expected_revision)
     version = _editable_draft(report)
     module = module_of(report)
     ev = evaluate(module, version.inputs)  # strict: every required value present
@@ -316,14 +353,13 @@ def sign(session: Session, actor: Actor, report_id: int) -> tuple[ReportVersion,
     version.signed_by_name = actor.user_name
     version.signed_at = datetime.now(UTC)
     version.evaluation = ev.to_dict()
+    report.status = version.status
+    _save(session, report, version.signed_at)  # before any query could autoflush it
     ctx = context(session, report, version)
     version.text = text.narrative(module, ev, ctx)
-    report.status = version.status
-    report.updated_at = version.signed_at
     dataset = _build_sr(session, report, version) if ctx.evidence else None
     if dataset is not None:
         version.sr_sop_instance_uid = str(dataset.SOPInstanceUID)
-    session.flush()
     record(
         session,
         actor,
@@ -349,10 +385,15 @@ class SignResult:
     sr_stored: bool
     sr_error: str = ""
     suggestions: list[dict[str, Any]] = field(default_factory=list)
+    revision: int = 0
 
 
 def sign_and_store(
-    node: Node, actor: Actor, report_id: int, store_instance: StoreInstance | None
+    node: Node,
+    actor: Actor,
+    report_id: int,
+    store_instance: StoreInstance | None,
+    expected_revision: int | None = None,
 ) -> SignResult:
     """Sign in one transaction, then hand the SR to ``store_instance`` (the repository).
 
@@ -360,7 +401,7 @@ def sign_and_store(
     store leaves the report signed with ``sr_stored`` false and the reason returned.
     """
     with node.db.session() as session:
-        version, dataset = sign(session, actor, report_id)
+        version, dataset = sign(session, actor, report_id, expected_revision)
         result = SignResult(
             report_id,
             version.version,
@@ -368,6 +409,7 @@ def sign_and_store(
             version.sr_sop_instance_uid,
             False,
             suggestions=list(version.suggestions),
+            revision=version.report.revision,
         )
     if dataset is None:
         result.sr_error = "The study has no stored images to reference; no SR was created."
@@ -398,10 +440,11 @@ def amend(
     report_id: int,
     reason: str,
     inputs: dict[str, Any] | None = None,
+    expected_revision: int | None = None,
 ) -> ReportVersion:
     """Start a new draft version of a signed report; the signed versions stay as they are."""
     _require(actor, EDITORS, "amend reports")
-    report = load_report(session, actor, report_id)
+    report = _for_change(session, actor, report_id, expected_revision)
     last = current(report)
     if last.status == "draft":
         raise Conflict(
@@ -422,7 +465,7 @@ def amend(
     )
     report.versions.append(version)
     report.current_version = version.version
-    session.flush()
+    _save(session, report)
     record(
         session,
         actor,

@@ -8,6 +8,9 @@
   const reportId = form.dataset.report;
   const moduleId = form.dataset.module;
   const editable = form.dataset.editable === "true";
+  // The report revision this page holds: sent with every save and the sign, so a change made
+  // meanwhile in another window or by another user gives 409 instead of being overwritten.
+  let revision = parseInt(form.dataset.revision, 10);
   const fields = Array.from(form.querySelectorAll(".rfield"));
   const formError = document.getElementById("form-error");
   const saveStatus = document.getElementById("save-status");
@@ -143,12 +146,13 @@
     clearTimeout(saveTimer);
     if (!editable || !dirty || signed) return Promise.resolve(true);
     saveStatus.textContent = "Saving…";
-    return api("PUT", "/api/reports/" + reportId + "/inputs", { inputs: collect(true) }).then(function (r) {
+    return api("PUT", "/api/reports/" + reportId + "/inputs", { inputs: collect(true), expected_revision: revision }).then(function (r) {
       if (!r.ok) {
-        saveStatus.textContent = "Not saved.";
+        saveStatus.textContent = r.status === 409 ? "Not saved: the report changed elsewhere; reload the page." : "Not saved.";
         showErrors(r.data, "Saving failed (HTTP " + r.status + ").");
         return false;
       }
+      revision = r.data.revision;
       dirty = false;
       saveStatus.textContent = "Draft saved " + new Date().toLocaleTimeString() + ".";
       return true;
@@ -191,7 +195,7 @@
         return serial(function () { dirty = true; return saveNow(); });
       }).then(function (saved) {
         if (!saved) { signButton.disabled = false; return; }
-        return serial(function () { return api("POST", "/api/reports/" + reportId + "/sign"); }).then(function (r) {
+        return serial(function () { return api("POST", "/api/reports/" + reportId + "/sign", { expected_revision: revision }); }).then(function (r) {
           if (!r.ok) {
             signButton.disabled = false;
             showErrors(r.data, "Signing failed (HTTP " + r.status + ").");
