@@ -222,8 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--memory-mb", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--preload",
+        action="store_true",
+        help="import onnxruntime and the DICOM readers before waiting for the first request "
+        "(a pre-started spare worker: only the model load is left when a run needs it)",
+    )
     args = parser.parse_args(argv)
     status = harden(args.memory_mb, args.threads)
+    if args.preload:  # after harden: the imports already run under the memory limit
+        import onnxruntime  # noqa: F401
+
+        import pair.algorithms.manifest
+        import pair.algorithms.postprocess
+        import pair.algorithms.preprocess  # noqa: F401
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol stream
     sys.stdout = sys.stderr

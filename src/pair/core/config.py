@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = False
     log_level: str = "INFO"
     uid_root: str = "2.25"
+    # pair serve: warm inference workers are closed after this long unused; one spare worker
+    # (sandboxed, onnxruntime imported, no model yet) is kept ready for the next new algorithm
+    inference_worker_idle_s: float = Field(default=600.0, gt=0)
+    inference_spare_worker: bool = True
 
     @property
     def resolved_database_url(self) -> str:

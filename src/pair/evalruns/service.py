@@ -3,7 +3,7 @@
 ``execute_run`` is the one code path for the CLI (synchronous, with a progress bar), the API and
 the portal (a background thread). It is resumable: inference results are cached per algorithm
 version x instance by ``pair.algorithms.runner``, so running a crashed or interrupted run again
-only computes what is missing.
+only computes what is missing. One executor at a time: see ``pair.evalruns.jobs``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 from pair.accounts.models import Facility, Role
 from pair.algorithms import service as algorithms
 from pair.algorithms.manifest import Manifest
-from pair.algorithms.runner import Case, run_inference
+from pair.algorithms.runner import Case, WorkerPool, run_inference
 from pair.audit.service import Actor, record
-from pair.core.errors import Forbidden, Invalid, NotFound
+from pair.core.errors import Conflict, Forbidden, Invalid, NotFound
 from pair.core.node import Node
+from pair.evalruns import jobs
 from pair.evalruns.cohort import CohortCase, parse_cohort, select_cohort
 from pair.evalruns.models import EvaluationRun, RunStatus
 from pair.evalruns.truth import check_spec, describe_spec, resolve_truth
@@ -138,11 +139,14 @@ class _Reporter:
                     row.done = self.done
 
 
-def _infer(node: Node, algo_row: Any, cases: list[CohortCase], rep: _Reporter) -> dict[str, Any]:
+def _infer(
+    node: Node, algo_row: Any, cases: list[CohortCase], rep: _Reporter, pool: WorkerPool | None
+) -> dict[str, Any]:
     algo = algorithms.load_algorithm(node, algo_row)
     out: dict[str, Any] = {}
-    jobs = [Case(case_id=c.case_id, paths=c.paths) for c in cases]
-    for r in run_inference(algo, jobs, algorithms.inference_cache_dir(node)):
+    todo = [Case(case_id=c.case_id, paths=c.paths, shas=c.shas or None) for c in cases]
+    cache = algorithms.inference_cache_dir(node)
+    for r in run_inference(algo, todo, cache, pool=pool):
         out[r.case_id] = r
         rep.done += 1
         rep.cached += int(r.cached)
@@ -150,21 +154,38 @@ def _infer(node: Node, algo_row: Any, cases: list[CohortCase], rep: _Reporter) -
     return out
 
 
-def execute_run(node: Node, run_id: int, progress: Progress | None = None) -> EvaluationRun:
-    """Run (or resume) an evaluation to the end; the row ends 'done' or 'failed' with a reason."""
+def execute_run(
+    node: Node,
+    run_id: int,
+    progress: Progress | None = None,
+    pool: WorkerPool | None = None,
+    *,
+    token: str | None = None,
+) -> EvaluationRun:
+    """Run (or resume) an evaluation to the end; the row ends 'done' or 'failed' with a reason.
+
+    Claims the run first (``Conflict`` if another executor has it) unless the caller already
+    holds its runner ``token``; with a ``pool``, inference uses the server's warm workers.
+    """
+    token = token or jobs.claim(node, run_id)
     try:
-        return _execute(node, run_id, progress)
+        with jobs.Heartbeat(node, run_id, token):
+            return _execute(node, run_id, progress, pool, token)
     except Exception as exc:
         with node.db.session() as s:
             row = s.get(EvaluationRun, run_id)
-            if row is not None:
+            if row is not None and row.runner == token:
                 row.status = RunStatus.FAILED
                 row.error = str(exc) or type(exc).__name__
                 row.finished_at = datetime.now(UTC)
         raise
+    finally:
+        jobs.release(token)
 
 
-def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRun:
+def _execute(
+    node: Node, run_id: int, progress: Progress | None, pool: WorkerPool | None, token: str
+) -> EvaluationRun:
     with node.db.session() as s:
         run = s.get(EvaluationRun, run_id)
         if run is None:
@@ -211,8 +232,8 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
     rep = _Reporter(node, run_id, len(included) * (2 if b_row else 1), progress)
     rep.step(force=True)
     chosen = [c for c, _ in included]
-    res_a = _infer(node, a_row, chosen, rep)
-    res_b = _infer(node, b_row, chosen, rep) if b_row else {}
+    res_a = _infer(node, a_row, chosen, rep, pool)
+    res_b = _infer(node, b_row, chosen, rep, pool) if b_row else {}
     failures: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for c, y in included:
@@ -265,6 +286,8 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
     with node.db.session() as s:
         run = s.get(EvaluationRun, run_id)
         assert run is not None
+        if run.runner != token:
+            raise Conflict(f"Evaluation run {run_id} was taken over by another process.")
         run.done = rep.done
         run.failures = failures
         run.cases = rows
@@ -320,18 +343,30 @@ def evaluate_cases(
     )
 
 
-def start_background(node: Node, run_id: int) -> threading.Thread:
-    """Run in a daemon thread (API/portal); errors end up in the row's status and error."""
+def start_background(node: Node, run_id: int, pool: WorkerPool | None = None) -> threading.Thread:
+    """Claim the run now (``Conflict`` if it is done or being executed), then run it in a daemon
+    thread (API/portal); errors end up in the row's status and error."""
+    token = jobs.claim(node, run_id)
 
     def target() -> None:
         try:
-            execute_run(node, run_id)
+            execute_run(node, run_id, pool=pool, token=token)
         except Exception:
             return
 
     t = threading.Thread(target=target, name=f"evaluation-{run_id}", daemon=True)
     t.start()
     return t
+
+
+def resume_interrupted(
+    node: Node, pool: WorkerPool | None = None, stop: threading.Event | None = None
+) -> list[threading.Thread]:
+    """``pair serve`` start-up: execute again, in the background, every run left queued or
+    running by a server that stopped; cached inference makes them continue where they were."""
+    return jobs.resume_interrupted(
+        node, lambda run_id, token: execute_run(node, run_id, pool=pool, token=token), stop
+    )
 
 
 def result_of(run: EvaluationRun) -> EvaluationResult:
