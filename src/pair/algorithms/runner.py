@@ -85,7 +85,6 @@ class ResultCache:
 
     def __init__(self, cache_dir: Path | None, algorithm_key: str) -> None:
         self.root = cache_dir / algorithm_key if cache_dir is not None else None
-        self._made: set[str] = set()
 
     def _path(self, sha: str) -> Path:
         assert self.root is not None
@@ -104,12 +103,15 @@ class ResultCache:
         if self.root is None:
             return
         path = self._path(sha)
-        if sha[:2] not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(sha[:2])
         tmp = path.with_suffix(f".{os.getpid()}.tmp")  # readers never see half a file
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps({"values": values}))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # first result under this prefix: no mkdir call per result
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(json.dumps({"values": values}).encode())
         os.replace(tmp, path)
 
 

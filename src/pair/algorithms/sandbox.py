@@ -230,6 +230,8 @@ class WorkerPool:
     ``max_idle`` are kept, and all are closed on ``close``. With ``prestart(limits)`` the pool also
     keeps one spare worker for those limits (process started, sandbox entered, onnxruntime and
     pydicom imported) so that the first run of any algorithm only pays for loading its model.
+    A used spare is replaced when a run hands its worker back (or at the reaper's next tick), not
+    while the run that took it is still busy on the same CPUs.
     """
 
     def __init__(self, idle_s: float = 300.0, max_idle: int = 4) -> None:
@@ -237,6 +239,7 @@ class WorkerPool:
         self.max_idle = max_idle
         self._idle: dict[PoolKey, list[tuple[float, WorkerProcess]]] = {}
         self._spares: dict[str, WorkerProcess] = {}  # limits JSON -> spare
+        self._spare_limits: dict[str, Limits] = {}  # limits JSON -> limits (from prestart)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -271,6 +274,8 @@ class WorkerPool:
                 spare.load(algorithm)
                 return spare
             except WorkerFailure as exc:
+                with self._lock:
+                    self._refill()
                 if exc.reason == "model load failed":  # the model's fault, not the spare's
                     raise
         return WorkerProcess(algorithm, limits)
@@ -280,23 +285,25 @@ class WorkerPool:
         with self._lock:
             if self.closed:
                 return
-            key = limits.model_dump_json()
+            self._spare_limits[limits.model_dump_json()] = limits
+            self._refill()
+            self._start_reaper()
+
+    def _refill(self) -> None:
+        """Start a spare where one is wanted and missing or dead (call with the lock held)."""
+        if self.closed:
+            return
+        for key, limits in self._spare_limits.items():
             spare = self._spares.get(key)
             if spare is None or spare.proc.poll() is not None:
                 if spare is not None:
                     spare.close()
                 self._spares[key] = WorkerProcess.spare(limits)
-            self._start_reaper()
 
     def _take_spare(self, limits: Limits) -> WorkerProcess | None:
         with self._lock:
-            key = limits.model_dump_json()
-            spare = self._spares.get(key)
-            if spare is None or self.closed:
-                return None
-            # the replacement imports in its own process while this run uses the old spare
-            self._spares[key] = WorkerProcess.spare(limits)
-        if spare.proc.poll() is None:
+            spare = self._spares.pop(limits.model_dump_json(), None)
+        if spare is None or spare.proc.poll() is None:
             return spare
         spare.close()
         return None
@@ -309,6 +316,7 @@ class WorkerPool:
                     (time.monotonic(), worker)
                 )
                 self._trim()
+                self._refill()
                 self._start_reaper()
                 return
         worker.close()
@@ -343,6 +351,7 @@ class WorkerPool:
         while not self._stop.wait(max(0.05, min(self.idle_s / 2, 30.0))):
             with self._lock:
                 self._expire()
+                self._refill()
 
     def close(self) -> None:
         self._stop.set()

@@ -212,7 +212,7 @@ def submit(
     session: Session = SessionDep,
     actor: Actor = Depends(can_evaluate),
 ) -> dict[str, Any]:
-    """Send the signed feedback to PAIR_FEEDBACK_URL (retries; 502 when the hub fails)."""
+    """Send the signed feedback to the configured hub (retries; 502 when the hub fails)."""
     run = service.get_run(session, actor, run_id)
     out = service.submit_feedback(node, session, run, body.comment)
     record(

@@ -9,7 +9,6 @@ only computes what is missing. One executor at a time: see ``pair.evalruns.jobs`
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -415,22 +414,29 @@ def feedback_envelope(
     payload = fb.build_feedback_payload(
         result_of(run), report_context(session, run), comment=comment
     )
-    key_id = os.environ.get("PAIR_FEEDBACK_KEY_ID", node.settings.site_id)
+    key_id = node.settings.feedback_key_id or node.settings.site_id
     return fb.sign_payload(payload, fb.load_key(key_path), key_id)
 
 
 def submit_feedback(
     node: Node, session: Session, run: EvaluationRun, comment: str | None = None
 ) -> dict[str, Any]:
-    """POST the signed feedback to PAIR_FEEDBACK_URL with PAIR_FEEDBACK_TOKEN (retries)."""
+    """POST the signed feedback to the hub in the settings (``PAIR_FEEDBACK_URL``, bearer
+    ``PAIR_FEEDBACK_TOKEN``), with ``PAIR_FEEDBACK_RETRIES`` retries and exponential backoff."""
     from pair.evaluation import feedback as fb
 
-    url = os.environ.get("PAIR_FEEDBACK_URL", "")
-    token = os.environ.get("PAIR_FEEDBACK_TOKEN", "")
+    settings = node.settings
+    url, token = settings.feedback_url, settings.feedback_token.get_secret_value()
     if not url or not token:
         raise Invalid("No feedback hub configured: set PAIR_FEEDBACK_URL and PAIR_FEEDBACK_TOKEN.")
     envelope = feedback_envelope(node, session, run, comment)
-    res = fb.submit_feedback(envelope, url, token)
+    res = fb.submit_feedback(
+        envelope,
+        url,
+        token,
+        retries=settings.feedback_retries,
+        backoff=settings.feedback_backoff_s,
+    )
     return {
         "status_code": res.status_code,
         "attempts": res.attempts,
