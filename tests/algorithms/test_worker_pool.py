@@ -19,7 +19,7 @@ from pair.algorithms.limits import Limits
 from pair.algorithms.manifest import Manifest
 from pair.algorithms.package import sha256_file
 from pair.algorithms.runner import Case, LoadedAlgorithm, WorkerPool, run_inference
-from pair.algorithms.sandbox import WorkerFailure
+from pair.algorithms.sandbox import WorkerFailure, WorkerProcess
 from pair.algorithms.wrap import png_to_dicom
 from tests.algorithms.algo_builders import DEMO_DIR, manifest, mean_model, write_package
 
@@ -162,8 +162,10 @@ def test_idle_workers_are_reaped_and_capped(
         assert pool.idle_count() == 1 and _wait_dead(a.pid) and _alive(b.pid)
         assert _wait_dead(b.pid, 5)  # the reaper closes it after idle_s without any call
         assert pool.idle_count() == 0
-    c = pool.acquire(demo, FAST)
-    pool.give(demo, FAST, c)  # a closed pool parks nothing
+    with pytest.raises(WorkerFailure, match="shutting down"):
+        pool.acquire(demo, FAST)  # a closed pool starts nothing
+    c = WorkerProcess(demo, FAST)
+    pool.give(demo, FAST, c)  # and parks nothing
     assert pool.idle_count() == 0 and _wait_dead(c.pid)
 
 

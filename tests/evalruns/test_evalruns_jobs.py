@@ -150,6 +150,40 @@ def test_startup_resume_finishes_a_stuck_run_from_the_cache(
         assert run.done == run.total == data.n_images
 
 
+def test_server_shutdown_requeues_the_run_without_spurious_failures(
+    sqlite_node: Node, shared_data: Path, tmp_path: Path
+) -> None:
+    """Closing the pool (pair serve stopping) kills workers mid-case: the run must not finish
+    with those cases as failures; it goes back to 'queued' for the next start-up."""
+    node = sqlite_node
+    data = ingest_shared_images(node, shared_data, tmp_path)
+    actor = Actor(None, "eva", data.facility_id, "evaluator", "test")
+    slow = write_package(tmp_path / "slow", manifest(), slow_model(80_000))
+    with node.db.session() as s:
+        algorithms.add_algorithm(s, node, slow, actor)
+        run_id = service.create_run(
+            s, actor, algorithm="test-cxr", cohort="", truth="rt-pcr", options={"n_boot": 50}
+        ).id
+    pool = WorkerPool()
+    thread = service.start_background(node, run_id, pool)
+    deadline = time.time() + 60
+    while True:
+        with node.db.session() as s:
+            row = s.get(EvaluationRun, run_id)
+            assert row is not None and time.time() < deadline
+            if row.done >= 3:
+                break
+        time.sleep(0.1)
+    pool.close()
+    thread.join(30)
+    assert not thread.is_alive()
+    with node.db.session() as s:
+        row = s.get(EvaluationRun, run_id)
+        assert row is not None and row.status == RunStatus.QUEUED, (row.status, row.error)
+        assert "server stopped" in row.error and row.failures == [] and row.runner == ""
+    assert jobs.interrupted_runs(node) == [run_id]
+
+
 @pytest.fixture
 def live_sqlite(tmp_path: Path) -> LiveNode:
     server = LiveNode(tmp_path / "live", f"sqlite:///{tmp_path / 'live.db'}")

@@ -264,6 +264,8 @@ class WorkerPool:
 
     def acquire(self, algorithm: LoadedAlgorithm, limits: Limits) -> WorkerProcess:
         """A worker with the model loaded: idle one, else the spare, else a new process."""
+        if self.closed:
+            raise WorkerFailure("shutting down", "the inference worker pool is closed")
         worker = self.take(algorithm, limits)
         if worker is not None:
             return worker

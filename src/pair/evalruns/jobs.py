@@ -107,6 +107,22 @@ def claim(node: Node, run_id: int, stale_s: float = STALE_S) -> str:
     return token
 
 
+class Interrupted(Exception):
+    """The executor stopped on purpose (server shutdown); the run is to be resumed later."""
+
+
+def requeue(node: Node, run_id: int, token: str, reason: str) -> None:
+    """Give the run back as 'queued' (if still ours): the next ``pair serve`` start resumes it."""
+    col = EvaluationRun
+    with node.db.session() as s:
+        s.execute(
+            update(col)
+            .where(col.id == run_id, col.runner == token, col.status == RunStatus.RUNNING)
+            .values(status=RunStatus.QUEUED, runner="", error=reason)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def release(token: str) -> None:
     with _mine_lock:
         _mine.discard(token)

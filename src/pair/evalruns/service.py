@@ -146,6 +146,8 @@ def _infer(
     todo = [Case(case_id=c.case_id, paths=c.paths, shas=c.shas or None) for c in cases]
     cache = algorithms.inference_cache_dir(node)
     for r in run_inference(algo, todo, cache, pool=pool):
+        if pool is not None and pool.closed:  # server stopping: its workers are being killed
+            raise jobs.Interrupted("The server stopped during inference; the run resumes at start.")
         out[r.case_id] = r
         rep.done += 1
         rep.cached += int(r.cached)
@@ -164,12 +166,16 @@ def execute_run(
     """Run (or resume) an evaluation to the end; the row ends 'done' or 'failed' with a reason.
 
     Claims the run first (``Conflict`` if another executor has it) unless the caller already
-    holds its runner ``token``; with a ``pool``, inference uses the server's warm workers.
+    holds its runner ``token``; with a ``pool``, inference uses the server's warm workers. When
+    the pool closes (server shutdown) the run goes back to 'queued' for the next start-up.
     """
     token = token or jobs.claim(node, run_id)
     try:
         with jobs.Heartbeat(node, run_id, token):
             return _execute(node, run_id, progress, pool, token)
+    except jobs.Interrupted as exc:
+        jobs.requeue(node, run_id, token, str(exc))
+        raise
     except Exception as exc:
         with node.db.session() as s:
             row = s.get(EvaluationRun, run_id)
