@@ -41,7 +41,9 @@ def serve(
     from pair.algorithms.sandbox import WorkerPool
     from pair.evalruns.service import resume_interrupted
 
-    pool = WorkerPool(idle_s=settings.inference_worker_idle_s)
+    pool = WorkerPool(
+        idle_s=settings.inference_worker_idle_s, max_idle=settings.inference_max_idle_workers
+    )
     if settings.inference_spare_worker:
         pool.prestart(default_limits())
     app = create_app(node, worker_pool=pool)

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     # pair serve: warm inference workers are closed after this long unused; one spare worker
     # (sandboxed, onnxruntime imported, no model yet) is kept ready for the next new algorithm
     inference_worker_idle_s: float = Field(default=600.0, gt=0)
+    inference_max_idle_workers: int = Field(default=4, ge=0)  # each holds a loaded model
     inference_spare_worker: bool = True
     # the hub that receives signed evaluation feedback (docs/evaluation.md); empty: not configured
     feedback_url: str = ""
