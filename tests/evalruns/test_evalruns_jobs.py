@@ -174,6 +174,10 @@ def test_server_shutdown_requeues_the_run_without_spurious_failures(
             if row.done >= 3:
                 break
         time.sleep(0.1)
+    with pytest.raises(Conflict, match="being executed"):  # the API's resume: 409
+        service.start_background(node, run_id, pool)
+    with pytest.raises(Conflict):  # `pair evaluate --resume` meanwhile
+        service.execute_run(node, run_id)
     pool.close()
     thread.join(30)
     assert not thread.is_alive()
