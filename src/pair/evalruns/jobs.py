@@ -3,10 +3,10 @@
 A run is executed by one thread of one process at a time. ``claim`` moves the row to 'running'
 with a single conditional UPDATE and stamps a runner token (``host:pid:nonce``); it succeeds only
 from 'queued', 'failed' or 'done' (run again: replayed from the cache), or from 'running' when
-the previous executor is gone: its token names
-a process on this host that no longer exists, or its heartbeat (refreshed every ``HEARTBEAT_S``
-while it works) is older than ``STALE_S`` (an executor on another host that died). Two processes
-racing for the same run cannot both win: the database applies the UPDATE to the row once.
+the previous executor is gone: its token names a process on this host that no longer exists, or
+its heartbeat (refreshed every ``HEARTBEAT_S`` while it works) is older than ``STALE_S`` (an
+executor on another host that died). Two processes racing for the same run cannot both win: the
+database applies the UPDATE to the row once.
 
 ``resume_interrupted`` is what ``pair serve`` calls at start-up: every run left 'queued' or
 'running' by a server that was stopped or killed is executed again in the background. Inference
@@ -126,11 +126,6 @@ def requeue(node: Node, run_id: int, token: str, reason: str) -> None:
 def release(token: str) -> None:
     with _mine_lock:
         _mine.discard(token)
-
-
-def owns(node: Node, run_id: int, token: str) -> bool:
-    with node.db.session() as s:
-        return s.scalar(select(EvaluationRun.runner).where(EvaluationRun.id == run_id)) == token
 
 
 class Heartbeat:
