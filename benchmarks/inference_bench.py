@@ -6,7 +6,8 @@ Images: the chest radiographs in ../shared/data/images wrapped as DICOM (each PN
 ``--repeat`` times with different identifiers, so every instance is a distinct file). Every
 variant reads the DICOM files, preprocesses them per the manifest and runs the demo model:
 
-- bare: one in-process onnxruntime session (created in the timing), a plain loop, no isolation;
+- bare: one in-process onnxruntime session (created in the timing), a plain loop, no isolation,
+  with the same glibc malloc settings as the sandboxed worker (``--default-malloc``: without);
 - new worker (``pair evaluate``, ``pair algorithm run``): ``run_inference`` starts a sandboxed
   worker process (no network, memory limit, per-case timeout), hashes every file for the cache;
 - what a run costs inside ``pair serve`` (a ``WorkerPool`` with a spare worker; instance
@@ -47,7 +48,7 @@ from pair.algorithms.manifest import Manifest
 from pair.algorithms.postprocess import to_class_values
 from pair.algorithms.preprocess import preprocess_dataset
 from pair.algorithms.runner import Case, LoadedAlgorithm, WorkerPool, file_sha256, run_inference
-from pair.algorithms.sandbox import WorkerProcess
+from pair.algorithms.sandbox import MALLOC_ENV, WorkerProcess
 from pair.algorithms.wrap import png_to_dicom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,6 +177,17 @@ class Bench:
             self.run(REPLAY, pool, cache, f"{self.runs}b", [spare.pid])
 
 
+def same_malloc_as_worker() -> None:
+    """Give the bare loop (this process) the glibc malloc settings of the worker (MALLOC_ENV):
+    without them, mmap/munmap of every image's arrays costs the bare loop ~25 % more CPU, and
+    the comparison would flatter the pipeline."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.mallopt(-3, int(MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]))  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]))  # M_TRIM_THRESHOLD
+
+
 def worker_start_cpu(alg: LoadedAlgorithm, limits: Limits) -> float:
     """CPU seconds of starting a worker (process, sandbox, imports, model load), then closing it."""
     c0 = _self_cpu()
@@ -188,7 +200,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave this process's glibc malloc at its defaults (the bare loop then runs ~25 %% "
+        "slower than with the settings the sandboxed worker gets)",
+    )
     args = parser.parse_args()
+    if not args.default_malloc:
+        same_malloc_as_worker()
     m = Manifest.model_validate(yaml.safe_load((DEMO / "pair-algorithm.yaml").read_text()))
     alg = LoadedAlgorithm(m, DEMO / "model.onnx", file_sha256(DEMO / "model.onnx"))
     limits = Limits(threads=args.threads)
@@ -209,7 +229,8 @@ def report(bench: Bench, args: argparse.Namespace, m: Manifest, n: int, start_cp
     print(
         f"{n} DICOM instances ({args.repeat} x {n // args.repeat} chest radiographs), model "
         f"{m.id} {m.version}, {args.threads} thread(s), {os.cpu_count()} CPUs, load average "
-        f"{load:.1f}; median of {args.rounds} interleaved rounds\n"
+        f"{load:.1f}; median of {args.rounds} interleaved rounds; bare loop with "
+        f"{'default' if args.default_malloc else 'the worker'} malloc settings\n"
     )
     print(
         f"{'variant':<44} {'seconds':>8} {'images/s':>9} {'overhead':>9} "

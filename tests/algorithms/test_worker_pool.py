@@ -73,6 +73,9 @@ def test_spare_worker_serves_a_new_algorithm_and_keeps_the_sandbox(
         assert worker.pid == spare.pid  # the pre-started process got the model
         assert worker.ready["ok"] and worker.ready["load_s"] < 5
         assert FAST.model_dump_json() not in pool._spares  # no new spare while the run works
+        environ = Path(f"/proc/{worker.pid}/environ").read_bytes().split(b"\0")
+        assert b"MALLOC_MMAP_THRESHOLD_=33554432" in environ  # arrays from the heap, not mmap
+        assert not any(v.startswith((b"HOME=", b"http_proxy=")) for v in environ)
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
