@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -388,8 +389,8 @@ def test_api(
     server = HTTPServer(("127.0.0.1", port), _Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv("PAIR_FEEDBACK_URL", f"http://127.0.0.1:{port}/feedback")
-        monkeypatch.setenv("PAIR_FEEDBACK_TOKEN", "hub-token")
+        monkeypatch.setattr(node.settings, "feedback_url", f"http://127.0.0.1:{port}/feedback")
+        monkeypatch.setattr(node.settings, "feedback_token", SecretStr("hub-token"))
         sent = client.post(
             f"/api/evaluations/{run_id}/feedback/submit", json={"comment": "works"}, headers=ev
         )

@@ -48,8 +48,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Case:
+    """One case: its instance files, and their SHA-256 when already known (the repository's
+    index has them), which saves hashing every file again before the cache lookup."""
+
     case_id: str
     paths: list[Path]
+    shas: list[str] | None = None
 
 
 @dataclass
@@ -81,7 +85,6 @@ class ResultCache:
 
     def __init__(self, cache_dir: Path | None, algorithm_key: str) -> None:
         self.root = cache_dir / algorithm_key if cache_dir is not None else None
-        self._made: set[str] = set()
 
     def _path(self, sha: str) -> Path:
         assert self.root is not None
@@ -100,12 +103,15 @@ class ResultCache:
         if self.root is None:
             return
         path = self._path(sha)
-        if sha[:2] not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(sha[:2])
         tmp = path.with_suffix(f".{os.getpid()}.tmp")  # readers never see half a file
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps({"values": values}))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # first result under this prefix: no mkdir call per result
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(json.dumps({"values": values}).encode())
         os.replace(tmp, path)
 
 
@@ -127,7 +133,8 @@ def run_inference(
     Requests are pipelined (the next case is already queued at the worker while the parent
     hashes, caches and reports), and each case's time limit runs from when the worker starts it.
     With a ``pool``, a healthy worker is kept after the run and reused by the next run of the
-    same algorithm and limits (no process start or model load: small incremental runs).
+    same algorithm and limits (no process start or model load: small incremental runs), and a
+    new worker comes from the pool's pre-started spare when it has one.
     """
     scheduler = _Scheduler(
         algorithm, ResultCache(cache_dir, algorithm.cache_key), limits or default_limits(), pool
@@ -161,12 +168,15 @@ def _prepare(case: Case, cache: ResultCache) -> _Job:
     if not case.paths:
         job.fail("empty case", "no instances")
         return job
-    for path in case.paths:
-        try:
-            job.shas.append(file_sha256(Path(path)))
-        except OSError as exc:
-            job.fail("unreadable DICOM", f"cannot read file: {exc.strerror}")
-            return job
+    if case.shas is not None and len(case.shas) == len(case.paths):
+        job.shas = list(case.shas)
+    else:
+        for path in case.paths:
+            try:
+                job.shas.append(file_sha256(Path(path)))
+            except OSError as exc:
+                job.fail("unreadable DICOM", f"cannot read file: {exc.strerror}")
+                return job
     for i, sha in enumerate(job.shas):
         hit = cache.get(sha)
         if hit is not None:
@@ -256,17 +266,19 @@ class _Scheduler:
         if self.load_error is not None:
             job.fail(self.load_error.reason, self.load_error.message)
             return
-        if self.worker is None and self.pool is not None:
-            self.worker = self.pool.take(self.algorithm, self.limits)
         if self.worker is None:
             try:
-                self.worker = WorkerProcess(self.algorithm, self.limits)
+                if self.pool is not None:
+                    self.worker = self.pool.acquire(self.algorithm, self.limits)
+                else:
+                    self.worker = WorkerProcess(self.algorithm, self.limits)
             except WorkerFailure as exc:
                 if exc.reason == "model load failed":
                     self.load_error = exc
                 job.fail(exc.reason, exc.message)
                 return
-        paths = [str(Path(job.case.paths[i]).resolve()) for i in job.todo]
+        # absolute (the worker runs in /); abspath needs no system call, unlike resolve()
+        paths = [os.path.abspath(job.case.paths[i]) for i in job.todo]
         self.worker.send({"op": "case", "paths": paths})
         job.sent_at = time.monotonic()
 

@@ -37,7 +37,20 @@ def serve(
     repaired = reconcile(node)
     if any(repaired.values()):
         console.print(f"start-up reconciliation: {repaired}")
-    app = create_app(node)
+    from pair.algorithms.limits import default_limits
+    from pair.algorithms.sandbox import WorkerPool
+    from pair.evalruns.service import resume_interrupted
+
+    pool = WorkerPool(
+        idle_s=settings.inference_worker_idle_s, max_idle=settings.inference_max_idle_workers
+    )
+    if settings.inference_spare_worker:
+        pool.prestart(default_limits())
+    app = create_app(node, worker_pool=pool)
+    stop_resume = threading.Event()
+    resumed = resume_interrupted(node, pool, stop_resume)
+    if resumed:
+        console.print(f"resuming {len(resumed)} interrupted evaluation run(s) in the background")
     dimse: Any = None
     if dicom_port:
         from pair.repository.dimse import start_dimse_server
@@ -61,7 +74,9 @@ def serve(
     try:
         server.run()
     finally:
+        stop_resume.set()
         if dimse is not None:
             dimse.shutdown()
+        pool.close()
         node.close()
         console.print("PAIR node stopped")

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,17 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = False
     log_level: str = "INFO"
     uid_root: str = "2.25"
+    # pair serve: warm inference workers are closed after this long unused; one spare worker
+    # (sandboxed, onnxruntime imported, no model yet) is kept ready for the next new algorithm
+    inference_worker_idle_s: float = Field(default=600.0, gt=0)
+    inference_max_idle_workers: int = Field(default=4, ge=0)  # each holds a loaded model
+    inference_spare_worker: bool = True
+    # the hub that receives signed evaluation feedback (docs/evaluation.md); empty: not configured
+    feedback_url: str = ""
+    feedback_token: SecretStr = SecretStr("")
+    feedback_key_id: str | None = None  # key id in the signature; default: site_id
+    feedback_retries: int = Field(default=3, ge=0, le=10)
+    feedback_backoff_s: float = Field(default=0.5, ge=0)
 
     @property
     def resolved_database_url(self) -> str:

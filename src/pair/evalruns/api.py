@@ -8,12 +8,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Form, UploadFile
+from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Role
+from pair.algorithms.sandbox import WorkerPool
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid
 from pair.core.node import Node
@@ -70,6 +71,12 @@ def run_out(run: EvaluationRun) -> RunOut:
     )
 
 
+def worker_pool(request: Request) -> WorkerPool | None:
+    """The server's warm inference workers (``pair serve``); None: each run starts its own."""
+    pool: WorkerPool | None = getattr(request.app.state, "worker_pool", None)
+    return pool
+
+
 def create_and_start(
     node: Node,
     actor: Actor,
@@ -80,6 +87,7 @@ def create_and_start(
     compare: str | None,
     labels: bytes | None,
     options: dict[str, Any],
+    pool: WorkerPool | None = None,
 ) -> int:
     """Commit the queued run in its own transaction, then start its thread (API and portal)."""
     with node.db.session() as s:
@@ -99,7 +107,7 @@ def create_and_start(
             options=options,
         )
         run_id = run.id
-    service.start_background(node, run_id)
+    service.start_background(node, run_id, pool)
     return run_id
 
 
@@ -118,6 +126,7 @@ def create(
     seed: int = Form(0),
     labels: UploadFile | None = None,
     node: Node = Depends(get_node),
+    pool: WorkerPool | None = Depends(worker_pool),
     session: Session = SessionDep,
     actor: Actor = Depends(can_evaluate),
 ) -> RunOut:
@@ -136,6 +145,7 @@ def create(
         compare=compare,
         labels=data,
         options={"n_boot": n_boot, "seed": seed, "compare_report": compare_report or None},
+        pool=pool,
     )
     return run_out(service.get_run(session, actor, run_id))
 
@@ -157,15 +167,17 @@ def one(
 def resume(
     run_id: int,
     node: Node = Depends(get_node),
+    pool: WorkerPool | None = Depends(worker_pool),
     session: Session = SessionDep,
     actor: Actor = Depends(can_evaluate),
 ) -> RunOut:
-    """Continue a failed or interrupted run (cached inference results are reused)."""
+    """Continue a failed or interrupted run (cached inference results are reused); 409 when it
+    is done or another executor is running it."""
     run = service.get_run(session, actor, run_id)
     if run.status == RunStatus.DONE:
         raise Conflict(f"Evaluation run {run_id} is already done.")
-    service.start_background(node, run_id)
-    return run_out(run)
+    service.start_background(node, run_id, pool)
+    return run_out(run).model_copy(update={"status": RunStatus.RUNNING})
 
 
 @router.get("/{run_id}/report.html", response_class=HTMLResponse)
@@ -205,7 +217,7 @@ def submit(
     session: Session = SessionDep,
     actor: Actor = Depends(can_evaluate),
 ) -> dict[str, Any]:
-    """Send the signed feedback to PAIR_FEEDBACK_URL (retries; 502 when the hub fails)."""
+    """Send the signed feedback to the configured hub (retries; 502 when the hub fails)."""
     run = service.get_run(session, actor, run_id)
     out = service.submit_feedback(node, session, run, body.comment)
     record(

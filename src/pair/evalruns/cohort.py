@@ -149,6 +149,7 @@ class CohortCase:
     age_band: str
     clinical: dict[str, Any] = field(default_factory=dict)
     paths: list[Path] = field(default_factory=list)
+    shas: list[str] = field(default_factory=list)  # SHA-256 of each file (content-addressed)
 
 
 def _patients(session: Session, facility_id: int | None, c: Cohort) -> dict[int, dict[str, Any]]:
@@ -217,6 +218,7 @@ def select_cohort(
     sites = {f.id: f.name for f in session.scalars(select(Facility))}
     series_pks = [r[0].id for r in rows]
     paths: dict[int, list[Path]] = {pk: [] for pk in series_pks}
+    shas: dict[int, list[str]] = {pk: [] for pk in series_pks}
     for start in range(0, len(series_pks), 500):
         chunk = series_pks[start : start + 500]
         for inst in session.scalars(
@@ -225,6 +227,7 @@ def select_cohort(
             .order_by(Instance.series_pk, Instance.instance_number, Instance.id)
         ):
             paths[inst.series_pk].append(storage_root / inst.storage_path)
+            shas[inst.series_pk].append(inst.sha256)
     cases = []
     for series, study, patient in rows:
         clinical = patients[patient.id]
@@ -244,6 +247,7 @@ def select_cohort(
                 age_band=age_band_of(clinical.get("age_at_index")),
                 clinical=clinical,
                 paths=paths[series.id],
+                shas=shas[series.id],
             )
         )
     return cases

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pair.db.base import Base, TimestampMixin
@@ -47,5 +47,8 @@ class EvaluationRun(TimestampMixin, Base):
     cases: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     error: Mapped[str] = mapped_column(Text, default="")
+    # who executes the run (host:pid:nonce) and when it last said so (epoch s); see jobs.py
+    runner: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    heartbeat: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)

@@ -16,7 +16,7 @@ from pair.clinical.dictionary import load_dictionary
 from pair.core.errors import Invalid, PairError
 from pair.core.node import Node
 from pair.evalruns import service
-from pair.evalruns.api import create_and_start
+from pair.evalruns.api import create_and_start, worker_pool
 from pair.evalruns.cohort import Cohort, parse_cohort
 from pair.evalruns.models import RunStatus
 from pair.evaluation.result import MulticlassResult
@@ -175,6 +175,7 @@ async def run_create(
                 "seed": 0,
                 "compare_report": str(form.get("compare_report", "")).strip() or None,
             },
+            pool=worker_pool(request),
         )
     except (PairError, ValueError) as exc:
         message = exc.message if isinstance(exc, PairError) else str(exc)

@@ -3,13 +3,12 @@
 ``execute_run`` is the one code path for the CLI (synchronous, with a progress bar), the API and
 the portal (a background thread). It is resumable: inference results are cached per algorithm
 version x instance by ``pair.algorithms.runner``, so running a crashed or interrupted run again
-only computes what is missing.
+only computes what is missing. One executor at a time: see ``pair.evalruns.jobs``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,10 +22,11 @@ from sqlalchemy.orm import Session
 from pair.accounts.models import Facility, Role
 from pair.algorithms import service as algorithms
 from pair.algorithms.manifest import Manifest
-from pair.algorithms.runner import Case, run_inference
+from pair.algorithms.runner import Case, WorkerPool, run_inference
 from pair.audit.service import Actor, record
-from pair.core.errors import Forbidden, Invalid, NotFound
+from pair.core.errors import Conflict, Forbidden, Invalid, NotFound
 from pair.core.node import Node
+from pair.evalruns import jobs
 from pair.evalruns.cohort import CohortCase, parse_cohort, select_cohort
 from pair.evalruns.models import EvaluationRun, RunStatus
 from pair.evalruns.multiclass import (
@@ -153,11 +153,16 @@ class _Reporter:
                     row.done = self.done
 
 
-def _infer(node: Node, algo_row: Any, cases: list[CohortCase], rep: _Reporter) -> dict[str, Any]:
+def _infer(
+    node: Node, algo_row: Any, cases: list[CohortCase], rep: _Reporter, pool: WorkerPool | None
+) -> dict[str, Any]:
     algo = algorithms.load_algorithm(node, algo_row)
     out: dict[str, Any] = {}
-    jobs = [Case(case_id=c.case_id, paths=c.paths) for c in cases]
-    for r in run_inference(algo, jobs, algorithms.inference_cache_dir(node)):
+    todo = [Case(case_id=c.case_id, paths=c.paths, shas=c.shas or None) for c in cases]
+    cache = algorithms.inference_cache_dir(node)
+    for r in run_inference(algo, todo, cache, pool=pool):
+        if pool is not None and pool.closed:  # server stopping: its workers are being killed
+            raise jobs.Interrupted("The server stopped during inference; the run resumes at start.")
         out[r.case_id] = r
         rep.done += 1
         rep.cached += int(r.cached)
@@ -165,21 +170,42 @@ def _infer(node: Node, algo_row: Any, cases: list[CohortCase], rep: _Reporter) -
     return out
 
 
-def execute_run(node: Node, run_id: int, progress: Progress | None = None) -> EvaluationRun:
-    """Run (or resume) an evaluation to the end; the row ends 'done' or 'failed' with a reason."""
+def execute_run(
+    node: Node,
+    run_id: int,
+    progress: Progress | None = None,
+    pool: WorkerPool | None = None,
+    *,
+    token: str | None = None,
+) -> EvaluationRun:
+    """Run (or resume) an evaluation to the end; the row ends 'done' or 'failed' with a reason.
+
+    Claims the run first (``Conflict`` if another executor has it) unless the caller already
+    holds its runner ``token``; with a ``pool``, inference uses the server's warm workers. When
+    the pool closes (server shutdown) the run goes back to 'queued' for the next start-up.
+    """
+    token = token or jobs.claim(node, run_id)
     try:
-        return _execute(node, run_id, progress)
+        with jobs.Heartbeat(node, run_id, token):
+            return _execute(node, run_id, progress, pool, token)
+    except jobs.Interrupted as exc:
+        jobs.requeue(node, run_id, token, str(exc))
+        raise
     except Exception as exc:
         with node.db.session() as s:
             row = s.get(EvaluationRun, run_id)
-            if row is not None:
+            if row is not None and row.runner == token:
                 row.status = RunStatus.FAILED
                 row.error = str(exc) or type(exc).__name__
                 row.finished_at = datetime.now(UTC)
         raise
+    finally:
+        jobs.release(token)
 
 
-def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRun:
+def _execute(
+    node: Node, run_id: int, progress: Progress | None, pool: WorkerPool | None, token: str
+) -> EvaluationRun:
     with node.db.session() as s:
         run = s.get(EvaluationRun, run_id)
         if run is None:
@@ -232,8 +258,8 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
     rep = _Reporter(node, run_id, len(included) * (2 if b_row else 1), progress)
     rep.step(force=True)
     chosen = [c for c, _ in included]
-    res_a = _infer(node, a_row, chosen, rep)
-    res_b = _infer(node, b_row, chosen, rep) if b_row else {}
+    res_a = _infer(node, a_row, chosen, rep, pool)
+    res_b = _infer(node, b_row, chosen, rep, pool) if b_row else {}
     failures: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for c, y in included:
@@ -292,6 +318,8 @@ def _execute(node: Node, run_id: int, progress: Progress | None) -> EvaluationRu
     with node.db.session() as s:
         run = s.get(EvaluationRun, run_id)
         assert run is not None
+        if run.runner != token:
+            raise Conflict(f"Evaluation run {run_id} was taken over by another process.")
         run.done = rep.done
         run.failures = failures
         run.cases = rows
@@ -353,18 +381,30 @@ def evaluate_cases(
     )
 
 
-def start_background(node: Node, run_id: int) -> threading.Thread:
-    """Run in a daemon thread (API/portal); errors end up in the row's status and error."""
+def start_background(node: Node, run_id: int, pool: WorkerPool | None = None) -> threading.Thread:
+    """Claim the run now (``Conflict`` if it is done or being executed), then run it in a daemon
+    thread (API/portal); errors end up in the row's status and error."""
+    token = jobs.claim(node, run_id)
 
     def target() -> None:
         try:
-            execute_run(node, run_id)
+            execute_run(node, run_id, pool=pool, token=token)
         except Exception:
             return
 
     t = threading.Thread(target=target, name=f"evaluation-{run_id}", daemon=True)
     t.start()
     return t
+
+
+def resume_interrupted(
+    node: Node, pool: WorkerPool | None = None, stop: threading.Event | None = None
+) -> list[threading.Thread]:
+    """``pair serve`` start-up: execute again, in the background, every run left queued or
+    running by a server that stopped; cached inference makes them continue where they were."""
+    return jobs.resume_interrupted(
+        node, lambda run_id, token: execute_run(node, run_id, pool=pool, token=token), stop
+    )
 
 
 def result_of(run: EvaluationRun) -> AnyResult:
@@ -413,22 +453,29 @@ def feedback_envelope(
     payload = fb.build_feedback_payload(
         result_of(run), report_context(session, run), comment=comment
     )
-    key_id = os.environ.get("PAIR_FEEDBACK_KEY_ID", node.settings.site_id)
+    key_id = node.settings.feedback_key_id or node.settings.site_id
     return fb.sign_payload(payload, fb.load_key(key_path), key_id)
 
 
 def submit_feedback(
     node: Node, session: Session, run: EvaluationRun, comment: str | None = None
 ) -> dict[str, Any]:
-    """POST the signed feedback to PAIR_FEEDBACK_URL with PAIR_FEEDBACK_TOKEN (retries)."""
+    """POST the signed feedback to the hub in the settings (``PAIR_FEEDBACK_URL``, bearer
+    ``PAIR_FEEDBACK_TOKEN``), with ``PAIR_FEEDBACK_RETRIES`` retries and exponential backoff."""
     from pair.evaluation import feedback as fb
 
-    url = os.environ.get("PAIR_FEEDBACK_URL", "")
-    token = os.environ.get("PAIR_FEEDBACK_TOKEN", "")
+    settings = node.settings
+    url, token = settings.feedback_url, settings.feedback_token.get_secret_value()
     if not url or not token:
         raise Invalid("No feedback hub configured: set PAIR_FEEDBACK_URL and PAIR_FEEDBACK_TOKEN.")
     envelope = feedback_envelope(node, session, run, comment)
-    res = fb.submit_feedback(envelope, url, token)
+    res = fb.submit_feedback(
+        envelope,
+        url,
+        token,
+        retries=settings.feedback_retries,
+        backoff=settings.feedback_backoff_s,
+    )
     return {
         "status_code": res.status_code,
         "attempts": res.attempts,

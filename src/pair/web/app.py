@@ -6,11 +6,13 @@ from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
 import pair
+from pair.algorithms.sandbox import WorkerPool
 from pair.core.node import Node
 from pair.web.errors import install_error_handlers
 
 
-def create_app(node: Node) -> FastAPI:
+def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
+    """The node's app; ``pair serve`` passes the warm inference ``worker_pool`` it owns."""
     from pair.accounts.api import router as accounts_router
     from pair.algorithms.api import router as algorithms_router
     from pair.audit.api import router as audit_router
@@ -31,6 +33,7 @@ def create_app(node: Node) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.node = node
+    app.state.worker_pool = worker_pool
     app.add_middleware(
         SessionMiddleware,
         secret_key=node.settings.session_secret,
