@@ -61,7 +61,8 @@ def test_multiclass_submit_run_report(
     expect(page.locator("#multiclass-summary")).to_contain_text("Weighted kappa: linear")
     expect(page.locator("#per-class tbody tr")).to_have_count(len(NAMES))
     expect(page.locator("#cohort")).to_contain_text(f"{len(categories)} of 48 series")
-    expect(page.locator("#figures img")).to_have_count(3)
+    expect(page.locator("#figures img")).to_have_count(4)  # confusion, ROC, calibration, subgroups
+    expect(page.locator("#calibration")).to_contain_text("one-vs-rest calibration slope")
     expect(page.locator("#checklist")).to_contain_text("Cohen's kappa")
     with page.expect_download() as dl:
         page.locator("#dl-html").click()
