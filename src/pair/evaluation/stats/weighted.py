@@ -21,6 +21,12 @@ class SortedScores:
     starts: IntArray  # first index of each tie group in sorted order
     pos_sorted: FloatArray  # 1.0 for positives in sorted order
     identity: bool  # cases already in score order: no gather needed
+    # For the AUC alone (Mann-Whitney): negatives in score order, and for each positive the
+    # number of negatives scoring below it and at or below it.
+    positives: IntArray
+    negatives_sorted: IntArray
+    below: IntArray
+    at_or_below: IntArray
 
     @classmethod
     def build(cls, y: IntArray, scores: FloatArray) -> SortedScores:
@@ -28,7 +34,19 @@ class SortedScores:
         s = scores[order]
         starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1].astype(np.int64)
         identity = bool(np.all(order == np.arange(order.size)))
-        return cls(order, starts, y[order].astype(np.float64), identity)
+        negatives = order[y[order] == 0]
+        positives = np.nonzero(y == 1)[0]
+        neg_scores = scores[negatives]
+        return cls(
+            order,
+            starts,
+            y[order].astype(np.float64),
+            identity,
+            positives,
+            negatives,
+            np.searchsorted(neg_scores, scores[positives], side="left"),
+            np.searchsorted(neg_scores, scores[positives], side="right"),
+        )
 
     def cumulative(self, w: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Cumulative weighted positives and negatives up to each tie group's end, ascending
@@ -43,8 +61,21 @@ class SortedScores:
 
 
 def weighted_auc(w: FloatArray, ss: SortedScores) -> FloatArray:
-    """Mann-Whitney AUC with case weights; nan where a replicate lacks a class."""
-    return auc_from_cumulative(*ss.cumulative(w))
+    """Mann-Whitney AUC with case weights; nan where a replicate lacks a class.
+
+    sum_i w_i (N_below(i) + N_at_or_below(i)) / 2 over positives i, divided by P N: one
+    cumulative sum over the negatives (in score order) instead of two over all cases, which
+    makes per-class AUCs of a bootstrap about twice as fast as ``cumulative`` (ties count half).
+    """
+    cum_neg = np.empty((w.shape[0], ss.negatives_sorted.size + 1), dtype=w.dtype)
+    cum_neg[:, 0] = 0
+    np.cumsum(w[:, ss.negatives_sorted], axis=1, out=cum_neg[:, 1:])
+    w_pos = w[:, ss.positives]
+    under = cum_neg[:, ss.below] + cum_neg[:, ss.at_or_below]
+    numerator = np.einsum("ij,ij->i", w_pos, under, dtype=np.float64) / 2.0
+    den = w_pos.sum(axis=1, dtype=np.float64) * cum_neg[:, -1].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, numerator / np.where(den > 0, den, 1.0), np.nan)
 
 
 def auc_from_cumulative(cp: FloatArray, cn: FloatArray) -> FloatArray:
