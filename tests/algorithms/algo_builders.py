@@ -14,6 +14,10 @@ import onnx
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from pair.algorithms.manifest import Manifest
+from pair.algorithms.package import sha256_file
+from pair.algorithms.runner import LoadedAlgorithm
+
 DEMO_DIR = Path(__file__).resolve().parents[2] / "src/pair/algorithms/data/demo-cxr-opacity"
 OPSET = [helper.make_opsetid("", 17)]
 
@@ -252,3 +256,9 @@ def slow_if_bright_model(threshold: float = 0.05, iterations: int = 10**12) -> b
         numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
     ]
     return mean_model(extra_nodes=extra, extra_inits=inits, final="y_slow")
+
+
+def load_algorithm(folder: Path) -> LoadedAlgorithm:
+    """An unpacked package folder as the runner takes it (manifest, model path, checksum)."""
+    m = Manifest.model_validate(yaml.safe_load((folder / "pair-algorithm.yaml").read_text()))
+    return LoadedAlgorithm(m, folder / m.model.file, sha256_file(folder / m.model.file))

@@ -13,11 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import pydicom
 import pytest
-import yaml
 
 from pair.algorithms.limits import Limits
-from pair.algorithms.manifest import Manifest
-from pair.algorithms.package import sha256_file
 from pair.algorithms.preprocess import preprocess_dataset
 from pair.algorithms.runner import (
     Case,
@@ -28,19 +25,21 @@ from pair.algorithms.runner import (
     run_inference,
 )
 from pair.algorithms.wrap import png_to_dicom
-from tests.algorithms.algo_builders import DEMO_DIR, manifest, mean_model, slow_model, write_package
+from tests.algorithms.algo_builders import (
+    DEMO_DIR,
+    load_algorithm,
+    manifest,
+    mean_model,
+    slow_model,
+    write_package,
+)
 
 FAST = Limits(case_timeout_s=3, load_timeout_s=30, memory_limit_mb=1536)
 
 
-def load(folder: Path) -> LoadedAlgorithm:
-    m = Manifest.model_validate(yaml.safe_load((folder / "pair-algorithm.yaml").read_text()))
-    return LoadedAlgorithm(m, folder / m.model.file, sha256_file(folder / m.model.file))
-
-
 @pytest.fixture(scope="module")
 def demo() -> LoadedAlgorithm:
-    return load(DEMO_DIR)
+    return load_algorithm(DEMO_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +86,7 @@ def test_ct_package_on_real_ct(shared_data: Path, tmp_path: Path) -> None:
     m = manifest(
         **{"modality": ["CT"], "input.scaling": {"kind": "window", "center": -600, "width": 1500}}
     )
-    alg = load(write_package(tmp_path / "ct", m, mean_model()))
+    alg = load_algorithm(write_package(tmp_path / "ct", m, mean_model()))
     ct = shared_data / "dicom/pydicom_CT_small.dcm"
     (r,) = run_inference(alg, [Case("ct", [ct])], None, None, FAST)
     ds = pydicom.dcmread(ct)
@@ -157,7 +156,7 @@ def _worker_pids() -> list[int]:
 def test_timeout_and_crash_are_reported_and_run_continues(
     wrapped_pngs: list[Path], tmp_path: Path
 ) -> None:
-    slow = load(write_package(tmp_path / "slow", manifest(), slow_model()))
+    slow = load_algorithm(write_package(tmp_path / "slow", manifest(), slow_model()))
     cases = [Case("crash", [wrapped_pngs[0]]), Case("timeout", [wrapped_pngs[1]])]
 
     def crash_first_worker() -> None:
@@ -183,7 +182,7 @@ def test_timeout_and_crash_are_reported_and_run_continues(
 def test_out_of_memory_during_a_case(wrapped_pngs: list[Path], tmp_path: Path) -> None:
     from tests.algorithms.algo_builders import memory_hog_model
 
-    hog = load(write_package(tmp_path / "hog", manifest(), memory_hog_model()))
+    hog = load_algorithm(write_package(tmp_path / "hog", manifest(), memory_hog_model()))
     (r,) = run_inference(hog, [Case("c", [wrapped_pngs[0]])], None, None, FAST)
     assert r.error == "out of memory"
 
@@ -213,7 +212,7 @@ def test_model_that_cannot_load_fails_every_case_once(
     tmp_path: Path, wrapped_pngs: list[Path]
 ) -> None:
     folder = write_package(tmp_path / "p", manifest(), mean_model())
-    alg = load(folder)
+    alg = load_algorithm(folder)
     (folder / "model.onnx").write_bytes(b"corrupted after validation")
     results = list(
         run_inference(alg, [Case(str(i), [wrapped_pngs[0]]) for i in range(3)], None, None, FAST)
@@ -239,7 +238,7 @@ def test_timeout_mid_run_keeps_order_and_requeues(wrapped_pngs: list[Path], tmp_
 
     from tests.algorithms.algo_builders import slow_if_bright_model
 
-    alg = load(write_package(tmp_path / "cond", manifest(), slow_if_bright_model()))
+    alg = load_algorithm(write_package(tmp_path / "cond", manifest(), slow_if_bright_model()))
     dark = []
     for i in range(3):
         png = tmp_path / f"dark{i}.png"
@@ -267,7 +266,7 @@ def test_worker_pool_reuses_a_warm_worker(
         second = list(run_inference(demo, [Case("b", [wrapped_pngs[1]])], None, None, FAST, pool))
         assert _worker_pids() == [pid]  # the same process answered: no start, no model load
         assert first[0].ok and second[0].ok
-        slow = load(write_package(tmp_path / "slow", manifest(), slow_model()))
+        slow = load_algorithm(write_package(tmp_path / "slow", manifest(), slow_model()))
         (r,) = run_inference(slow, [Case("s", [wrapped_pngs[0]])], None, None, FAST, pool)
         assert r.error == "timeout" and _worker_pids() == [pid]  # a killed worker is not parked
         abandoned = run_inference(
@@ -282,7 +281,9 @@ def test_worker_pool_reuses_a_warm_worker(
 def test_fixed_batch_one_model_runs_series(wrapped_pngs: list[Path], tmp_path: Path) -> None:
     from pair.algorithms.sandbox import smoke_test
 
-    alg = load(write_package(tmp_path / "b1", manifest(), mean_model(in_shape=[1, 1, 32, 32])))
+    alg = load_algorithm(
+        write_package(tmp_path / "b1", manifest(), mean_model(in_shape=[1, 1, 32, 32]))
+    )
     assert smoke_test(alg, FAST) == []  # batch 1 only: no batch-2 smoke run
     (r,) = run_inference(alg, [Case("s", wrapped_pngs[:3])], None, None, FAST)
     assert r.ok and r.n_images == 3

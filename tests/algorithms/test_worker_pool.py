@@ -13,27 +13,25 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pair.algorithms.limits import Limits
-from pair.algorithms.manifest import Manifest
-from pair.algorithms.package import sha256_file
 from pair.algorithms.runner import Case, LoadedAlgorithm, WorkerPool, run_inference
 from pair.algorithms.sandbox import WorkerFailure, WorkerProcess
 from pair.algorithms.wrap import png_to_dicom
-from tests.algorithms.algo_builders import DEMO_DIR, manifest, mean_model, write_package
+from tests.algorithms.algo_builders import (
+    DEMO_DIR,
+    load_algorithm,
+    manifest,
+    mean_model,
+    write_package,
+)
 
 FAST = Limits(case_timeout_s=5, load_timeout_s=30, memory_limit_mb=1536)
 
 
-def load(folder: Path) -> LoadedAlgorithm:
-    m = Manifest.model_validate(yaml.safe_load((folder / "pair-algorithm.yaml").read_text()))
-    return LoadedAlgorithm(m, folder / m.model.file, sha256_file(folder / m.model.file))
-
-
 @pytest.fixture(scope="module")
 def demo() -> LoadedAlgorithm:
-    return load(DEMO_DIR)
+    return load_algorithm(DEMO_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +154,7 @@ def _pair_workers() -> list[int]:
 def test_idle_workers_are_reaped_and_capped(
     demo: LoadedAlgorithm, images: list[Path], tmp_path: Path
 ) -> None:
-    other = load(write_package(tmp_path / "m", manifest(), mean_model()))
+    other = load_algorithm(write_package(tmp_path / "m", manifest(), mean_model()))
     with WorkerPool(idle_s=0.5, max_idle=1) as pool:
         a = pool.acquire(demo, FAST)
         b = pool.acquire(other, FAST)
@@ -174,7 +172,7 @@ def test_idle_workers_are_reaped_and_capped(
 
 def test_spare_refuses_a_model_that_cannot_load(tmp_path: Path) -> None:
     folder = write_package(tmp_path / "bad", manifest(), mean_model())
-    alg = load(folder)
+    alg = load_algorithm(folder)
     (folder / "model.onnx").write_bytes(b"not onnx")
     with WorkerPool() as pool:
         pool.prestart(FAST)
