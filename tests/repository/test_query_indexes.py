@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from sqlalchemy import event, inspect, text
+from sqlalchemy.exc import SAWarning
 from sqlalchemy.orm import Session
 
 from pair.accounts.service import create_facility
@@ -42,11 +44,23 @@ def _plan(node: Node, params: list[tuple[str, str]]) -> str:
 
 def test_query_indexes_exist(node: Node) -> None:
     insp = inspect(node.db.engine)
-    study = {i["name"]: i["column_names"] for i in insp.get_indexes("study")}
+    with warnings.catch_warnings():  # SQLite cannot reflect the expression index: checked below
+        warnings.simplefilter("ignore", SAWarning)
+        study = {i["name"]: i["column_names"] for i in insp.get_indexes("study")}
     series = {i["name"]: i["column_names"] for i in insp.get_indexes("series")}
     expected = ["facility_id", "patient_id_value", "study_date"]
     assert study["ix_study_facility_patient_id"] == expected
     assert series["ix_series_study_modality"] == ["study_pk", "modality"]
+    sql = {
+        "sqlite": "SELECT sql FROM sqlite_master WHERE name = :name",
+        "postgresql": "SELECT indexdef FROM pg_indexes WHERE indexname = :name",
+    }[node.db.engine.dialect.name]
+    with node.db.session() as s:
+        row = s.execute(text(sql), {"name": "ix_study_facility_lower_name"}).scalar_one()
+        definition = row.lower()
+    assert "facility_id" in definition and "lower(" in definition and "patient_name" in definition
+    if node.db.engine.dialect.name == "postgresql":
+        assert "text_pattern_ops" in definition
 
 
 def test_patient_id_search_uses_facility_patient_index(sqlite_node: Node) -> None:
