@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pair.accounts import service as accounts
 from pair.algorithms import DEMO_PACKAGE
+from pair.algorithms import service as algorithms
 from pair.algorithms.wrap import png_to_dicom
 from pair.audit.service import Actor
 from pair.clinical.csvimport import import_csv
@@ -81,3 +82,15 @@ def label_csv(data: NodeData, path: Path) -> Path:
         for key, y in data.labels.items():
             w.writerow([key, "positive" if y else "negative"])
     return path
+
+
+def demo_setup(
+    node: Node, shared_data: Path, tmp_path: Path, password: str | None = None
+) -> tuple[NodeData, Actor]:
+    """The shared radiographs ingested for one facility, an evaluator actor and the demo
+    algorithm registered: the start of most evaluation-run tests."""
+    data = ingest_shared_images(node, shared_data, tmp_path, password)
+    actor = Actor(None, "eva", data.facility_id, "evaluator", "test")
+    with node.db.session() as s:
+        algorithms.add_algorithm(s, node, DEMO_DIR, actor)
+    return data, actor

@@ -36,7 +36,12 @@ from pair.evaluation import feedback as fb
 from pair.evaluation.evaluate import evaluate_scores
 from pair.repository.models import Instance, Series
 from tests.conftest import free_port
-from tests.evalruns.evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
+from tests.evalruns.evalrun_data import (
+    DEMO_DIR,
+    demo_setup,
+    ingest_shared_images,
+    label_csv,
+)
 
 N_BOOT = 200
 
@@ -80,16 +85,8 @@ def test_cohort_query_parse_and_errors() -> None:
             parse_cohort(query)
 
 
-def _setup(node: Node, shared_data: Path, tmp_path: Path) -> tuple[NodeData, Actor]:
-    data = ingest_shared_images(node, shared_data, tmp_path)
-    actor = Actor(None, "eva", data.facility_id, "evaluator", "test")
-    with node.db.session() as s:
-        algorithms.add_algorithm(s, node, DEMO_DIR, actor)
-    return data, actor
-
-
 def test_pipeline_adds_nothing(node: Node, shared_data: Path, tmp_path: Path) -> None:
-    data, actor = _setup(node, shared_data, tmp_path)
+    data, actor = demo_setup(node, shared_data, tmp_path)
     labels = label_csv(data, tmp_path / "labels.csv")
     # drop two patients from the label file: their series are excluded and counted
     rows = list(csv.reader(labels.open()))
@@ -195,7 +192,7 @@ def test_pipeline_adds_nothing(node: Node, shared_data: Path, tmp_path: Path) ->
 
 def test_compare_and_failures(sqlite_node: Node, shared_data: Path, tmp_path: Path) -> None:
     node = sqlite_node
-    _, actor = _setup(node, shared_data, tmp_path)
+    _, actor = demo_setup(node, shared_data, tmp_path)
     # one stored file damaged: that case fails with a reason and is listed, the rest goes on
     with node.db.session() as s:
         inst = s.scalars(select(Instance).order_by(Instance.id)).first()
@@ -226,7 +223,7 @@ def test_compare_and_failures(sqlite_node: Node, shared_data: Path, tmp_path: Pa
 
 def test_truth_and_create_errors(sqlite_node: Node, shared_data: Path, tmp_path: Path) -> None:
     node = sqlite_node
-    data, actor = _setup(node, shared_data, tmp_path)
+    data, actor = demo_setup(node, shared_data, tmp_path)
     with node.db.session() as s:
         with pytest.raises(Invalid, match="exactly one key column"):
             map_label_csv(s, data.facility_id, b"name,label\nx,1\n")
@@ -336,7 +333,7 @@ def test_api(
 ) -> None:
     from pair.web.app import create_app
 
-    data, _ = _setup(node, shared_data, tmp_path)
+    data, _ = demo_setup(node, shared_data, tmp_path)
     client = TestClient(create_app(node))
     ev = {"Authorization": f"Bearer {data.evaluator_token}"}
     rad = {"Authorization": f"Bearer {data.radiologist_token}"}
@@ -417,7 +414,7 @@ def test_report_truth_and_report_comparison(
     from pair.repository.models import Patient, Study
 
     node = sqlite_node
-    data, actor = _setup(node, shared_data, tmp_path)
+    data, actor = demo_setup(node, shared_data, tmp_path)
     rad = Actor(None, "rad", data.facility_id, "radiologist", "test")
     with node.db.session() as s:
         studies = s.execute(
@@ -482,7 +479,7 @@ class _Crash(Exception):
 
 def test_interrupted_run_resumes(sqlite_node: Node, shared_data: Path, tmp_path: Path) -> None:
     node = sqlite_node
-    data, actor = _setup(node, shared_data, tmp_path)
+    data, actor = demo_setup(node, shared_data, tmp_path)
     with node.db.session() as s:
         run_id = service.create_run(
             s,

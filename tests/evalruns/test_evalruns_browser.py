@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, expect
 
 from pair.core.node import Node
-from pair.web.app import create_app
-from tests.conftest import free_port
 from tests.evalruns.evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
 from tests.portal_data import PASSWORD
-from tests.web.test_browser import browser, nav, shot, sign_in
+from tests.web.test_browser import browser, nav, serve_app, shot, sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 __all__ = ["browser"]  # the portal's module-scoped Chromium fixture
@@ -43,22 +37,8 @@ def _zip(folder: Path, replace: tuple[str, str] | None = None) -> bytes:
 @pytest.fixture
 def live(node: Node, shared_data: Path, tmp_path: Path) -> Iterator[tuple[str, NodeData]]:
     data = ingest_shared_images(node, shared_data, tmp_path, password=PASSWORD)
-    port = free_port()
-    config = uvicorn.Config(create_app(node), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield base, data
-    srv.should_exit = True
-    thread.join(10)
+    with serve_app(node) as base:
+        yield base, data
 
 
 def test_submit_run_report(

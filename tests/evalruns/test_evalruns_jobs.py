@@ -21,7 +21,7 @@ from pair.evalruns import jobs, service
 from pair.evalruns.models import EvaluationRun, RunStatus
 from tests.algorithms.algo_builders import manifest, slow_model, write_package
 from tests.conftest import LiveNode
-from tests.evalruns.evalrun_data import DEMO_DIR, ingest_shared_images
+from tests.evalruns.evalrun_data import demo_setup, ingest_shared_images
 
 
 def _bare_run(node: Node) -> int:
@@ -114,10 +114,8 @@ def test_startup_resume_finishes_a_stuck_run_from_the_cache(
     sqlite_node: Node, shared_data: Path, tmp_path: Path
 ) -> None:
     node = sqlite_node
-    data = ingest_shared_images(node, shared_data, tmp_path)
-    actor = Actor(None, "eva", data.facility_id, "evaluator", "test")
+    data, actor = demo_setup(node, shared_data, tmp_path)
     with node.db.session() as s:
-        algorithms.add_algorithm(s, node, DEMO_DIR, actor)
         run_id = service.create_run(
             s,
             actor,

@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from pair.algorithms import service as algorithms
-from pair.audit.service import Actor
 from pair.core.config import get_settings
 from pair.core.errors import Invalid
 from pair.core.node import Node
@@ -20,7 +18,7 @@ from pair.evalruns import service
 from pair.evalruns.models import EvaluationRun
 from pair.evaluation import feedback as fb
 from tests.conftest import free_port
-from tests.evalruns.evalrun_data import DEMO_DIR, ingest_shared_images
+from tests.evalruns.evalrun_data import demo_setup
 
 
 def test_feedback_settings_from_environment(
@@ -59,10 +57,8 @@ class _FlakyHub(BaseHTTPRequestHandler):
 
 def test_submit_uses_the_settings(sqlite_node: Node, shared_data: Path, tmp_path: Path) -> None:
     node = sqlite_node
-    data = ingest_shared_images(node, shared_data, tmp_path)
-    actor = Actor(None, "eva", data.facility_id, "evaluator", "test")
+    _, actor = demo_setup(node, shared_data, tmp_path)
     with node.db.session() as s:
-        algorithms.add_algorithm(s, node, DEMO_DIR, actor)
         run_id = service.create_run(
             s,
             actor,

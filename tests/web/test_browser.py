@@ -11,6 +11,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -47,10 +48,9 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
-@pytest.fixture
-def server(node: Node) -> Iterator[tuple[str, World]]:
-    with node.db.session() as s:
-        world = build_world(s)
+@contextmanager
+def serve_app(node: Node) -> Iterator[str]:
+    """The node's app on a free loopback port in a thread (real uvicorn); yields its base URL."""
     port = free_port()
     config = uvicorn.Config(create_app(node), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
@@ -64,9 +64,19 @@ def server(node: Node) -> Iterator[tuple[str, World]]:
                 break
         except httpx.HTTPError:
             time.sleep(0.1)
-    yield base, world
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield base
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server(node: Node) -> Iterator[tuple[str, World]]:
+    with node.db.session() as s:
+        world = build_world(s)
+    with serve_app(node) as base:
+        yield base, world
 
 
 def sign_in(page: Page, base: str, user: str) -> None:

@@ -213,7 +213,7 @@ class _ComprehensiveSR(hd.sr.ComprehensiveSR):
 
 
 @lru_cache(maxsize=1)
-def _placeholder_root() -> hd.sr.ContainerContentItem:
+def _empty_tid1500_root() -> hd.sr.ContainerContentItem:
     """An empty TID 1500 root container, the content highdicom's constructor is given."""
     root = hd.sr.ContainerContentItem(name=codes.DCM.ImagingMeasurementReport, template_id="1500")
     root.ContentSequence = hd.sr.ContentSequence([])
@@ -247,7 +247,9 @@ def build_sr(
         )
     report = measurement_report(module, ev, ctx, evidence)
     doc = _ComprehensiveSR(
-        evidence=evidence, content=_placeholder_root(), **document_attributes(module, ctx, previous)
+        evidence=evidence,
+        content=_empty_tid1500_root(),
+        **document_attributes(module, ctx, previous),
     )
     root = report[0]
     for tag, value in root.items():
