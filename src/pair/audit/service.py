@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from pair.audit.models import AuditEvent, ChangeEvent
@@ -48,6 +50,33 @@ def record(
     )
     session.add(event)
     return event
+
+
+def record_changes(
+    session: Session,
+    facility_id: int | None,
+    kind: str,
+    object_type: str,
+    object_ids: Sequence[str],
+    *,
+    shareable: bool = True,
+) -> None:
+    """``record_change`` for many objects in one statement (ingest batches), in the given order."""
+    if not object_ids:
+        return
+    session.execute(
+        insert(ChangeEvent),
+        [
+            {
+                "facility_id": facility_id,
+                "kind": kind,
+                "object_type": object_type,
+                "object_id": str(object_id),
+                "shareable": shareable,
+            }
+            for object_id in object_ids
+        ],
+    )
 
 
 def record_change(

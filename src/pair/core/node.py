@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pair.core.config import Settings, get_settings
 from pair.db import migrate
 from pair.db.session import Database
+
+if TYPE_CHECKING:
+    from pair.repository.workers import IngestWorkers
 
 
 @dataclass
 class Node:
     settings: Settings
     db: Database
+    # set by ``pair serve``: ingest stage one runs in these worker processes (all cores)
+    ingest_workers: IngestWorkers | None = None
 
     def close(self) -> None:
+        if self.ingest_workers is not None:
+            self.ingest_workers.close()
+            self.ingest_workers = None
         self.db.dispose()
 
 

@@ -137,14 +137,15 @@ class DimseServer:
         if facility_id is None:
             return 0xA700
         try:
-            ds = event.dataset
-            ds.file_meta = event.file_meta
+            # the bytes as sent (Part 10 meta built from the presentation context): the same
+            # parse and validation as every other door, and picklable for the ingest workers
+            data = event.encoded_dataset(include_meta=True)
         except Exception as exc:
             status = Dataset()
             status.Status = 0xC000
-            status.ErrorComment = f"Cannot decode data set: {type(exc).__name__}"[:64]
+            status.ErrorComment = f"Cannot read data set: {type(exc).__name__}"[:64]
             return status
-        payload = Payload(dataset=ds, transfer_syntax_uid=str(event.context.transfer_syntax))
+        payload = Payload(data=data)
         try:
             result = ingest_batch(
                 self.node, facility_id, [payload], f"dimse:{actor.user_name[3:]}", actor

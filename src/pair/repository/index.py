@@ -1,11 +1,19 @@
-"""Write de-identified instances into the study/series/instance index."""
+"""Write de-identified instances into the study/series/instance index, a batch at a time.
+
+Ingest extracts an :class:`IndexRecord` (plain values, picklable) from each de-identified
+dataset while the dataset is at hand (possibly in a worker process); ``index_records`` then
+writes a whole batch with a handful of statements: one lookup per level, inserts only for
+what is new, one counter update per series and study.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from pair.db.base import utcnow
@@ -37,8 +45,203 @@ class StoredFile:
     transfer_syntax_uid: str
 
 
+@dataclass
+class IndexRecord:
+    """Everything the index needs about one de-identified instance (column name → value)."""
+
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.instance["sop_instance_uid"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self.instance["sha256"])
+
+    @classmethod
+    def from_dataset(
+        cls, ds: Dataset, stored: StoredFile, *, source: str, burned_in_risk: str = ""
+    ) -> IndexRecord:
+        pseudonym = _text(ds, "PatientID", 64)
+        return cls(
+            patient={
+                "pseudonym": pseudonym,
+                "patient_sex": _text(ds, "PatientSex", 16),
+                "patient_birth_date": _text(ds, "PatientBirthDate", 8),
+            },
+            study={
+                "study_uid": str(ds.StudyInstanceUID),
+                "study_date": _text(ds, "StudyDate", 8),
+                "study_time": _text(ds, "StudyTime", 16),
+                "accession_number": _text(ds, "AccessionNumber", 64),
+                "study_id": _text(ds, "StudyID", 16),
+                "study_description": _text(ds, "StudyDescription"),
+                "referring_physician_name": _text(ds, "ReferringPhysicianName"),
+                "patient_name": _text(ds, "PatientName"),
+                "patient_id_value": pseudonym,
+                "patient_birth_date": _text(ds, "PatientBirthDate", 8),
+                "patient_sex": _text(ds, "PatientSex", 16),
+                "patient_age": _text(ds, "PatientAge", 4),
+            },
+            series={
+                "series_uid": str(ds.SeriesInstanceUID),
+                "modality": _text(ds, "Modality", 16),
+                "series_number": _int(ds, "SeriesNumber"),
+                "series_description": _text(ds, "SeriesDescription"),
+                "body_part_examined": _text(ds, "BodyPartExamined", 64),
+                "manufacturer": _text(ds, "Manufacturer", 128),
+                "manufacturer_model_name": _text(ds, "ManufacturerModelName", 128),
+                "performed_procedure_step_start_date": _text(
+                    ds, "PerformedProcedureStepStartDate", 8
+                ),
+                "performed_procedure_step_start_time": _text(
+                    ds, "PerformedProcedureStepStartTime", 16
+                ),
+            },
+            instance={
+                "sop_instance_uid": str(ds.SOPInstanceUID),
+                "sop_class_uid": str(ds.SOPClassUID),
+                "instance_number": _int(ds, "InstanceNumber"),
+                "transfer_syntax_uid": stored.transfer_syntax_uid,
+                "rows": _int(ds, "Rows"),
+                "columns": _int(ds, "Columns"),
+                "number_of_frames": _int(ds, "NumberOfFrames"),
+                "storage_path": stored.storage_path,
+                "sha256": stored.sha256,
+                "size": stored.size,
+                "source": source[:128],
+                "burned_in_risk": burned_in_risk[:256],
+            },
+        )
+
+
 def find_instance(session: Session, sop_instance_uid: str) -> Instance | None:
     return session.scalar(select(Instance).where(Instance.sop_instance_uid == sop_instance_uid))
+
+
+def stored_digests(session: Session, sop_instance_uids: Sequence[str]) -> dict[str, str]:
+    """SOP Instance UID → SHA-256 of what is already stored, for the given UIDs."""
+    if not sop_instance_uids:
+        return {}
+    rows = session.execute(
+        select(Instance.sop_instance_uid, Instance.sha256).where(
+            Instance.sop_instance_uid.in_(sorted(set(sop_instance_uids)))
+        )
+    )
+    return {uid: sha for uid, sha in rows}
+
+
+def _patients(session: Session, facility_id: int, records: Sequence[IndexRecord]) -> dict[str, int]:
+    wanted = {r.patient["pseudonym"]: r.patient for r in records}
+    found = dict(
+        session.execute(
+            select(Patient.pseudonym, Patient.id).where(Patient.pseudonym.in_(sorted(wanted)))
+        ).all()
+    )
+    for pseudonym in sorted(set(wanted) - set(found)):
+        found[pseudonym] = session.execute(
+            insert(Patient)
+            .values(facility_id=facility_id, **wanted[pseudonym])
+            .returning(Patient.id)
+        ).scalar_one()
+    return found
+
+
+def _studies(
+    session: Session, facility_id: int, records: Sequence[IndexRecord], patients: dict[str, int]
+) -> dict[str, tuple[int, str]]:
+    """study UID → (id, modalities)."""
+    wanted = {r.study["study_uid"]: r for r in records}
+    found = {
+        uid: (pk, modalities)
+        for uid, pk, modalities in session.execute(
+            select(Study.study_uid, Study.id, Study.modalities).where(
+                Study.study_uid.in_(sorted(wanted))
+            )
+        )
+    }
+    for uid in sorted(set(wanted) - set(found)):
+        rec = wanted[uid]
+        pk = session.execute(
+            insert(Study)
+            .values(
+                facility_id=facility_id,
+                patient_pk=patients[rec.patient["pseudonym"]],
+                **rec.study,
+            )
+            .returning(Study.id)
+        ).scalar_one()
+        found[uid] = (pk, "")
+    return found
+
+
+def index_records(session: Session, facility_id: int, records: Sequence[IndexRecord]) -> None:
+    """Index new instances (the caller has excluded those already stored).
+
+    Counters are incremented in SQL (concurrent writers to one study must not lose updates);
+    a concurrent first insert of the same patient/study/series/instance raises IntegrityError,
+    which the caller answers by retrying the batch.
+    """
+    if not records:
+        return
+    patients = _patients(session, facility_id, records)
+    studies = _studies(session, facility_id, records, patients)
+    wanted_series = {r.series["series_uid"]: r for r in records}
+    series_pk = dict(
+        session.execute(
+            select(Series.series_uid, Series.id).where(Series.series_uid.in_(sorted(wanted_series)))
+        ).all()
+    )
+    new_series: dict[str, list[str]] = {}  # study UID → modalities of its new series
+    for uid in sorted(set(wanted_series) - set(series_pk)):
+        rec = wanted_series[uid]
+        study_uid = rec.study["study_uid"]
+        series_pk[uid] = session.execute(
+            insert(Series).values(study_pk=studies[study_uid][0], **rec.series).returning(Series.id)
+        ).scalar_one()
+        new_series.setdefault(study_uid, []).append(rec.series["modality"])
+    now = utcnow()
+    session.execute(
+        insert(Instance),
+        [
+            {**r.instance, "series_pk": series_pk[r.series["series_uid"]], "received_at": now}
+            for r in records
+        ],
+    )
+    per_series: dict[int, int] = {}
+    per_study: dict[str, int] = {}
+    for r in records:
+        pk = series_pk[r.series["series_uid"]]
+        per_series[pk] = per_series.get(pk, 0) + 1
+        per_study[r.study["study_uid"]] = per_study.get(r.study["study_uid"], 0) + 1
+    series_table = Series.__table__
+    assert isinstance(series_table, Table)
+    session.execute(  # a Core executemany: one statement for all series of the batch
+        update(series_table)
+        .where(series_table.c.id == bindparam("pk"))
+        .values(num_instances=series_table.c.num_instances + bindparam("n")),
+        [{"pk": pk, "n": n} for pk, n in sorted(per_series.items())],
+    )
+    for study_uid, n in sorted(per_study.items()):
+        pk, modalities = studies[study_uid]
+        values: dict[str, Any] = {"num_instances": Study.num_instances + n, "updated_at": now}
+        added = new_series.get(study_uid, [])
+        if added:
+            values["num_series"] = Study.num_series + len(added)
+            known = set(filter(None, modalities.split("\\")))
+            merged = known | set(filter(None, added))
+            if merged != known:
+                values["modalities"] = "\\".join(sorted(merged))
+        session.execute(
+            update(Study)
+            .where(Study.id == pk)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def index_instance(
@@ -50,83 +253,9 @@ def index_instance(
     source: str,
     burned_in_risk: str = "",
 ) -> Instance:
-    """Create patient/study/series rows as needed and add the instance; keep counters right."""
-    pseudonym = _text(ds, "PatientID", 64)
-    patient = session.scalar(select(Patient).where(Patient.pseudonym == pseudonym))
-    if patient is None:
-        patient = Patient(
-            facility_id=facility_id,
-            pseudonym=pseudonym,
-            patient_sex=_text(ds, "PatientSex", 16),
-            patient_birth_date=_text(ds, "PatientBirthDate", 8),
-        )
-        session.add(patient)
-        session.flush()
-
-    study_uid = str(ds.StudyInstanceUID)
-    study = session.scalar(select(Study).where(Study.study_uid == study_uid))
-    if study is None:
-        study = Study(
-            facility_id=facility_id,
-            patient_pk=patient.id,
-            study_uid=study_uid,
-            study_date=_text(ds, "StudyDate", 8),
-            study_time=_text(ds, "StudyTime", 16),
-            accession_number=_text(ds, "AccessionNumber", 64),
-            study_id=_text(ds, "StudyID", 16),
-            study_description=_text(ds, "StudyDescription"),
-            referring_physician_name=_text(ds, "ReferringPhysicianName"),
-            patient_name=_text(ds, "PatientName"),
-            patient_id_value=pseudonym,
-            patient_birth_date=_text(ds, "PatientBirthDate", 8),
-            patient_sex=_text(ds, "PatientSex", 16),
-            patient_age=_text(ds, "PatientAge", 4),
-        )
-        session.add(study)
-        session.flush()
-
-    series_uid = str(ds.SeriesInstanceUID)
-    series = session.scalar(select(Series).where(Series.series_uid == series_uid))
-    if series is None:
-        modality = _text(ds, "Modality", 16)
-        series = Series(
-            study_pk=study.id,
-            series_uid=series_uid,
-            modality=modality,
-            series_number=_int(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"),
-            body_part_examined=_text(ds, "BodyPartExamined", 64),
-            manufacturer=_text(ds, "Manufacturer", 128),
-            manufacturer_model_name=_text(ds, "ManufacturerModelName", 128),
-            performed_procedure_step_start_date=_text(ds, "PerformedProcedureStepStartDate", 8),
-            performed_procedure_step_start_time=_text(ds, "PerformedProcedureStepStartTime", 16),
-        )
-        session.add(series)
-        # counters are incremented in SQL: concurrent writers to one study must not lose updates
-        study.num_series = Study.num_series + 1  # type: ignore[assignment]
-        modalities = set(filter(None, study.modalities.split("\\")))
-        if modality and modality not in modalities:
-            study.modalities = "\\".join(sorted(modalities | {modality}))
-        session.flush()
-
-    instance = Instance(
-        series_pk=series.id,
-        sop_instance_uid=str(ds.SOPInstanceUID),
-        sop_class_uid=str(ds.SOPClassUID),
-        instance_number=_int(ds, "InstanceNumber"),
-        transfer_syntax_uid=stored.transfer_syntax_uid,
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
-        number_of_frames=_int(ds, "NumberOfFrames"),
-        storage_path=stored.storage_path,
-        sha256=stored.sha256,
-        size=stored.size,
-        source=source[:128],
-        burned_in_risk=burned_in_risk[:256],
-    )
-    session.add(instance)
-    series.num_instances = Series.num_instances + 1  # type: ignore[assignment]
-    study.num_instances = Study.num_instances + 1  # type: ignore[assignment]
-    study.updated_at = utcnow()
-    session.flush()
+    """Index one new instance (objects PAIR derives itself, released quarantine items)."""
+    record = IndexRecord.from_dataset(ds, stored, source=source, burned_in_risk=burned_in_risk)
+    index_records(session, facility_id, [record])
+    instance = find_instance(session, record.sop_instance_uid)
+    assert instance is not None
     return instance

@@ -18,13 +18,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Facility
-from pair.audit.service import Actor, record, record_change
+from pair.audit.service import Actor, record, record_change, record_changes
 from pair.core.errors import Conflict, NotFound, PairError
 from pair.core.node import Node
 from pair.db.base import utcnow
 from pair.deid.service import deidentifier_for
 from pair.dicom.parse import InvalidInstance, ParsedInstance, parse_bytes, to_part10_bytes
-from pair.repository.index import StoredFile, find_instance, index_instance
+from pair.repository.index import (
+    IndexRecord,
+    StoredFile,
+    find_instance,
+    index_instance,
+    index_records,
+    stored_digests,
+)
 from pair.repository.models import Instance, QuarantineItem
 from pair.repository.storage import ContentStore
 
@@ -58,11 +65,9 @@ class IngestResult:
 
 @dataclass
 class Payload:
-    """One instance to ingest: raw Part 10 bytes or an already-decoded dataset."""
+    """One instance to ingest: Part 10 bytes as received, and a label for messages."""
 
-    data: bytes | None = None
-    dataset: Dataset | None = None
-    transfer_syntax_uid: str = ""
+    data: bytes = b""
     label: str = ""
 
 
@@ -87,13 +92,7 @@ def _finding_dict(finding: Any) -> dict[str, Any]:
 
 
 def _parse(payload: Payload, max_bytes: int) -> ParsedInstance:
-    if payload.dataset is not None:
-        from pair.dicom.parse import validate_dataset
-
-        parsed = validate_dataset(payload.dataset)
-        ts = payload.transfer_syntax_uid or parsed.transfer_syntax_uid
-        return ParsedInstance(parsed.dataset, ts)
-    data = payload.data or b""
+    data = payload.data
     if len(data) > max_bytes:
         raise InvalidInstance(
             f"Instance of {len(data)} bytes exceeds the limit of {max_bytes} bytes.", "too_large"
@@ -101,8 +100,24 @@ def _parse(payload: Payload, max_bytes: int) -> ParsedInstance:
     return parse_bytes(data)
 
 
-class Ingestor:
-    """Ingests payloads for one facility inside one database transaction."""
+@dataclass
+class Prepared:
+    """Stage one's answer for one payload: the result so far and what stage two must write.
+
+    Plain values only (it crosses from an ingest worker process to the indexing thread).
+    """
+
+    result: IngestResult
+    record: IndexRecord | None = None
+    quarantine: dict[str, Any] | None = None
+
+
+class Preparer:
+    """Stage one: parse, validate, de-identify, encode and store the file durably.
+
+    The CPU-heavy part of ingest. The de-identification mapping store lives in ``session``
+    (the batch's own transaction in-process, the worker's transaction in an ingest worker).
+    """
 
     def __init__(
         self,
@@ -114,58 +129,47 @@ class Ingestor:
     ) -> None:
         self.node = node
         self.expected_study_uid = expected_study_uid
-        self.session = session
         self.facility = facility
         self.source = source
         self.store = content_store(node)
         self.quarantine = quarantine_store(node)
         self.deidentifier = deidentifier_for(session, node.settings, facility)
 
-    def ingest(self, payload: Payload) -> IngestResult:
+    def prepare(self, payload: Payload) -> Prepared:
         try:
             parsed = _parse(payload, self.node.settings.max_instance_bytes)
         except InvalidInstance as exc:
-            return IngestResult(Outcome.REJECTED, reason=exc.message, reason_code=exc.reason_code)
+            return _rejected("", "", exc.message, exc.reason_code)
         ds = parsed.dataset
         original_uid = str(ds.SOPInstanceUID)
         sop_class = str(ds.SOPClassUID)
         if self.expected_study_uid and str(ds.StudyInstanceUID) != self.expected_study_uid:
-            return IngestResult(
-                Outcome.REJECTED,
+            return _rejected(
                 original_uid,
                 sop_class,
-                reason="StudyInstanceUID differs from the study in the URL.",
-                reason_code="study_mismatch",
+                "StudyInstanceUID differs from the study in the URL.",
+                "study_mismatch",
             )
         try:
-            return self._ingest_parsed(parsed, original_uid, sop_class)
+            return self._prepare_parsed(parsed, original_uid, sop_class)
         except InvalidInstance as exc:
-            return IngestResult(
-                Outcome.REJECTED,
-                original_uid,
-                sop_class,
-                reason=exc.message,
-                reason_code=exc.reason_code,
-            )
+            return _rejected(original_uid, sop_class, exc.message, exc.reason_code)
         except PairError as exc:
-            return IngestResult(
-                Outcome.REJECTED, original_uid, sop_class, reason=exc.message, reason_code=exc.code
-            )
+            return _rejected(original_uid, sop_class, exc.message, exc.code)
         except IntegrityError:
             raise
         except Exception as exc:
             log.exception("ingest failed (source %s)", self.source)
-            return IngestResult(
-                Outcome.REJECTED,
+            return _rejected(
                 original_uid,
                 sop_class,
-                reason=f"Processing failed: {type(exc).__name__}",
-                reason_code="processing_failed",
+                f"Processing failed: {type(exc).__name__}",
+                "processing_failed",
             )
 
-    def _ingest_parsed(
+    def _prepare_parsed(
         self, parsed: ParsedInstance, original_uid: str, sop_class: str
-    ) -> IngestResult:
+    ) -> Prepared:
         result = self.deidentifier.deidentify(parsed.dataset)
         deid = result.dataset
         data = to_part10_bytes(deid, parsed.transfer_syntax_uid)
@@ -180,53 +184,75 @@ class Ingestor:
         )
         findings = [_finding_dict(f) for f in result.findings]
         if findings:
-            return self._quarantine(deid, data, findings, out)
-        existing = find_instance(self.session, out.sop_instance_uid)
-        sha = self.store.digest(data)
-        if existing is not None:
-            if existing.sha256 == sha:
-                out.outcome = Outcome.DUPLICATE
-                return out
-            raise Conflict(
-                "An instance with this SOP Instance UID is already stored with different "
-                "content; send it with a new SOP Instance UID.",
-            )
-        _, rel = self.store.write(data, sha)
+            _, rel = self.quarantine.write(data)
+            quarantine = {
+                "facility_id": self.facility.id,
+                "sop_instance_uid": out.sop_instance_uid,
+                "study_uid": out.study_uid,
+                "modality": str(deid.get("Modality", ""))[:16],
+                "storage_path": rel,
+                "reasons": findings,
+                "source": self.source[:128],
+            }
+            return Prepared(out, quarantine=quarantine)
+        sha, rel = self.store.write(data)
         stored = StoredFile(sha, rel, len(data), parsed.transfer_syntax_uid)
-        # An IntegrityError here means a concurrent writer won a race; the batch retries.
-        index_instance(
-            self.session,
-            self.facility.id,
-            deid,
-            stored,
-            source=self.source,
-            burned_in_risk="; ".join(result.burned_in_risk),
+        record = IndexRecord.from_dataset(
+            deid, stored, source=self.source, burned_in_risk="; ".join(result.burned_in_risk)
         )
-        record_change(
-            self.session, self.facility.id, "instance.stored", "instance", out.sop_instance_uid
-        )
-        return out
+        return Prepared(out, record=record)
 
-    def _quarantine(
-        self, deid: Dataset, data: bytes, findings: list[dict[str, Any]], out: IngestResult
-    ) -> IngestResult:
-        _, rel = self.quarantine.write(data)
-        item = QuarantineItem(
-            facility_id=self.facility.id,
-            sop_instance_uid=out.sop_instance_uid,
-            study_uid=out.study_uid,
-            modality=str(deid.get("Modality", ""))[:16],
-            storage_path=rel,
-            reasons=findings,
-            source=self.source[:128],
-        )
-        self.session.add(item)
-        self.session.flush()
-        out.outcome = Outcome.QUARANTINED
-        out.quarantine_id = item.id
-        out.reason = "Residual PHI found after de-identification; held for admin review."
-        out.reason_code = "residual_phi"
-        return out
+
+def _rejected(original_uid: str, sop_class: str, reason: str, code: str) -> Prepared:
+    return Prepared(
+        IngestResult(Outcome.REJECTED, original_uid, sop_class, reason=reason, reason_code=code)
+    )
+
+
+_CONFLICT = (
+    "An instance with this SOP Instance UID is already stored with different content; "
+    "send it with a new SOP Instance UID."
+)
+
+
+def commit_prepared(session: Session, facility_id: int, prepared: list[Prepared]) -> list[str]:
+    """Stage two, inside the batch's transaction: quarantine rows, duplicate/conflict checks,
+    index rows and change events. Returns the storage paths of files no row will reference
+    (conflicts), to delete after the commit."""
+    for p in prepared:
+        if p.quarantine is not None:
+            item = QuarantineItem(**p.quarantine)
+            session.add(item)
+            session.flush()
+            p.result.outcome = Outcome.QUARANTINED
+            p.result.quarantine_id = item.id
+            p.result.reason = "Residual PHI found after de-identification; held for admin review."
+            p.result.reason_code = "residual_phi"
+    with_records = [p for p in prepared if p.record is not None]
+    stored = stored_digests(session, [p.result.sop_instance_uid for p in with_records])
+    new: list[IndexRecord] = []
+    unreferenced: list[str] = []
+    for p in with_records:
+        record = p.record
+        assert record is not None
+        known = stored.get(record.sop_instance_uid)
+        if known == record.sha256:
+            p.result.outcome = Outcome.DUPLICATE
+        elif known is not None:
+            p.result.outcome = Outcome.REJECTED
+            p.result.reason = _CONFLICT
+            p.result.reason_code = Conflict.code
+            if record.sha256 not in stored.values():
+                unreferenced.append(record.instance["storage_path"])
+        else:
+            stored[record.sop_instance_uid] = record.sha256
+            new.append(record)
+    # An IntegrityError here means a concurrent writer won a race; the batch retries.
+    index_records(session, facility_id, new)
+    record_changes(
+        session, facility_id, "instance.stored", "instance", [r.sop_instance_uid for r in new]
+    )
+    return unreferenced
 
 
 def ingest_batch(
@@ -245,19 +271,54 @@ def ingest_batch(
     payload_list = list(payloads)
     for attempt in range(3):
         try:
-            with node.db.session() as session:
-                facility = session.get(Facility, facility_id)
-                if facility is None:
-                    raise NotFound(f"No facility with id {facility_id}.")
-                ingestor = Ingestor(node, session, facility, source, expected_study_uid)
-                results = [ingestor.ingest(p) for p in payload_list]
-                _audit_batch(session, actor, results)
+            if node.ingest_workers is not None:
+                results, unreferenced = _ingest_with_workers(
+                    node, facility_id, payload_list, source, actor, expected_study_uid
+                )
+            else:
+                with node.db.session() as session:
+                    facility = session.get(Facility, facility_id)
+                    if facility is None:
+                        raise NotFound(f"No facility with id {facility_id}.")
+                    preparer = Preparer(node, session, facility, source, expected_study_uid)
+                    prepared = [preparer.prepare(p) for p in payload_list]
+                    unreferenced = commit_prepared(session, facility_id, prepared)
+                    results = [p.result for p in prepared]
+                    _audit_batch(session, actor, results)
+            store = content_store(node)
+            for rel in unreferenced:
+                store.delete(rel)
             return results
         except IntegrityError:
             if attempt == 2:
                 raise
             log.info("concurrent insert detected; retrying batch")
     raise AssertionError("unreachable")
+
+
+def _ingest_with_workers(
+    node: Node,
+    facility_id: int,
+    payloads: list[Payload],
+    source: str,
+    actor: Actor,
+    expected_study_uid: str | None,
+) -> tuple[list[IngestResult], list[str]]:
+    """Stage one in the node's worker processes, stage two here in one transaction."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    workers = node.ingest_workers
+    assert workers is not None
+    try:
+        prepared = workers.prepare(facility_id, source, expected_study_uid, payloads)
+    except BrokenProcessPool:
+        reason = "Processing failed: the ingest worker stopped (out of memory?); send it again."
+        prepared = [_rejected("", "", reason, "processing_failed") for _ in payloads]
+    with node.db.session() as session:
+        unreferenced = commit_prepared(session, facility_id, prepared)
+        results = [p.result for p in prepared]
+        _audit_batch(session, actor, results)
+    return results, unreferenced
 
 
 def _audit_batch(session: Session, actor: Actor, results: list[IngestResult]) -> None:

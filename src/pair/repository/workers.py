@@ -1,0 +1,115 @@
+"""Stage one of ingest (parse, de-identify, encode, store) in worker processes.
+
+One Python process can use one core for this CPU-bound work (the GIL); ``pair serve`` keeps a
+small pool of worker processes so that concurrent STOW-RS requests and C-STORE associations
+use every core. Each worker opens the node's database itself: de-identification mappings are
+committed by the worker (they are idempotent and site-private), the files are durable before
+the worker answers, and the index rows are written by the caller in the batch's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
+
+from pair.accounts.models import Facility
+from pair.core.config import Settings
+from pair.core.errors import NotFound
+from pair.core.node import Node, open_node
+
+if TYPE_CHECKING:
+    from pair.repository.ingest import Payload, Prepared
+
+log = logging.getLogger("pair.ingest.workers")
+
+_node: Node | None = None
+
+
+def _init_worker(settings: Settings) -> None:
+    global _node
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops the pool itself
+    _node = open_node(settings=settings, migrate_db=False)
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+def prepare_chunk(
+    facility_id: int, source: str, expected_study_uid: str | None, payloads: list[Payload]
+) -> list[Prepared]:
+    """Run stage one for ``payloads`` in this worker; mappings commit with the chunk."""
+    from pair.repository.ingest import Preparer
+
+    assert _node is not None, "ingest worker not initialised"
+    with _node.db.session() as session:
+        facility = session.get(Facility, facility_id)
+        if facility is None:
+            raise NotFound(f"No facility with id {facility_id}.")
+        preparer = Preparer(_node, session, facility, source, expected_study_uid)
+        return [preparer.prepare(p) for p in payloads]
+
+
+def default_worker_count() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class IngestWorkers:
+    """A process pool for ingest stage one, shared by every door of a running node."""
+
+    def __init__(self, settings: Settings, processes: int) -> None:
+        if processes < 1:
+            raise ValueError("an ingest worker pool needs at least one process")
+        self.settings = settings
+        self.processes = processes
+        self._executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        # spawn: the server has threads (uvicorn, DICOM associations); forking them is unsafe
+        executor = ProcessPoolExecutor(
+            self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.settings,),
+        )
+        return executor
+
+    def warm_up(self) -> list[int]:
+        """Start every worker now (imports and DB connection), not on the first instance."""
+        futures = [self._executor.submit(_ping) for _ in range(self.processes * 2)]
+        return sorted({f.result(timeout=120) for f in futures})
+
+    def prepare(
+        self,
+        facility_id: int,
+        source: str,
+        expected_study_uid: str | None,
+        payloads: list[Payload],
+    ) -> list[Prepared]:
+        """Stage one for a batch, split evenly over the workers; results in payload order.
+
+        A worker that dies (for example killed for memory) breaks the pool: it is restarted
+        and the error is raised, so the batch is answered as failed, not half-stored.
+        """
+        n = max(1, min(self.processes, len(payloads)))
+        size = -(-len(payloads) // n)
+        chunks = [payloads[i : i + size] for i in range(0, len(payloads), size)]
+        futures: list[Future[list[Prepared]]] = [
+            self._executor.submit(prepare_chunk, facility_id, source, expected_study_uid, c)
+            for c in chunks
+        ]
+        try:
+            return [p for f in futures for p in f.result()]
+        except BrokenProcessPool:
+            log.error("an ingest worker died; restarting the pool")
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._start()
+            raise
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
