@@ -351,9 +351,9 @@ def run(args: argparse.Namespace) -> list[Result]:
                         )
                         with running(server):
                             _warm_up(server, work / "warmup")
-                            cpu0 = cpu_seconds(server.proc.pid)
+                            cpu0 = cpu_seconds(server.proc.pid, with_children=True)
                             timing, failed = fn(server)
-                            cpu = cpu_seconds(server.proc.pid) - cpu0
+                            cpu = cpu_seconds(server.proc.pid, with_children=True) - cpu0
                             stored = server.count_instances() - 1
                             results.append(
                                 Result(
@@ -383,15 +383,15 @@ def _retrieve_all(server: Any, args: argparse.Namespace) -> list[Result]:
     studies, instances = instance_paths(server)
     out = []
     paths = studies * args.rounds
-    cpu0 = cpu_seconds(server.proc.pid)
+    cpu0 = cpu_seconds(server.proc.pid, with_children=True)
     timing, parts, mb = retrieve(server, paths, args.clients)
-    cpu = cpu_seconds(server.proc.pid) - cpu0
+    cpu = cpu_seconds(server.proc.pid, with_children=True) - cpu0
     name = f"WADO-RS study c={args.clients}"
     out.append(Result(name, server.name, parts, parts, mb, timing, 0, cpu))
     sample = instances[: args.instance_requests]
-    cpu0 = cpu_seconds(server.proc.pid)
+    cpu0 = cpu_seconds(server.proc.pid, with_children=True)
     timing, parts, mb = retrieve(server, sample, args.clients)
-    cpu = cpu_seconds(server.proc.pid) - cpu0
+    cpu = cpu_seconds(server.proc.pid, with_children=True) - cpu0
     name = f"WADO-RS instance c={args.clients}"
     out.append(Result(name, server.name, parts, parts, mb, timing, 0, cpu))
     for r in out[-2:]:

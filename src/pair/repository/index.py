@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from pair.db.base import utcnow
+from pair.db.base import Base, utcnow
 from pair.repository.models import Instance, Patient, Series, Study
 
 
@@ -179,6 +179,13 @@ def _studies(
     return found
 
 
+def _table(model: type[Base]) -> Table:
+    """The model's Core table: executemany without the ORM's per-row bookkeeping."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 def index_records(session: Session, facility_id: int, records: Sequence[IndexRecord]) -> None:
     """Index new instances (the caller has excluded those already stored).
 
@@ -188,25 +195,31 @@ def index_records(session: Session, facility_id: int, records: Sequence[IndexRec
     """
     if not records:
         return
-    patients = _patients(session, facility_id, records)
-    studies = _studies(session, facility_id, records, patients)
     wanted_series = {r.series["series_uid"]: r for r in records}
-    series_pk = dict(
-        session.execute(
-            select(Series.series_uid, Series.id).where(Series.series_uid.in_(sorted(wanted_series)))
-        ).all()
-    )
+    # the usual case (more instances of series already indexed) needs this one lookup
+    series_pk: dict[str, int] = {}
+    studies: dict[str, tuple[int, str]] = {}
+    for series_uid, pk, study_uid, study_pk, modalities in session.execute(
+        select(Series.series_uid, Series.id, Study.study_uid, Study.id, Study.modalities)
+        .join(Study, Series.study_pk == Study.id)
+        .where(Series.series_uid.in_(sorted(wanted_series)))
+    ):
+        series_pk[series_uid] = pk
+        studies[study_uid] = (study_pk, modalities)
     new_series: dict[str, list[str]] = {}  # study UID → modalities of its new series
-    for uid in sorted(set(wanted_series) - set(series_pk)):
-        rec = wanted_series[uid]
+    missing = [wanted_series[uid] for uid in sorted(set(wanted_series) - set(series_pk))]
+    if missing:
+        patients = _patients(session, facility_id, missing)
+        studies.update(_studies(session, facility_id, missing, patients))
+    for rec in missing:
         study_uid = rec.study["study_uid"]
-        series_pk[uid] = session.execute(
+        series_pk[rec.series["series_uid"]] = session.execute(
             insert(Series).values(study_pk=studies[study_uid][0], **rec.series).returning(Series.id)
         ).scalar_one()
         new_series.setdefault(study_uid, []).append(rec.series["modality"])
     now = utcnow()
     session.execute(
-        insert(Instance),
+        insert(_table(Instance)),
         [
             {**r.instance, "series_pk": series_pk[r.series["series_uid"]], "received_at": now}
             for r in records
@@ -218,8 +231,7 @@ def index_records(session: Session, facility_id: int, records: Sequence[IndexRec
         pk = series_pk[r.series["series_uid"]]
         per_series[pk] = per_series.get(pk, 0) + 1
         per_study[r.study["study_uid"]] = per_study.get(r.study["study_uid"], 0) + 1
-    series_table = Series.__table__
-    assert isinstance(series_table, Table)
+    series_table = _table(Series)
     session.execute(  # a Core executemany: one statement for all series of the batch
         update(series_table)
         .where(series_table.c.id == bindparam("pk"))

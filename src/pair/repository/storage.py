@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-import tempfile
+import threading
 from pathlib import Path
+
+_counter = itertools.count()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -27,6 +30,9 @@ class ContentStore:
     def __init__(self, root: Path, tmp_dir: Path) -> None:
         self.root = root
         self.tmp_dir = tmp_dir
+        self._root = str(root)
+        self._tmp = str(tmp_dir)
+        self._known_dirs: set[str] = set()
         root.mkdir(parents=True, exist_ok=True)
         tmp_dir.mkdir(parents=True, exist_ok=True)
 
@@ -44,21 +50,34 @@ class ContentStore:
         """Store bytes durably; returns (sha256, relative path). Idempotent."""
         sha256 = sha256 or self.digest(data)
         rel = self.relative_path(sha256)
-        final = self.root / rel
-        if final.exists() and final.stat().st_size == len(data):
-            return sha256, rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".part")
+        final = os.path.join(self._root, rel)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, final)
+            if os.stat(final).st_size == len(data):
+                return sha256, rel
+        except FileNotFoundError:
+            pass
+        parent = os.path.dirname(final)
+        if parent not in self._known_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._known_dirs.add(parent)
+        # unique per process and thread (ingest workers, server threads); swept at start-up
+        tmp = os.path.join(
+            self._tmp, f"{os.getpid()}-{threading.get_ident()}-{next(_counter)}.part"
+        )
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
         except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
+            Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(final.parent)
+        _fsync_dir(Path(parent))
         return sha256, rel
 
     def read(self, relative: str) -> bytes:

@@ -99,11 +99,11 @@ class IngestWorkers:
         n = max(1, min(self.processes, len(payloads)))
         size = -(-len(payloads) // n)
         chunks = [payloads[i : i + size] for i in range(0, len(payloads), size)]
-        futures: list[Future[list[Prepared]]] = [
-            self._executor.submit(prepare_chunk, facility_id, source, expected_study_uid, c)
-            for c in chunks
-        ]
         try:
+            futures: list[Future[list[Prepared]]] = [
+                self._executor.submit(prepare_chunk, facility_id, source, expected_study_uid, c)
+                for c in chunks
+            ]
             return [p for f in futures for p in f.result()]
         except BrokenProcessPool:
             log.error("an ingest worker died; restarting the pool")
