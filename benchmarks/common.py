@@ -263,7 +263,45 @@ class OrthancServer:
         return int(r.json()["CountInstances"])
 
 
-Server = PairNode | OrthancServer
+class FloorServer:
+    """``ingest_floor.py``: PAIR's HTTP/DIMSE stack storing durably and doing nothing else."""
+
+    name = "floor"
+
+    def __init__(self, workdir: Path, ae_title: str = "FLOOR") -> None:
+        self.dir = workdir / "floor"
+        self.port = free_port()
+        self.dicom_port = free_port()
+        self.ae_title = ae_title
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.dicomweb_path = "/dicomweb"
+        self.headers: dict[str, str] = {}
+        self.log = workdir / "floor.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> FloorServer:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
+        cmd = [sys.executable, str(Path(__file__).with_name("ingest_floor.py"))]
+        cmd += ["--dir", str(self.dir), "--port", str(self.port)]
+        cmd += ["--dicom-port", str(self.dicom_port), "--ae-title", self.ae_title]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _wait_http(self.base_url + "/healthz", self.proc, self.log, "ingest floor")
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def count_instances(self) -> int:
+        r = httpx.get(self.base_url + "/statistics", timeout=30)
+        r.raise_for_status()
+        return int(r.json()["CountInstances"])
+
+
+Server = PairNode | OrthancServer | FloorServer
 
 
 @contextmanager

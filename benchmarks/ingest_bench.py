@@ -28,6 +28,7 @@ import urllib3
 from common import (
     PEER_AE,
     DataSet,
+    FloorServer,
     OrthancServer,
     PairNode,
     Timing,
@@ -342,12 +343,16 @@ def run(args: argparse.Namespace) -> list[Result]:
             for n, (name, fn) in enumerate(scenarios):
                 if wanted and not any(w.lower() in name.lower() for w in wanted):
                     continue
-                for kind in ("PAIR", "Orthanc"):
+                for kind in ("PAIR", "Orthanc", *(("floor",) if args.floor else ())):
                     run_dir = work / f"run{n}-{kind}"
                     run_dir.mkdir()
                     with database_url(args.db, pg, run_dir) as url:
-                        server = (
-                            PairNode(run_dir, url) if kind == "PAIR" else OrthancServer(run_dir)
+                        server: Any = (
+                            PairNode(run_dir, url)
+                            if kind == "PAIR"
+                            else OrthancServer(run_dir)
+                            if kind == "Orthanc"
+                            else FloorServer(run_dir)
                         )
                         with running(server):
                             _warm_up(server, work / "warmup")
@@ -371,7 +376,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                                 f"  {name:32s} {kind:8s} {results[-1].per_s:7.1f} inst/s"
                                 f" stored {stored}/{len(data.files)}"
                             )
-                            if n == 0 and not args.no_retrieve:
+                            if n == 0 and not args.no_retrieve and kind != "floor":
                                 results += _retrieve_all(server, args)
         finally:
             if pg_cm is not None:
@@ -404,10 +409,10 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     rows = []
     for r in results:
         other = by.get((r.scenario, "Orthanc"))
-        ratio = r.per_s / other.per_s if r.target == "PAIR" and other else None
+        ratio = r.per_s / other.per_s if r.target != "Orthanc" and other else None
         cpu_ratio = (
             other.cpu_ms_per_instance / r.cpu_ms_per_instance
-            if r.target == "PAIR" and other
+            if r.target != "Orthanc" and other
             else None
         )
         is_storescu = "storescu" in r.scenario
@@ -427,8 +432,8 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
             ]
         )
     headers = ["scenario", "server", "stored/sent", "wall s", "inst/s", "MB/s"]
-    headers += ["p50 ms", "p95 ms", "server CPU ms/inst", "PAIR/Orthanc inst/s"]
-    headers += ["Orthanc/PAIR CPU per inst"]
+    headers += ["p50 ms", "p95 ms", "server CPU ms/inst", "inst/s ÷ Orthanc's"]
+    headers += ["Orthanc's CPU per inst ÷ this"]
     title = f"Ingest and retrieve (PAIR on {args.db}, Orthanc {orthanc_version()})"
     md = print_table(title, headers, rows)
     load = f"load average (1 min) before/after: {args.load_before} / {loadavg()}"
@@ -449,6 +454,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--instance-requests", type=int, default=200, help="WADO-RS instance GETs")
     p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument("--no-retrieve", action="store_true", help="skip the WADO-RS part")
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run ingest_floor.py (receive + durable write only: the stack's upper bound)",
+    )
     p.add_argument("--only", nargs="*", help="run scenarios whose name contains these words")
     p.add_argument("--markdown", type=Path, help="append the result table to this file")
     args = p.parse_args(argv)

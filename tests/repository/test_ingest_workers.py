@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
+import pydicom
 import pytest
+from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
@@ -18,8 +22,9 @@ from pair.core.node import Node
 from pair.deid.models import PrivatePatientIdentity
 from pair.repository.ingest import Outcome, Payload, ingest_batch
 from pair.repository.models import Instance, Patient, QuarantineItem, Series, Study
-from pair.repository.workers import IngestWorkers
-from tests.factories import ct_instance, to_bytes
+from pair.repository.workers import IngestWorkers, default_worker_count
+from tests.conftest import LiveNode
+from tests.factories import ct_instance, to_bytes, write_series
 
 
 @pytest.fixture
@@ -95,3 +100,57 @@ def test_dead_worker_fails_one_batch_then_pool_recovers(node: Node, workers: Ing
         assert s.scalar(select(func.count()).select_from(Instance)) == 0
     retried = ingest_batch(node, facility_id, batch, "test", _actor(facility_id))
     assert [r.outcome for r in retried] == [Outcome.STORED] * 2
+
+
+def test_default_worker_count() -> None:
+    assert [default_worker_count(n) for n in (1, 2, 3, 4, 8, 64)] == [0, 0, 2, 3, 4, 4]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.integration
+def test_serve_with_workers_stores_over_both_doors(tmp_path: Path, database_url: str) -> None:
+    """`pair serve` with PAIR_INGEST_WORKERS=2: dcmtk storescu and dicomweb-client STOW-RS
+    go through the workers; stopping the server stops them."""
+    live = LiveNode(tmp_path / "live", database_url)
+    live.env_overrides["PAIR_INGEST_WORKERS"] = "2"
+    live.provision()
+    live.start()
+    try:
+        assert live.proc is not None
+        workers = [
+            pid
+            for pid in _children(live.proc.pid)
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 2
+        files = write_series(tmp_path / "dimse", n=3)
+        scu = ["storescu", "-aet", live.peer_ae, "-aec", live.ae_title, "127.0.0.1"]
+        sent = subprocess.run(
+            [*scu, str(live.dicom_port), *map(str, files)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        web = DICOMwebClient(url=live.base_url + "/dicomweb", headers=live.headers())
+        stow = [pydicom.dcmread(p) for p in write_series(tmp_path / "stow", n=3)]
+        answer = web.store_instances(stow)
+        assert len(answer.ReferencedSOPSequence) == 3
+        assert len(web.search_for_instances()) == 6
+        assert len(web.search_for_studies()) == 2
+    finally:
+        live.stop()
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     inference_worker_idle_s: float = Field(default=600.0, gt=0)
     inference_max_idle_workers: int = Field(default=4, ge=0)  # each holds a loaded model
     inference_spare_worker: bool = True
-    # pair serve: processes that parse, de-identify and store incoming instances (None: one per
-    # core, at most 4; 0: in the serving process itself)
+    # pair serve: processes that parse, de-identify and store incoming instances (None: none on
+    # machines with 1-2 cores, else cores - 1, at most 4; 0: in the serving process itself)
     ingest_workers: int | None = Field(default=None, ge=0, le=64)
     # the hub that receives signed evaluation feedback (docs/evaluation.md); empty: not configured
     feedback_url: str = ""

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
@@ -34,9 +35,19 @@ def _init_worker(settings: Settings) -> None:
     global _node
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops the pool itself
     _node = open_node(settings=settings, migrate_db=False)
+    # load the pipeline (pydicom, the de-identification tables) now, not on the first task
+    import pair.repository.ingest  # noqa: F401
+    from pair.deid.engine import safe_private_dictionary
+    from pair.deid.scanner import scanner_config
+    from pair.deid.table import table_config
+
+    safe_private_dictionary()
+    scanner_config()
+    table_config()
 
 
-def _ping() -> int:
+def _ping(linger_s: float) -> int:
+    time.sleep(linger_s)
     return os.getpid()
 
 
@@ -55,8 +66,16 @@ def prepare_chunk(
         return [preparer.prepare(p) for p in payloads]
 
 
-def default_worker_count() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+def default_worker_count(cpus: int | None = None) -> int:
+    """Worker processes ``pair serve`` starts when ``PAIR_INGEST_WORKERS`` is not set.
+
+    Handing an instance to a worker costs CPU (the bytes cross a pipe; each batch opens its
+    own session and de-identifier) and pays only when cores would otherwise sit idle: on a
+    2-core machine ingest measured 10-25 % more CPU per instance with workers and no steadier
+    throughput (docs/benchmarks.md), so small machines ingest in the serving process.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 class IngestWorkers:
@@ -80,9 +99,18 @@ class IngestWorkers:
         return executor
 
     def warm_up(self) -> list[int]:
-        """Start every worker now (imports and DB connection), not on the first instance."""
-        futures = [self._executor.submit(_ping) for _ in range(self.processes * 2)]
-        return sorted({f.result(timeout=120) for f in futures})
+        """Start every worker now (imports, DB connection), not on the first instances.
+
+        The pool spawns processes as tasks arrive; pings that linger a moment land on every
+        process. Returns the workers' process ids.
+        """
+        pids: set[int] = set()
+        for _ in range(100):
+            futures = [self._executor.submit(_ping, 0.05) for _ in range(self.processes)]
+            pids |= {f.result(timeout=120) for f in futures}
+            if len(pids) >= self.processes:
+                break
+        return sorted(pids)
 
     def prepare(
         self,
