@@ -72,11 +72,11 @@ class Payload:
 
 
 def content_store(node: Node) -> ContentStore:
-    return ContentStore(node.settings.storage_dir, node.settings.tmp_dir)
+    return ContentStore.at(node.settings.storage_dir, node.settings.tmp_dir)
 
 
 def quarantine_store(node: Node) -> ContentStore:
-    return ContentStore(node.settings.quarantine_dir, node.settings.tmp_dir)
+    return ContentStore.at(node.settings.quarantine_dir, node.settings.tmp_dir)
 
 
 def _finding_dict(finding: Any) -> dict[str, Any]:

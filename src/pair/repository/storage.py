@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 
 _counter = itertools.count()
+_stores: dict[tuple[str, str], ContentStore] = {}
+_stores_lock = threading.Lock()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -26,6 +28,16 @@ class ContentStore:
     at most a stray temp file (removed by ``sweep_temp``) or an unindexed file (removed by the
     repository's start-up reconciliation), never a half-written instance.
     """
+
+    @classmethod
+    def at(cls, root: Path, tmp_dir: Path) -> ContentStore:
+        """The process's store for ``root`` (created once: it remembers which folders exist)."""
+        key = (str(root), str(tmp_dir))
+        with _stores_lock:
+            store = _stores.get(key)
+            if store is None or not os.path.isdir(key[0]):
+                store = _stores[key] = cls(root, tmp_dir)
+            return store
 
     def __init__(self, root: Path, tmp_dir: Path) -> None:
         self.root = root
@@ -73,7 +85,11 @@ class ContentStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:  # the folder was removed since we created it
+                os.makedirs(parent, exist_ok=True)
+                os.replace(tmp, final)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
