@@ -114,3 +114,18 @@ def test_pair_node_receives_stow_and_c_store(small_data: common.DataSet, tmp_pat
         assert len(studies) == 3 and len(instances) == 5
         _, parts, mb = ingest_bench.retrieve(pair, studies, 2)
         assert parts == 5 and mb > 2
+
+
+@pytest.mark.integration
+def test_floor_server_stores_what_it_receives(small_data: common.DataSet, tmp_path: Path) -> None:
+    """The floor target stores every byte it gets, durably, over both doors."""
+    floor = common.FloorServer(tmp_path)
+    with common.running(floor):
+        _, failed = ingest_bench.stow(floor, ingest_bench.stow_bodies(small_data.files[:3], 3), 1)
+        assert failed == 0
+        ingest_bench.storescu(floor, small_data.files[3:], 1)
+        assert floor.count_instances() == 5
+    stored = sorted((floor.dir / "storage").glob("??/??/*.dcm"))
+    assert len(stored) == 5
+    sent = {p.read_bytes()[132:] for p in small_data.files[:3]}  # STOW parts are the files
+    assert sent <= {p.read_bytes()[132:] for p in stored}
