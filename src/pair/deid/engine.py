@@ -359,13 +359,14 @@ class Deidentifier:
                 tag = int(key)
                 if tag in _META_DROP or tag == 0x00020000:
                     continue
-                elem = meta[key]
-                nd[elem.tag] = elem
-            media = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+                nd[key] = meta.get_item(key)  # raw stays raw: converted when (if) read
+            media = _text(meta, _MEDIA_SOP_INSTANCE, "MediaStorageSOPInstanceUID")
             if media and self.table.remap_uids:
                 old = nd[BaseTag(_MEDIA_SOP_INSTANCE)]
+                new = self.remap_uid(media)
                 # a new element: the source's file meta must stay as it was
-                nd[old.tag] = DataElement(old.tag, str(old.VR), self.remap_uid(media))
+                media_elem = raw_text(old.tag, "UI", new, (False, True)) if old.VR == "UI" else None
+                nd[old.tag] = media_elem or DataElement(old.tag, str(old.VR), new)
             out.file_meta = new_meta
 
 
