@@ -83,7 +83,8 @@ class Deidentifier:
 
     One object serves one unit of work (an ingest batch = one database transaction): it caches
     the patient mappings and recorded studies it got from the store, which are only valid while
-    that transaction lives. Make a new one for every transaction.
+    that transaction lives. Make a new one for every transaction. A store that counts rollbacks
+    (``SqlMappingStore.rollbacks``: savepoints too) empties the cache whenever one happened.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class Deidentifier:
         # valid for this object's transaction only (see the class docstring)
         self._patients: dict[str, PatientMapping] = {}
         self._studies: set[str] = set()
+        self._rollbacks = getattr(store, "rollbacks", 0)
         self._constants: dict[tuple[bool, bool], _Constants | None] = {}
         self._pseudonym_elements: dict[tuple[str, tuple[bool, bool]], tuple[Any, Any]] = {}
 
@@ -165,6 +167,11 @@ class Deidentifier:
         return lo + n % (hi - lo + 1)
 
     def _patient(self, ds: Dataset) -> PatientMapping:
+        rollbacks = getattr(self.store, "rollbacks", 0)
+        if rollbacks != self._rollbacks:  # what the cache holds may have been rolled back
+            self._patients.clear()
+            self._studies.clear()
+            self._rollbacks = rollbacks
         key = self.patient_key(ds)
         mapping = self._patients.get(key)
         if mapping is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -89,6 +89,13 @@ class SqlMappingStore:
     def __init__(self, session: Session, facility_id: int) -> None:
         self.session = session
         self.facility_id = facility_id
+        # Rollbacks (savepoints included) seen in the session: a mapping read or created
+        # before one may be gone, so callers that cache mappings start afresh when it changes.
+        self.rollbacks = 0
+        event.listen(session, "after_soft_rollback", self._rolled_back)
+
+    def _rolled_back(self, session: Session, previous_transaction: object) -> None:
+        self.rollbacks += 1
 
     def _find(self, key: str) -> PrivatePatientIdentity | None:
         return self.session.scalar(
