@@ -362,7 +362,7 @@ def test_implicit_vr_input(
 
 
 def test_date_shift_edge_cases() -> None:
-    from pair.deid.engine import _shift_da, _shift_dt
+    from pair.deid.walk import _shift_da, _shift_dt
 
     assert _shift_da("20240301", -1) == "20240229"  # leap day
     assert _shift_da("20230101-20230131", -365) == "20220101-20220131"  # range

@@ -11,58 +11,33 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import yaml
-from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.multival import MultiValue
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 from pair.deid.profile import DeidProfile
-from pair.deid.scanner import Finding, PhiIndex, burned_in_risk, collect_phi, scan
-from pair.deid.store import MappingStore
+from pair.deid.rawtext import raw_text, single_text
+from pair.deid.scanner import Finding, burned_in_risk, scan
+from pair.deid.store import MappingStore, PatientMapping
 from pair.deid.table import Act, CompiledTable, compile_table
+from pair.deid.walk import Pass, _dict_vr
 
-_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN", "CS", "AE"})
-_STRING_VRS = _TEXT_VRS | {"DA", "DT", "TM", "UI", "UR", "AS", "DS", "IS"}
-_DUMMY: dict[str, Any] = {
-    "AE": "ANONYMIZED",
-    "AS": "000Y",
-    "CS": "ANONYMIZED",
-    "DA": "19000101",
-    "DT": "19000101000000",
-    "TM": "000000",
-    "DS": "0",
-    "IS": "0",
-    "LO": "ANONYMIZED",
-    "LT": "ANONYMIZED",
-    "PN": "ANONYMIZED",
-    "SH": "ANONYMIZED",
-    "ST": "ANONYMIZED",
-    "UC": "ANONYMIZED",
-    "UT": "ANONYMIZED",
-    "UR": "",
-    "FD": 0.0,
-    "FL": 0.0,
-    "SL": 0,
-    "SS": 0,
-    "UL": 0,
-    "US": 0,
-    "SV": 0,
-    "UV": 0,
-}
 # File meta elements that can name the sending system; dropped from the output.
 _META_DROP = frozenset(
     {0x00020016, 0x00020017, 0x00020018, 0x00020026, 0x00020027, 0x00020028, 0x00020100, 0x00020102}
 )
 _PATIENT_NAME, _PATIENT_ID = 0x00100010, 0x00100020
+_STUDY_UID, _ACCESSION = 0x0020000D, 0x00080050
+_IDENTITY_REMOVED, _METHOD, _METHOD_CODES = 0x00120062, 0x00120063, 0x00120064
+_LONGITUDINAL = 0x00280303
 _MEDIA_SOP_INSTANCE = 0x00020003
 _UID_CACHE_LIMIT = 200_000
 
@@ -103,47 +78,14 @@ class DeidResult:
         return bool(self.findings)
 
 
-@cache
-def _dict_vr(tag: int) -> str:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
-
-
-def _put(out: Dataset, key: Any, raw: Any) -> None:
-    """Copy an element unchanged. Bypasses ``Dataset.__setitem__``, which converts every raw
-    private element to look up its creator: the copy is byte-identical, and this is the
-    hottest line of ingest (``key`` is the source's BaseTag, ``raw`` not a sequence)."""
-    out._dict[key] = raw
-
-
-def _shift_da(value: str, days: int) -> str | None:
-    v = value.strip()
-    if "-" in v:  # a range
-        parts = [_shift_da(p, days) if p else "" for p in v.split("-", 1)]
-        return None if None in parts else "-".join(p or "" for p in parts)
-    if len(v) == 10 and v[4] == "." and v[7] == ".":  # ACR-NEMA YYYY.MM.DD
-        v = v.replace(".", "")
-    if len(v) != 8 or not v.isdigit():
-        return None
-    try:
-        d = date(int(v[:4]), int(v[4:6]), int(v[6:])) + timedelta(days=days)
-    except (ValueError, OverflowError):
-        return None
-    return f"{d.year:04d}{d.month:02d}{d.day:02d}"
-
-
-def _shift_dt(value: str, days: int) -> str | None:
-    v = value.strip()
-    if len(v) < 8:
-        return None
-    head = _shift_da(v[:8], days)
-    return None if head is None else head + v[8:]
-
-
 class Deidentifier:
-    """De-identifies datasets for one facility with one profile and the site secret."""
+    """De-identifies datasets for one facility with one profile and the site secret.
+
+    One object serves one unit of work (an ingest batch = one database transaction): it caches
+    the patient mappings and recorded studies it got from the store, which are only valid while
+    that transaction lives. Make a new one for every transaction. A store that counts rollbacks
+    (``SqlMappingStore.rollbacks``: savepoints too) empties the cache whenever one happened.
+    """
 
     def __init__(
         self,
@@ -174,6 +116,13 @@ class Deidentifier:
             if profile.options.retain_institution_identity
             else frozenset()
         )
+        self._dispatch = _dispatch(profile)
+        # valid for this object's transaction only (see the class docstring)
+        self._patients: dict[str, PatientMapping] = {}
+        self._studies: set[str] = set()
+        self._rollbacks = getattr(store, "rollbacks", 0)
+        self._constants: dict[tuple[bool, bool], _Constants | None] = {}
+        self._pseudonym_elements: dict[tuple[str, tuple[bool, bool]], tuple[Any, Any]] = {}
 
     # -- keyed derivations -------------------------------------------------------------------
     def _mac(self, label: str, value: str) -> bytes:
@@ -199,7 +148,7 @@ class Deidentifier:
     def patient_key(self, ds: Dataset) -> str:
         """HMAC of the patient's identity within the facility (PatientID, else name+birth date,
         else the study), so the store never needs the raw identity as a key."""
-        pid = str(ds.get("PatientID", "") or "").strip()
+        pid = _text(ds, _PATIENT_ID, "PatientID").strip()
         if pid:
             basis = f"id\x00{pid}"
         else:
@@ -217,32 +166,47 @@ class Deidentifier:
         n = int.from_bytes(self._mac("dateshift", key)[:8], "big")
         return lo + n % (hi - lo + 1)
 
+    def _patient(self, ds: Dataset) -> PatientMapping:
+        rollbacks = getattr(self.store, "rollbacks", 0)
+        if rollbacks != self._rollbacks:  # what the cache holds may have been rolled back
+            self._patients.clear()
+            self._studies.clear()
+            self._rollbacks = rollbacks
+        key = self.patient_key(ds)
+        mapping = self._patients.get(key)
+        if mapping is None:
+            mapping = self.store.patient(
+                key,
+                prefix=self.site_prefix,
+                date_shift_days=self.date_shift_for(key),
+                patient_id=str(ds.get("PatientID", "") or ""),
+                patient_name=str(ds.get("PatientName", "") or ""),
+                issuer=str(ds.get("IssuerOfPatientID", "") or ""),
+            )
+            self._patients[key] = mapping
+        return mapping
+
     # -- the pass ----------------------------------------------------------------------------
     def deidentify(self, ds: Dataset) -> DeidResult:
         """De-identify ``ds`` (left unchanged); the result carries scanner findings and
         burned-in-text risk reasons."""
-        key = self.patient_key(ds)
-        mapping = self.store.patient(
-            key,
-            prefix=self.site_prefix,
-            date_shift_days=self.date_shift_for(key),
-            patient_id=str(ds.get("PatientID", "") or ""),
-            patient_name=str(ds.get("PatientName", "") or ""),
-            issuer=str(ds.get("IssuerOfPatientID", "") or ""),
-        )
+        mapping = self._patient(ds)
         shift = mapping.date_shift_days if self.table.shift_dates else 0
-        ctx = _Pass(self, shift, ds)
+        ctx = Pass(self, shift, ds)
         out = ctx.walk(ds)
         self._finish(out, ds, mapping.pseudonym)
-        original_study = str(ds.get("StudyInstanceUID", "") or "")
-        accession = str(ds.get("AccessionNumber", "") or "")
+        original_study = _text(ds, _STUDY_UID, "StudyInstanceUID")
+        accession = _text(ds, _ACCESSION, "AccessionNumber")
         if original_study:
-            self.store.record_study(
-                original_study_uid=original_study,
-                original_accession=accession,
-                study_uid=str(out.get("StudyInstanceUID", "")),
-                pseudonym=mapping.pseudonym,
-            )
+            study_uid = str(_text(out, _STUDY_UID, "StudyInstanceUID"))
+            if study_uid not in self._studies:
+                self.store.record_study(
+                    original_study_uid=original_study,
+                    original_accession=accession,
+                    study_uid=study_uid,
+                    pseudonym=mapping.pseudonym,
+                )
+                self._studies.add(study_uid)
         findings = [f for f in scan(ctx.index(), out) if f.kind not in self._exclude_kinds]
         return DeidResult(
             dataset=out,
@@ -254,206 +218,149 @@ class Deidentifier:
             burned_in_risk=burned_in_risk(ds),
         )
 
-    def _finish(self, out: Dataset, ds: Dataset, pseudonym: str) -> None:
+    def _methods(self) -> list[str]:
         t = self.table
-        out.PatientName = pseudonym
-        out.PatientID = pseudonym
-        out.PatientIdentityRemoved = "YES"
         methods = [f"DICOM PS3.15 {t.edition} Basic Profile", *t.option_labels]
         methods.append(f"table {t.source}"[:64])
         methods.append(self.profile.label[:64])
-        out.DeidentificationMethod = [m[:64] for m in methods]
+        return [m[:64] for m in methods]
+
+    def _method_codes(self) -> Sequence:
         items = []
-        for value, meaning in t.codes:
+        for value, meaning in self.table.codes:
             item = Dataset()
             item.CodeValue = value
             item.CodingSchemeDesignator = "DCM"
             item.CodeMeaning = meaning
             items.append(item)
-        out.DeidentificationMethodCodeSequence = Sequence(items)
+        return Sequence(items)
+
+    def _longitudinal(self) -> str:
         opts = self.profile.options
         if opts.retain_longitudinal_modified_dates:
-            out.LongitudinalTemporalInformationModified = "MODIFIED"
-        elif opts.retain_longitudinal_full_dates:
-            out.LongitudinalTemporalInformationModified = "UNMODIFIED"
+            return "MODIFIED"
+        if opts.retain_longitudinal_full_dates:
+            return "UNMODIFIED"
+        return "REMOVED"
+
+    def _constants_for(self, enc: tuple[bool, bool] | None) -> _Constants | None:
+        """The constant elements ``_finish`` writes, as raw elements in encoding ``enc`` (built
+        once; raw elements are immutable, so every output can hold the same ones)."""
+        if enc is None:
+            return None
+        if enc not in self._constants:
+            self._constants[enc] = _Constants.build(
+                enc, self._methods(), self._method_codes(), self._longitudinal()
+            )
+        return self._constants[enc]
+
+    def _finish(self, out: Dataset, ds: Dataset, pseudonym: str) -> None:
+        enc = _raw_encoding(out)
+        consts = self._constants_for(enc)
+        names = self._pseudonym_elements.get((pseudonym, enc)) if enc else None
+        if names is None and enc is not None:
+            names = (
+                raw_text(BaseTag(_PATIENT_NAME), "PN", pseudonym, enc),
+                raw_text(BaseTag(_PATIENT_ID), "LO", pseudonym, enc),
+            )
+            if len(self._pseudonym_elements) >= _UID_CACHE_LIMIT:
+                self._pseudonym_elements.clear()
+            self._pseudonym_elements[(pseudonym, enc)] = names
+        od = out._dict
+        if names is not None and names[0] is not None and names[1] is not None:
+            od[names[0].tag] = names[0]
+            od[names[1].tag] = names[1]
         else:
-            out.LongitudinalTemporalInformationModified = "REMOVED"
+            out.PatientName = pseudonym
+            out.PatientID = pseudonym
+        if consts is not None:
+            for elem in consts.elements:
+                od[elem.tag] = elem
+        else:
+            out.PatientIdentityRemoved = "YES"
+            out.DeidentificationMethod = self._methods()
+            out.DeidentificationMethodCodeSequence = self._method_codes()
+            out.LongitudinalTemporalInformationModified = self._longitudinal()
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
             new_meta = FileMetaDataset()
-            for elem in meta:
-                tag = int(elem.tag)
+            nd = new_meta._dict
+            for key in sorted(meta._dict, key=int):
+                tag = int(key)
                 if tag in _META_DROP or tag == 0x00020000:
                     continue
-                new_meta.add(elem)
-            media = str(meta.get("MediaStorageSOPInstanceUID", "") or "")
+                nd[key] = meta.get_item(key)  # raw stays raw: converted when (if) read
+            media = _text(meta, _MEDIA_SOP_INSTANCE, "MediaStorageSOPInstanceUID")
             if media and self.table.remap_uids:
-                new_meta[_MEDIA_SOP_INSTANCE].value = self.remap_uid(media)
+                old = nd[BaseTag(_MEDIA_SOP_INSTANCE)]
+                new = self.remap_uid(media)
+                # a new element: the source's file meta must stay as it was
+                media_elem = raw_text(old.tag, "UI", new, (False, True)) if old.VR == "UI" else None
+                nd[old.tag] = media_elem or DataElement(old.tag, str(old.VR), new)
             out.file_meta = new_meta
 
 
-class _Pass:
-    """State of one ``deidentify`` call."""
+def _raw_encoding(ds: Dataset) -> tuple[bool, bool] | None:
+    enc = ds.original_encoding
+    if enc[0] is None or enc[1] is None:
+        return None
+    return (bool(enc[0]), bool(enc[1]))
 
-    def __init__(self, engine: Deidentifier, shift: int, original: Dataset) -> None:
-        self.e = engine
-        self.t = engine.table
-        self.shift = shift
-        self.original = original
-        self._index: PhiIndex | None = None
 
-    def index(self) -> PhiIndex:
-        """Identifying values of the original (all dates included, for cleaning)."""
-        if self._index is None:
-            self._index = collect_phi(self.original, all_dates=True)
-        return self._index
+def _text(ds: Dataset, tag: int, keyword: str) -> str:
+    """``str(ds.<keyword> or "")``, from the raw bytes when that is exact."""
+    fast = single_text(ds, tag, _dict_vr)
+    return fast if fast is not None else str(ds.get(keyword, "") or "")
 
-    def walk(self, src: Dataset) -> Dataset:
-        out = Dataset()
-        enc = getattr(src, "original_encoding", (None, None))
-        if enc[0] is not None and enc[1] is not None:
-            out.set_original_encoding(enc[0], enc[1], src.original_character_set)
-        actions = self.t.actions
-        curve = self.t.curve_groups
-        creators: dict[tuple[int, int], str] = {}
-        for tag in sorted(src.keys()):
-            t = int(tag)
-            group = t >> 16
-            if group & 1:
-                if self.e._safe:
-                    self._private(src, out, tag, creators)
-                continue
-            if (t & 0xFFFF) == 0 or group == 0x0002 or group in curve:
-                continue
-            act = actions.get(t, Act.DEFAULT)
-            if act is Act.REMOVE:
-                continue
-            raw = src.get_item(tag)
-            vr = str(raw.VR) if raw.VR else _dict_vr(t)
-            if act is Act.DEFAULT:
-                if vr == "SQ":
-                    act = Act.WALK
-                elif vr == "UI":
-                    if t in self.t.never_remap or not self.t.remap_uids:
-                        _put(out, tag, raw)
-                        continue
-                    act = Act.UID
-                elif vr in ("DA", "DT") and self.t.shift_dates:
-                    act = Act.SHIFT
-                else:
-                    _put(out, tag, raw)
-                    continue
-            self._apply(src, out, tag, vr, act, raw)
-        return out
 
-    def _apply(self, src: Dataset, out: Dataset, t: Any, vr: str, act: Act, raw: Any) -> None:
-        if act is Act.KEEP and vr != "SQ":
-            _put(out, t, raw)
-        elif act is Act.WALK or act is Act.KEEP:  # K on a sequence: kept, items cleaned
-            if vr != "SQ":
-                _put(out, t, raw)
-                return
-            items = src[t].value or ()
-            out.add_new(t, "SQ", Sequence([self.walk(item) for item in items]))
-        elif act is Act.EMPTY:
-            out.add_new(t, vr, [] if vr == "SQ" else ("" if vr in _STRING_VRS else None))
-        elif act is Act.DUMMY:
-            if vr == "UI":
-                self._remap(src, out, t, vr)
-            elif vr == "SQ":
-                out.add_new(t, "SQ", [])
-            else:
-                out.add_new(t, vr, _DUMMY.get(vr))
-        elif act is Act.UID:
-            if vr == "UI":
-                self._remap(src, out, t, vr)
-            else:
-                out.add_new(t, vr, [] if vr == "SQ" else None)
-        elif act is Act.SHIFT:
-            if vr in ("DA", "DT"):
-                self._shift(out, t, vr, src[t].value)
-            else:
-                _put(out, t, raw)
-        elif act is Act.CLEAN:
-            if vr in _TEXT_VRS and vr != "CS":
-                value = src[t].value
-                if isinstance(value, MultiValue):
-                    cleaned: Any = [self.index().clean(str(v)) for v in value]
-                else:
-                    cleaned = self.index().clean(str(value or ""))
-                out.add_new(t, vr, cleaned)
-            elif vr == "SQ":
-                out.add_new(t, "SQ", Sequence([self.walk(i) for i in src[t].value or ()]))
-            else:
-                _put(out, t, raw)
+@cache
+def _dispatch(profile: DeidProfile) -> dict[int, Act]:
+    """``tag -> action`` for public tags, with the tags the pass always skips (group lengths,
+    file meta, curve groups) mapped to REMOVE, so the pass needs one lookup per element."""
+    table = compile_table(profile)
+    out: dict[int, Act] = {}
+    for tag, act in table.actions.items():
+        group = tag >> 16
+        skip = (tag & 0xFFFF) == 0 or group == 0x0002 or group in table.curve_groups
+        out[tag] = Act.REMOVE if skip else act
+    return out
 
-    def _remap(self, src: Dataset, out: Dataset, t: int, vr: str) -> None:
-        if not self.t.remap_uids:
-            _put(out, t, src.get_item(t))
-            return
-        value = src[t].value
-        remap = self.e.remap_uid
-        if isinstance(value, MultiValue):
-            new: Any = [v if v in UID_dictionary else remap(str(v)) for v in value]
-        elif value:
-            new = value if value in UID_dictionary else remap(str(value))
-        else:
-            new = value
-        out.add_new(t, vr, new)
 
-    def _shift(self, out: Dataset, t: Any, vr: str, value: Any) -> None:
-        fn = _shift_da if vr == "DA" else _shift_dt
-        values = list(value) if isinstance(value, MultiValue) else [value]
-        shifted: list[str] = []
-        for v in values:
-            if not v:
-                continue
-            s = fn(str(v), self.shift)
-            if s is None:  # not a date we can shift: do not keep it
-                out.add_new(t, vr, "")
-                return
-            shifted.append(s)
-        out.add_new(t, vr, shifted if len(shifted) > 1 else (shifted[0] if shifted else ""))
+@dataclass(frozen=True)
+class _Constants:
+    """Raw elements (in one encoding) for the attributes every output gets the same."""
 
-    def _private(
-        self, src: Dataset, out: Dataset, key: Any, creators: dict[tuple[int, int], str]
-    ) -> None:
-        t = int(key)
-        group, el = t >> 16, t & 0xFFFF
-        if 0x10 <= el <= 0xFF:
-            item = src.get_item(key)  # raw when possible: reading must not alter the source
-            value = item.value
-            if isinstance(value, bytes):
-                value = value.decode("latin-1")
-            creators[(group, el)] = str(value).strip(" \x00")
-            return
-        if el < 0x1000:
-            return
-        block = el >> 8
-        creator = creators.get((group, block))
-        if creator is None:
-            return
-        entry = self.e._safe.get((creator, group, el & 0xFF))
-        if entry is None:
-            return
-        opts = self.e.profile.options
-        if entry.action == "date" and not (
-            self.t.shift_dates or opts.retain_longitudinal_full_dates
-        ):
-            return  # a date the Basic Profile would remove
-        creator_tag = BaseTag((group << 16) | block)
-        if creator_tag not in out._dict:
-            _put(out, creator_tag, src.get_item(creator_tag))
-        raw = src.get_item(key)
-        vr = str(raw.VR) if raw.VR and raw.VR != "UN" else entry.vr
-        if entry.action == "date" and self.t.shift_dates:
-            value = raw.value
-            if isinstance(raw, RawDataElement) and isinstance(value, bytes):
-                value = value.decode("latin-1").strip(" \x00")
-            else:
-                value = src[key].value
-            self._shift(out, key, vr, value)
-        elif vr == "UI" and self.t.remap_uids:
-            self._remap(src, out, key, vr)
-        else:
-            _put(out, key, raw)
+    elements: tuple[RawDataElement, ...]
+
+    @classmethod
+    def build(
+        cls, enc: tuple[bool, bool], methods: list[str], codes: Sequence, longitudinal: str
+    ) -> _Constants | None:
+        elements = [
+            raw_text(BaseTag(_IDENTITY_REMOVED), "CS", "YES", enc),
+            raw_text(BaseTag(_METHOD), "LO", methods, enc),
+            _raw_sequence(BaseTag(_METHOD_CODES), codes, enc),
+            raw_text(BaseTag(_LONGITUDINAL), "CS", longitudinal, enc),
+        ]
+        if any(e is None for e in elements):
+            return None
+        return cls(tuple(e for e in elements if e is not None))
+
+
+def _raw_sequence(tag: BaseTag, value: Sequence, enc: tuple[bool, bool]) -> RawDataElement | None:
+    """The sequence as pydicom writes it, as a defined-length raw element (``None`` when the
+    text is not ASCII, so that the output's character set would matter)."""
+    for item in value:
+        for elem in item:
+            if not str(elem.value).isascii():
+                return None
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = enc
+    write_data_element(fp, DataElement(tag, "SQ", value))
+    data = fp.getvalue()
+    header = 8 if enc[0] else 12
+    length = int.from_bytes(data[header - 4 : header], "little" if enc[1] else "big")
+    body = data[header:]
+    if length != len(body):
+        return None
+    return RawDataElement(tag, "SQ", length, body, 0, enc[0], enc[1], True, False)

@@ -18,8 +18,11 @@ from typing import Any
 
 import yaml
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+
+from pair.deid.rawtext import resolved_vr, single_text, text_values
 
 _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
@@ -88,21 +91,35 @@ def _walk(
     want: Callable[[int, str], bool],
     path: str = "",
     skip: frozenset[int] = frozenset(),
-) -> Iterator[tuple[str, Any]]:
-    """Elements at every depth (file meta excluded) for which ``want(tag, vr)`` holds, with
-    their tag path. Only those elements (and sequences) are converted from their raw form."""
-    for key in ds.keys():  # noqa: SIM118 (Dataset iteration yields elements, not tags)
+) -> Iterator[tuple[str, int, str, Any, bool]]:
+    """Elements at every depth (file meta excluded) for which ``want(tag, vr)`` holds, as
+    (tag path, tag, VR, value, fast). ``fast``: the value is the list of strings pydicom would
+    give, read from the raw bytes without converting the element (see ``rawtext``); otherwise
+    VR and value are the converted element's. Only wanted elements (and sequences) are
+    converted, and only when their raw bytes do not tell exactly."""
+    items = ds._dict
+    for key in list(items):
         tag = int(key)
         if tag in skip:
             continue
-        raw = ds.get_item(key)
+        raw = items[key]
+        if type(raw) is RawDataElement and raw.value is None:
+            raw = ds[key]  # a deferred read, as Dataset.get_item does
         vr = str(raw.VR) if raw.VR else _vr_of(tag)
         if vr == "SQ":
             here = f"{path}{_tag_str(tag)}"
             for i, item in enumerate(ds[key].value or ()):
                 yield from _walk(item, want, f"{here}[{i}]", skip)
         elif want(tag, vr):
-            yield f"{path}{_tag_str(tag)}", ds[key]
+            if type(raw) is RawDataElement:
+                real_vr = resolved_vr(raw, tag, _vr_of)
+                if real_vr is not None and real_vr in _TEXT_VRS:
+                    values = text_values(raw, real_vr, pn=True)
+                    if values is not None:
+                        yield f"{path}{_tag_str(tag)}", tag, real_vr, values, True
+                        continue
+            elem = ds[key]
+            yield f"{path}{_tag_str(tag)}", tag, str(elem.VR), elem.value, False
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -206,12 +223,12 @@ def collect_phi(ds: Dataset, *, all_dates: bool = False) -> PhiIndex:
         return vr == "PN" or tag in by_tag or (all_dates and vr == "DA")
 
     index = PhiIndex()
-    for _path, elem in _walk(ds, want):
-        tag = int(elem.tag)
+    for _path, tag, vr, raw_value, fast in _walk(ds, want):
         kind = by_tag.get(tag, "")
         source = _keyword(tag)
-        if elem.VR == "PN":
-            for value in _strings(elem.value):
+        strings = raw_value if fast else _strings(raw_value)
+        if vr == "PN":
+            for value in strings:
                 for part in _PN_SPLIT.split(value):
                     for w in _name_words(part, min_name, stop):
                         index.add_word(w, "name", source)
@@ -219,23 +236,23 @@ def collect_phi(ds: Dataset, *, all_dates: bool = False) -> PhiIndex:
                 if len(whole) >= 2:
                     index.add_phrase(whole, "name", source)
         elif kind == "ids":
-            for value in _strings(elem.value):
+            for value in strings:
                 value = value.strip()
                 if len(value) < int(cfg["min_id"]):
                     continue
                 if value.isdigit() and len(value) < int(cfg["min_numeric_id"]):
                     continue
                 index.add_phrase(normalize(value), "identifier", source)
-        elif kind == "dates" or (all_dates and elem.VR == "DA"):
+        elif kind == "dates" or (all_dates and vr == "DA"):
             label = "date" if kind == "dates" else OTHER_DATE
-            for value in _strings(elem.value):
+            for value in strings:
                 digits = "".join(c for c in value if c.isdigit())
                 if len(digits) == 8:
                     index.add_word(digits, label, source)
                     index.add_phrase([digits[:4], digits[4:6], digits[6:]], label, source)
         elif kind in ("addresses", "institutions"):
             label = "address" if kind == "addresses" else "institution"
-            for value in _strings(elem.value):
+            for value in strings:
                 words = normalize(value)
                 for w in words:
                     if w in stop:
@@ -245,7 +262,7 @@ def collect_phi(ds: Dataset, *, all_dates: bool = False) -> PhiIndex:
                 index.add_phrase(words, label, source)
         elif kind == "free_text":
             n = int(cfg["shingle"])
-            for value in _strings(elem.value):
+            for value in strings:
                 words = normalize(value)
                 if len(words) >= n:
                     for i in range(len(words) - n + 1):
@@ -261,19 +278,20 @@ def scan(index: PhiIndex, deidentified: Dataset) -> list[Finding]:
     if not index:
         return findings
     seen: set[tuple[str, str]] = set()
-    elements: list[tuple[str, Any]] = list(_walk(deidentified, _scan_wanted, skip=_OWN_TAGS))
+    elements = list(_walk(deidentified, _scan_wanted, skip=_OWN_TAGS))
     meta = getattr(deidentified, "file_meta", None)
     if meta is not None:
         elements.extend(_walk(meta, _scan_wanted))
-    for path, elem in elements:
-        vr = elem.VR
-        if vr in _TEXT_VRS:
-            values = _strings(elem.value)
-        elif vr in _BYTE_VRS and int(elem.tag) != _PIXEL_DATA:
-            raw = elem.value
-            if not isinstance(raw, bytes) or len(raw) > _MAX_BYTES_SCANNED:
+    for path, tag, vr, value, fast in elements:
+        values: Iterable[str]
+        if fast:
+            values = value
+        elif vr in _TEXT_VRS:
+            values = _strings(value)
+        elif vr in _BYTE_VRS and tag != _PIXEL_DATA:
+            if not isinstance(value, bytes) or len(value) > _MAX_BYTES_SCANNED:
                 continue
-            values = (raw.decode("latin-1"),)
+            values = (value.decode("latin-1"),)
         else:
             continue
         for value in values:
@@ -300,28 +318,56 @@ def scan_residual_phi(
     return [f for f in findings if f.kind not in exclude_kinds]
 
 
+@cache
+def _tag_of(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"unknown keyword {keyword!r}")
+    return int(tag)
+
+
+def _get_str(ds: Dataset, keyword: str) -> str:
+    """``str(ds.get(keyword, ""))``, from the raw bytes when that is exact."""
+    fast = single_text(ds, _tag_of(keyword), _vr_of)
+    return fast if fast is not None else str(ds.get(keyword, ""))
+
+
+def _get_strings(ds: Dataset, keyword: str) -> Iterable[str]:
+    """``_strings(ds.get(keyword, ""))``, from the raw bytes when that is exact."""
+    tag = _tag_of(keyword)
+    raw = ds._dict.get(tag)  # type: ignore[call-overload]
+    if raw is None:
+        return ()
+    if type(raw) is RawDataElement:
+        vr = resolved_vr(raw, tag, _vr_of)
+        values = text_values(raw, vr) if vr is not None else None
+        if values is not None:
+            return () if values == [""] else values
+    return _strings(ds.get(keyword, ""))
+
+
 def burned_in_risk(ds: Dataset) -> list[str]:
     """Reasons to review the pixels for burned-in text (nothing is altered)."""
     cfg = scanner_config()["burned_in"]
     reasons: list[str] = []
-    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+    if _get_str(ds, "BurnedInAnnotation").upper() == "YES":
         reasons.append("BurnedInAnnotation is YES")
-    if str(ds.get("RecognizableVisualFeatures", "")).upper() == "YES":
+    if _get_str(ds, "RecognizableVisualFeatures").upper() == "YES":
         reasons.append("RecognizableVisualFeatures is YES")
-    sop_class = str(ds.get("SOPClassUID", ""))
+    sop_class = _get_str(ds, "SOPClassUID")
     if sop_class in cfg["secondary_capture_sop_classes"]:
         reasons.append("secondary capture SOP class")
     if sop_class in cfg["document_sop_classes"]:
         reasons.append("encapsulated document SOP class")
-    modality = str(ds.get("Modality", "")).upper()
+    modality = _get_str(ds, "Modality").upper()
     if modality in cfg["risky_modalities"]:
         reasons.append(f"modality {modality} often carries burned-in text")
-    image_type = {str(v).upper() for v in _strings(ds.get("ImageType", ""))}
+    image_type = {str(v).upper() for v in _get_strings(ds, "ImageType")}
     for risky in cfg["risky_image_types"]:
         if risky in image_type:
             reasons.append(f"ImageType contains {risky}")
     for kw in ("SeriesDescription", "ProtocolName", "StudyDescription"):
-        text = f" {' '.join(normalize(str(ds.get(kw, ''))))} "
+        text = f" {' '.join(normalize(_get_str(ds, kw)))} "
         for word in cfg["dose_screen_words"]:
             if f" {word} " in text:
                 reasons.append(f"{kw} suggests a dose screen or protocol page")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -89,14 +89,22 @@ class SqlMappingStore:
     def __init__(self, session: Session, facility_id: int) -> None:
         self.session = session
         self.facility_id = facility_id
+        # Rollbacks (savepoints included) seen in the session: a mapping read or created
+        # before one may be gone, so callers that cache mappings start afresh when it changes.
+        self.rollbacks = 0
+        event.listen(session, "after_soft_rollback", self._rolled_back)
 
-    def _find(self, key: str) -> PrivatePatientIdentity | None:
-        return self.session.scalar(
-            select(PrivatePatientIdentity).where(
+    def _rolled_back(self, session: Session, previous_transaction: object) -> None:
+        self.rollbacks += 1
+
+    def _find(self, key: str) -> PatientMapping | None:
+        row = self.session.execute(
+            select(PrivatePatientIdentity.pseudonym, PrivatePatientIdentity.date_shift_days).where(
                 PrivatePatientIdentity.facility_id == self.facility_id,
                 PrivatePatientIdentity.original_key == key,
             )
-        )
+        ).first()
+        return None if row is None else PatientMapping(row[0], row[1])
 
     def _next_number(self) -> int:
         for _ in range(3):
@@ -128,26 +136,30 @@ class SqlMappingStore:
         patient_name: str,
         issuer: str,
     ) -> PatientMapping:
-        row = self._find(key)
-        if row is None:
-            number = self._next_number()
-            try:
-                with self.session.begin_nested():
-                    row = PrivatePatientIdentity(
+        found = self._find(key)
+        if found is not None:
+            return found
+        number = self._next_number()
+        mapping = PatientMapping(format_pseudonym(prefix, number), date_shift_days)
+        try:
+            with self.session.begin_nested():
+                self.session.execute(
+                    insert(PrivatePatientIdentity).values(
                         facility_id=self.facility_id,
                         original_key=key,
                         original_patient_id=patient_id[:128],
                         original_patient_name=patient_name[:256],
                         original_issuer=issuer[:128],
-                        pseudonym=format_pseudonym(prefix, number),
+                        pseudonym=mapping.pseudonym,
                         date_shift_days=date_shift_days,
                     )
-                    self.session.add(row)
-            except IntegrityError:
-                row = self._find(key)  # lost the race: the winner's pseudonym is the one
-                if row is None:
-                    raise
-        return PatientMapping(row.pseudonym, row.date_shift_days)
+                )
+        except IntegrityError:
+            found = self._find(key)  # lost the race: the winner's pseudonym is the one
+            if found is None:
+                raise
+            return found
+        return mapping
 
     def record_study(
         self, *, original_study_uid: str, original_accession: str, study_uid: str, pseudonym: str
@@ -159,8 +171,8 @@ class SqlMappingStore:
             return
         try:
             with self.session.begin_nested():
-                self.session.add(
-                    PrivateStudyIdentity(
+                self.session.execute(
+                    insert(PrivateStudyIdentity).values(
                         facility_id=self.facility_id,
                         original_study_uid=original_study_uid[:64],
                         original_accession_number=original_accession[:64],
