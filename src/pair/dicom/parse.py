@@ -11,6 +11,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pair.core.errors import Invalid
+from pair.dicom.encode import fast_part10
 
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 
@@ -125,14 +126,38 @@ def _check_native_pixel_length(ds: Dataset) -> None:
 
 
 def to_part10_bytes(ds: Dataset, transfer_syntax_uid: str) -> bytes:
-    """Serialise with a fresh, consistent file meta header."""
+    """Serialise with a fresh, consistent file meta header.
+
+    Sets ``ds.file_meta``. Byte-identical to ``_to_part10_bytes_pydicom``; the fast encoder
+    handles the little-endian syntaxes and leaves anything else (or any error) to pydicom.
+    """
+    ds.file_meta = part10_file_meta(ds, transfer_syntax_uid)
+    try:
+        data = fast_part10(ds)
+    except Exception:  # pydicom decides (and raises its own error) for what we cannot write
+        data = None
+    return data if data is not None else _save_pydicom(ds)
+
+
+def _to_part10_bytes_pydicom(ds: Dataset, transfer_syntax_uid: str) -> bytes:
+    """The reference encoder: pydicom's ``save_as`` (what the fast encoder must equal)."""
+    ds.file_meta = part10_file_meta(ds, transfer_syntax_uid)
+    return _save_pydicom(ds)
+
+
+def part10_file_meta(ds: Dataset, transfer_syntax_uid: str) -> FileMetaDataset:
+    """The file meta group PAIR writes: media storage UIDs from the dataset, PAIR's
+    implementation UID and version name."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = UID(transfer_syntax_uid)
     meta.ImplementationClassUID = UID(PAIR_IMPLEMENTATION_UID)
     meta.ImplementationVersionName = "PAIR_010"
-    ds.file_meta = meta
+    return meta
+
+
+def _save_pydicom(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
