@@ -449,11 +449,13 @@ def fast_part10(ds: Dataset) -> bytes | None:
     if "PixelData" in ds:  # as dcmwrite does (this converts a raw Pixel Data element)
         ds["PixelData"].is_undefined_length = UID(ts).is_compressed
     writer = _Writer(implicit)
+    writer.parts += (preamble or b"\x00" * 128, b"DICM", head)
     writer.dataset(ds)
-    body = b"".join(writer.parts)
     if deflated:
         compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-        body = compressor.compress(body) + compressor.flush()
+        body = compressor.compress(b"".join(writer.parts[3:])) + compressor.flush()
         if len(body) % 2:
             body += b"\x00"
-    return b"".join((preamble or b"\x00" * 128, b"DICM", head, body))
+        del writer.parts[3:]
+        writer.parts.append(body)
+    return b"".join(writer.parts)  # the one copy of the values
