@@ -349,7 +349,7 @@ class _Writer:
         if vr == "SQ":
             self.sequence(tag, elem, encodings)
             return True
-        if tag == _PIXEL_DATA:
+        if tag >> 16 == 0x7FE0 and int(tag) == _PIXEL_DATA:  # (BaseTag.__eq__ is slow)
             return self.pixel_data(elem)
         if elem.is_undefined_length or (not self.implicit and len(vr) != 2):
             return False
