@@ -10,6 +10,7 @@ datasets.
 from __future__ import annotations
 
 import copy
+import io
 import random
 import sys
 import warnings
@@ -34,6 +35,7 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
+from pynetdicom.dsutils import decode, encode
 
 from pair.accounts import service as accounts
 from pair.core.node import Node
@@ -44,6 +46,7 @@ from pair.dicom.parse import (
     parse_bytes,
     part10_file_meta,
     to_part10_bytes,
+    validate_dataset,
 )
 from pair.synth.generator import generate
 from tests.factories import ct_instance
@@ -183,9 +186,9 @@ def _item(**values: object) -> Dataset:
     return item
 
 
-def edge_dataset() -> Dataset:
-    """Nested, private, odd, multi-valued, empty, ambiguous and non-ASCII elements."""
-    ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), size=4)
+def edge_dataset(size: int = 4) -> Dataset:
+    """Nested, private, odd, multi-valued, empty and ambiguous-VR elements of most VRs."""
+    ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), size=size)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "X"]
     ds.OtherPatientIDs = ["A1", "B22", "C333"]
     ds.AdditionalPatientHistory = "odd"
@@ -396,3 +399,21 @@ def test_random_datasets() -> None:
         if "ReferencedImageSequence" in parsed and parsed.ReferencedImageSequence:
             parsed.ReferencedImageSequence.append(_random_dataset(rng, 2))
         assert_same(parsed, ts)
+
+
+@pytest.mark.parametrize("ts", [*LITTLE_ENDIAN, RLELossless, JPEGLSLossless])
+def test_dimse_datasets(ts: str, deidentify: Deid) -> None:
+    """C-STORE: pynetdicom decodes the P-DATA bytes (no file meta) and ingest encodes that."""
+    ds = edge_dataset(size=32)
+    if UID(ts).is_compressed:
+        ds.compress(ts)
+    uid = UID(ts)
+    wire = encode(ds, uid.is_implicit_VR, uid.is_little_endian, uid.is_deflated)
+    assert wire is not None
+
+    def received() -> Dataset:
+        return decode(io.BytesIO(wire), uid.is_implicit_VR, uid.is_little_endian, uid.is_deflated)
+
+    assert_same(received(), ts)
+    parsed = validate_dataset(received())
+    assert_same(deidentify(parsed.dataset), ts)
