@@ -100,6 +100,10 @@ def _check_ingest(data: bytes, deidentify: Deid, targets: tuple[str, ...] = ()) 
     assert_same(parsed.dataset, ts, fast=fast)
     for target in targets:
         assert_same(parse_bytes(data).dataset, target)
+    decoded = parse_bytes(data).dataset
+    for _ in decoded.iterall():  # every element decoded: the decoded-element writers
+        pass
+    assert_same(decoded, ts, fast=fast)
     out = deidentify(parse_bytes(data).dataset)
     stored = assert_same(out, ts, fast=fast)
     assert_same(parse_bytes(stored).dataset, ts, fast=fast)  # what retrieve reads back
@@ -279,6 +283,10 @@ def test_edge_cases(ts: str, deidentify: Deid) -> None:
     ds.LargestImagePixelValue  # noqa: B018  converts an ambiguous raw element
     ds.ReferencedImageSequence.append(_item(ReferencedSOPInstanceUID="9.8.7"))
     assert_same(ds, ts)
+    ds = parse_bytes(data).dataset
+    decoded = sum(1 for _ in ds.iterall())  # decodes every element, nested ones too
+    assert decoded > 60
+    assert_same(ds, ts)  # each VR through the decoded-element writers
     ds = parse_bytes(data).dataset
     _odd_raw(ds)
     ds.file_meta = FileMetaDataset()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from typing import Any
+from typing import Any, cast
 
 from pydicom.charset import (
     convert_encodings,
@@ -69,10 +69,8 @@ _VR_LONG = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 _VR_SHORT = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_16)
 _PIXEL_VRS = frozenset(("OB", "OW", "OB or OW"))
 _CHARSET_VRS = frozenset(str(vr) for vr in CUSTOMIZABLE_CHARSET_VR)
-# pydicom's value writers by VR, except SQ (written here) and AT (needs a full DicomIO)
-_WRITERS: dict[str, tuple[Any, Any]] = {
-    str(vr): w for vr, w in writers.items() if str(vr) not in ("SQ", "AT")
-}
+# pydicom's value writers by VR, except SQ (written here)
+_WRITERS: dict[str, tuple[Any, Any]] = {str(vr): w for vr, w in writers.items() if vr != "SQ"}
 
 
 def _little_endian_syntax(ts: str) -> tuple[bool, bool] | None:
@@ -165,7 +163,7 @@ _NUMBER_TYPES = (int, float)
 def _joined(value: Any) -> str | None:
     """A str or a multi-value of str as ``multi_string`` joins it; None for other types."""
     if type(value) is str or type(value) is UID:
-        return value  # type: ignore[no-any-return]
+        return cast(str, value)
     if type(value) is MultiValue and all(type(v) is str or type(v) is UID for v in value):
         return "\\".join(value)
     return None
@@ -247,8 +245,8 @@ def _untouched_item(ds: Dataset) -> bool:
 
 
 class _ValueBuffer(io.BytesIO):
-    """What pydicom's value writers need of a ``DicomIO``: ``write``, ``write_tag``, the
-    byte order (they only ever write little endian here)."""
+    """What pydicom's value writers need of a ``DicomIO``: ``write``, ``write_tag`` (AT) and
+    the byte order (numbers; always little endian here)."""
 
     is_little_endian = True
 
@@ -329,12 +327,12 @@ class _Writer:
             length = _UNDEFINED if undefined else len(value)
             self.parts += (_IMPLICIT_HEADER.pack(group, element, length), value)
         else:
-            vr = elem.VR
+            vr = elem.VR or ""  # None (implicit VR input) is in neither set
             if vr in _VR_LONG:
                 length = _UNDEFINED if undefined else len(value)
-                header = _LONG_HEADER.pack(group, element, vr.encode(), length)  # type: ignore[union-attr]
+                header = _LONG_HEADER.pack(group, element, vr.encode(), length)
             elif vr in _VR_SHORT and not undefined and len(value) <= 0xFFFF:
-                header = _SHORT_HEADER.pack(group, element, vr.encode(), len(value))  # type: ignore[union-attr]
+                header = _SHORT_HEADER.pack(group, element, vr.encode(), len(value))
             else:
                 return False
             self.parts += (header, value)
