@@ -38,7 +38,7 @@ from pydicom.uid import (
 from pynetdicom.dsutils import decode, encode
 
 from pair.accounts import service as accounts
-from pair.core.node import Node
+from pair.core.node import open_node
 from pair.deid.service import deidentifier_for
 from pair.dicom.encode import fast_part10
 from pair.dicom.parse import (
@@ -83,13 +83,17 @@ def assert_same(ds: Dataset, ts: str, *, fast: bool = True) -> bytes:
     return expected
 
 
-@pytest.fixture
-def deidentify(sqlite_node: Node) -> Iterator[Deid]:
-    """The real de-identifier of a facility, as ingest uses it."""
-    with sqlite_node.db.session() as s:
-        facility = accounts.create_facility(s, "Codec test", "CODEC")
-        engine = deidentifier_for(s, sqlite_node.settings, facility)
-        yield lambda ds: engine.deidentify(ds).dataset
+@pytest.fixture(scope="module")
+def deidentify(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deid]:
+    """The real de-identifier of a facility, as ingest uses it (one node for the module)."""
+    node = open_node(tmp_path_factory.mktemp("codec") / "node")
+    try:
+        with node.db.session() as s:
+            facility = accounts.create_facility(s, "Codec test", "CODEC")
+            engine = deidentifier_for(s, node.settings, facility)
+            yield lambda ds: engine.deidentify(ds).dataset
+    finally:
+        node.close()
 
 
 def _check_ingest(data: bytes, deidentify: Deid, targets: tuple[str, ...] = ()) -> None:
