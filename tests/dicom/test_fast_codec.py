@@ -262,16 +262,28 @@ def _text_dataset(charset: str) -> Dataset:
 
 
 def _odd_raw(ds: Dataset) -> None:
-    """Raw odd-length values as a non-conformant sender writes them (read, never padded)."""
+    """Raw values as a non-conformant sender or another reader may leave them: odd lengths
+    (never padded), undefined lengths, encapsulated Pixel Data inside an item."""
     implicit = bool(ds.original_encoding[0])
-    for tag, vr, value in (
-        (0x00081030, "LO", b"odd"),
-        (0x00091010, "LO", b"X"),
-        (0x00191011, "OB", b"\x01\x02\x03"),
-    ):
+    fragments = b"\xfe\xff\x00\xe0\x00\x00\x00\x00\xfe\xff\x00\xe0\x02\x00\x00\x00\xff\xd9"
+    raw = (
+        (0x00081030, "LO", b"odd", 3),
+        (0x00091010, "LO", b"X", 1),
+        (0x00191011, "OB", b"\x01\x02\x03", 3),
+        (0x00191012, "OB", fragments, 0xFFFFFFFF),
+        (0x00191013, "UN", b"\x01\x02", 0xFFFFFFFF),
+    )
+    for tag, vr, value, length in raw:
         ds._dict[BaseTag(tag)] = RawDataElement(
-            BaseTag(tag), None if implicit else vr, len(value), value, 0, implicit, True
+            BaseTag(tag), None if implicit else vr, length, value, 0, implicit, True
         )
+    icon = Dataset()
+    icon.set_original_encoding(implicit, True)
+    pixels = BaseTag(0x7FE00010)
+    icon._dict[pixels] = RawDataElement(
+        pixels, None if implicit else "OB", 0xFFFFFFFF, fragments, 0, implicit, True
+    )
+    ds.IconImageSequence = [icon]
 
 
 @pytest.mark.parametrize("ts", LITTLE_ENDIAN)
