@@ -37,6 +37,7 @@ from pydicom.filewriter import (
     writers,
 )
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -54,6 +55,7 @@ from pydicom.valuerep import (
 )
 
 _PIXEL_DATA = 0x7FE00010
+_CHARSET = BaseTag(0x00080005)
 _UNDEFINED = 0xFFFFFFFF
 _ITEM_TAG = b"\xfe\xff\x00\xe0"
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
@@ -218,6 +220,25 @@ def _value_bytes(tag: int, vr: str, value: Any, encodings: list[str]) -> bytes |
     return None
 
 
+_CONVERTED: dict[tuple[str, ...], list[str]] = {}
+
+
+def _converted(encodings: str | list[str]) -> list[str]:
+    """``convert_encodings(encodings)``, remembered for the few values a node sees."""
+    if isinstance(encodings, str):
+        key: tuple[str, ...] = (encodings,)
+    elif all(isinstance(e, str) for e in encodings):
+        key = tuple(encodings)
+    else:
+        return convert_encodings(encodings)
+    converted = _CONVERTED.get(key)
+    if converted is None:
+        converted = convert_encodings(encodings)
+        if len(_CONVERTED) < 256:
+            _CONVERTED[key] = converted
+    return list(converted)
+
+
 def _decoded_tree(ds: Dataset) -> bool:
     """True if pydicom's re-encoding of ``ds`` (``correct_ambiguous_vr`` and ``__getitem__``
     on every element) would change nothing: no raw element at this level, and no ambiguous
@@ -296,9 +317,10 @@ class _Writer:
             # pydicom converts every raw element and corrects ambiguous VRs here: let it.
             self._pydicom(write_dataset, ds, parent_encoding)
             return
-        encodings = ds.get("SpecificCharacterSet", parent_encoding)
-        converted: list[str] | None = None  # what write_data_element makes of `encodings`
+        # ds.get("SpecificCharacterSet", parent_encoding), without the keyword lookup
         elements = ds._dict
+        encodings = ds[_CHARSET].value if _CHARSET in elements else parent_encoding
+        converted: list[str] | None = None  # what write_data_element makes of `encodings`
         for tag in sorted(elements, key=int):
             if not tag & 0xFFFF and tag >> 16 > 6:
                 continue  # retired group lengths are not written
@@ -309,7 +331,7 @@ class _Writer:
                 elem = ds.get_item(tag)  # a deferred value is read and converted here
             elif type(elem) is DataElement and (elem.tag is tag or elem.tag == tag):
                 if converted is None:
-                    converted = convert_encodings(encodings or [default_encoding])
+                    converted = _converted(encodings or [default_encoding])
                 if self.element(tag, elem, converted):
                     continue
             self._pydicom(write_data_element, elem, encodings)
