@@ -7,7 +7,7 @@ throwaway SQLite node, for generated CT 512x512 slices and CR radiographs
 is ``to_part10_bytes``; parse "old" is ``pydicom.dcmread`` plus the original validation
 (``_parse_bytes_pydicom``), "new" is ``parse_bytes``. The two encoders' bytes are compared for
 every instance. CPU is ``time.process_time`` of one thread, median of ``--repeat`` passes over
-all instances, divided by the number of instances.
+all instances (old and new passes alternate), divided by the number of instances.
 
 Run:  PYTHONPATH=src python benchmarks/codec_bench.py --ct 100 --cr 5
       PYTHONPATH=src python benchmarks/codec_bench.py --profile encode   (cProfile, top 25)
@@ -36,16 +36,20 @@ from common import (
 )
 
 
-def cpu_ms(fn: Callable[[Any], object], items: Sequence[Any], repeat: int) -> float:
-    """Median over ``repeat`` passes of the CPU ms per item."""
-    fn(items[0])  # warm-up
-    passes = []
+def cpu_ms(
+    old: Callable[[Any], object], new: Callable[[Any], object], items: Sequence[Any], repeat: int
+) -> tuple[float, float]:
+    """Median CPU ms per item of ``old`` and ``new``, passes alternating (load drifts)."""
+    old(items[0])  # warm-up
+    new(items[0])
+    passes: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        t0 = time.process_time()
-        for item in items:
-            fn(item)
-        passes.append((time.process_time() - t0) / len(items) * 1000)
-    return statistics.median(passes)
+        for fn, out in ((old, passes[0]), (new, passes[1])):
+            t0 = time.process_time()
+            for item in items:
+                fn(item)
+            out.append((time.process_time() - t0) / len(items) * 1000)
+    return statistics.median(passes[0]), statistics.median(passes[1])
 
 
 def bench(files: Sequence[Path], label: str, node_dir: Path, repeat: int) -> list[str]:
@@ -71,10 +75,13 @@ def bench(files: Sequence[Path], label: str, node_dir: Path, repeat: int) -> lis
             for ds in outs:
                 if to_part10_bytes(ds, ts) != _to_part10_bytes_pydicom(ds, ts):
                     raise SystemExit(f"{label}: encoders disagree on {ds.SOPInstanceUID}")
-            parse_old = cpu_ms(_parse_bytes_pydicom, raw, repeat)
-            parse_new = cpu_ms(parse_bytes, raw, repeat)
-            enc_old = cpu_ms(lambda ds: _to_part10_bytes_pydicom(ds, ts), outs, repeat)
-            enc_new = cpu_ms(lambda ds: to_part10_bytes(ds, ts), outs, repeat)
+            parse_old, parse_new = cpu_ms(_parse_bytes_pydicom, parse_bytes, raw, repeat)
+            enc_old, enc_new = cpu_ms(
+                lambda ds: _to_part10_bytes_pydicom(ds, ts),
+                lambda ds: to_part10_bytes(ds, ts),
+                outs,
+                repeat,
+            )
     finally:
         node.close()
     return [
