@@ -1,16 +1,20 @@
 """Fast Part 10 encoder for little-endian datasets, byte-identical to pydicom's ``dcmwrite``.
 
-Ingest re-encodes every de-identified instance. Most of its elements are pydicom
-``RawDataElement`` objects copied unchanged from the parsed input; pydicom writes each of them
-through several buffer objects and property lookups, which dominates the per-instance CPU. This
-module follows pydicom's ``dcmwrite(..., enforce_file_format=True)`` / ``write_dataset`` step by
-step (same element order, same conversions and side effects on the dataset) but writes raw
-elements whose encoding already matches as header + value bytes into one list that is joined
-once. Everything else (converted elements, foreign-encoded or charset-changed datasets) goes
-through pydicom's own ``write_data_element`` / ``write_dataset``, so the bytes stay the same.
+Ingest re-encodes every de-identified instance: raw elements copied unchanged from the parsed
+input plus decoded ones (remapped UIDs, shifted dates, the pseudonym, the method sequence).
+pydicom writes each element through fresh buffer objects, charset conversion and property
+lookups, which dominated the per-instance CPU. This module follows pydicom's
+``dcmwrite(..., enforce_file_format=True)`` / ``write_dataset`` step by step (same element
+order, same conversions and side effects on the dataset) and writes into one list joined once:
+raw elements whose encoding matches as header + original value bytes, decoded elements of the
+common VRs (ASCII text, UIDs, dates, numbers, number strings) formatted as pydicom's writers
+format them, other decoded values through pydicom's own value writers, and datasets pydicom
+would re-encode wholesale (foreign encoding, changed character set, ambiguous VRs) through
+pydicom's ``write_dataset``.
 
 ``fast_part10`` returns ``None`` for what it does not handle (big endian, private or unknown
 transfer syntaxes, unusual file meta or preamble); callers then use pydicom itself.
+``tests/dicom/test_fast_codec.py`` holds the byte-equality checks.
 """
 
 from __future__ import annotations
