@@ -22,12 +22,14 @@ def steps(full: bool) -> list[list[str]]:
     if full:
         return [
             ["deid_bench.py", "--ct", "200", "--cr", "20"],
+            ["codec_bench.py", "--ct", "200", "--cr", "10"],
             ["ingest_bench.py", "--ct", "200", "--cr", "10", "--floor"],
             ["ingest_bench.py", "--ct", "200", "--cr", "10", "--db", "postgresql", "--no-retrieve"],
             ["qido_bench.py", "--sizes", "100000", "1000000"],
         ]
     return [
         ["deid_bench.py", "--ct", "50", "--cr", "5"],
+        ["codec_bench.py", "--ct", "50", "--cr", "2"],
         ["ingest_bench.py", "--ct", "100", "--cr", "4", "--instance-requests", "50", "--floor"],
         ["qido_bench.py", "--sizes", "100000", "--requests", "200"],
     ]
