@@ -121,7 +121,6 @@ class Deidentifier:
         self._patients: dict[str, PatientMapping] = {}
         self._studies: set[str] = set()
         self._rollbacks = getattr(store, "rollbacks", 0)
-        self._constants: dict[tuple[bool, bool], _Constants | None] = {}
         self._pseudonym_elements: dict[tuple[str, tuple[bool, bool]], tuple[Any, Any]] = {}
 
     # -- keyed derivations -------------------------------------------------------------------
@@ -248,11 +247,12 @@ class Deidentifier:
         once; raw elements are immutable, so every output can hold the same ones)."""
         if enc is None:
             return None
-        if enc not in self._constants:
-            self._constants[enc] = _Constants.build(
+        key = (self.profile, enc)  # per process: a Deidentifier lives for one batch only
+        if key not in _CONSTANTS:
+            _CONSTANTS[key] = _Constants.build(
                 enc, self._methods(), self._method_codes(), self._longitudinal()
             )
-        return self._constants[enc]
+        return _CONSTANTS[key]
 
     def _finish(self, out: Dataset, ds: Dataset, pseudonym: str) -> None:
         enc = _raw_encoding(out)
@@ -345,6 +345,9 @@ class _Constants:
         if any(e is None for e in elements):
             return None
         return cls(tuple(e for e in elements if e is not None))
+
+
+_CONSTANTS: dict[tuple[DeidProfile, tuple[bool, bool]], _Constants | None] = {}
 
 
 def _raw_sequence(tag: BaseTag, value: Sequence, enc: tuple[bool, bool]) -> RawDataElement | None:
