@@ -142,11 +142,7 @@ def stored_digests(session: Session, sop_instance_uids: Sequence[str]) -> dict[s
     """SOP Instance UID → SHA-256 of what is already stored, for the given UIDs."""
     if not sop_instance_uids:
         return {}
-    rows = session.execute(
-        select(Instance.sop_instance_uid, Instance.sha256).where(
-            Instance.sop_instance_uid.in_(sorted(set(sop_instance_uids)))
-        )
-    )
+    rows = session.execute(_STORED_DIGESTS, {"uids": sorted(set(sop_instance_uids))})
     return {uid: sha for uid, sha in rows}
 
 
@@ -201,6 +197,34 @@ def _table(model: type[Base]) -> Table:
     return table
 
 
+# prebuilt statements for the per-batch hot path (Core tables: no ORM compilation per call)
+_instance_t, _series_t, _study_t = _table(Instance), _table(Series), _table(Study)
+_STORED_DIGESTS = select(_instance_t.c.sop_instance_uid, _instance_t.c.sha256).where(
+    _instance_t.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
+)
+_KNOWN_SERIES = (
+    select(
+        _series_t.c.series_uid,
+        _series_t.c.id,
+        _study_t.c.study_uid,
+        _study_t.c.id,
+        _study_t.c.modalities,
+    )
+    .join(_study_t, _series_t.c.study_pk == _study_t.c.id)
+    .where(_series_t.c.series_uid.in_(bindparam("uids", expanding=True)))
+)
+_COUNT_SERIES = (
+    update(_series_t)
+    .where(_series_t.c.id == bindparam("pk"))
+    .values(num_instances=_series_t.c.num_instances + bindparam("n"))
+)
+_COUNT_STUDY = (
+    update(_study_t)
+    .where(_study_t.c.id == bindparam("pk"))
+    .values(num_instances=_study_t.c.num_instances + bindparam("n"), updated_at=bindparam("now"))
+)
+
+
 def index_records(session: Session, facility_id: int, records: Sequence[IndexRecord]) -> None:
     """Index new instances (the caller has excluded those already stored).
 
@@ -215,9 +239,7 @@ def index_records(session: Session, facility_id: int, records: Sequence[IndexRec
     series_pk: dict[str, int] = {}
     studies: dict[str, tuple[int, str]] = {}
     for series_uid, pk, study_uid, study_pk, modalities in session.execute(
-        select(Series.series_uid, Series.id, Study.study_uid, Study.id, Study.modalities)
-        .join(Study, Series.study_pk == Study.id)
-        .where(Series.series_uid.in_(sorted(wanted_series)))
+        _KNOWN_SERIES, {"uids": sorted(wanted_series)}
     ):
         series_pk[series_uid] = pk
         studies[study_uid] = (study_pk, modalities)
@@ -246,23 +268,27 @@ def index_records(session: Session, facility_id: int, records: Sequence[IndexRec
         pk = series_pk[r.series["series_uid"]]
         per_series[pk] = per_series.get(pk, 0) + 1
         per_study[r.study["study_uid"]] = per_study.get(r.study["study_uid"], 0) + 1
-    series_table = _table(Series)
-    session.execute(  # a Core executemany: one statement for all series of the batch
-        update(series_table)
-        .where(series_table.c.id == bindparam("pk"))
-        .values(num_instances=series_table.c.num_instances + bindparam("n")),
-        [{"pk": pk, "n": n} for pk, n in sorted(per_series.items())],
+    session.execute(  # Core executemany: one statement for all series of the batch
+        _COUNT_SERIES, [{"pk": pk, "n": n} for pk, n in sorted(per_series.items())]
     )
-    for study_uid, n in sorted(per_study.items()):
+    known_studies = [
+        {"pk": studies[uid][0], "n": n, "now": now}
+        for uid, n in sorted(per_study.items())
+        if uid not in new_series
+    ]
+    if known_studies:
+        session.execute(_COUNT_STUDY, known_studies)
+    for study_uid, added in sorted(new_series.items()):
         pk, modalities = studies[study_uid]
-        values: dict[str, Any] = {"num_instances": Study.num_instances + n, "updated_at": now}
-        added = new_series.get(study_uid, [])
-        if added:
-            values["num_series"] = Study.num_series + len(added)
-            known = set(filter(None, modalities.split("\\")))
-            merged = known | set(filter(None, added))
-            if merged != known:
-                values["modalities"] = "\\".join(sorted(merged))
+        values: dict[str, Any] = {
+            "num_instances": Study.num_instances + per_study[study_uid],
+            "num_series": Study.num_series + len(added),
+            "updated_at": now,
+        }
+        known = set(filter(None, modalities.split("\\")))
+        merged = known | set(filter(None, added))
+        if merged != known:
+            values["modalities"] = "\\".join(sorted(merged))
         session.execute(
             update(Study)
             .where(Study.id == pk)
