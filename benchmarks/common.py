@@ -202,22 +202,40 @@ def orthanc_version() -> str:
     return first[0].split()[-1] if first else "unknown"
 
 
-class OrthancServer:
-    """Debian's Orthanc with the DICOMweb plugin, temp storage, loopback clients only."""
+class _UnauthenticatedServer:
+    """A loopback server without tokens that counts its instances at ``/statistics``."""
 
-    name = "Orthanc"
+    name = ""
+    dicomweb_path = ""
 
-    def __init__(self, workdir: Path, ae_title: str = "ORTHANC") -> None:
-        self.dir = workdir / "orthanc"
+    def __init__(self, workdir: Path, ae_title: str) -> None:
+        self.dir = workdir / self.name.lower()
         self.port = free_port()
         self.dicom_port = free_port()
         self.ae_title = ae_title
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.dicomweb_path = "/dicom-web"
         self.dicomweb = self.base_url + self.dicomweb_path
         self.headers: dict[str, str] = {}
-        self.log = workdir / "orthanc.log"
+        self.log = workdir / f"{self.name.lower()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def count_instances(self) -> int:
+        r = httpx.get(self.base_url + "/statistics", timeout=30)
+        r.raise_for_status()
+        return int(r.json()["CountInstances"])
+
+
+class OrthancServer(_UnauthenticatedServer):
+    """Debian's Orthanc with the DICOMweb plugin, temp storage, loopback clients only."""
+
+    name = "Orthanc"
+    dicomweb_path = "/dicom-web"
+
+    def __init__(self, workdir: Path, ae_title: str = "ORTHANC") -> None:
+        super().__init__(workdir, ae_title)
 
     def config(self) -> dict[str, Any]:
         storage = str(self.dir / "storage")
@@ -254,30 +272,15 @@ class OrthancServer:
         _wait_http(self.base_url + "/system", self.proc, self.log, "Orthanc")
         return self
 
-    def stop(self) -> None:
-        _stop(self.proc)
 
-    def count_instances(self) -> int:
-        r = httpx.get(self.base_url + "/statistics", timeout=30)
-        r.raise_for_status()
-        return int(r.json()["CountInstances"])
-
-
-class FloorServer:
+class FloorServer(_UnauthenticatedServer):
     """``ingest_floor.py``: PAIR's HTTP/DIMSE stack storing durably and doing nothing else."""
 
     name = "floor"
+    dicomweb_path = "/dicomweb"
 
     def __init__(self, workdir: Path, ae_title: str = "FLOOR") -> None:
-        self.dir = workdir / "floor"
-        self.port = free_port()
-        self.dicom_port = free_port()
-        self.ae_title = ae_title
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.dicomweb_path = "/dicomweb"
-        self.headers: dict[str, str] = {}
-        self.log = workdir / "floor.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(workdir, ae_title)
 
     def start(self) -> FloorServer:
         env = {
@@ -291,14 +294,6 @@ class FloorServer:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         _wait_http(self.base_url + "/healthz", self.proc, self.log, "ingest floor")
         return self
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-    def count_instances(self) -> int:
-        r = httpx.get(self.base_url + "/statistics", timeout=30)
-        r.raise_for_status()
-        return int(r.json()["CountInstances"])
 
 
 Server = PairNode | OrthancServer | FloorServer
