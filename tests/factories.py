@@ -7,7 +7,26 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
+
+# the syntaxes the ingest tests send (JPEG baseline comes from the shared CR file)
+INGEST_TRANSFER_SYNTAXES = [
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    RLELossless,
+    JPEGLSLossless,
+    JPEG2000Lossless,
+]
 
 FAKE_PATIENT = {
     "PatientName": "DOE^JOHNATHAN",

@@ -29,7 +29,6 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
     RLELossless,
@@ -49,7 +48,7 @@ from pair.dicom.parse import (
     validate_dataset,
 )
 from pair.synth.generator import generate
-from tests.factories import ct_instance
+from tests.factories import INGEST_TRANSFER_SYNTAXES, ct_instance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -156,17 +155,7 @@ def test_synth_output(synth_files: list[Path], deidentify: Deid) -> None:
     assert {"CT", "DX"} <= modalities
 
 
-@pytest.mark.parametrize(
-    "ts",
-    [
-        ImplicitVRLittleEndian,
-        ExplicitVRLittleEndian,
-        DeflatedExplicitVRLittleEndian,
-        RLELossless,
-        JPEGLSLossless,
-        JPEG2000Lossless,
-    ],
-)
+@pytest.mark.parametrize("ts", INGEST_TRANSFER_SYNTAXES)
 def test_transfer_syntaxes(ts: str, deidentify: Deid) -> None:
     ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), size=64)
     if UID(ts).is_compressed:

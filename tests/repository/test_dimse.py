@@ -10,19 +10,14 @@ import httpx
 import pydicom
 import pytest
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLSLossless,
-    RLELossless,
     generate_uid,
 )
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
 
 from tests.conftest import LiveNode
-from tests.factories import ct_instance, write_series
+from tests.factories import INGEST_TRANSFER_SYNTAXES, ct_instance, write_series
 
 pytestmark = pytest.mark.integration
 
@@ -136,17 +131,7 @@ def _send(live: LiveNode, datasets: list[pydicom.Dataset], ts: str) -> list[int]
     return statuses
 
 
-@pytest.mark.parametrize(
-    "ts",
-    [
-        ImplicitVRLittleEndian,
-        ExplicitVRLittleEndian,
-        DeflatedExplicitVRLittleEndian,
-        RLELossless,
-        JPEGLSLossless,
-        JPEG2000Lossless,
-    ],
-)
+@pytest.mark.parametrize("ts", INGEST_TRANSFER_SYNTAXES)
 def test_pynetdicom_store_transfer_syntaxes(live: LiveNode, ts: str) -> None:
     study, series = generate_uid(), generate_uid()
     datasets = []
