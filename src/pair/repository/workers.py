@@ -71,8 +71,9 @@ def default_worker_count(cpus: int | None = None) -> int:
 
     Handing an instance to a worker costs CPU (the bytes cross a pipe; each batch opens its
     own session and de-identifier) and pays only when cores would otherwise sit idle: on a
-    2-core machine ingest measured 10-25 % more CPU per instance with workers and no steadier
-    throughput (docs/benchmarks.md), so small machines ingest in the serving process.
+    2-core machine STOW-RS used more CPU per instance with two workers and got slower, while
+    two parallel C-STORE associations got faster (docs/benchmarks.md), so machines with one or
+    two cores ingest in the serving process unless told otherwise.
     """
     cpus = cpus or os.cpu_count() or 1
     return 0 if cpus <= 2 else min(4, cpus - 1)
