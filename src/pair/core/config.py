@@ -88,8 +88,10 @@ def _read_or_create_secret(path: Path) -> bytes:
         return bytes.fromhex(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_bytes(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # a temp name of its own: processes starting together (ingest workers, a CLI next to the
+    # server) must not write into each other's file; exactly one link below wins
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex())
         fh.flush()
@@ -98,6 +100,12 @@ def _read_or_create_secret(path: Path) -> bytes:
         os.link(tmp, path)  # atomic, fails if another process won the race
     except FileExistsError:
         pass
+    else:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
     return bytes.fromhex(path.read_text().strip())

@@ -87,6 +87,7 @@ class IngestWorkers:
             raise ValueError("an ingest worker pool needs at least one process")
         self.settings = settings
         self.processes = processes
+        settings.site_secret  # noqa: B018 - created here once, before workers read it
         self._executor = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
