@@ -7,6 +7,7 @@ elements) parsed, de-identified + scanned, and written, N times.
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,13 +19,12 @@ from pair.deid.engine import Deidentifier
 from pair.deid.profile import default_profile
 from pair.deid.store import InMemoryMappingStore
 
-SOURCE = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "data"
-    / "dicom"
-    / "pydicom_CT_small.dcm"
+# the team's shared data (PAIR_SHARED_DATA, as in the tests; default: ../shared/data)
+SHARED_DATA = Path(
+    os.environ.get("PAIR_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
 )
+SOURCE = SHARED_DATA / "dicom" / "pydicom_CT_small.dcm"
 
 
 def main(n: int = 500) -> None:
