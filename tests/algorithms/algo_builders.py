@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from pair.algorithms.manifest import Manifest
 from pair.algorithms.package import sha256_file
 from pair.algorithms.runner import LoadedAlgorithm
+from pair.algorithms.wrap import png_to_dicom
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "src/pair/algorithms/data/demo-cxr-opacity"
 OPSET = [helper.make_opsetid("", 17)]
@@ -262,3 +263,16 @@ def load_algorithm(folder: Path) -> LoadedAlgorithm:
     """An unpacked package folder as the runner takes it (manifest, model path, checksum)."""
     m = Manifest.model_validate(yaml.safe_load((folder / "pair-algorithm.yaml").read_text()))
     return LoadedAlgorithm(m, folder / m.model.file, sha256_file(folder / m.model.file))
+
+
+def wrap_shared_pngs(shared_data: Path, out: Path, n: int, *, varied: bool = False) -> list[Path]:
+    """The first ``n`` shared chest PNGs as DICOM files in ``out``; ``varied``: every third
+    MONOCHROME1 and one patient per image."""
+    paths = []
+    for i, png in enumerate(sorted((shared_data / "images").glob("*.png"))[:n]):
+        paths.append(out / f"{png.stem}.dcm")
+        if varied:
+            png_to_dicom(png, paths[-1], monochrome1=i % 3 == 0, patient_id=f"P{i}")
+        else:
+            png_to_dicom(png, paths[-1])
+    return paths

@@ -31,6 +31,7 @@ from tests.algorithms.algo_builders import (
     manifest,
     mean_model,
     slow_model,
+    wrap_shared_pngs,
     write_package,
 )
 
@@ -44,12 +45,7 @@ def demo() -> LoadedAlgorithm:
 
 @pytest.fixture(scope="module")
 def wrapped_pngs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    out = tmp_path_factory.mktemp("wrapped")
-    paths = []
-    for i, png in enumerate(sorted((shared_data / "images").glob("*.png"))[:12]):
-        paths.append(out / f"{png.stem}.dcm")
-        png_to_dicom(png, paths[-1], monochrome1=i % 3 == 0, patient_id=f"P{i}")
-    return paths
+    return wrap_shared_pngs(shared_data, tmp_path_factory.mktemp("wrapped"), 12, varied=True)
 
 
 def test_demo_on_real_dicom(demo: LoadedAlgorithm, shared_data: Path, tmp_path: Path) -> None:

@@ -17,12 +17,12 @@ import pytest
 from pair.algorithms.limits import Limits
 from pair.algorithms.runner import Case, LoadedAlgorithm, WorkerPool, run_inference
 from pair.algorithms.sandbox import WorkerFailure, WorkerProcess
-from pair.algorithms.wrap import png_to_dicom
 from tests.algorithms.algo_builders import (
     DEMO_DIR,
     load_algorithm,
     manifest,
     mean_model,
+    wrap_shared_pngs,
     write_package,
 )
 
@@ -36,12 +36,7 @@ def demo() -> LoadedAlgorithm:
 
 @pytest.fixture(scope="module")
 def images(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    out = tmp_path_factory.mktemp("pool")
-    paths = []
-    for png in sorted((shared_data / "images").glob("*.png"))[:4]:
-        paths.append(out / f"{png.stem}.dcm")
-        png_to_dicom(png, paths[-1])
-    return paths
+    return wrap_shared_pngs(shared_data, tmp_path_factory.mktemp("pool"), 4)
 
 
 def _alive(pid: int) -> bool:

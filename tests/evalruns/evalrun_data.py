@@ -94,3 +94,18 @@ def demo_setup(
     with node.db.session() as s:
         algorithms.add_algorithm(s, node, DEMO_DIR, actor)
     return data, actor
+
+
+def create_demo_run(node: Node, actor: Actor, n_boot: int) -> int:
+    """A queued run of the demo algorithm on the whole cohort against RT-PCR."""
+    from pair.evalruns import service
+
+    with node.db.session() as s:
+        return service.create_run(
+            s,
+            actor,
+            algorithm="demo-cxr-opacity",
+            cohort="",
+            truth="rt-pcr",
+            options={"n_boot": n_boot},
+        ).id

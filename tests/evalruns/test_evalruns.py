@@ -38,6 +38,7 @@ from pair.repository.models import Instance, Series
 from tests.conftest import free_port
 from tests.evalruns.evalrun_data import (
     DEMO_DIR,
+    create_demo_run,
     demo_setup,
     ingest_shared_images,
     label_csv,
@@ -480,15 +481,7 @@ class _Crash(Exception):
 def test_interrupted_run_resumes(sqlite_node: Node, shared_data: Path, tmp_path: Path) -> None:
     node = sqlite_node
     data, actor = demo_setup(node, shared_data, tmp_path)
-    with node.db.session() as s:
-        run_id = service.create_run(
-            s,
-            actor,
-            algorithm="demo-cxr-opacity",
-            cohort="",
-            truth="rt-pcr",
-            options={"n_boot": N_BOOT},
-        ).id
+    run_id = create_demo_run(node, actor, N_BOOT)
 
     def crash_after_20(done: int, total: int) -> None:
         if done >= 20:

@@ -21,7 +21,7 @@ from pair.evalruns import jobs, service
 from pair.evalruns.models import EvaluationRun, RunStatus
 from tests.algorithms.algo_builders import manifest, slow_model, write_package
 from tests.conftest import LiveNode
-from tests.evalruns.evalrun_data import demo_setup, ingest_shared_images
+from tests.evalruns.evalrun_data import create_demo_run, demo_setup, ingest_shared_images
 
 
 def _bare_run(node: Node) -> int:
@@ -115,15 +115,7 @@ def test_startup_resume_finishes_a_stuck_run_from_the_cache(
 ) -> None:
     node = sqlite_node
     data, actor = demo_setup(node, shared_data, tmp_path)
-    with node.db.session() as s:
-        run_id = service.create_run(
-            s,
-            actor,
-            algorithm="demo-cxr-opacity",
-            cohort="",
-            truth="rt-pcr",
-            options={"n_boot": 50},
-        ).id
+    run_id = create_demo_run(node, actor, 50)
 
     def power_cut(done: int, total: int) -> None:
         if done >= 20:

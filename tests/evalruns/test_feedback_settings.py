@@ -18,7 +18,7 @@ from pair.evalruns import service
 from pair.evalruns.models import EvaluationRun
 from pair.evaluation import feedback as fb
 from tests.conftest import free_port
-from tests.evalruns.evalrun_data import demo_setup
+from tests.evalruns.evalrun_data import create_demo_run, demo_setup
 
 
 def test_feedback_settings_from_environment(
@@ -58,15 +58,7 @@ class _FlakyHub(BaseHTTPRequestHandler):
 def test_submit_uses_the_settings(sqlite_node: Node, shared_data: Path, tmp_path: Path) -> None:
     node = sqlite_node
     _, actor = demo_setup(node, shared_data, tmp_path)
-    with node.db.session() as s:
-        run_id = service.create_run(
-            s,
-            actor,
-            algorithm="demo-cxr-opacity",
-            cohort="",
-            truth="rt-pcr",
-            options={"n_boot": 50},
-        ).id
+    run_id = create_demo_run(node, actor, 50)
     service.execute_run(node, run_id)
     port = free_port()
     hub = HTTPServer(("127.0.0.1", port), _FlakyHub)
