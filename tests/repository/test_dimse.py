@@ -9,8 +9,11 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import (
     ExplicitVRLittleEndian,
+    JPEGLossless,
+    JPEGLosslessSV1,
     generate_uid,
 )
 from pynetdicom import AE
@@ -167,3 +170,35 @@ def test_pynetdicom_bad_instance_gets_failure_status(live: LiveNode) -> None:
     ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
     ds.SeriesInstanceUID = ds.StudyInstanceUID
     assert _send(live, [ds], ExplicitVRLittleEndian) == [0xC000]
+
+
+@pytest.mark.parametrize(("ts", "dcmcjpeg_mode"), [(JPEGLosslessSV1, "+e1"), (JPEGLossless, "+el")])
+def test_jpeg_lossless_store_keeps_pixels(
+    live: LiveNode, tmp_path: Path, ts: str, dcmcjpeg_mode: str
+) -> None:
+    """JPEG lossless (process 14, and its selection value 1), encoded by dcmtk's dcmcjpeg."""
+    ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), size=64)
+    plain, packed = tmp_path / "plain.dcm", tmp_path / "jpeg.dcm"
+    ds.save_as(plain, enforce_file_format=True)
+    encoded = dcmtk("dcmcjpeg", dcmcjpeg_mode, str(plain), str(packed))
+    assert encoded.returncode == 0, encoded.stderr
+    compressed = pydicom.dcmread(packed)
+    assert compressed.file_meta.TransferSyntaxUID == ts
+
+    if ts == JPEGLosslessSV1:  # storescu's -xs proposes exactly this syntax
+        sent = dcmtk(
+            "storescu", "-xs", "-aet", live.peer_ae, "-aec", live.ae_title,
+            "127.0.0.1", str(live.dicom_port), str(packed),
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+    else:
+        assert _send(live, [compressed], ts) == [0]
+
+    web = DICOMwebClient(url=live.base_url + "/dicomweb", headers=live.headers())
+    (found,) = web.search_for_instances()
+    uids = [found[tag]["Value"][0] for tag in ("0020000D", "0020000E", "00080018")]
+    assert uids[2] != ds.SOPInstanceUID  # de-identified on the way in
+    stored = web.retrieve_instance(*uids, media_types=(("application/dicom", ts),))
+    assert stored.file_meta.TransferSyntaxUID == ts
+    assert (stored.pixel_array == ds.pixel_array).all()  # lossless end to end
+    assert "DOE" not in str(stored.PatientName)
