@@ -310,8 +310,8 @@ def running(server: Any) -> Iterator[Any]:
 
 
 @contextmanager
-def workdir(prefix: str = "pair-bench-") -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+def workdir(prefix: str = "pair-bench-", parent: Path | None = None) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield path
     finally:

@@ -459,12 +459,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="also run ingest_floor.py (receive + durable write only: the stack's upper bound)",
     )
+    p.add_argument(
+        "--disk",
+        action="store_true",
+        help="then run disk_ceiling.py: what this disk can store durably vs 10x Orthanc",
+    )
     p.add_argument("--only", nargs="*", help="run scenarios whose name contains these words")
     p.add_argument("--markdown", type=Path, help="append the result table to this file")
     args = p.parse_args(argv)
     args.load_before = loadavg()
     results = run(args)
     append_markdown(args.markdown, report(results, args))
+    if args.disk:
+        append_markdown(args.markdown, disk_report(results))
+
+
+def disk_report(results: list[Result]) -> str:
+    """The disk's durable write ceiling next to 10x Orthanc's fastest ingest in this run."""
+    import disk_ceiling
+
+    orthanc = [r for r in results if r.target == "Orthanc" and not r.scenario.startswith("WADO")]
+    fastest = max(orthanc, key=lambda r: r.mb_s) if orthanc else None
+    args = argparse.Namespace(size=528_000, orthanc_mb_s=fastest and round(fastest.mb_s, 1))
+    with workdir("pair-disk-") as root:
+        rows = disk_ceiling.measure(root, args.size, 2048 * 1024 * 1024)
+    if fastest is not None:
+        print(f"Orthanc's fastest ingest in this run: {fastest.scenario}, {fastest.mb_s:.1f} MB/s")
+    return disk_ceiling.report(rows, args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def steps(full: bool) -> list[list[str]]:
         return [
             ["deid_bench.py", "--ct", "200", "--cr", "20"],
             ["codec_bench.py", "--ct", "200", "--cr", "10"],
-            ["ingest_bench.py", "--ct", "200", "--cr", "10", "--floor"],
+            ["ingest_bench.py", "--ct", "200", "--cr", "10", "--floor", "--disk"],
             ["ingest_bench.py", "--ct", "200", "--cr", "10", "--db", "postgresql", "--no-retrieve"],
             ["qido_bench.py", "--sizes", "100000", "1000000"],
         ]

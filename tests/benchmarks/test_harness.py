@@ -129,3 +129,22 @@ def test_floor_server_stores_what_it_receives(small_data: common.DataSet, tmp_pa
     assert len(stored) == 5
     sent = {p.read_bytes()[132:] for p in small_data.files[:3]}  # STOW parts are the files
     assert sent <= {p.read_bytes()[132:] for p in stored}
+
+
+def test_disk_ceiling_writes_what_it_reports_and_cleans_up(tmp_path: Path) -> None:
+    import disk_ceiling
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    assert disk_ceiling.many_files(folder, 4096, 60, 2, "fsync") == 4096 * 60
+    stored = sorted(folder.iterdir())
+    assert len(stored) == 60 and all(p.stat().st_size == 4096 for p in stored)
+    assert len({p.read_bytes()[:8] for p in stored}) == 60  # distinct, like real instances
+
+    (tmp_path / "m").mkdir()
+    rows = disk_ceiling.measure(tmp_path / "m", 65536, 4 * 1024 * 1024)
+    assert rows[0][0].startswith("sequential O_DIRECT")
+    assert all(written == 4 * 1024 * 1024 for _, _, written, _, _ in rows)
+    assert not any((tmp_path / "m").iterdir())
+    args = disk_ceiling.argparse.Namespace(size=65536, orthanc_mb_s=100.0)
+    assert "needs 1000 MB/s" in disk_ceiling.report(rows, args)
