@@ -215,3 +215,18 @@ def test_stow_rejects_oversized_request(live: LiveNode) -> None:
     assert httpx.get(live.base_url + "/dicomweb/studies", headers=live.headers()).status_code == 204
     assert not np.any([p.name.endswith(".dcm") for p in (live.data_dir / "storage").rglob("*")])
     assert FAKE_PATIENT
+
+
+def test_stow_to_one_study_takes_its_instances_and_refuses_others(live: LiveNode) -> None:
+    """`POST /studies/{study}` through dicomweb-client: the URL names the sender's study."""
+    study, series = generate_uid(), generate_uid()
+    mine = [ct_instance(study_uid=study, series_uid=series, index=i) for i in (1, 2)]
+    stranger = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
+    dw = client(live)
+    resp = dw.store_instances([*mine, stranger], study_instance_uid=study)
+    assert len(resp.ReferencedSOPSequence) == 2
+    (failed,) = resp.FailedSOPSequence
+    assert failed.ReferencedSOPInstanceUID == stranger.SOPInstanceUID
+    assert failed.FailureReason == 0xA900
+    (stored,) = dw.search_for_studies()
+    assert pydicom.Dataset.from_json(stored).NumberOfStudyRelatedInstances == 2
