@@ -112,6 +112,16 @@ def test_stow_qido_wado_roundtrip(live: LiveNode) -> None:
     r = httpx.get(url, headers={**live.headers(), "Accept": "image/jpeg"})
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(r.content)).size == (16, 16)
+    # 16-bit CT with a sigmoid VOI (PS3.3 C.11.2.1.3.1): every pixel as the standard computes it
+    sigmoid = url.replace("window=0,100&viewport=16,16", "window=-600,1500,sigmoid")
+    r = httpx.get(sigmoid, headers={**live.headers(), "Accept": "image/png"})
+    hu = originals[0].pixel_array.astype(np.float64)
+    want = np.rint(255 / (1 + np.exp(-4 * (hu + 600) / 1500)))
+    assert (np.asarray(Image.open(io.BytesIO(r.content))) == want).all()
+    r = httpx.get(url, headers={**live.headers(), "Accept": "image/gif"})
+    assert r.status_code == 406
+    r = httpx.get(sigmoid.replace("sigmoid", "cubic"), headers=live.headers())
+    assert r.status_code == 400 and "cubic" in r.json()["message"]
 
     # re-sending the same instances is idempotent
     again = dw.store_instances(originals)

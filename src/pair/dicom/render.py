@@ -8,11 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from pair.core.errors import BadRequest, NotFound
+from pair.core.errors import BadRequest, NotAcceptable, NotFound
 
 MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
+# PS3.18 ``window=center,width,function`` names -> PS3.3 VOI LUT Function (0028,1056) terms
+WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class RenderOptions:
     media_type: str = "image/png"
     window_center: float | None = None
     window_width: float | None = None
+    window_function: str | None = None
     viewport: tuple[int, int] | None = None
     quality: int = 90
 
@@ -27,19 +30,24 @@ class RenderOptions:
     def from_query(
         cls, accept: str, window: str | None, viewport: str | None, quality: int | None
     ) -> RenderOptions:
-        media = "image/png"
-        for part in (accept or "").split(","):
-            kind = part.split(";")[0].strip().lower()
-            if kind in MEDIA_TYPES:
-                media = kind
-                break
-        center = width = None
+        media = _media_type(accept)
+        center = width = function = None
         if window:
-            bits = window.split(",")
+            bits = [b.strip() for b in window.split(",")]
             try:
                 center, width = float(bits[0]), float(bits[1])
             except (ValueError, IndexError):
                 raise BadRequest("window must be 'center,width[,function]'.") from None
+            if len(bits) > 3:
+                raise BadRequest("window must be 'center,width[,function]'.")
+            name = bits[2].lower() if len(bits) == 3 else "linear"
+            if name not in WINDOW_FUNCTIONS:
+                raise BadRequest(
+                    f"window function {bits[2]!r} is not one of {', '.join(WINDOW_FUNCTIONS)}."
+                )
+            function = WINDOW_FUNCTIONS[name]
+            if function == "LINEAR" and width < 1:
+                raise BadRequest("window width must be at least 1 for the linear function.")
             if width <= 0:
                 raise BadRequest("window width must be positive.")
         vp = None
@@ -54,7 +62,23 @@ class RenderOptions:
         q = 90 if quality is None else quality
         if not 1 <= q <= 100:
             raise BadRequest("quality must be between 1 and 100.")
-        return cls(media, center, width, vp, q)
+        return cls(media, center, width, function, vp, q)
+
+
+def _media_type(accept: str) -> str:
+    """PNG unless JPEG is asked for first; 406 when only other types are acceptable."""
+    kinds = [part.split(";")[0].strip().lower() for part in (accept or "").split(",")]
+    kinds = [k for k in kinds if k]
+    for kind in kinds:
+        if kind in MEDIA_TYPES:
+            return kind
+        if kind in ("*/*", "image/*"):
+            return "image/png"
+    if kinds:
+        raise NotAcceptable(
+            f"Rendered images are available as {' or '.join(MEDIA_TYPES)}, not {accept!r}."
+        )
+    return "image/png"
 
 
 def _first(value: object) -> float | None:
@@ -78,7 +102,33 @@ def frame_array(ds: Dataset, frame: int = 1) -> np.ndarray:
     return np.asarray(apply_modality_lut(arr, ds))
 
 
+def voi(x: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """PS3.3 C.11.2.1.2 window functions, scaled to [0, 1] (ymin = 0, ymax = 1)."""
+    if function == "SIGMOID":
+        return np.asarray(1.0 / (1.0 + np.exp(-4.0 * (x - center) / width)))
+    if function == "LINEAR_EXACT":
+        return np.clip((x - center) / width + 0.5, 0.0, 1.0)
+    if width <= 1:  # the linear function's lower limit: a threshold at c - 0.5
+        return (x > center - 0.5).astype(np.float64)
+    return np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def _voi_lut(ds: Dataset, x: np.ndarray) -> np.ndarray:
+    """The first VOI LUT Sequence item (PS3.3 C.11.2.1.1), scaled to [0, 1]."""
+    item = ds.VOILUTSequence[0]
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    table = np.asarray(apply_voi_lut(np.arange(entries) + first, ds, prefer_lut=True))
+    index = np.clip(np.rint(x).astype(np.int64) - first, 0, len(table) - 1)
+    top = max(float(2**bits - 1), float(table.max()), 1.0)
+    return np.asarray(table[index] / top)
+
+
 def to_8bit(ds: Dataset, arr: np.ndarray, opts: RenderOptions) -> np.ndarray:
+    """Apply the VOI transformation and, for MONOCHROME1, invert (darker is higher).
+
+    The window in the request wins; otherwise the header's first window (with its VOI LUT
+    Function), then its VOI LUT Sequence, then the 0.5-99.5 percentile range of the frame.
+    """
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if arr.ndim == 3 and photometric not in ("MONOCHROME1", "MONOCHROME2"):
         if photometric.startswith("YBR"):
@@ -86,21 +136,24 @@ def to_8bit(ds: Dataset, arr: np.ndarray, opts: RenderOptions) -> np.ndarray:
 
             arr = convert_color_space(arr, photometric, "RGB")
         return np.clip(arr, 0, 255).astype(np.uint8)
-    center = (
-        opts.window_center if opts.window_center is not None else _first(ds.get("WindowCenter"))
-    )
-    width = opts.window_width if opts.window_width is not None else _first(ds.get("WindowWidth"))
     data = arr.astype(np.float64)
-    if center is None or width is None or width <= 0:
+    if opts.window_center is not None and opts.window_width is not None:
+        out = voi(data, opts.window_center, opts.window_width, opts.window_function or "LINEAR")
+    elif (width := _first(ds.get("WindowWidth"))) and width > 0 and "WindowCenter" in ds:
+        function = str(ds.get("VOILUTFunction", "") or "LINEAR").upper()
+        if function not in WINDOW_FUNCTIONS.values() or (function == "LINEAR" and width < 1):
+            function = "LINEAR_EXACT"  # an out-of-range header value: the closest defined one
+        out = voi(data, _first(ds.WindowCenter) or 0.0, width, function)
+    elif "VOILUTSequence" in ds and ds.VOILUTSequence:
+        out = _voi_lut(ds, data)
+    else:
         lo, hi = float(np.percentile(data, 0.5)), float(np.percentile(data, 99.5))
         if hi <= lo:
             hi = lo + 1
-    else:
-        lo, hi = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
-    out = np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0) * 255.0
+        out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
     if photometric == "MONOCHROME1":
-        out = 255.0 - out
-    return out.astype(np.uint8)
+        out = 1.0 - out
+    return np.rint(out * 255.0).astype(np.uint8)
 
 
 def render(ds: Dataset, frame: int, opts: RenderOptions) -> bytes:
