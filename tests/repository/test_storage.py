@@ -2,7 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pair.repository.storage import ContentStore
+import pytest
+from pydicom.uid import generate_uid
+from sqlalchemy import func, select
+
+from pair.core.node import Node
+from pair.repository.storage import ContentStore, persist
 
 
 def test_content_store_is_atomic_and_idempotent(tmp_path: Path) -> None:
@@ -29,3 +34,60 @@ def test_shared_store_recreates_removed_folders(tmp_path: Path) -> None:
     assert not list((tmp_path / "t").iterdir())  # no temp file left behind
     shutil.rmtree(tmp_path / "s")
     assert ContentStore.at(tmp_path / "s", tmp_path / "t") is not store
+
+
+def test_staged_files_appear_only_once_persisted(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "s", tmp_path / "t")
+    staged = [store.stage(bytes([n]) * 4096) for n in range(12)]
+    assert store.iter_relative() == []  # nothing under a final name before persist
+    assert len(list((tmp_path / "t").glob("*.part"))) == 12
+    persist([write for _, _, write in staged])
+    assert sorted(store.iter_relative()) == sorted(rel for _, rel, _ in staged)
+    assert all(store.read(rel) == bytes([n]) * 4096 for n, (_, rel, _) in enumerate(staged))
+    assert not list((tmp_path / "t").iterdir())
+    # the folders this store created are reported, so that persist syncs their parents too
+    assert all(w.new_dirs for _, _, w in staged[:1])
+
+    sha, rel, again = store.stage(bytes([0]) * 4096)  # already stored: only the folder is synced
+    assert (sha, rel) == staged[0][:2] and again.tmp == "" and again.final.endswith(rel)
+    persist([again])
+    assert store.read(rel) == bytes([0]) * 4096
+
+
+def test_failed_persist_leaves_no_temp_file_and_no_final_name(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "s", tmp_path / "t")
+    staged = [store.stage(bytes([n]) * 1000) for n in range(5)]
+    Path(staged[2][2].tmp).unlink()  # the file vanished (disk trouble, an operator)
+    with pytest.raises(FileNotFoundError):
+        persist([write for _, _, write in staged])
+    assert store.iter_relative() == []
+    assert not list((tmp_path / "t").iterdir())
+
+
+def test_a_batch_whose_files_cannot_be_stored_is_rejected_whole(node: Node) -> None:
+    """Stage one reports the storage failure per instance; stage two then indexes nothing."""
+    from pair.accounts import service as accounts
+    from pair.accounts.models import Facility
+    from pair.repository.ingest import Outcome, Payload, Preparer, commit_prepared
+    from pair.repository.models import Instance
+    from tests.factories import ct_instance, to_bytes
+
+    with node.db.session() as session:
+        facility = accounts.create_facility(session, "Storage Trouble", "TROUBLE")
+        session.flush()
+        study, series = generate_uid(), generate_uid()
+        payloads = [
+            Payload(to_bytes(ct_instance(study_uid=study, series_uid=series, index=i)))
+            for i in (1, 2, 3)
+        ]
+        preparer = Preparer(node, session, session.get(Facility, facility.id), "test")
+        prepared = [preparer.prepare(p) for p in payloads]
+        Path(preparer._pending[1][1].tmp).unlink()
+        preparer.finish()
+        assert [p.result.outcome for p in prepared] == [Outcome.REJECTED] * 3
+        assert all(p.result.reason_code == "processing_failed" for p in prepared)
+        assert all("could not be stored" in p.result.reason for p in prepared)
+        assert commit_prepared(session, facility.id, prepared) == []
+        assert session.scalar(select(func.count()).select_from(Instance)) == 0
+    assert not list(node.settings.tmp_dir.glob("*.part"))
+    assert not list(node.settings.storage_dir.glob("??/??/*.dcm"))

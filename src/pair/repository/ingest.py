@@ -33,7 +33,7 @@ from pair.repository.index import (
     stored_digests,
 )
 from pair.repository.models import Instance, QuarantineItem
-from pair.repository.storage import ContentStore
+from pair.repository.storage import ContentStore, PendingWrite, persist
 
 log = logging.getLogger("pair.ingest")
 
@@ -117,6 +117,8 @@ class Preparer:
 
     The CPU-heavy part of ingest. The de-identification mapping store lives in ``session``
     (the batch's own transaction in-process, the worker's transaction in an ingest worker).
+    Files are staged per instance and made durable together by ``finish`` (``prepare_all``
+    does both), before stage two indexes them.
     """
 
     def __init__(
@@ -134,8 +136,30 @@ class Preparer:
         self.store = content_store(node)
         self.quarantine = quarantine_store(node)
         self.deidentifier = deidentifier_for(session, node.settings, facility)
+        self._pending: list[tuple[Prepared, PendingWrite]] = []
+
+    def prepare_all(self, payloads: Iterable[Payload]) -> list[Prepared]:
+        prepared = [self.prepare(p) for p in payloads]
+        self.finish()
+        return prepared
+
+    def finish(self) -> None:
+        """Make the staged files durable, all at once; if that fails, reject their instances."""
+        pending, self._pending = self._pending, []
+        try:
+            persist([write for _, write in pending])
+        except OSError as exc:
+            log.error("storing %d files failed: %s", len(pending), type(exc).__name__)
+            reason = f"Processing failed: the file could not be stored ({exc.strerror or exc})."
+            for prepared, _ in pending:
+                r = prepared.result
+                prepared.result = _rejected(
+                    r.original_sop_instance_uid, r.sop_class_uid, reason, "processing_failed"
+                ).result
+                prepared.record = prepared.quarantine = None
 
     def prepare(self, payload: Payload) -> Prepared:
+        """Stage one for one instance; its file is staged, durable only after ``finish``."""
         try:
             parsed = _parse(payload, self.node.settings.max_instance_bytes)
         except InvalidInstance as exc:
@@ -183,8 +207,10 @@ class Preparer:
             burned_in_risk=list(result.burned_in_risk),
         )
         findings = [_finding_dict(f) for f in result.findings]
+        store = self.quarantine if findings else self.store
+        sha = store.digest(data)
+        rel = store.relative_path(sha)
         if findings:
-            _, rel = self.quarantine.write(data)
             quarantine = {
                 "facility_id": self.facility.id,
                 "sop_instance_uid": out.sop_instance_uid,
@@ -194,13 +220,16 @@ class Preparer:
                 "reasons": findings,
                 "source": self.source[:128],
             }
-            return Prepared(out, quarantine=quarantine)
-        sha, rel = self.store.write(data)
-        stored = StoredFile(sha, rel, len(data), parsed.transfer_syntax_uid)
-        record = IndexRecord.from_dataset(
-            deid, stored, source=self.source, burned_in_risk="; ".join(result.burned_in_risk)
-        )
-        return Prepared(out, record=record)
+            prepared = Prepared(out, quarantine=quarantine)
+        else:
+            stored = StoredFile(sha, rel, len(data), parsed.transfer_syntax_uid)
+            record = IndexRecord.from_dataset(
+                deid, stored, source=self.source, burned_in_risk="; ".join(result.burned_in_risk)
+            )
+            prepared = Prepared(out, record=record)
+        _, _, write = store.stage(data, sha)  # last: nothing after it can fail
+        self._pending.append((prepared, write))
+        return prepared
 
 
 def _rejected(original_uid: str, sop_class: str, reason: str, code: str) -> Prepared:
@@ -281,7 +310,7 @@ def ingest_batch(
                     if facility is None:
                         raise NotFound(f"No facility with id {facility_id}.")
                     preparer = Preparer(node, session, facility, source, expected_study_uid)
-                    prepared = [preparer.prepare(p) for p in payload_list]
+                    prepared = preparer.prepare_all(payload_list)
                     unreferenced = commit_prepared(session, facility_id, prepared)
                     results = [p.result for p in prepared]
                     _audit_batch(session, actor, results)

@@ -63,7 +63,7 @@ def prepare_chunk(
         if facility is None:
             raise NotFound(f"No facility with id {facility_id}.")
         preparer = Preparer(_node, session, facility, source, expected_study_uid)
-        return [preparer.prepare(p) for p in payloads]
+        return preparer.prepare_all(payloads)
 
 
 def default_worker_count(cpus: int | None = None) -> int:
