@@ -2,10 +2,10 @@
 
 A server on PAIR's own stack (uvicorn + httptools + Starlette for STOW-RS, pynetdicom for
 C-STORE, PAIR's multipart splitter and content store: SHA-256, write, fsync, rename, fsync of
-the folder) that does none of the work ingest must do: no parsing or validation, no
-de-identification, no re-encoding, no index, no audit. Whatever it reaches is an upper bound
-for any pipeline built on this stack on this machine; ``ingest_bench.py --floor`` runs it next
-to PAIR and Orthanc on the same files.
+the folder; a STOW-RS request's files are made durable together, as in PAIR) that does none
+of the work ingest must do: no parsing or validation, no de-identification, no re-encoding,
+no index, no audit. Whatever it reaches is an upper bound for any pipeline built on this stack
+on this machine; ``ingest_bench.py --floor`` runs it next to PAIR and Orthanc on the same files.
 
 Run alone:  PYTHONPATH=src python benchmarks/ingest_floor.py --dir D --port P --dicom-port Q
 """
@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pair.repository.multipart import split_related
-from pair.repository.storage import ContentStore
+from pair.repository.storage import ContentStore, persist
 
 
 class _Counter:
@@ -46,9 +46,8 @@ def build_app(store: ContentStore, stored: _Counter) -> Starlette:
         body = await request.body()
         parts = split_related(body, request.headers.get("content-type", ""), "application/dicom")
 
-        def write_all() -> None:  # in a thread, as PAIR does: requests overlap their fsyncs
-            for _, data in parts:
-                store.write(data)
+        def write_all() -> None:  # in a thread, as PAIR does
+            persist([store.stage(data)[2] for _, data in parts])
 
         await run_in_threadpool(write_all)
         stored.add(len(parts))
