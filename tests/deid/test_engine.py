@@ -389,3 +389,26 @@ def test_birth_date_inside_a_datetime_is_found(load: Callable[[str], Dataset]) -
     out = Dataset()
     out.AcquisitionDateTime = "20200704101010"
     assert [(f.path, f.kind) for f in scan_residual_phi(original, out)] == [("(0008,002A)", "date")]
+
+
+@pytest.mark.parametrize("keyword", ["BurnedInAnnotation", "RecognizableVisualFeatures"])
+def test_identity_not_claimed_removed_when_pixels_identify(
+    keyword: str, load: Callable[[str], Dataset], make_deid: Callable[..., Deidentifier]
+) -> None:
+    """PS3.3: Patient Identity Removed YES means removed from the attributes AND the pixels;
+    PAIR never cleans pixels, so a header saying they identify the patient gets NO."""
+    deid = make_deid()
+    ds = load("highdicom_dx_image.dcm")
+    setattr(ds, keyword, "YES")
+    result = deid.deidentify(ds)
+    out = pydicom.dcmread(io.BytesIO(_bytes(result.dataset)))
+    assert out.PatientIdentityRemoved == "NO"
+    assert out[keyword].value == "YES"  # the flag itself is kept for the reviewer
+    assert f"{keyword} is YES" in result.burned_in_risk
+    # the header is still de-identified and says how
+    assert out.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+    assert out.PatientName == result.pseudonym
+    ds.BurnedInAnnotation = "NO"
+    if keyword == "RecognizableVisualFeatures":
+        ds.RecognizableVisualFeatures = "NO"
+    assert deid.deidentify(ds).dataset.PatientIdentityRemoved == "YES"
