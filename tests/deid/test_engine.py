@@ -412,3 +412,47 @@ def test_identity_not_claimed_removed_when_pixels_identify(
     if keyword == "RecognizableVisualFeatures":
         ds.RecognizableVisualFeatures = "NO"
     assert deid.deidentify(ds).dataset.PatientIdentityRemoved == "YES"
+
+
+def _dates_outside_the_table(ds: Dataset) -> Dataset:
+    """Dates and times PS3.15 Table E.1-1 does not list, at the top and in a nested item."""
+    ds.DateOfGainCalibration = "20230105"  # (0014,3076) DA
+    ds.TimeOfGainCalibration = "101500"  # (0014,3077) TM
+    ds.StudyUpdateDateTime = "20230106120000"  # (0008,041F) DT
+    item = Dataset()
+    item.CodeValue = "T-D3000"
+    item.CodingSchemeDesignator = "SRT"
+    item.CodeMeaning = "Chest"
+    item.DateOfGainCalibration = "20230107"
+    ds.AnatomicRegionSequence = [item]
+    return ds
+
+
+def test_dates_outside_the_table_follow_the_date_option(
+    load: Callable[[str], Dataset], make_deid: Callable[..., Deidentifier]
+) -> None:
+    """(0028,0303) must be true of every date: REMOVED empties the unlisted ones too,
+    MODIFIED shifts them (at any depth) by the patient's offset, UNMODIFIED keeps them."""
+    basic = make_deid(parse_profile("options: {}"))
+    out = basic.deidentify(_dates_outside_the_table(load("highdicom_dx_image.dcm"))).dataset
+    assert out.LongitudinalTemporalInformationModified == "REMOVED"
+    assert out.DateOfGainCalibration == "" and out.TimeOfGainCalibration == ""
+    assert out.StudyUpdateDateTime == ""
+    assert out.AnatomicRegionSequence[0].DateOfGainCalibration == ""
+    assert out.AnatomicRegionSequence[0].CodeValue == "T-D3000"
+
+    result = make_deid().deidentify(_dates_outside_the_table(load("highdicom_dx_image.dcm")))
+    out, shift = result.dataset, result.date_shift_days
+    assert out.LongitudinalTemporalInformationModified == "MODIFIED"
+    assert _d(out.DateOfGainCalibration) == date(2023, 1, 5) + timedelta(days=shift)
+    assert _d(out.AnatomicRegionSequence[0].DateOfGainCalibration) == date(2023, 1, 7) + timedelta(
+        days=shift
+    )
+    assert out.StudyUpdateDateTime[8:] == "120000"
+    assert _d(out.StudyUpdateDateTime) == date(2023, 1, 6) + timedelta(days=shift)
+    assert out.TimeOfGainCalibration == "101500"  # times kept, as for the table's TM
+
+    full = make_deid(parse_profile("options: {retain_longitudinal_full_dates: true}"))
+    out = full.deidentify(_dates_outside_the_table(load("highdicom_dx_image.dcm"))).dataset
+    assert out.DateOfGainCalibration == "20230105"
+    assert out.AnatomicRegionSequence[0].DateOfGainCalibration == "20230107"
