@@ -1,4 +1,5 @@
-"""Instances flagged at ingest for burned-in text are listed for admin review."""
+"""Instances flagged at ingest for burned-in text are listed for admin review; the mapping
+export stays within the admin's facility."""
 
 from __future__ import annotations
 
@@ -68,3 +69,11 @@ def test_burned_in_review_lists_flagged_instances(node: Node) -> None:
 
     actions = [a["action"] for a in client.get("/api/audit", headers=h["admin"]).json()]
     assert "deid.burned_in.list" in actions
+
+    # the mapping export is per facility: another facility's admin never sees this one's
+    mapping = client.get("/api/deid/mapping.csv", headers=h["admin"])
+    assert "MRN0042424" in mapping.text and "HOSPA-000001" in mapping.text
+    assert mapping.headers["cache-control"] == "no-store"
+    other = client.get("/api/deid/mapping.csv", headers=h["adminb"]).text
+    assert "MRN0042424" not in other and "HOSPA-" not in other
+    assert client.get("/api/deid/mapping.csv", headers=h["dm"]).status_code == 403
