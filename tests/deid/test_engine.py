@@ -456,3 +456,48 @@ def test_dates_outside_the_table_follow_the_date_option(
     out = full.deidentify(_dates_outside_the_table(load("highdicom_dx_image.dcm"))).dataset
     assert out.DateOfGainCalibration == "20230105"
     assert out.AnatomicRegionSequence[0].DateOfGainCalibration == "20230107"
+
+
+@pytest.mark.parametrize(
+    ("options", "codes", "longitudinal"),
+    [
+        ("{}", ["113100"], "REMOVED"),
+        (
+            "{retain_longitudinal_full_dates: true, retain_uids: true,"
+            " retain_institution_identity: true}",
+            ["113100", "113106", "113110", "113112"],
+            "UNMODIFIED",
+        ),
+        (
+            "{retain_longitudinal_modified_dates: true, retain_safe_private: true}",
+            ["113100", "113107", "113111"],
+            "MODIFIED",
+        ),
+        (
+            "{clean_descriptors: true, retain_patient_characteristics: true,"
+            " retain_device_identity: true}",
+            ["113100", "113105", "113108", "113109"],
+            "REMOVED",
+        ),
+    ],
+)
+def test_method_attributes_follow_the_options(
+    options: str,
+    codes: list[str],
+    longitudinal: str,
+    load: Callable[[str], Dataset],
+    make_deid: Callable[..., Deidentifier],
+) -> None:
+    """(0012,0063), (0012,0064) and (0028,0303) say exactly which options were applied."""
+    deid = make_deid(parse_profile(f"name: opts\noptions: {options}\n"))
+    out = pydicom.dcmread(io.BytesIO(_bytes(deid.deidentify(load("pydicom_CT_small.dcm")).dataset)))
+    items = out.DeidentificationMethodCodeSequence
+    assert [i.CodeValue for i in items] == codes
+    assert {i.CodingSchemeDesignator for i in items} == {"DCM"}
+    meanings = [i.CodeMeaning for i in items]
+    methods = list(out.DeidentificationMethod)
+    assert methods[0] == "DICOM PS3.15 2026c Basic Profile"
+    assert methods[1 : len(codes)] == meanings[1:]  # one value per option, same meaning
+    assert methods[-1] == "PAIR opts v1"
+    assert out.LongitudinalTemporalInformationModified == longitudinal
+    assert out.PatientIdentityRemoved == "YES"
