@@ -501,3 +501,24 @@ def test_method_attributes_follow_the_options(
     assert methods[-1] == "PAIR opts v1"
     assert out.LongitudinalTemporalInformationModified == longitudinal
     assert out.PatientIdentityRemoved == "YES"
+
+
+def test_retain_device_identity_and_patient_characteristics(
+    load: Callable[[str], Dataset], make_deid: Callable[..., Deidentifier]
+) -> None:
+    """K in the option columns keeps the value; without the option the Basic Profile action
+    (X/Z/D, Z, X) applies."""
+    kept = make_deid(
+        parse_profile(
+            "options: {retain_device_identity: true, retain_patient_characteristics: true}"
+        )
+    ).deidentify(load("deid_ctbrain1.dcm"))
+    out = kept.dataset
+    assert kept.findings == []
+    assert (out.StationName, out.DeviceSerialNumber) == ("SGHCT01A", "11223")
+    assert (out.PatientSex, out.PatientAge) == ("M", "75Y")
+    assert float(out.PatientWeight) == pytest.approx(152.038864155)
+    basic = make_deid(parse_profile("options: {}")).deidentify(load("deid_ctbrain1.dcm")).dataset
+    assert basic.get("StationName", "") == "" and basic.get("DeviceSerialNumber", "") == ""
+    assert basic.get("PatientSex", "") == ""  # Z
+    assert "PatientWeight" not in basic and "PatientAge" not in basic  # X
