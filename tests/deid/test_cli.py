@@ -8,9 +8,13 @@ import shutil
 from pathlib import Path
 
 import pydicom
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from pair.cli.main import app
+from pair.core.node import open_node
+from pair.repository.models import Instance, Patient, Series, Study
+from tests.factories import write_series
 
 runner = CliRunner()
 
@@ -128,3 +132,39 @@ def test_deid_profile_command(tmp_path: Path) -> None:
         app, ["deid-profile", "--data-dir", str(data_dir), "--facility", "GH", "--reset"]
     )
     assert r.exit_code == 0 and "(site default)" in r.output
+
+
+def test_offline_deid_uses_the_keys_ingest_used(tmp_path: Path) -> None:
+    """`pair deid` on files already imported gives the UIDs, pseudonym and shifted dates that
+    ingest stored: same engine, same site secret, same mapping store."""
+    data_dir, src = tmp_path / "node", tmp_path / "in"
+    paths = write_series(src, n=3)
+    for args in (
+        ["facility", "create", "--data-dir", str(data_dir), "General Hospital", "--code", "GH"],
+        ["import", "--data-dir", str(data_dir), str(src)],
+    ):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    node = open_node(data_dir)
+    with node.db.session() as s:
+        stored = set(
+            s.execute(
+                select(
+                    Instance.sop_instance_uid, Study.study_uid, Patient.pseudonym, Study.study_date
+                )
+                .join(Series, Instance.series_pk == Series.id)
+                .join(Study, Series.study_pk == Study.id)
+                .join(Patient, Study.patient_pk == Patient.id)
+            ).tuples()
+        )
+    node.close()
+    assert len(stored) == len(paths)
+    r = runner.invoke(app, ["deid", "--data-dir", str(data_dir), str(src), str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    offline = set()
+    for path in (tmp_path / "out").glob("GH-*/*/*/*.dcm"):
+        ds = pydicom.dcmread(path)
+        offline.add((ds.SOPInstanceUID, ds.StudyInstanceUID, ds.PatientID, ds.StudyDate))
+    assert offline == stored
+    assert {p for _, _, p, _ in stored} == {"GH-000001"}
+    assert {d for _, _, _, d in stored} != {pydicom.dcmread(paths[0]).StudyDate}  # shifted

@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.uid import generate_uid
 
 from pair.deid.engine import Deidentifier
 from pair.deid.scanner import collect_phi, scan_residual_phi
+from tests.factories import ct_instance
 
 
 def test_scanner_finds_planted_fragments(
@@ -64,3 +66,21 @@ def test_own_method_attributes_are_not_scanned(
     result = deid.deidentify(original)
     assert any("PAIR" in m for m in result.dataset.DeidentificationMethod)
     assert result.findings == []
+
+
+def test_scanner_finds_address_and_accession_anywhere() -> None:
+    """Patient address and accession number fragments are found in nested sequences and in
+    private elements, named by kind and source attribute."""
+    original = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
+    assert original.PatientAddress == "12 Elm Street, Springfield"
+    out = Dataset()
+    item = Dataset()
+    item.CodeMeaning = "lives on elm st"  # address word, one level down
+    out.AnatomicRegionSequence = Sequence([item])
+    out.add_new(0x00190010, "LO", "ACME 1.0")
+    out.add_new(0x00191001, "LO", "order acc9900123")  # accession in a private element
+    got = {(f.path, f.kind, f.source) for f in scan_residual_phi(original, out)}
+    assert got == {
+        ("(0008,2218)[0](0008,0104)", "address", "PatientAddress"),
+        ("(0019,1001)", "identifier", "AccessionNumber"),
+    }

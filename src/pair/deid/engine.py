@@ -25,7 +25,7 @@ from pydicom.tag import BaseTag
 
 from pair.deid.profile import DeidProfile
 from pair.deid.rawtext import raw_text, single_text
-from pair.deid.scanner import Finding, burned_in_risk, scan
+from pair.deid.scanner import Finding, burned_in_risk, pixels_identify, scan
 from pair.deid.store import MappingStore, PatientMapping
 from pair.deid.table import Act, CompiledTable, compile_table
 from pair.deid.walk import Pass, _dict_vr
@@ -194,6 +194,9 @@ class Deidentifier:
         ctx = Pass(self, shift, ds)
         out = ctx.walk(ds)
         self._finish(out, ds, mapping.pseudonym)
+        if pixels_identify(ds):
+            # the header is de-identified, the pixels are not (PAIR never alters them)
+            out.PatientIdentityRemoved = "NO"
         original_study = _text(ds, _STUDY_UID, "StudyInstanceUID")
         accession = _text(ds, _ACCESSION, "AccessionNumber")
         if original_study:

@@ -346,6 +346,16 @@ def _get_strings(ds: Dataset, keyword: str) -> Iterable[str]:
     return _strings(ds.get(keyword, ""))
 
 
+def pixels_identify(ds: Dataset) -> bool:
+    """The header itself says the pixels identify the patient (burned-in annotation or
+    recognizable visual features): PS3.3 then forbids Patient Identity Removed YES, which
+    means the identity is gone from the attributes AND the pixel data."""
+    return any(
+        _get_str(ds, kw).strip().upper() == "YES"
+        for kw in ("BurnedInAnnotation", "RecognizableVisualFeatures")
+    )
+
+
 def burned_in_risk(ds: Dataset) -> list[str]:
     """Reasons to review the pixels for burned-in text (nothing is altered)."""
     cfg = scanner_config()["burned_in"]
@@ -380,6 +390,7 @@ __all__ = [
     "PhiIndex",
     "burned_in_risk",
     "collect_phi",
+    "pixels_identify",
     "scan",
     "scan_residual_phi",
 ]

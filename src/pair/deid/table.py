@@ -132,6 +132,9 @@ class CompiledTable:
     curve_groups: frozenset[int]  # groups 50xx: every element removed
     never_remap: frozenset[int]
     shift_dates: bool  # DA/DT values shifted (modified dates option)
+    # no date option: dates and times outside the table are emptied too, so that
+    # (0028,0303) REMOVED holds for every DA/DT/TM of the output
+    remove_dates: bool
     remap_uids: bool
     edition: str
     source: str
@@ -200,6 +203,9 @@ def compile_table(profile: DeidProfile) -> CompiledTable:
         curve_groups=frozenset(curve_groups),
         never_remap=frozenset(_tag(k) for k in cfg["never_remap_uids"]),
         shift_dates=opts.retain_longitudinal_modified_dates,
+        remove_dates=not (
+            opts.retain_longitudinal_modified_dates or opts.retain_longitudinal_full_dates
+        ),
         remap_uids=not opts.retain_uids,
         edition=std.edition,
         source=std.source,

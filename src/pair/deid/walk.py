@@ -129,6 +129,7 @@ class Pass:
         curve = self.t.curve_groups
         safe = self.e._safe
         shift_dates, remap_uids = self.t.shift_dates, self.t.remap_uids
+        remove_dates = self.t.remove_dates
         never_remap = self.t.never_remap
         creators: dict[tuple[int, int], str] = {}
         sd, od = src._dict, out._dict
@@ -160,6 +161,8 @@ class Pass:
                     act = Act.UID
                 elif shift_dates and (vr == "DA" or vr == "DT"):
                     act = Act.SHIFT
+                elif remove_dates and (vr == "DA" or vr == "DT" or vr == "TM"):
+                    act = Act.EMPTY
                 else:
                     od[tag] = raw
                     continue
