@@ -48,6 +48,7 @@ def test_serve_takes_ports_and_ae_title_from_pair_settings(tmp_path: Path) -> No
         "PAIR_DICOM_PORT": str(live.dicom_port),
         "PAIR_AE_TITLE": "ENVNODE",
         "PAIR_INGEST_WORKERS": "0",
+        "PAIR_LOG_LEVEL": "warning",
     }
     proc = _serve(live, env=env)
     try:
@@ -68,6 +69,9 @@ def test_serve_takes_ports_and_ae_title_from_pair_settings(tmp_path: Path) -> No
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+    log = live.log_path.read_text()
+    assert "PAIR node stopped" in log
+    assert "Started server process" not in log and " INFO " not in log  # PAIR_LOG_LEVEL
 
 
 def test_serve_refuses_bad_ae_title_and_busy_dicom_port(tmp_path: Path) -> None:
@@ -78,6 +82,9 @@ def test_serve_refuses_bad_ae_title_and_busy_dicom_port(tmp_path: Path) -> None:
     assert proc.wait(60) == 2
     log = live.log_path.read_text()
     assert "Invalid AE title 'A_TITLE_OF_17_CHR'" in log and "Traceback" not in log
+    proc = _serve(live, *ports, env={"PAIR_LOG_LEVEL": "chatty"})
+    assert proc.wait(60) == 2
+    assert "PAIR_LOG_LEVEL must be one of" in live.log_path.read_text()
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", live.dicom_port))

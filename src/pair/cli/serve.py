@@ -12,11 +12,12 @@ import uvicorn
 
 from pair.cli.common import DataDir, console, handle_errors
 from pair.core.config import get_settings
-from pair.core.errors import PairError
+from pair.core.errors import Invalid, PairError
 from pair.core.node import open_node
 from pair.web.app import create_app
 
 log = logging.getLogger("pair.serve")
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @handle_errors
@@ -35,10 +36,13 @@ def serve(
     from pair.accounts.service import validate_ae_title
 
     validate_ae_title(ae_title)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings(
         data_dir, host=host, port=port, dicom_port=dicom_port, ae_title=ae_title
     )
+    level = settings.log_level.upper()
+    if level not in _LEVELS:
+        raise Invalid(f"PAIR_LOG_LEVEL must be one of {', '.join(_LEVELS)}, not {level!r}.")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     node = open_node(settings=settings)
     from pair.repository.ingest import reconcile
 
@@ -80,7 +84,7 @@ def serve(
             reason = exc.strerror or str(exc)
             raise PairError(f"Cannot listen for DICOM on {host}:{dicom_port}: {reason}.") from None
         console.print(f"DICOM listener {ae_title} on {host}:{dicom_port}")
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level=level.lower(), access_log=False)
     server = uvicorn.Server(config)
     stopped = threading.Event()
 
