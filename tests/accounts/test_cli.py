@@ -111,8 +111,9 @@ def test_unusable_node_gives_a_message_not_a_traceback(
         "Cannot use data dir",
     )
     d = str(tmp_path / "node")
-    monkeypatch.setenv("PAIR_DATABASE_URL", "not a url")
-    clean_failure(pair("facility", "list", "--data-dir", d), 1, "PAIR_DATABASE_URL is not")
+    for url in ("not a url", "nosuchdb://x/y", "mysql://x/y"):  # unparsable, unknown, no driver
+        monkeypatch.setenv("PAIR_DATABASE_URL", url)
+        clean_failure(pair("facility", "list", "--data-dir", d), 1, "PAIR_DATABASE_URL is not")
     monkeypatch.setenv("PAIR_DATABASE_URL", "postgresql+psycopg://u:sekrit@127.0.0.1:1/x")
     r = pair("facility", "list", "--data-dir", d)
     clean_failure(r, 1, "Cannot open the database postgresql+psycopg://u:***@127.0.0.1:1/x")

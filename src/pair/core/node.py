@@ -48,10 +48,10 @@ def open_node(
         if migrate_db:
             migrate.upgrade(url)
         db = Database(url)
-    except (ArgumentError, NoSuchModuleError):
+    except (ArgumentError, NoSuchModuleError, ImportError):
         raise PairError(
-            "PAIR_DATABASE_URL is not a database URL SQLAlchemy can use, e.g. "
-            "postgresql+psycopg://user:password@host/dbname."
+            "PAIR_DATABASE_URL is not a database URL this node can use (SQLite or PostgreSQL "
+            "with psycopg), e.g. postgresql+psycopg://user:password@host/dbname."
         ) from None
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
