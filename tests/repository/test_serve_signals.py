@@ -33,6 +33,25 @@ def test_serve_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     assert "PAIR node stopped" in live.log_path.read_text()
 
 
+def test_serve_stops_with_a_dicom_association_open(tmp_path: Path) -> None:
+    """An idle peer holding its association open does not keep the node from stopping."""
+    live = LiveNode(tmp_path / "n", f"sqlite:///{tmp_path / 'pair.db'}")
+    live.provision()
+    live.start()
+    assert live.proc is not None
+    ae = AE(ae_title=live.peer_ae)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", live.dicom_port, ae_title=live.ae_title)
+    assert assoc.is_established
+    live.proc.send_signal(signal.SIGTERM)
+    assert live.proc.wait(30) == 0
+    deadline = time.time() + 10
+    while assoc.is_established and time.time() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted
+    assert "PAIR node stopped" in live.log_path.read_text()
+
+
 def _serve(live: LiveNode, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "pair", "serve", "--data-dir", str(live.data_dir), *args]
     log = live.log_path.open("ab")
