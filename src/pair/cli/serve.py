@@ -84,7 +84,14 @@ def serve(
             reason = exc.strerror or str(exc)
             raise PairError(f"Cannot listen for DICOM on {host}:{dicom_port}: {reason}.") from None
         console.print(f"DICOM listener {ae_title} on {host}:{dicom_port}")
-    config = uvicorn.Config(app, host=host, port=port, log_level=level.lower(), access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
     server = uvicorn.Server(config)
     stopped = threading.Event()
 
@@ -103,7 +110,7 @@ def serve(
     finally:
         stop_resume.set()
         if dimse is not None:
-            dimse.shutdown()
+            dimse.shutdown(grace_s=settings.shutdown_grace_s)
         pool.close()
         node.close()
         console.print("PAIR node stopped")
