@@ -33,9 +33,11 @@ def test_serve_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     assert "PAIR node stopped" in live.log_path.read_text()
 
 
-def test_serve_stops_with_a_dicom_association_open(tmp_path: Path) -> None:
-    """An idle peer holding its association open does not keep the node from stopping."""
+def test_serve_stops_with_an_association_and_a_stalled_upload_open(tmp_path: Path) -> None:
+    """A peer holding its association open and a client that stops sending its STOW-RS body
+    get PAIR_SHUTDOWN_GRACE_S each, then are cut: they do not keep the node from stopping."""
     live = LiveNode(tmp_path / "n", f"sqlite:///{tmp_path / 'pair.db'}")
+    live.env_overrides["PAIR_SHUTDOWN_GRACE_S"] = "1"
     live.provision()
     live.start()
     assert live.proc is not None
@@ -43,8 +45,19 @@ def test_serve_stops_with_a_dicom_association_open(tmp_path: Path) -> None:
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", live.dicom_port, ae_title=live.ae_title)
     assert assoc.is_established
+    stalled = socket.create_connection(("127.0.0.1", live.port))
+    stalled.sendall(
+        b"POST /dicomweb/studies HTTP/1.1\r\nHost: node\r\n"
+        + f"Authorization: Bearer {live.tokens['dm_a']}\r\n".encode()
+        + b'Content-Type: multipart/related; type="application/dicom"; boundary=b\r\n'
+        + b"Content-Length: 1000000\r\n\r\n--b\r\n"
+    )
+    time.sleep(0.5)
+    started = time.time()
     live.proc.send_signal(signal.SIGTERM)
     assert live.proc.wait(30) == 0
+    assert time.time() - started < 15
+    stalled.close()
     deadline = time.time() + 10
     while assoc.is_established and time.time() < deadline:
         time.sleep(0.05)
