@@ -64,3 +64,48 @@ def test_import_errors_are_clear(tmp_path: Path) -> None:
     result = runner.invoke(app, ["import", "--data-dir", str(data), str(tmp_path / "missing")])
     assert result.exit_code != 0
     assert "facilit" in result.output.lower() or "no such file" in result.output.lower()
+
+
+def test_import_reports_unreadable_files_and_reads_them_again(tmp_path: Path) -> None:
+    """A file a DICOMDIR lists but lacks and a zip member with a bad CRC are rejected with
+    that reason (no traceback), and a later run, once they are repaired, imports them."""
+    data = tmp_path / "node"
+    invoke("facility", "create", "--data-dir", str(data), "Central Hospital")
+    fs = FileSet()
+    study, series = generate_uid(), generate_uid()
+    for i in (1, 2, 3):
+        fs.add(ct_instance(study_uid=study, series_uid=series, index=i))
+    media = tmp_path / "media"
+    fs.write(media)
+    lost = sorted(p for p in media.rglob("IM*") if p.is_file())[0]
+    lost_bytes = lost.read_bytes()
+    lost.unlink()
+    members = write_series(tmp_path / "z", n=2, patient={"PatientID": "ZIPPED"})
+    zpath = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:  # stored, so one flipped pixel byte breaks the CRC
+        for p in members:
+            zf.write(p, p.name)
+    good_zip = zpath.read_bytes()
+    damaged = bytearray(good_zip)
+    damaged[damaged.index(b"DICM") + 600] ^= 0xFF
+    zpath.write_bytes(bytes(damaged))
+
+    def squeezed(text: str) -> str:  # rich wraps long lines anywhere
+        return "".join(text.split())
+
+    out = squeezed(invoke("import", "--data-dir", str(data), str(media / "DICOMDIR"), str(zpath)))
+    assert squeezed("importing into Central Hospital") in out  # the progress bar
+    want = f"rejected {lost}: Cannot read the file: listed in the DICOMDIR but missing"
+    assert squeezed(want) in out
+    assert squeezed(f"rejected {zpath}:img001.dcm: Cannot read the zip member: Bad CRC-32") in out
+    node = open_node(data)
+    with node.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 3
+
+    lost.write_bytes(lost_bytes)
+    zpath.write_bytes(good_zip)
+    out = squeezed(invoke("import", "--data-dir", str(data), str(media / "DICOMDIR"), str(zpath)))
+    assert squeezed(str(lost)) not in out and "BadCRC" not in out
+    with node.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 5
+    node.close()

@@ -100,9 +100,9 @@ def list_facilities(
 def create_facility(
     body: FacilityIn,
     session: Session = SessionDep,
-    _: Actor = Depends(admin_only),
+    actor: Actor = Depends(admin_only),
 ) -> FacilityOut:
-    f = service.create_facility(session, body.name, body.code)
+    f = service.create_facility(session, body.name, body.code, actor)
     return FacilityOut(id=f.id, name=f.name, code=f.code)
 
 
@@ -151,7 +151,7 @@ def create_token(
     user = service.get_user(session, body.user)
     if actor.role != Role.ADMIN and user.id != actor.user_id:
         raise Forbidden("Only admins can create tokens for other users.")
-    t, plain = service.create_token(session, user, body.label)
+    t, plain = service.create_token(session, user, body.label, actor)
     return TokenCreated(
         id=t.id,
         user_id=t.user_id,

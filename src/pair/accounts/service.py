@@ -21,7 +21,9 @@ def _facility_code(name: str) -> str:
     return code or "SITE"
 
 
-def create_facility(session: Session, name: str, code: str | None = None) -> Facility:
+def create_facility(
+    session: Session, name: str, code: str | None = None, actor: Actor | None = None
+) -> Facility:
     name = name.strip()
     if not name or len(name) > 128:
         raise Invalid("Facility name must be 1-128 characters.")
@@ -37,7 +39,7 @@ def create_facility(session: Session, name: str, code: str | None = None) -> Fac
     facility = Facility(name=name, code=code)
     session.add(facility)
     session.flush()
-    record(session, Actor.system(), "facility.create", "facility", str(facility.id))
+    record(session, actor or Actor.system(), "facility.create", "facility", str(facility.id))
     return facility
 
 
@@ -131,7 +133,9 @@ def authenticate_password(session: Session, name: str, password: str) -> User:
     return user
 
 
-def create_token(session: Session, user: User, label: str = "") -> tuple[ApiToken, str]:
+def create_token(
+    session: Session, user: User, label: str = "", actor: Actor | None = None
+) -> tuple[ApiToken, str]:
     """Returns the stored row and the plain token, which is shown once and never stored."""
     plain = security.new_token()
     token = ApiToken(user_id=user.id, token_hash=security.hash_token(plain), label=label[:128])
@@ -139,7 +143,7 @@ def create_token(session: Session, user: User, label: str = "") -> tuple[ApiToke
     session.flush()
     record(
         session,
-        Actor.system(),
+        actor or Actor.system(),
         "token.create",
         "api_token",
         str(token.id),

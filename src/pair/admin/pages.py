@@ -136,7 +136,7 @@ def token_create(
     user = session.get(User, user_id)
     if user is None:
         raise Invalid(f"No user with id {user_id}.")
-    _token, plain = accounts.create_token(session, user, label)
+    _token, plain = accounts.create_token(session, user, label, actor)
     ctx = {
         "tokens": accounts.list_tokens(session),
         "users": accounts.list_users(session),

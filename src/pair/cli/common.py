@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from pair.core.errors import PairError
@@ -26,17 +27,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(func: F) -> F:
-    """Print a PairError's message and exit with its code instead of a traceback."""
+    """Print a clear message and exit non-zero instead of a traceback: a PairError's message
+    and code, a ``PAIR_*`` setting that does not validate, or what the system refused
+    (missing file, permission, port in use)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except PairError as exc:
-            err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
-            raise typer.Exit(exc.exit_code) from None
+            _fail(exc.message, exc.exit_code)
+        except ValidationError as exc:
+            if exc.title != "Settings":
+                raise
+            for err in exc.errors():  # the value is not echoed: it may be a secret
+                name = "PAIR_" + "_".join(str(p) for p in err["loc"]).upper()
+                _fail(f"invalid setting {name}: {err['msg']}", None)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            _fail(f"{exc.strerror or exc}{where}", 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, exit_code: int | None) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    if exit_code is not None:
+        raise typer.Exit(exit_code) from None
 
 
 def node_for(data_dir: Path) -> Node:

@@ -12,25 +12,37 @@ import uvicorn
 
 from pair.cli.common import DataDir, console, handle_errors
 from pair.core.config import get_settings
+from pair.core.errors import Invalid, PairError
 from pair.core.node import open_node
 from pair.web.app import create_app
 
 log = logging.getLogger("pair.serve")
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @handle_errors
 def serve(
     data_dir: DataDir,
-    host: Annotated[str, typer.Option(help="HTTP bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-    dicom_port: Annotated[int, typer.Option(help="DICOM port (0 disables DIMSE).")] = 11112,
-    ae_title: Annotated[str, typer.Option(help="This node's AE title.")] = "PAIR",
+    host: Annotated[str, typer.Option(envvar="PAIR_HOST", help="HTTP bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PAIR_PORT", help="HTTP port.")] = 8000,
+    dicom_port: Annotated[
+        int, typer.Option(envvar="PAIR_DICOM_PORT", help="DICOM port (0 disables DIMSE).")
+    ] = 11112,
+    ae_title: Annotated[
+        str, typer.Option(envvar="PAIR_AE_TITLE", help="This node's AE title.")
+    ] = "PAIR",
 ) -> None:
     """Start the HTTP server and the DICOM listener; SIGINT/SIGTERM stop both cleanly."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from pair.accounts.service import validate_ae_title
+
+    validate_ae_title(ae_title)
     settings = get_settings(
         data_dir, host=host, port=port, dicom_port=dicom_port, ae_title=ae_title
     )
+    level = settings.log_level.upper()
+    if level not in _LEVELS:
+        raise Invalid(f"PAIR_LOG_LEVEL must be one of {', '.join(_LEVELS)}, not {level!r}.")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     node = open_node(settings=settings)
     from pair.repository.ingest import reconcile
 
@@ -63,9 +75,23 @@ def serve(
     if dicom_port:
         from pair.repository.dimse import start_dimse_server
 
-        dimse = start_dimse_server(node, host=host, port=dicom_port, ae_title=ae_title)
+        try:
+            dimse = start_dimse_server(node, host=host, port=dicom_port, ae_title=ae_title)
+        except OSError as exc:
+            stop_resume.set()
+            pool.close()
+            node.close()
+            reason = exc.strerror or str(exc)
+            raise PairError(f"Cannot listen for DICOM on {host}:{dicom_port}: {reason}.") from None
         console.print(f"DICOM listener {ae_title} on {host}:{dicom_port}")
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
     server = uvicorn.Server(config)
     stopped = threading.Event()
 
@@ -84,7 +110,7 @@ def serve(
     finally:
         stop_resume.set()
         if dimse is not None:
-            dimse.shutdown()
+            dimse.shutdown(grace_s=settings.shutdown_grace_s)
         pool.close()
         node.close()
         console.print("PAIR node stopped")

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     max_instance_bytes: int = 1024**3
     session_cookie_secure: bool = False
     log_level: str = "INFO"
+    # pair serve on SIGINT/SIGTERM: how long in-flight HTTP requests, then open DICOM
+    # associations, may run on before they are cut (a stalled client must not block a stop)
+    shutdown_grace_s: int = Field(default=10, ge=0, le=600)
     uid_root: str = "2.25"
     # pair serve: warm inference workers are closed after this long unused; one spare worker
     # (sandboxed, onnxruntime imported, no model yet) is kept ready for the next new algorithm

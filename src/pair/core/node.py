@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
 from pair.core.config import Settings, get_settings
+from pair.core.errors import PairError
 from pair.db import migrate
 from pair.db.session import Database
 
@@ -33,8 +37,28 @@ def open_node(
 ) -> Node:
     """Create the data dir layout, bring the schema up to date and return the node."""
     settings = settings or get_settings(data_dir)
-    settings.ensure_dirs()
+    try:
+        settings.ensure_dirs()
+    except OSError as exc:
+        raise PairError(
+            f"Cannot use data dir {settings.data_dir}: {exc.strerror or exc} ({exc.filename})."
+        ) from None
     url = settings.resolved_database_url
-    if migrate_db:
-        migrate.upgrade(url)
-    return Node(settings=settings, db=Database(url))
+    try:
+        if migrate_db:
+            migrate.upgrade(url)
+        db = Database(url)
+    except (ArgumentError, NoSuchModuleError, ImportError):
+        raise PairError(
+            "PAIR_DATABASE_URL is not a database URL this node can use (SQLite or PostgreSQL "
+            "with psycopg), e.g. postgresql+psycopg://user:password@host/dbname."
+        ) from None
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise PairError(f"Cannot open the database {_safe(url)}: {reason}") from None
+    return Node(settings=settings, db=db)
+
+
+def _safe(url: str) -> str:
+    """The URL for messages, password hidden."""
+    return make_url(url).render_as_string(hide_password=True)

@@ -112,8 +112,15 @@ class DimseServer:
         assert server is not None  # a non-blocking start returns the server
         self.server: ThreadedAssociationServer = server
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace_s: float = 2.0) -> None:
+        """Stop listening, give open associations ``grace_s`` to finish, then abort them:
+        an idle peer holding its association open must not keep the node from stopping."""
         self.server.shutdown()
+        deadline = time.monotonic() + grace_s
+        while self.server.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in self.server.active_associations:
+            assoc.abort()
 
     # -- handlers ---------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +74,20 @@ def import_paths(
         progress(summary.skipped, total)
     for start in range(0, len(todo), BATCH):
         chunk = todo[start : start + BATCH]
-        payloads = [_payload(it) for it in chunk]
-        results = ingest_batch(node, facility_id, payloads, "import", actor)
+        contents = [_read(it) for it in chunk]
+        payloads = [
+            Payload(data=data, label=it.label)
+            for it, data in zip(chunk, contents, strict=True)
+            if isinstance(data, bytes)
+        ]
+        batch = ingest_batch(node, facility_id, payloads, "import", actor) if payloads else []
+        results = iter(batch)
         with node.db.session() as s:
-            for it, res in zip(chunk, results, strict=True):
+            for it, data in zip(chunk, contents, strict=True):
+                if isinstance(data, str):  # not remembered: read again on the next run
+                    summary.add(it.label, IngestResult(Outcome.REJECTED, reason=data))
+                    continue
+                res = next(results)
                 summary.add(it.label, res)
                 _remember(s, facility_id, it, res)
         if progress:
@@ -83,11 +95,14 @@ def import_paths(
     return summary
 
 
-def _payload(item: SourceItem) -> Payload:
+def _read(item: SourceItem) -> bytes | str:
+    """The file's bytes, or why they cannot be read (missing, permission, damaged zip)."""
     try:
-        return Payload(data=item.read(), label=item.label)
+        return item.read()
     except OSError as exc:
-        return Payload(data=b"", label=f"{item.label} ({exc.strerror})")
+        return f"Cannot read the file: {exc.strerror or exc}."
+    except (zipfile.BadZipFile, zlib.error) as exc:
+        return f"Cannot read the zip member: {exc}."
 
 
 def _remember(session: Session, facility_id: int, item: SourceItem, res: IngestResult) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,8 +26,11 @@ class SourceItem:
     member: str | None = None
     size: int = 0
     mtime_ns: int = 0
+    problem: str = ""  # known unreadable (a DICOMDIR record whose file is missing)
 
     def read(self) -> bytes:
+        if self.problem:
+            raise FileNotFoundError(self.problem)
         if self.member is None:
             assert self.path is not None
             return self.path.read_bytes()
@@ -88,10 +92,22 @@ def _file_items(path: Path) -> Iterator[SourceItem]:
 
 def _dicomdir_items(path: Path) -> Iterator[SourceItem]:
     try:
-        fs = FileSet(pydicom.dcmread(path))
+        ds = pydicom.dcmread(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # missing files are reported as rejections below
+            fs = FileSet(ds)
     except Exception as exc:
         raise BadRequest(f"{path}: unreadable DICOMDIR ({type(exc).__name__}).") from None
+    found: set[Path] = set()
     for instance in fs:
         p = Path(instance.path)
+        found.add(p.resolve())
         st = p.stat()
         yield SourceItem(str(p), p, None, st.st_size, st.st_mtime_ns)
+    for record in ds.get("DirectoryRecordSequence", []):
+        file_id = record.get("ReferencedFileID")
+        if not file_id:
+            continue
+        p = path.parent.joinpath(*([file_id] if isinstance(file_id, str) else list(file_id)))
+        if p.resolve() not in found and not p.is_file():
+            yield SourceItem(str(p), p, problem="listed in the DICOMDIR but missing")
