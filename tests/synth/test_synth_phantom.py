@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,19 @@ def test_bad_options_are_rejected(tmp_path: Path) -> None:
         generate(tmp_path, 1, 1, ct_size=8)
     with pytest.raises(TypeError):
         generate(tmp_path, 1, 1, colour="blue")
+
+
+def test_airways_and_vessels_are_drawn() -> None:
+    """Air lumens through the mediastinum (trachea, main bronchi); soft-tissue lung vessels."""
+    a = random_anatomy(np.random.default_rng(11), "F")
+    assert a.airways and a.vessels
+    full = render(a, GRID)
+    no_airways = render(replace(a, airways=[]), GRID)
+    no_vessels = render(replace(a, vessels=[]), GRID)
+    lumen = (full.hu < -900) & ~full.lung & (no_airways.hu > -200)
+    assert lumen.sum() > 20, "no airway lumen through the mediastinum"
+    x = np.broadcast_to(GRID.x[None, None, :], lumen.shape)
+    assert float(np.median(np.abs(x[lumen]))) < 40  # central: trachea and main bronchi
+    vessel = full.lung & (full.hu > -200) & (no_vessels.hu < -600)
+    assert vessel.sum() > 100, "no vessels in the lungs"
+    assert (x[vessel] < 0).any() and (x[vessel] > 0).any()  # in both lungs
