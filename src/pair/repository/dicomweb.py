@@ -211,7 +211,9 @@ def retrieve_frames(
     _audit(session, actor, "wado.frames", study, frames=len(numbers))
     boundary = new_boundary()
     parts = retrieve.frames(node, row, numbers, request.headers.get("accept", ""))
-    media = f'multipart/related; type="{parts[0][1]}"; boundary={boundary}'
+    part_type, _, syntax = parts[0][1].partition("; ")
+    media = f'multipart/related; type="{part_type}"; {syntax + "; " if syntax else ""}'
+    media += f"boundary={boundary}"
     return StreamingResponse(stream_related(parts, boundary), media_type=media)
 
 
