@@ -14,6 +14,7 @@ from pair.synth import config, generate
 from pair.synth.anatomy import Phantom, random_anatomy, render
 from pair.synth.dicomio import TRANSFER_SYNTAXES, set_pixels, uid, usable_syntax, write
 from pair.synth.disease import (
+    CONSOLIDATION_HU,
     GGO_HU,
     DiseaseMap,
     apply,
@@ -184,3 +185,18 @@ def test_airways_and_vessels_are_drawn() -> None:
     vessel = full.lung & (full.hu > -200) & (no_vessels.hu < -600)
     assert vessel.sum() > 100, "no vessels in the lungs"
     assert (x[vessel] < 0).any() and (x[vessel] > 0).any()  # in both lungs
+
+
+@pytest.mark.parametrize(
+    ("kind", "targets"),
+    [
+        ("ggo", {GGO_HU}),
+        ("consolidation", {GGO_HU, CONSOLIDATION_HU}),  # a solid core in ground glass
+        ("crazy_paving", {GGO_HU + 60, -250.0}),  # ground glass crossed by septal lines
+        ("rounded_ggo", {GGO_HU + 40}),
+        ("reverse_halo", {GGO_HU, CONSOLIDATION_HU - 20}),  # a dense ring round ground glass
+    ],
+)
+def test_each_typical_pattern_has_its_own_densities(kind: str, targets: set[float]) -> None:
+    _, dm, _ = _patient(5, "typical", typical={kind: 1.0})
+    assert set(np.unique(dm.target[dm.density > 0.3]).tolist()) == targets
