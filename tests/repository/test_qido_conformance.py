@@ -98,6 +98,8 @@ def test_study_level_required_keys_match(live: LiveNode, stored: dict[str, Any])
             assert a_uid in _uids(live, "/studies", **{keyword: str(value)}), keyword
     assert _uids(live, "/studies", ModalitiesInStudy="CT") != []
     assert _uids(live, "/studies", ModalitiesInStudy="MR") == []
+    assert sorted(_uids(live, "/studies", ModalitiesInStudy="MR,CT")) == sorted([a_uid, b_uid])
+    assert len(_uids(live, "/studies", ModalitiesInStudy="MR\\CT")) == 2
     # the tag form is accepted as well as the keyword
     assert _uids(live, "/studies", **{"00100020": _value(b, "00100020")}) == [b_uid]
 
