@@ -165,6 +165,14 @@ def test_series_and_image_levels(live: LiveNode, peer: Association) -> None:
     assert se.Modality == "CT" and se.SeriesNumber == 2 and se.NumberOfSeriesRelatedInstances == 3
     _, none = _find(peer, QueryRetrieveLevel="SERIES", StudyInstanceUID=a_uid, Modality="MR")
     assert none == []
+    # Request Attributes Sequence > Requested Procedure ID: removed by de-identification
+    asked, empty = Dataset(), Dataset()
+    asked.RequestedProcedureID = "RP0042"
+    empty.RequestedProcedureID = ""
+    _, none = _find(peer, QueryRetrieveLevel="SERIES", RequestAttributesSequence=[asked])
+    assert none == []
+    _, every = _find(peer, QueryRetrieveLevel="SERIES", RequestAttributesSequence=[empty])
+    assert len(every) == 2
 
     status, images = _find(
         peer,

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
@@ -61,6 +62,10 @@ def stored(live: LiveNode) -> dict[str, Any]:
     a = [ct_instance(study_uid=sa, series_uid=se1, index=i) for i in (1, 2)]
     a2 = ct_instance(study_uid=sa, series_uid=se2, index=1)
     a2.SeriesNumber = 7
+    request = Dataset()
+    request.ScheduledProcedureStepID = "SPS0042"
+    request.RequestedProcedureID = "RP0042"
+    a2.RequestAttributesSequence = [request]
     b = ct_instance(
         study_uid=generate_uid(),
         series_uid=generate_uid(),
@@ -164,6 +169,15 @@ def test_series_and_instance_level_required_keys(live: LiveNode, stored: dict[st
         found = _uids(live, f"/studies/{a_uid}/series", "0020000E", **{keyword: value})
         assert s7_uid in found, keyword
     assert _uids(live, f"/studies/{a_uid}/series", "0020000E", SeriesNumber="7") == [s7_uid]
+    # the Request Attributes Sequence keys: accepted; de-identification removed the IDs sent
+    for key in ("RequestAttributesSequence.ScheduledProcedureStepID", "00400275.00401001"):
+        for universal in ("", "*"):
+            found = _uids(live, f"/studies/{a_uid}/series", "0020000E", **{key: universal})
+            assert len(found) == 2, key
+        for value in ("SPS0042", "RP0042", "RP*"):
+            assert _uids(live, "/series", "0020000E", **{key: value}) == [], (key, value)
+    r = _get(live, "/series", **{"RequestAttributesSequence.AccessionNumber": "A1"})
+    assert r.status_code == 400 and "Sequence matching" in r.json()["message"]
     r = _get(live, f"/studies/{a_uid}/series", SeriesNumber="seven")
     assert r.status_code == 400 and "SeriesNumber" in r.json()["message"]
 

@@ -188,7 +188,7 @@ class DimseServer:
         self, facility_id: int, level: str, requested: list[DataElement]
     ) -> list[dict[str, Any]]:
         q = QidoQuery(limit=100000)
-        from pair.repository.query import KEYS, MODALITIES_IN_STUDY
+        from pair.repository.query import KEYS, MODALITIES_IN_STUDY, REMOVED_SEQUENCE_KEYS
 
         for elem in requested:
             tag = int(elem.tag)
@@ -198,7 +198,14 @@ class DimseServer:
                 value = "\\".join(str(v) for v in elem.value)
             else:
                 value = str(elem.value)
-            if elem.VR == "SQ" or tag == _CHARSET:
+            if elem.VR == "SQ":
+                for item in elem.value or []:
+                    for sub in item:
+                        key = (tag, int(sub.tag))
+                        if key in REMOVED_SEQUENCE_KEYS and str(sub.value or "").strip("*"):
+                            q.removed_match = True
+                continue
+            if tag == _CHARSET:
                 continue
             q.include.add(tag)  # a return key outside the index is read from the stored header
             if tag == MODALITIES_IN_STUDY:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -80,6 +80,13 @@ _KEYS = [
 ]
 KEYS = {parse_attribute(k.keyword): k for k in _KEYS}
 MODALITIES_IN_STUDY = parse_attribute("ModalitiesInStudy")
+# Series-level keys of PS3.18 Table 10.6.1-5 inside Request Attributes Sequence. The Basic
+# Profile removes both IDs (X), so no stored instance has them: universal matching (empty or
+# "*") matches every series, any other value none.
+REMOVED_SEQUENCE_KEYS = {
+    (0x00400275, 0x00400009),  # > ScheduledProcedureStepID
+    (0x00400275, 0x00401001),  # > RequestedProcedureID
+}
 _RESERVED = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
 _DATE_RE = re.compile(r"^\d{8}$")
 MAX_LIMIT = 10000
@@ -96,6 +103,7 @@ class QidoQuery:
     offset: int = 0
     fuzzy: bool = False
     ignored: list[str] = field(default_factory=list)
+    removed_match: bool = False  # a value for a key that de-identification always removes
     capped: bool = True  # the limit is the server's (default or maximum), not the client's
     more: bool = False  # set by the find functions: matches beyond a server-capped page remain
 
@@ -125,6 +133,8 @@ def parse_query(params: Sequence[tuple[str, str]]) -> QidoQuery:
                     q.include.add(_attr(item))
         elif name == "orderby":
             q.ignored.append("orderby")
+        elif _sequence_key(name) in REMOVED_SEQUENCE_KEYS:
+            q.removed_match = q.removed_match or raw.strip("*") != ""
         else:
             tag = _attr(name)
             if tag == MODALITIES_IN_STUDY:
@@ -136,6 +146,16 @@ def parse_query(params: Sequence[tuple[str, str]]) -> QidoQuery:
                 q.ignored.append(name)
                 q.include.add(tag)
     return q
+
+
+def _sequence_key(name: str) -> tuple[int, ...] | None:
+    """``RequestAttributesSequence.RequestedProcedureID`` (or by tags) as a tuple of tags."""
+    if "." not in name:
+        return None
+    try:
+        return tuple(parse_attribute(part) for part in name.split("."))
+    except BadRequest:
+        return None
 
 
 def _attr(name: str) -> int:
@@ -267,6 +287,8 @@ def condition(key: Key, raw: str) -> Any:
 
 
 def _apply(stmt: Select[Any], q: QidoQuery, levels: set[Level]) -> Select[Any]:
+    if q.removed_match:
+        stmt = stmt.where(false())
     for tag, raw in q.matches.items():
         key = KEYS[tag]
         if key.level not in levels:
