@@ -36,6 +36,7 @@ log = logging.getLogger("pair.dimse")
 TRANSFER_SYNTAXES = [ts for ts in ALL_TRANSFER_SYNTAXES if not ts.endswith(".2.2")]  # no BE
 _NO_MATCH = "\x00no-registered-peers"
 _CHARSET = 0x00080005
+_FIND_PACE = 100  # C-FIND responses between two chances for the peer's C-CANCEL to arrive
 _TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "PN", "UC"}
 STATUS_BY_REASON = {"too_large": 0xA700, "processing_failed": 0xC001, "conflict": 0xA900}
 
@@ -178,7 +179,9 @@ class DimseServer:
             record(
                 s, actor, "cfind." + level.lower(), "study", "", detail={"results": len(results)}
             )
-        for doc in results:  # each reply is built as it is sent: a C-CANCEL is seen between
+        for n, doc in enumerate(results, 1):  # each reply is built as it is sent
+            if n % _FIND_PACE == 0:
+                _let_peer_speak(event.assoc)
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
@@ -231,6 +234,17 @@ class DimseServer:
                     for i, se, st in find_instances(s, facility_id, q)
                 ]
         return docs
+
+
+def _let_peer_speak(assoc: Any) -> None:
+    """pynetdicom's DUL thread reads the socket only when it has nothing left to send: wait for
+    its send queue to empty and give it an idle turn, so that a C-CANCEL the peer sent meanwhile
+    is received (this also bounds the responses queued in memory)."""
+    pending = assoc.dul.to_provider_queue
+    deadline = time.monotonic() + 10
+    while not pending.empty() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    time.sleep(0.003)
 
 
 def _reply(doc: dict[str, Any], level: str, requested: list[DataElement]) -> Dataset:
