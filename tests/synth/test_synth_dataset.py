@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pair.cli.main import app
-from pair.synth import generate
+from pair.synth import config, generate
 from pair.synth.anatomy import LOBES
 from pair.synth.dicomio import PRIVATE_CREATOR, PRIVATE_GROUP
 
@@ -255,3 +255,32 @@ def test_dcmtk_parses_every_file_without_complaint(
         )
         assert run.returncode == 0, run.stderr
         assert not run.stderr.strip(), run.stderr
+
+
+def test_sites_differ_in_dose_noise_prevalence_and_age(
+    files: list[tuple[Path, pydicom.Dataset]],
+) -> None:
+    """Each site's CT follows its archetype: tube current-time product, CTDIvol and noise."""
+    exposures: dict[str, set[int]] = defaultdict(set)
+    ctdi: dict[str, list[float]] = defaultdict(list)
+    noise: dict[str, list[float]] = defaultdict(list)
+    for path, ds in files:
+        if ds.Modality != "CT":
+            continue
+        site = path.relative_to(path.parents[4]).parts[0]
+        exposures[site].add(int(ds.Exposure))
+        ctdi[site].append(float(ds.CTDIvol))
+        if int(ds.InstanceNumber) == 5:  # air in front of the chest: pure reconstruction noise
+            hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+            corner = hu[:6, :6]
+            assert float(corner.mean()) < -900
+            noise[site].append(float(corner.std()))
+    for index, site in enumerate(("site-01", "site-02")):
+        spec = config.site_archetype(index).ct
+        assert all(spec.mas[0] - 1 <= e <= spec.mas[1] + 1 for e in exposures[site]), site
+    # site-01's sharp kernel and high noise against site-02's smooth, low-noise protocol
+    assert np.mean(noise["site-01"]) > 1.5 * np.mean(noise["site-02"])
+    assert ctdi["site-01"] and ctdi["site-02"]
+    first, second = config.site_archetype(0), config.site_archetype(1)
+    assert first.covid_prevalence != second.covid_prevalence
+    assert first.age.mean != second.age.mean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from pair.synth import config, generate
 from pair.synth.anatomy import Phantom, random_anatomy, render
 from pair.synth.dicomio import TRANSFER_SYNTAXES, set_pixels, uid, usable_syntax, write
 from pair.synth.disease import (
+    CONSOLIDATION_HU,
     GGO_HU,
     DiseaseMap,
     apply,
@@ -167,3 +169,34 @@ def test_bad_options_are_rejected(tmp_path: Path) -> None:
         generate(tmp_path, 1, 1, ct_size=8)
     with pytest.raises(TypeError):
         generate(tmp_path, 1, 1, colour="blue")
+
+
+def test_airways_and_vessels_are_drawn() -> None:
+    """Air lumens through the mediastinum (trachea, main bronchi); soft-tissue lung vessels."""
+    a = random_anatomy(np.random.default_rng(11), "F")
+    assert a.airways and a.vessels
+    full = render(a, GRID)
+    no_airways = render(replace(a, airways=[]), GRID)
+    no_vessels = render(replace(a, vessels=[]), GRID)
+    lumen = (full.hu < -900) & ~full.lung & (no_airways.hu > -200)
+    assert lumen.sum() > 20, "no airway lumen through the mediastinum"
+    x = np.broadcast_to(GRID.x[None, None, :], lumen.shape)
+    assert float(np.median(np.abs(x[lumen]))) < 40  # central: trachea and main bronchi
+    vessel = full.lung & (full.hu > -200) & (no_vessels.hu < -600)
+    assert vessel.sum() > 100, "no vessels in the lungs"
+    assert (x[vessel] < 0).any() and (x[vessel] > 0).any()  # in both lungs
+
+
+@pytest.mark.parametrize(
+    ("kind", "targets"),
+    [
+        ("ggo", {GGO_HU}),
+        ("consolidation", {GGO_HU, CONSOLIDATION_HU}),  # a solid core in ground glass
+        ("crazy_paving", {GGO_HU + 60, -250.0}),  # ground glass crossed by septal lines
+        ("rounded_ggo", {GGO_HU + 40}),
+        ("reverse_halo", {GGO_HU, CONSOLIDATION_HU - 20}),  # a dense ring round ground glass
+    ],
+)
+def test_each_typical_pattern_has_its_own_densities(kind: str, targets: set[float]) -> None:
+    _, dm, _ = _patient(5, "typical", typical={kind: 1.0})
+    assert set(np.unique(dm.target[dm.density > 0.3]).tolist()) == targets

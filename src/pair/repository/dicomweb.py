@@ -21,7 +21,13 @@ from pair.dicom.render import RenderOptions, render
 from pair.repository import retrieve
 from pair.repository.ingest import Payload, ingest_batch
 from pair.repository.multipart import new_boundary, split_related, stream_related
-from pair.repository.query import find_instances, find_series, find_studies, parse_query
+from pair.repository.query import (
+    QidoQuery,
+    find_instances,
+    find_series,
+    find_studies,
+    parse_query,
+)
 from pair.repository.responses import (
     DICOM_JSON,
     instance_json,
@@ -39,11 +45,23 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/dicomweb"
 
 
-def _json(items: list[dict[str, Any]], ignored: list[str]) -> Response:
-    headers = {}
+def _json(items: list[dict[str, Any]], q: QidoQuery) -> Response:
+    warnings = []
+    if q.more and q.capped:  # PS3.18 §8.3.4.4: the server's limit cut the answer short
+        warnings.append(
+            '299 PAIR "The number of results exceeded the maximum supported by the server. '
+            'Additional results can be requested."'
+        )
+    ignored, fuzzy = q.ignored, q.fuzzy
     if ignored:
         names = ", ".join(sorted(set(ignored)))
-        headers["Warning"] = f'299 PAIR "Matching on {names} is not supported and was ignored"'
+        warnings.append(f'299 PAIR "Matching on {names} is not supported and was ignored"')
+    if fuzzy:  # PS3.18 §8.3.4.5: an origin server without fuzzy matching says so
+        warnings.append(
+            '299 PAIR "The fuzzymatching parameter is not supported. '
+            'Only literal matching has been performed."'
+        )
+    headers = {"Warning": ", ".join(warnings)} if warnings else {}
     if not items:
         return Response(status_code=204, headers=headers)
     return _dicom_json(items, headers=headers)
@@ -77,7 +95,7 @@ def search_studies(
     base = _base(request)
     items = [study_json(node, session, s, q, base) for s in studies]
     _audit(session, actor, "qido.studies", "", results=len(items))
-    return _json(items, q.ignored)
+    return _json(items, q)
 
 
 @router.get("/series", summary="QIDO-RS: search all series")
@@ -96,7 +114,7 @@ def search_series(
         series_json(node, session, se, st, q, base, with_study=study is None) for se, st in rows
     ]
     _audit(session, actor, "qido.series", study or "", results=len(items))
-    return _json(items, q.ignored)
+    return _json(items, q)
 
 
 @router.get("/instances", summary="QIDO-RS: search all instances")
@@ -122,7 +140,7 @@ def search_instances(
         for i, se, st in rows
     ]
     _audit(session, actor, "qido.instances", study or "", results=len(items))
-    return _json(items, q.ignored)
+    return _json(items, q)
 
 
 # ---- WADO-RS ---------------------------------------------------------------------------------
@@ -211,7 +229,9 @@ def retrieve_frames(
     _audit(session, actor, "wado.frames", study, frames=len(numbers))
     boundary = new_boundary()
     parts = retrieve.frames(node, row, numbers, request.headers.get("accept", ""))
-    media = f'multipart/related; type="{parts[0][1]}"; boundary={boundary}'
+    part_type, _, syntax = parts[0][1].partition("; ")
+    media = f'multipart/related; type="{part_type}"; {syntax + "; " if syntax else ""}'
+    media += f"boundary={boundary}"
     return StreamingResponse(stream_related(parts, boundary), media_type=media)
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -34,6 +35,9 @@ log = logging.getLogger("pair.dimse")
 # Uncompressed, deflated, JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE, ...
 TRANSFER_SYNTAXES = [ts for ts in ALL_TRANSFER_SYNTAXES if not ts.endswith(".2.2")]  # no BE
 _NO_MATCH = "\x00no-registered-peers"
+_CHARSET = 0x00080005
+_FIND_PACE = 100  # C-FIND responses between two chances for the peer's C-CANCEL to arrive
+_TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "PN", "UC"}
 STATUS_BY_REASON = {"too_large": 0xA700, "processing_failed": 0xC001, "conflict": 0xA900}
 
 
@@ -171,8 +175,9 @@ class DimseServer:
         if facility_id is None or level not in ("STUDY", "SERIES", "IMAGE"):
             yield 0xA900, None
             return
+        requested = [e for e in identifier if e.keyword != "QueryRetrieveLevel"]
         try:
-            results = self._find(facility_id, level, identifier)
+            results = self._find(facility_id, level, requested)
         except PairError as exc:
             log.info("C-FIND refused: %s", exc.message)
             yield 0xA900, None
@@ -181,22 +186,38 @@ class DimseServer:
             record(
                 s, actor, "cfind." + level.lower(), "study", "", detail={"results": len(results)}
             )
-        for item in results:
+        for n, doc in enumerate(results, 1):  # each reply is built as it is sent
+            if n % _FIND_PACE == 0:
+                _let_peer_speak(event.assoc)
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
-            yield 0xFF00, item
+            yield 0xFF00, _reply(doc, level, requested)
 
-    def _find(self, facility_id: int, level: str, identifier: Dataset) -> list[Dataset]:
-        requested = [e for e in identifier if e.keyword != "QueryRetrieveLevel"]
+    def _find(
+        self, facility_id: int, level: str, requested: list[DataElement]
+    ) -> list[dict[str, Any]]:
         q = QidoQuery(limit=100000)
-        from pair.repository.query import KEYS, MODALITIES_IN_STUDY
+        from pair.repository.query import KEYS, MODALITIES_IN_STUDY, REMOVED_SEQUENCE_KEYS
 
         for elem in requested:
             tag = int(elem.tag)
-            value = "" if elem.value is None else str(elem.value)
+            if elem.value is None:
+                value = ""
+            elif elem.VM > 1:  # List of UID matching (PS3.4 C.2.2.2.2): values joined by "\\"
+                value = "\\".join(str(v) for v in elem.value)
+            else:
+                value = str(elem.value)
             if elem.VR == "SQ":
+                for item in elem.value or []:
+                    for sub in item:
+                        key = (tag, int(sub.tag))
+                        if key in REMOVED_SEQUENCE_KEYS and str(sub.value or "").strip("*"):
+                            q.removed_match = True
                 continue
+            if tag == _CHARSET:
+                continue
+            q.include.add(tag)  # a return key outside the index is read from the stored header
             if tag == MODALITIES_IN_STUDY:
                 q.modalities_in_study = [v for v in value.split("\\") if v]
             elif tag in KEYS and value:
@@ -219,20 +240,38 @@ class DimseServer:
                     )
                     for i, se, st in find_instances(s, facility_id, q)
                 ]
-        out = []
-        for doc in docs:
-            full = Dataset.from_json(doc)
-            reply = Dataset()
-            reply.QueryRetrieveLevel = level
-            for elem in requested:
-                if elem.tag in full:
-                    reply[elem.tag] = full[elem.tag]
-                else:
-                    reply.add_new(elem.tag, elem.VR, None)
-            if "SpecificCharacterSet" in identifier:
-                reply.SpecificCharacterSet = "ISO_IR 192"
-            out.append(reply)
-        return out
+        return docs
+
+
+def _let_peer_speak(assoc: Any) -> None:
+    """pynetdicom's DUL thread reads the socket only when it has nothing left to send: wait for
+    its send queue to empty and give it an idle turn, so that a C-CANCEL the peer sent meanwhile
+    is received (this also bounds the responses queued in memory)."""
+    pending = assoc.dul.to_provider_queue
+    deadline = time.monotonic() + 10
+    while not pending.empty() and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    time.sleep(0.003)
+
+
+def _reply(doc: dict[str, Any], level: str, requested: list[DataElement]) -> Dataset:
+    """The C-FIND response identifier: the requested keys only, empty where there is no value."""
+    full = Dataset.from_json(doc)
+    reply = Dataset()
+    reply.QueryRetrieveLevel = level
+    asked_charset = False
+    for elem in requested:
+        if elem.tag == _CHARSET:
+            asked_charset = True
+        elif elem.tag in full:
+            reply[elem.tag] = full[elem.tag]
+        else:
+            reply.add_new(elem.tag, elem.VR, None)
+    if asked_charset or any(
+        not str(e.value).isascii() for e in reply if e.VR in _TEXT_VRS and e.value
+    ):
+        reply.SpecificCharacterSet = "ISO_IR 192"  # values are UTF-8 (PS3.5 6.1.2.3)
+    return reply
 
 
 def start_dimse_server(node: Node, host: str, port: int, ae_title: str) -> DimseServer:

@@ -125,6 +125,7 @@ class IndexRecord:
                 "rows": _int(ds, "Rows"),
                 "columns": _int(ds, "Columns"),
                 "number_of_frames": _int(ds, "NumberOfFrames"),
+                "bits_allocated": _int(ds, "BitsAllocated"),
                 "storage_path": stored.storage_path,
                 "sha256": stored.sha256,
                 "size": stored.size,

@@ -115,6 +115,7 @@ class Instance(Base):
     rows: Mapped[int | None] = mapped_column(default=None)
     columns: Mapped[int | None] = mapped_column(default=None)
     number_of_frames: Mapped[int | None] = mapped_column(default=None)
+    bits_allocated: Mapped[int | None] = mapped_column(default=None)
     storage_path: Mapped[str] = mapped_column(String(128))
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigId)

@@ -6,9 +6,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -80,9 +80,17 @@ _KEYS = [
 ]
 KEYS = {parse_attribute(k.keyword): k for k in _KEYS}
 MODALITIES_IN_STUDY = parse_attribute("ModalitiesInStudy")
+# Series-level keys of PS3.18 Table 10.6.1-5 inside Request Attributes Sequence. The Basic
+# Profile removes both IDs (X), so no stored instance has them: universal matching (empty or
+# "*") matches every series, any other value none.
+REMOVED_SEQUENCE_KEYS = {
+    (0x00400275, 0x00400009),  # > ScheduledProcedureStepID
+    (0x00400275, 0x00401001),  # > RequestedProcedureID
+}
 _RESERVED = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
 _DATE_RE = re.compile(r"^\d{8}$")
 MAX_LIMIT = 10000
+_Row = TypeVar("_Row")
 
 
 @dataclass
@@ -95,6 +103,9 @@ class QidoQuery:
     offset: int = 0
     fuzzy: bool = False
     ignored: list[str] = field(default_factory=list)
+    removed_match: bool = False  # a value for a key that de-identification always removes
+    capped: bool = True  # the limit is the server's (default or maximum), not the client's
+    more: bool = False  # set by the find functions: matches beyond a server-capped page remain
 
     @property
     def requested(self) -> set[int]:
@@ -107,6 +118,7 @@ def parse_query(params: Sequence[tuple[str, str]]) -> QidoQuery:
     for name, raw in params:
         if name == "limit":
             q.limit = _nonneg(name, raw, maximum=MAX_LIMIT)
+            q.capped = _nonneg(name, raw) > MAX_LIMIT
         elif name == "offset":
             q.offset = _nonneg(name, raw)
         elif name == "fuzzymatching":
@@ -121,6 +133,8 @@ def parse_query(params: Sequence[tuple[str, str]]) -> QidoQuery:
                     q.include.add(_attr(item))
         elif name == "orderby":
             q.ignored.append("orderby")
+        elif _sequence_key(name) in REMOVED_SEQUENCE_KEYS:
+            q.removed_match = q.removed_match or raw.strip("*") != ""
         else:
             tag = _attr(name)
             if tag == MODALITIES_IN_STUDY:
@@ -132,6 +146,16 @@ def parse_query(params: Sequence[tuple[str, str]]) -> QidoQuery:
                 q.ignored.append(name)
                 q.include.add(tag)
     return q
+
+
+def _sequence_key(name: str) -> tuple[int, ...] | None:
+    """``RequestAttributesSequence.RequestedProcedureID`` (or by tags) as a tuple of tags."""
+    if "." not in name:
+        return None
+    try:
+        return tuple(parse_attribute(part) for part in name.split("."))
+    except BadRequest:
+        return None
 
 
 def _attr(name: str) -> int:
@@ -182,6 +206,35 @@ def _pn_prefix_sqlite(element: PnPrefix, compiler: SQLCompiler, **kw: Any) -> st
     return "(" + compiler.process(and_(element.pattern_match, element.in_range), **kw) + ")"
 
 
+class CaseSensitiveLike(ColumnElement[bool]):
+    """DICOM wildcard matching that is case-sensitive on every backend (PS3.4 C.2.2.2.4).
+
+    PostgreSQL's LIKE is case-sensitive; SQLite's is not (for ASCII), so on SQLite the pattern
+    is given to GLOB instead, whose ``*`` and ``?`` are DICOM's and which is case-sensitive.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [
+        ("pattern_match", InternalTraversal.dp_clauseelement),
+        ("glob_match", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: Any, raw: str) -> None:
+        self.pattern_match = column.like(_like(raw), escape="\\")
+        glob = "".join("[[]" if c == "[" else "[]]" if c == "]" else c for c in raw)
+        self.glob_match = column.op("GLOB")(glob)
+
+
+@compiles(CaseSensitiveLike)
+def _cs_like_default(element: CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(" + compiler.process(element.pattern_match, **kw) + ")"
+
+
+@compiles(CaseSensitiveLike, "sqlite")
+def _cs_like_sqlite(element: CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    return "(" + compiler.process(element.glob_match, **kw) + ")"
+
+
 def _like(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
@@ -227,13 +280,15 @@ def condition(key: Key, raw: str) -> Any:
             if raw.endswith("*") and stem and not any(c in stem for c in "*?"):
                 return PnPrefix(like, folded, stem)
             return like
-        return col.like(pattern, escape="\\")
+        return CaseSensitiveLike(col, raw)
     if key.match is Match.PN:
         return func.lower(col) == raw.lower()
     return col == raw
 
 
 def _apply(stmt: Select[Any], q: QidoQuery, levels: set[Level]) -> Select[Any]:
+    if q.removed_match:
+        stmt = stmt.where(false())
     for tag, raw in q.matches.items():
         key = KEYS[tag]
         if key.level not in levels:
@@ -264,8 +319,8 @@ def find_studies(session: Session, facility_id: int, q: QidoQuery) -> list[Study
                 sub = sub.where(cond)
         stmt = stmt.where(Study.id.in_(sub))
     stmt = _apply(stmt, _without(q, series_keys), levels)
-    stmt = stmt.order_by(Study.study_date.desc(), Study.id.desc()).limit(q.limit).offset(q.offset)
-    return list(session.scalars(stmt))
+    stmt = stmt.order_by(Study.study_date.desc(), Study.id.desc())
+    return _page(q, list(session.scalars(_window(stmt, q))))
 
 
 def find_series(
@@ -279,8 +334,8 @@ def find_series(
     if study_uid is not None:
         stmt = stmt.where(Study.study_uid == study_uid)
     stmt = _apply(stmt, q, {Level.STUDY, Level.SERIES})
-    stmt = stmt.order_by(Study.id, Series.series_number, Series.id).limit(q.limit).offset(q.offset)
-    return [(row[0], row[1]) for row in session.execute(stmt)]
+    stmt = stmt.order_by(Study.id, Series.series_number, Series.id)
+    return _page(q, [(row[0], row[1]) for row in session.execute(_window(stmt, q))])
 
 
 def find_instances(
@@ -302,8 +357,17 @@ def find_instances(
         stmt = stmt.where(Series.series_uid == series_uid)
     stmt = _apply(stmt, q, {Level.STUDY, Level.SERIES, Level.INSTANCE})
     stmt = stmt.order_by(Series.id, Instance.instance_number, Instance.id)
-    stmt = stmt.limit(q.limit).offset(q.offset)
-    return [(row[0], row[1], row[2]) for row in session.execute(stmt)]
+    return _page(q, [(row[0], row[1], row[2]) for row in session.execute(_window(stmt, q))])
+
+
+def _window(stmt: Any, q: QidoQuery) -> Any:
+    """One row beyond the page, to tell whether more matches remain."""
+    return stmt.limit(q.limit + 1).offset(q.offset)
+
+
+def _page(q: QidoQuery, rows: list[_Row]) -> list[_Row]:
+    q.more = len(rows) > q.limit
+    return rows[: q.limit]
 
 
 def _without(q: QidoQuery, tags: Sequence[int]) -> QidoQuery:

@@ -83,6 +83,7 @@ def _instance_attrs(inst: Instance, series: Series, study: Study, base: str) -> 
             "InstanceNumber": inst.instance_number,
             "Rows": inst.rows,
             "Columns": inst.columns,
+            "BitsAllocated": inst.bits_allocated,
             "NumberOfFrames": inst.number_of_frames,
             "RetrieveURL": (
                 f"{base}/studies/{study.study_uid}/series/{series.series_uid}"

@@ -93,9 +93,15 @@ def negotiate_dicom(accept: str) -> str | None:
 def iter_part10(
     node: Node, rows: list[Instance], target_ts: str | None
 ) -> Iterator[tuple[bytes, str]]:
-    store = content_store(node)
+    """Part 10 bytes of ``rows``; an unsatisfiable transfer syntax raises 406 here, before the
+    response (and its 200 status) starts streaming."""
     if target_ts is not None:
         _check_transcodable(rows, target_ts)
+    return _part10(node, rows, target_ts)
+
+
+def _part10(node: Node, rows: list[Instance], target_ts: str | None) -> Iterator[tuple[bytes, str]]:
+    store = content_store(node)
     for row in rows:
         data = store.read(row.storage_path)
         if target_ts is not None and target_ts != row.transfer_syntax_uid:
@@ -169,15 +175,29 @@ def frames(node: Node, row: Instance, numbers: list[int], accept: str) -> list[t
     if missing:
         raise NotFound(f"Frame(s) {missing} do not exist; the instance has {count} frame(s).")
     ts = UID(row.transfer_syntax_uid)
-    wanted = [parse_media_type(a).type for a in accept.split(",") if a.strip()]
-    if ts.is_compressed:
-        native = COMPRESSED_MEDIA.get(str(ts), "application/octet-stream")
-        if native in wanted:
-            encoded = list(generate_frames(ds.PixelData, number_of_frames=count))
-            return [(encoded[n - 1], f"{native}; transfer-syntax={ts}") for n in numbers]
+    wanted = _frame_media_types(accept)
+    native = COMPRESSED_MEDIA.get(str(ts)) if ts.is_compressed else None
+    if native is not None and native in wanted:
+        encoded = list(generate_frames(ds.PixelData, number_of_frames=count))
+        return [(encoded[n - 1], f"{native}; transfer-syntax={ts}") for n in numbers]
+    if wanted and not wanted & {"application/octet-stream", "*/*", "multipart/*"}:
+        offered = ", ".join(filter(None, ["application/octet-stream", native]))
+        raise NotAcceptable(f"Frames of this instance are offered as {offered} only.")
     arr = np.asarray(ds.pixel_array)
     if count == 1:
         arr = arr[np.newaxis, ...]
     return [
         (np.ascontiguousarray(arr[n - 1]).tobytes(), "application/octet-stream") for n in numbers
     ]
+
+
+def _frame_media_types(accept: str) -> set[str]:
+    """The frame media types an Accept header asks for: multipart/related's ``type`` counts."""
+    wanted = set()
+    for item in filter(str.strip, accept.split(",")):
+        mt = parse_media_type(item)
+        if mt.type == "multipart/related":
+            wanted.add(mt.params.get("type", "application/octet-stream").lower())
+        else:
+            wanted.add(mt.type)
+    return wanted
