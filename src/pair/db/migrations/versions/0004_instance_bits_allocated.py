@@ -1,7 +1,7 @@
 """Bits Allocated on the instance index: QIDO-RS returns it by default (PS3.18 Table 10.6.3-5)
 
-Revision ID: qido_0001
-Revises:
+Revision ID: 0004_instance_bits_allocated
+Revises: 0003_patient_name_index
 Create Date: 2026-11-28 06:30:00
 """
 
@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "qido_0001"
-down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = ("qido",)
-depends_on: str | Sequence[str] | None = "0003_patient_name_index"
+revision: str = "0004_instance_bits_allocated"
+down_revision: str | Sequence[str] | None = "0003_patient_name_index"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
