@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -18,8 +20,35 @@ from pair.core.config import get_settings
 from pair.core.node import Node, open_node
 from pair.db.throwaway import PostgresServer, free_port
 
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+    from sqlalchemy.orm import Session
+
+    from pair.repository.models import Patient
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = Path(os.environ.get("PAIR_SHARED_DATA", SHARED / "data"))
+
+
+def admin_test_client(node: Node) -> tuple[TestClient, dict[str, dict[str, str]]]:
+    """An in-process client of ``node`` and Authorization headers for an admin ("admin") and a
+    data manager ("dm") of Hospital A and an admin of Hospital B ("adminb")."""
+    from fastapi.testclient import TestClient
+
+    from pair.accounts import service
+    from pair.web.app import create_app
+
+    users: Sequence[tuple[str, int, str]]
+    with node.db.session() as s:
+        fa = service.create_facility(s, "Hospital A", "HOSPA")
+        fb = service.create_facility(s, "Hospital B", "HOSPB")
+        users = [("admin", 0, "admin"), ("dm", 0, "data-manager"), ("adminb", 1, "admin")]
+        tokens = {
+            name: service.create_token(s, service.create_user(s, (fa, fb)[f], name, role))[1]
+            for name, f, role in users
+        }
+    headers = {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
+    return TestClient(create_app(node)), headers
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +120,27 @@ class LiveNode:
             "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""),
             **self.env_overrides,
         }
+
+    @contextmanager
+    def direct_session(self) -> Iterator[tuple[Session, Patient]]:
+        """Write index rows straight into this node's database (facility HOSPA, one bulk
+        patient): for tests that need more matches than sending files would give quickly."""
+        from sqlalchemy import select
+
+        from pair.accounts.models import Facility
+        from pair.repository.models import Patient
+
+        node = open_node(settings=get_settings(self.data_dir, database_url=self.database_url))
+        try:
+            with node.db.session() as s:
+                facility = s.scalar(select(Facility).where(Facility.code == "HOSPA"))
+                assert facility is not None
+                patient = Patient(facility_id=facility.id, pseudonym="HOSPA-BULK")
+                s.add(patient)
+                s.flush()
+                yield s, patient
+        finally:
+            node.close()
 
     def provision(self) -> None:
         from pair.accounts import service

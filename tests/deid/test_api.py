@@ -3,29 +3,15 @@ export stays within the admin's facility."""
 
 from __future__ import annotations
 
-from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 
-from pair.accounts import service
 from pair.core.node import Node
-from pair.web.app import create_app
+from tests.conftest import admin_test_client
 from tests.factories import ct_instance, to_bytes
 
 
 def test_burned_in_review_lists_flagged_instances(node: Node) -> None:
-    with node.db.session() as s:
-        fa = service.create_facility(s, "Hospital A", "HOSPA")
-        fb = service.create_facility(s, "Hospital B", "HOSPB")
-        tokens = {
-            name: service.create_token(s, service.create_user(s, fac, name, role))[1]
-            for name, fac, role in [
-                ("admin", fa, "admin"),
-                ("dm", fa, "data-manager"),
-                ("adminb", fb, "admin"),
-            ]
-        }
-    h = {k: {"Authorization": f"Bearer {v}"} for k, v in tokens.items()}
-    client = TestClient(create_app(node))
+    client, h = admin_test_client(node)
     study = generate_uid()
     annotated = ct_instance(study_uid=study, series_uid=generate_uid(), index=1)
     annotated.BurnedInAnnotation = "YES"

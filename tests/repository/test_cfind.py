@@ -27,7 +27,7 @@ from pair.accounts import service
 from pair.accounts.models import Facility
 from pair.core.config import get_settings
 from pair.core.node import open_node
-from pair.repository.models import Instance, Patient, Series, Study
+from pair.repository.models import Instance, Series, Study
 from tests.conftest import LiveNode
 from tests.factories import ct_instance
 
@@ -216,34 +216,25 @@ def test_bad_identifiers_get_a_failure_status(live: LiveNode, peer: Association)
 def _index_rows(live: LiveNode, count: int) -> None:
     """Index rows straight into the live node's database: enough matches that the SCP is still
     sending when the C-CANCEL arrives (index-only return keys never read the files)."""
-    node = open_node(settings=get_settings(live.data_dir, database_url=live.database_url))
-    try:
-        with node.db.session() as s:
-            fac = s.scalar(select(Facility).where(Facility.code == "HOSPA"))
-            assert fac is not None
-            patient = Patient(facility_id=fac.id, pseudonym="HOSPA-BULK")
-            s.add(patient)
-            s.flush()
-            study = Study(facility_id=fac.id, patient_pk=patient.id, study_uid="2.25.4242")
-            s.add(study)
-            s.flush()
-            series = Series(study_pk=study.id, series_uid="2.25.4243", modality="CT")
-            s.add(series)
-            s.flush()
-            s.add_all(
-                Instance(
-                    series_pk=series.id,
-                    sop_instance_uid=f"2.25.4244{i}",
-                    sop_class_uid=CTImageStorage,
-                    instance_number=i,
-                    storage_path="none",
-                    sha256="0" * 64,
-                    size=0,
-                )
-                for i in range(count)
+    with live.direct_session() as (s, patient):
+        study = Study(facility_id=patient.facility_id, patient_pk=patient.id, study_uid="2.25.4242")
+        s.add(study)
+        s.flush()
+        series = Series(study_pk=study.id, series_uid="2.25.4243", modality="CT")
+        s.add(series)
+        s.flush()
+        s.add_all(
+            Instance(
+                series_pk=series.id,
+                sop_instance_uid=f"2.25.4244{i}",
+                sop_class_uid=CTImageStorage,
+                instance_number=i,
+                storage_path="none",
+                sha256="0" * 64,
+                size=0,
             )
-    finally:
-        node.close()
+            for i in range(count)
+        )
 
 
 def test_cancel_stops_the_responses(live: LiveNode, peer: Association) -> None:

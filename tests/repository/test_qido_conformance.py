@@ -15,12 +15,8 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from sqlalchemy import select
 
-from pair.accounts.models import Facility
-from pair.core.config import get_settings
-from pair.core.node import open_node
-from pair.repository.models import Patient, Study
+from pair.repository.models import Study
 from tests.conftest import LiveNode
 from tests.factories import ct_instance
 
@@ -291,21 +287,11 @@ def test_unknown_and_misplaced_keys_are_refused(live: LiveNode, stored: dict[str
 
 def test_server_limit_is_announced(live: LiveNode) -> None:
     """More matches than the server's default page: a Warning says more can be requested."""
-    settings = get_settings(live.data_dir, database_url=live.database_url)
-    node = open_node(settings=settings)
-    try:
-        with node.db.session() as s:
-            fac = s.scalar(select(Facility).where(Facility.code == "HOSPA"))
-            assert fac is not None
-            patient = Patient(facility_id=fac.id, pseudonym="HOSPA-BULK")
-            s.add(patient)
-            s.flush()
-            s.add_all(
-                Study(facility_id=fac.id, patient_pk=patient.id, study_uid=f"2.25.77{i}")
-                for i in range(1001)
-            )
-    finally:
-        node.close()
+    with live.direct_session() as (s, patient):
+        s.add_all(
+            Study(facility_id=patient.facility_id, patient_pk=patient.id, study_uid=f"2.25.77{i}")
+            for i in range(1001)
+        )
     r = _get(live, "/studies")
     assert r.status_code == 200 and len(r.json()) == 1000
     assert "Additional results can be requested" in r.headers["warning"]
