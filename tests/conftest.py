@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,6 +22,8 @@ from pair.db.throwaway import PostgresServer, free_port
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
+    from pydicom import Dataset
+    from pynetdicom.association import Association
     from sqlalchemy.orm import Session
 
     from pair.repository.models import Patient
@@ -49,6 +51,26 @@ def admin_test_client(node: Node) -> tuple[TestClient, dict[str, dict[str, str]]
         }
     headers = {name: {"Authorization": f"Bearer {token}"} for name, token in tokens.items()}
     return TestClient(create_app(node)), headers
+
+
+def c_find(assoc: Association, **keys: Any) -> tuple[int, list[Dataset]]:
+    """Send one Study Root C-FIND; return the final status and the pending identifiers."""
+    from pydicom import Dataset
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelFind,
+    )
+
+    q = Dataset()
+    for keyword, value in keys.items():
+        setattr(q, keyword, value)
+    found, final = [], -1
+    for status, ident in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind):
+        assert status is not None, "no response from the SCP"
+        if status.Status in (0xFF00, 0xFF01):
+            found.append(ident)
+        else:
+            final = int(status.Status)
+    return final, found
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from pair.core.node import Node
 from pair.db.throwaway import free_port
 from pair.repository.dimse import DimseServer, start_dimse_server
 from pair.web.app import create_app
+from tests.conftest import c_find
 from tests.factories import FAKE_PATIENT, ct_instance, to_bytes
 
 BOUNDARY = "auditboundary7"
@@ -65,15 +66,7 @@ def _c_store_and_find(port: int, calling: str, ds: Dataset) -> list[Dataset]:
     assoc = ae.associate("127.0.0.1", port, ae_title="PAIR")
     assert assoc.is_established
     assert int(assoc.send_c_store(ds).Status) == 0x0000
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    query.StudyInstanceUID = ""
-    query.PatientID = ""
-    found = [
-        ident
-        for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
-        if status and int(status.Status) == 0xFF00 and ident is not None
-    ]
+    _, found = c_find(assoc, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="")
     assoc.release()
     return found
 

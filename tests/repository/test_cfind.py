@@ -28,7 +28,7 @@ from pair.accounts.models import Facility
 from pair.core.config import get_settings
 from pair.core.node import open_node
 from pair.repository.models import Instance, Series, Study
-from tests.conftest import LiveNode
+from tests.conftest import LiveNode, c_find
 from tests.factories import ct_instance
 
 pytestmark = pytest.mark.integration
@@ -40,21 +40,6 @@ def _associate(live: LiveNode, calling: str) -> Association:
     ae.add_requested_context(FIND)
     ae.add_requested_context(CTImageStorage)
     return ae.associate("127.0.0.1", live.dicom_port, ae_title=live.ae_title)
-
-
-def _find(assoc: Association, **keys: Any) -> tuple[int, list[Dataset]]:
-    """Send one C-FIND; return the final status and the pending identifiers."""
-    q = Dataset()
-    for keyword, value in keys.items():
-        setattr(q, keyword, value)
-    found, final = [], -1
-    for status, ident in assoc.send_c_find(q, FIND):
-        assert status is not None, "no response from the SCP"
-        if status.Status in (0xFF00, 0xFF01):
-            found.append(ident)
-        else:
-            final = int(status.Status)
-    return final, found
 
 
 @pytest.fixture
@@ -93,7 +78,7 @@ def test_study_level_matching_and_return_keys(live: LiveNode, peer: Association)
     b_pid, b_date = b["00100020"]["Value"][0], b["00080020"]["Value"][0]
     a_date = a["00080020"]["Value"][0]
 
-    status, found = _find(
+    status, found = c_find(
         peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="", StudyDate=""
     )
     assert status == 0x0000 and len(found) == 2
@@ -102,43 +87,43 @@ def test_study_level_matching_and_return_keys(live: LiveNode, peer: Association)
             "QueryRetrieveLevel", "StudyInstanceUID", "PatientID", "StudyDate",
         }  # fmt: skip
         assert ident.PatientID.startswith("HOSPA-")
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID=b_pid)
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID=b_pid)
     assert [f.StudyInstanceUID for f in found] == [b_uid]
     # wildcards: '*' and '?' (case-sensitive outside PN), PN case-insensitively
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="HOSPA-*")
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="HOSPA-*")
     assert len(found) == 2
-    _, found = _find(
+    _, found = c_find(
         peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="?" + b_pid[1:]
     )
     assert [f.StudyInstanceUID for f in found] == [b_uid]
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="hospa-*")
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="hospa-*")
     assert found == []
     name = b["00100010"]["Value"][0]["Alphabetic"]
-    _, found = _find(
+    _, found = c_find(
         peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientName="?" + name.lower()[1:]
     )
     assert [f.StudyInstanceUID for f in found] == [b_uid]
     # date ranges: closed, open on either side (dates are shifted per patient: sort them first)
     (lo, u_lo), (hi, u_hi) = sorted([(a_date, a_uid), (b_date, b_uid)])
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", StudyDate=f"-{lo}")
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", StudyDate=f"-{lo}")
     assert u_lo in [f.StudyInstanceUID for f in found]
     assert len(found) == (1 if lo < hi else 2)
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", StudyDate=f"{hi}-")
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", StudyDate=f"{hi}-")
     assert u_hi in [f.StudyInstanceUID for f in found]
     assert len(found) == (1 if lo < hi else 2)
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", StudyDate=f"{lo}-{hi}")
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", StudyDate=f"{lo}-{hi}")
     assert len(found) == 2
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", StudyDate="-19000101")
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", StudyDate="-19000101")
     assert found == []
     # list of UID matching: a multi-valued StudyInstanceUID
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID=[a_uid, b_uid, "1.2.3"])
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID=[a_uid, b_uid, "1.2.3"])
     assert sorted(f.StudyInstanceUID for f in found) == sorted([a_uid, b_uid])
     # a non-ASCII value comes back in UTF-8, and the reply says so
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", PatientID=b_pid, StudyDescription="")
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", PatientID=b_pid, StudyDescription="")
     assert found[0].SpecificCharacterSet == "ISO_IR 192"
     assert found[0].StudyDescription == b["00081030"]["Value"][0] == "THORAX ÜBERSICHT"
     # ModalitiesInStudy and the study's counts as return keys
-    _, found = _find(
+    _, found = c_find(
         peer,
         QueryRetrieveLevel="STUDY",
         StudyInstanceUID=a_uid,
@@ -151,7 +136,7 @@ def test_study_level_matching_and_return_keys(live: LiveNode, peer: Association)
 def test_series_and_image_levels(live: LiveNode, peer: Association) -> None:
     a, _ = _studies(live)
     a_uid = a["0020000D"]["Value"][0]
-    status, series = _find(
+    status, series = c_find(
         peer,
         QueryRetrieveLevel="SERIES",
         StudyInstanceUID=a_uid,
@@ -163,18 +148,18 @@ def test_series_and_image_levels(live: LiveNode, peer: Association) -> None:
     assert status == 0 and len(series) == 1
     se = series[0]
     assert se.Modality == "CT" and se.SeriesNumber == 2 and se.NumberOfSeriesRelatedInstances == 3
-    _, none = _find(peer, QueryRetrieveLevel="SERIES", StudyInstanceUID=a_uid, Modality="MR")
+    _, none = c_find(peer, QueryRetrieveLevel="SERIES", StudyInstanceUID=a_uid, Modality="MR")
     assert none == []
     # Request Attributes Sequence > Requested Procedure ID: removed by de-identification
     asked, empty = Dataset(), Dataset()
     asked.RequestedProcedureID = "RP0042"
     empty.RequestedProcedureID = ""
-    _, none = _find(peer, QueryRetrieveLevel="SERIES", RequestAttributesSequence=[asked])
+    _, none = c_find(peer, QueryRetrieveLevel="SERIES", RequestAttributesSequence=[asked])
     assert none == []
-    _, every = _find(peer, QueryRetrieveLevel="SERIES", RequestAttributesSequence=[empty])
+    _, every = c_find(peer, QueryRetrieveLevel="SERIES", RequestAttributesSequence=[empty])
     assert len(every) == 2
 
-    status, images = _find(
+    status, images = c_find(
         peer,
         QueryRetrieveLevel="IMAGE",
         StudyInstanceUID=a_uid,
@@ -186,7 +171,7 @@ def test_series_and_image_levels(live: LiveNode, peer: Association) -> None:
     )
     assert status == 0 and sorted(int(i.InstanceNumber) for i in images) == [1, 2, 3]
     assert all(i.SOPClassUID == CTImageStorage and i.Rows == 32 for i in images)
-    _, one = _find(
+    _, one = c_find(
         peer,
         QueryRetrieveLevel="IMAGE",
         SeriesInstanceUID=se.SeriesInstanceUID,
@@ -195,7 +180,7 @@ def test_series_and_image_levels(live: LiveNode, peer: Association) -> None:
     )
     assert len(one) == 1 and one[0].InstanceNumber == 2
     # an attribute outside the index comes back from the stored header
-    _, spaced = _find(peer, QueryRetrieveLevel="IMAGE", InstanceNumber="1", PixelSpacing="")
+    _, spaced = c_find(peer, QueryRetrieveLevel="IMAGE", InstanceNumber="1", PixelSpacing="")
     assert [float(v) for v in spaced[0].PixelSpacing] == [1.0, 1.0]
 
 
@@ -206,10 +191,10 @@ def test_bad_identifiers_get_a_failure_status(live: LiveNode, peer: Association)
         {"QueryRetrieveLevel": "STUDY", "StudyDate": "2020-13"},
         {"QueryRetrieveLevel": "STUDY", "SOPInstanceUID": "1.2.3"},  # below the query level
     ):
-        status, found = _find(peer, **keys)
+        status, found = c_find(peer, **keys)
         assert status == 0xA900 and found == [], keys
     # the association survives and answers the next query
-    status, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="")
+    status, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="")
     assert status == 0 and len(found) == 2
 
 
@@ -254,7 +239,7 @@ def test_cancel_stops_the_responses(live: LiveNode, peer: Association) -> None:
     assert all(s == 0xFF00 for s in statuses[:-1])
     assert len(statuses) - 1 < 4000
     # the association goes on: the next query is answered in full
-    status, found = _find(peer, QueryRetrieveLevel="SERIES", SeriesInstanceUID="2.25.4243")
+    status, found = c_find(peer, QueryRetrieveLevel="SERIES", SeriesInstanceUID="2.25.4243")
     assert status == 0 and len(found) == 1
 
 
@@ -277,18 +262,18 @@ def test_a_peer_sees_only_its_own_facility(live: LiveNode, peer: Association) ->
     assert other.is_established
     try:
         for level in ("STUDY", "SERIES", "IMAGE"):
-            status, found = _find(other, QueryRetrieveLevel=level, StudyInstanceUID="")
+            status, found = c_find(other, QueryRetrieveLevel=level, StudyInstanceUID="")
             assert status == 0 and found == [], level
         theirs = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
         assert int(other.send_c_store(theirs).Status) == 0
-        _, found = _find(other, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="")
+        _, found = c_find(other, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="")
         assert len(found) == 1 and found[0].PatientID.startswith("HOSPB-")
         hosp_b_uid = found[0].StudyInstanceUID
     finally:
         other.release()
-    _, mine = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="")
+    _, mine = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID="", PatientID="")
     assert len(mine) == 2 and all(m.PatientID.startswith("HOSPA-") for m in mine)
     # even asked by its UID, the other facility's study stays invisible
-    _, found = _find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID=hosp_b_uid)
+    _, found = c_find(peer, QueryRetrieveLevel="STUDY", StudyInstanceUID=hosp_b_uid)
     assert found == []
     assert pydicom.uid.UID(hosp_b_uid).is_valid

@@ -19,7 +19,7 @@ from pydicom.uid import (
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
 
-from tests.conftest import LiveNode
+from tests.conftest import LiveNode, c_find
 from tests.factories import INGEST_TRANSFER_SYNTAXES, ct_instance, write_series
 
 pytestmark = pytest.mark.integration
@@ -152,16 +152,9 @@ def test_pynetdicom_store_transfer_syntaxes(live: LiveNode, ts: str) -> None:
     ae = AE(ae_title=live.peer_ae)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = ae.associate("127.0.0.1", live.dicom_port, ae_title=live.ae_title)
-    q = pydicom.Dataset()
-    q.QueryRetrieveLevel = "IMAGE"
-    q.SOPInstanceUID = ""
-    q.InstanceNumber = ""
-    q.Modality = "CT"
-    results = [
-        ident
-        for status, ident in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind)
-        if status and status.Status == 0xFF00
-    ]
+    _, results = c_find(
+        assoc, QueryRetrieveLevel="IMAGE", SOPInstanceUID="", InstanceNumber="", Modality="CT"
+    )
     assoc.release()
     assert sorted(int(r.InstanceNumber) for r in results) == [1, 2]
 
