@@ -43,10 +43,14 @@ def import_command(
     for name in ("stored", "duplicate", "quarantined", "rejected", "skipped"):
         table.add_row(name, str(getattr(summary, name)))
     console.print(table)
+    # one line per file whatever the terminal width, so a long path is never split and the
+    # list can be grepped or copied
     for label, reason in summary.quarantines[:50]:
-        console.print(f"[yellow]quarantined[/yellow] {label}: {reason}", highlight=False)
+        console.print(
+            f"[yellow]quarantined[/yellow] {label}: {reason}", highlight=False, soft_wrap=True
+        )
     for label, reason in summary.rejections[:200]:
-        console.print(f"[red]rejected[/red] {label}: {reason}", highlight=False)
+        console.print(f"[red]rejected[/red] {label}: {reason}", highlight=False, soft_wrap=True)
     if len(summary.rejections) > 200:
         console.print(f"... and {len(summary.rejections) - 200} more rejections")
 
