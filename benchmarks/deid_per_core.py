@@ -1,13 +1,12 @@
 """De-identification alone, one core: a 512x512 CT slice (CT_small header, 179 GE private
 elements) parsed, de-identified + scanned, and written, N times.
 
-    PYTHONPATH=src python benchmarks/deid_per_core.py [N]
+    PYTHONPATH=src python benchmarks/deid_per_core.py [N [SOURCE.dcm]]
 """
 
 from __future__ import annotations
 
 import io
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,12 +18,8 @@ from pair.deid.engine import Deidentifier
 from pair.deid.profile import default_profile
 from pair.deid.store import InMemoryMappingStore
 
-# the team's shared data (PAIR_SHARED_DATA, as in the tests; default: ../shared/data)
-SHARED_DATA = Path(
-    os.environ.get("PAIR_SHARED_DATA")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
-SOURCE = SHARED_DATA / "dicom" / "pydicom_CT_small.dcm"
+# pydicom's CT_small.dcm as vendored with the tests (tests/data/README.md)
+SOURCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "dicom" / "pydicom_CT_small.dcm"
 
 
 def main(n: int = 500) -> None:

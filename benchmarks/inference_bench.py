@@ -1,8 +1,9 @@
 """Inference pipeline throughput vs bare onnxruntime on the same model and images.
 
-    PYTHONPATH=src /work/venv/bin/python benchmarks/inference_bench.py [--repeat 5] [--rounds 5]
+    PYTHONPATH=src python benchmarks/inference_bench.py [--repeat 5] [--rounds 5] [--images DIR]
 
-Images: the chest radiographs in ../shared/data/images wrapped as DICOM (each PNG wrapped
+Images: the chest radiographs vendored in tests/data/images (48 PNGs, long side 256 px; pass
+``--images`` for another folder of PNGs, e.g. larger originals) wrapped as DICOM (each PNG wrapped
 ``--repeat`` times with different identifiers, so every instance is a distinct file). Every
 variant reads the DICOM files, preprocesses them per the manifest and runs the demo model:
 
@@ -53,7 +54,7 @@ from pair.algorithms.wrap import png_to_dicom
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "src/pair/algorithms/data/demo-cxr-opacity"
-SHARED = Path(os.environ.get("PAIR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+IMAGES = ROOT / "tests" / "data" / "images"
 TICK = os.sysconf("SC_CLK_TCK")
 SPARE_SETTLE_S = 3.0  # a server's spare has long finished its imports when a run comes
 
@@ -65,10 +66,10 @@ REPLAY = "pair serve: re-run from the cache"
 NAMES = [BARE, NEW, FIRST, WARM, REPLAY]
 
 
-def wrap_images(out: Path, repeat: int) -> list[Path]:
-    pngs = sorted((SHARED / "images").glob("*.png"))
+def wrap_images(images: Path, out: Path, repeat: int) -> list[Path]:
+    pngs = sorted(images.glob("*.png"))
     if not pngs:
-        sys.exit(f"no PNG images under {SHARED / 'images'} (set PAIR_SHARED_DATA)")
+        sys.exit(f"no PNG images under {images}")
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for r in range(repeat):
@@ -200,6 +201,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--images", type=Path, default=IMAGES, help="folder of chest PNGs")
     parser.add_argument(
         "--default-malloc",
         action="store_true",
@@ -213,7 +215,7 @@ def main() -> None:
     alg = LoadedAlgorithm(m, DEMO / "model.onnx", file_sha256(DEMO / "model.onnx"))
     limits = Limits(threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="pair-bench-") as tmp:
-        paths = wrap_images(Path(tmp) / "dicom", args.repeat)
+        paths = wrap_images(args.images, Path(tmp) / "dicom", args.repeat)
         bench = Bench(alg, paths, limits, Path(tmp))
         for p in paths:  # warm the page cache for every variant alike
             p.read_bytes()

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
     from pair.repository.models import Patient
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SHARED_DATA = Path(os.environ.get("PAIR_SHARED_DATA", SHARED / "data"))
+# Real third-party images committed with the tests (see tests/data/README.md)
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 def admin_test_client(node: Node) -> tuple[TestClient, dict[str, dict[str, str]]]:
@@ -110,8 +110,8 @@ def sqlite_node(tmp_path: Path) -> Iterator[Node]:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"shared test data missing at {SHARED_DATA}"
-    return SHARED_DATA
+    """The vendored real images (tests/data): chest PNGs + labels.csv, and a few DICOM files."""
+    return TEST_DATA
 
 
 # ---- live node: a real `pair serve` process (HTTP + DICOM) -----------------------------------

@@ -1,7 +1,7 @@
-"""The 48 shared chest radiographs wrapped as DICOM and ingested into a node, plus clinical data.
+"""The 48 vendored chest radiographs wrapped as DICOM and ingested into a node, plus clinical data.
 
-The set is biased by site and age (see /work/shared/data/README.md): it exercises the pipeline,
-it does not judge a model.
+The set is biased by site and age (see tests/data/README.md): it exercises the pipeline, it does
+not judge a model.
 """
 
 from __future__ import annotations

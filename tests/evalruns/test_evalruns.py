@@ -1,6 +1,6 @@
 """Evaluation runs end to end on the 48 shared chest radiographs ingested into a node.
 
-The set is biased (see /work/shared/data/README.md): these tests check that the pipeline adds
+The set is biased (see tests/data/README.md): these tests check that the pipeline adds
 nothing to the statistics, not how good the demo model is.
 """
 
