@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     ae_title: str = "PAIR"
     max_upload_bytes: int = 2 * 1024**3
     max_instance_bytes: int = 1024**3
+    # decompression bombs (docs/security.md): bytes one instance may inflate to (a zip member,
+    # a Deflated transfer syntax data set), bytes one request, upload or import may inflate to
+    # in all, members one zip may list, and pixel bytes one rendered frame may decode to
+    max_inflated_instance_bytes: int = Field(default=256 * 1024**2, gt=0)
+    max_inflated_request_bytes: int = Field(default=4 * 1024**3, gt=0)
+    max_zip_members: int = Field(default=20_000, gt=0)
+    max_decoded_pixel_bytes: int = Field(default=512 * 1024**2, gt=0)
     session_cookie_secure: bool = False
     log_level: str = "INFO"
     # pair serve on SIGINT/SIGTERM: how long in-flight HTTP requests, then open DICOM

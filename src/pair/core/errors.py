@@ -66,6 +66,13 @@ class PayloadTooLarge(PairError):
     code = "payload_too_large"
 
 
+class LimitExceeded(PayloadTooLarge):
+    """A size limit of the node was reached (a decompression bomb, an oversized upload); the
+    message names the limit and its ``PAIR_*`` setting."""
+
+    code = "limit_exceeded"
+
+
 class UnsupportedMediaType(PairError):
     http_status = 415
     exit_code = 2

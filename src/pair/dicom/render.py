@@ -10,7 +10,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from pair.core.errors import BadRequest, NotAcceptable, NotFound
+from pair.core.errors import BadRequest, Invalid, NotAcceptable, NotFound
 
 MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 # PS3.18 ``window=center,width,function`` names -> PS3.3 VOI LUT Function (0028,1056) terms
@@ -89,17 +89,43 @@ def _first(value: object) -> float | None:
     return float(value)  # type: ignore[arg-type]
 
 
-def frame_array(ds: Dataset, frame: int = 1) -> np.ndarray:
-    """One frame (1-based) after the modality LUT (HU for CT)."""
+def frame_bytes(ds: Dataset) -> int:
+    """Bytes one frame of ``ds`` decodes to (Rows x Columns x samples x bytes per sample)."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        raise Invalid("Pixel Data without a valid Rows, Columns or Bits Allocated.") from None
+    return rows * cols * samples * max(1, (bits + 7) // 8)
+
+
+def check_decoded(ds: Dataset, frames: int, limit: int) -> None:
+    """422 unless ``frames`` frames of ``ds`` decode to at most ``limit`` bytes."""
+    size = frame_bytes(ds) * frames
+    if size > limit:
+        what = "A frame" if frames == 1 else f"{frames} frames"
+        raise Invalid(
+            f"{what} of this instance decode to {size} bytes; the limit is "
+            f"PAIR_MAX_DECODED_PIXEL_BYTES={limit}.",
+            details={"limit": "max_decoded_pixel_bytes", "bytes": limit},
+        )
+
+
+def frame_array(ds: Dataset, frame: int = 1, max_decoded_bytes: int | None = None) -> np.ndarray:
+    """One frame (1-based) after the modality LUT (HU for CT).
+
+    Only that frame is decoded, and only if it fits ``max_decoded_bytes``
+    (``PAIR_MAX_DECODED_PIXEL_BYTES``; 422 past it): a small file can claim a huge image."""
     if "PixelData" not in ds:
         raise NotFound("This instance has no pixel data to render.")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if not 1 <= frame <= frames:
         raise NotFound(f"Frame {frame} does not exist; the instance has {frames} frame(s).")
-    arr = ds.pixel_array
-    if frames > 1:
-        arr = arr[frame - 1]
-    return np.asarray(apply_modality_lut(arr, ds))
+    if max_decoded_bytes is not None:
+        check_decoded(ds, 1, max_decoded_bytes)
+    ds.pixel_array_options(index=frame - 1)
+    return np.asarray(apply_modality_lut(ds.pixel_array, ds))
 
 
 def voi(x: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -156,8 +182,11 @@ def to_8bit(ds: Dataset, arr: np.ndarray, opts: RenderOptions) -> np.ndarray:
     return np.rint(out * 255.0).astype(np.uint8)
 
 
-def render(ds: Dataset, frame: int, opts: RenderOptions) -> bytes:
-    img = Image.fromarray(to_8bit(ds, frame_array(ds, frame), opts))
+def render(
+    ds: Dataset, frame: int, opts: RenderOptions, max_decoded_bytes: int | None = None
+) -> bytes:
+    """PNG/JPEG bytes of one frame (the only one decoded)."""
+    img = Image.fromarray(to_8bit(ds, frame_array(ds, frame, max_decoded_bytes), opts))
     if opts.viewport:
         img.thumbnail(opts.viewport, Image.Resampling.LANCZOS)
     buf = io.BytesIO()

@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Role
 from pair.audit.service import Actor, record
-from pair.core.errors import BadRequest, NotFound, PayloadTooLarge
+from pair.core.errors import BadRequest, NotFound
 from pair.core.node import Node
 from pair.repository import ingest, service
+from pair.repository.formdata import receive_files
 from pair.repository.models import QuarantineItem
 from pair.web.deps import SessionDep, get_node, require_roles
 
@@ -57,26 +58,43 @@ class ReviewIn(BaseModel):
     note: str = ""
 
 
-@router.post("/upload", response_model=UploadSummary)
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
+            }
+        }
+    },
+}
+
+
+@router.post("/upload", response_model=UploadSummary, openapi_extra={"requestBody": _UPLOAD_BODY})
 async def upload(
     request: Request,
-    files: list[UploadFile],
     node: Node = Depends(get_node),
     actor: Actor = Depends(uploaders),
 ) -> UploadSummary:
-    """Upload DICOM files or zip archives; each instance is reported with its outcome."""
-    limit = node.settings.max_upload_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Upload of {declared} bytes exceeds the limit of {limit} bytes.")
-    if not files:
-        raise BadRequest("No files in the upload.")
-    contents = [(f.filename or f"file{n}", await f.read()) for n, f in enumerate(files, 1)]
+    """Upload DICOM files or zip archives (``files`` fields of a multipart/form-data body);
+    each instance is reported with its outcome.
+
+    The body is streamed to disk and limited to ``PAIR_MAX_UPLOAD_BYTES`` (with or without a
+    Content-Length); zips to the inflation limits (413 for a bomb, nothing stored)."""
     if actor.facility_id is None:
         raise NotFound("This account belongs to no facility.")
-    results = await run_in_threadpool(
-        service.ingest_uploads, node, actor.facility_id, contents, actor
-    )
+    facility_id = actor.facility_id
+    settings = node.settings
+    async with receive_files(request, settings.tmp_dir, settings.max_upload_bytes) as files:
+        if not files:
+            raise BadRequest("No files in the upload.")
+        results = await run_in_threadpool(
+            service.ingest_upload_files, node, facility_id, files, actor
+        )
     counts = {o.value: 0 for o in ingest.Outcome}
     items = []
     for name, r in results:

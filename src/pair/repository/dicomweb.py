@@ -15,10 +15,11 @@ from sqlalchemy.orm import Session
 
 from pair.accounts.models import Role
 from pair.audit.service import Actor, record
-from pair.core.errors import NotFound, PayloadTooLarge
+from pair.core.errors import LimitExceeded, NotFound
 from pair.core.node import Node
 from pair.dicom.render import RenderOptions, render
 from pair.repository import retrieve
+from pair.repository.inflation import InflationBudget
 from pair.repository.ingest import Payload, ingest_batch
 from pair.repository.multipart import new_boundary, split_related, stream_related
 from pair.repository.query import (
@@ -259,7 +260,9 @@ def retrieve_rendered(
     opts = RenderOptions.from_query(request.headers.get("accept", ""), window, viewport, quality)
     row = retrieve.require_instances(session, _facility(actor), study, series, instance)[0]
     _audit(session, actor, "wado.rendered", study)
-    data = render(retrieve.read_dataset(node, row), frame, opts)
+    data = render(
+        retrieve.read_dataset(node, row), frame, opts, node.settings.max_decoded_pixel_bytes
+    )
     return Response(data, media_type=opts.media_type, headers={"Cache-Control": "private"})
 
 
@@ -283,7 +286,8 @@ def retrieve_thumbnail(
     if not rows:
         raise NotFound("No renderable instance in this study/series.")
     _audit(session, actor, "wado.thumbnail", study)
-    data = render(retrieve.read_dataset(node, rows[len(rows) // 2]), 1, opts)
+    ds = retrieve.read_dataset(node, rows[len(rows) // 2])
+    data = render(ds, 1, opts, node.settings.max_decoded_pixel_bytes)
     return Response(data, media_type=opts.media_type, headers={"Cache-Control": "private"})
 
 
@@ -298,9 +302,17 @@ async def store_instances(
     node: Node = Depends(get_node),
     actor: Actor = Depends(stow_roles),
 ) -> Response:
+    # the body is held in memory, capped at PAIR_MAX_UPLOAD_BYTES (413 past it, chunked too);
+    # deflated parts are measured before any is ingested: 413 past the request's inflation limit
     body = await read_limited_body(request, node.settings.max_upload_bytes)
     parts = split_related(body, request.headers.get("content-type", ""), "application/dicom")
-    payloads = [Payload(data=data, label=str(n)) for n, (_, data) in enumerate(parts, 1)]
+    del body
+    labelled = [(str(n), data) for n, (_, data) in enumerate(parts, 1)]
+    sizes = await run_in_threadpool(InflationBudget.of(node.settings).measure, labelled)
+    payloads = [
+        Payload(data=data, label=label, inflated=size)
+        for (label, data), size in zip(labelled, sizes, strict=True)
+    ]
     results = await run_in_threadpool(
         ingest_batch,
         node,
@@ -315,15 +327,23 @@ async def store_instances(
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused (413) past ``limit`` bytes with or without a Content-Length."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request of {declared} bytes exceeds the limit of {limit} bytes.")
+        raise LimitExceeded(
+            f"Request of {declared} bytes exceeds the limit of {limit} bytes "
+            "(PAIR_MAX_UPLOAD_BYTES).",
+            details={"limit": "max_upload_bytes", "bytes": limit},
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"Request exceeds the limit of {limit} bytes.")
+            raise LimitExceeded(
+                f"Request exceeds the limit of {limit} bytes (PAIR_MAX_UPLOAD_BYTES).",
+                details={"limit": "max_upload_bytes", "bytes": limit},
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -38,7 +38,12 @@ _NO_MATCH = "\x00no-registered-peers"
 _CHARSET = 0x00080005
 _FIND_PACE = 100  # C-FIND responses between two chances for the peer's C-CANCEL to arrive
 _TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "PN", "UC"}
-STATUS_BY_REASON = {"too_large": 0xA700, "processing_failed": 0xC001, "conflict": 0xA900}
+STATUS_BY_REASON = {
+    "too_large": 0xA700,
+    "limit_exceeded": 0xA700,  # Refused: Out of Resources (a decompression bomb)
+    "processing_failed": 0xC001,
+    "conflict": 0xA900,
+}
 
 
 class _PeerRegistry:

@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 
 from pair.accounts.models import Facility
 from pair.audit.service import Actor, record, record_change, record_changes
-from pair.core.errors import Conflict, NotFound, PairError
+from pair.core.config import Settings
+from pair.core.errors import Conflict, LimitExceeded, NotFound, PairError
 from pair.core.node import Node
 from pair.db.base import utcnow
 from pair.deid.service import deidentifier_for
+from pair.dicom.deflate import inflated_size
 from pair.dicom.parse import InvalidInstance, ParsedInstance, parse_bytes, to_part10_bytes
 from pair.repository.index import (
     IndexRecord,
@@ -69,6 +71,9 @@ class Payload:
 
     data: bytes = b""
     label: str = ""
+    # its size once inflated, when already measured within the limit (STOW-RS measures every
+    # part before ingesting any); None: stage one measures it
+    inflated: int | None = None
 
 
 def content_store(node: Node) -> ContentStore:
@@ -91,12 +96,18 @@ def _finding_dict(finding: Any) -> dict[str, Any]:
     return {"message": str(finding)}
 
 
-def _parse(payload: Payload, max_bytes: int) -> ParsedInstance:
+def _parse(payload: Payload, settings: Settings) -> ParsedInstance:
     data = payload.data
+    max_bytes = settings.max_instance_bytes
     if len(data) > max_bytes:
         raise InvalidInstance(
             f"Instance of {len(data)} bytes exceeds the limit of {max_bytes} bytes.", "too_large"
         )
+    if payload.inflated is None:  # a deflated data set is inflated by pydicom in one piece
+        try:
+            inflated_size(data, settings.max_inflated_instance_bytes)
+        except LimitExceeded as exc:
+            raise InvalidInstance(exc.message, exc.code) from None
     return parse_bytes(data)
 
 
@@ -161,7 +172,7 @@ class Preparer:
     def prepare(self, payload: Payload) -> Prepared:
         """Stage one for one instance; its file is staged, durable only after ``finish``."""
         try:
-            parsed = _parse(payload, self.node.settings.max_instance_bytes)
+            parsed = _parse(payload, self.node.settings)
         except InvalidInstance as exc:
             return _rejected("", "", exc.message, exc.reason_code)
         ds = parsed.dataset

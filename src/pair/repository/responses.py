@@ -26,6 +26,7 @@ FAILURE_REASONS = {
     "invalid_pixel_module": 0xC000,
     "inconsistent_hierarchy": 0xC000,
     "too_large": 0xA700,
+    "limit_exceeded": 0xA700,
     "study_mismatch": 0xA900,
     "conflict": 0x0111,
     "residual_phi": 0x0110,

@@ -15,10 +15,11 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from sqlalchemy.orm import Session
 
-from pair.core.errors import BadRequest, NotAcceptable, NotFound
+from pair.core.errors import BadRequest, Invalid, NotAcceptable, NotFound
 from pair.core.node import Node
 from pair.dicom.jsonmodel import dataset_json
 from pair.dicom.parse import to_part10_bytes
+from pair.dicom.render import check_decoded
 from pair.repository.ingest import content_store
 from pair.repository.models import Instance
 from pair.repository.multipart import parse_media_type
@@ -97,7 +98,24 @@ def iter_part10(
     response (and its 200 status) starts streaming."""
     if target_ts is not None:
         _check_transcodable(rows, target_ts)
+        _check_decodable(rows, target_ts, node.settings.max_decoded_pixel_bytes)
     return _part10(node, rows, target_ts)
+
+
+def _check_decodable(rows: list[Instance], target_ts: str, limit: int) -> None:
+    """422 before streaming starts when transcoding an instance would decode more pixel bytes
+    than ``PAIR_MAX_DECODED_PIXEL_BYTES`` (all its frames are decoded at once)."""
+    for row in rows:
+        if target_ts == row.transfer_syntax_uid or not UID(row.transfer_syntax_uid).is_compressed:
+            continue
+        size = (row.rows or 0) * (row.columns or 0) * max(1, ((row.bits_allocated or 8) + 7) // 8)
+        size *= 3 * (row.number_of_frames or 1)  # up to three samples per pixel
+        if size > limit:
+            raise Invalid(
+                f"Instance {row.sop_instance_uid} decodes to about {size} bytes; the limit is "
+                f"PAIR_MAX_DECODED_PIXEL_BYTES={limit}. Ask for transfer-syntax=* (as stored).",
+                details={"limit": "max_decoded_pixel_bytes", "bytes": limit},
+            )
 
 
 def _part10(node: Node, rows: list[Instance], target_ts: str | None) -> Iterator[tuple[bytes, str]]:
@@ -183,12 +201,12 @@ def frames(node: Node, row: Instance, numbers: list[int], accept: str) -> list[t
     if wanted and not wanted & {"application/octet-stream", "*/*", "multipart/*"}:
         offered = ", ".join(filter(None, ["application/octet-stream", native]))
         raise NotAcceptable(f"Frames of this instance are offered as {offered} only.")
-    arr = np.asarray(ds.pixel_array)
-    if count == 1:
-        arr = arr[np.newaxis, ...]
-    return [
-        (np.ascontiguousarray(arr[n - 1]).tobytes(), "application/octet-stream") for n in numbers
-    ]
+    check_decoded(ds, len(numbers), node.settings.max_decoded_pixel_bytes)
+    out = []
+    for n in numbers:  # only the frames asked for are decoded
+        ds.pixel_array_options(index=n - 1)
+        out.append((np.ascontiguousarray(ds.pixel_array).tobytes(), "application/octet-stream"))
+    return out
 
 
 def _frame_media_types(accept: str) -> set[str]:

@@ -7,19 +7,25 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Facility
 from pair.audit.service import Actor
-from pair.core.errors import BadRequest, Invalid
+from pair.core.config import Settings
+from pair.core.errors import BadRequest, Invalid, LimitExceeded
 from pair.core.node import Node
+from pair.repository.inflation import InflationBudget, open_archive, read_member
 from pair.repository.ingest import IngestResult, Outcome, Payload, ingest_batch
 from pair.repository.models import ImportedFile, QuarantineItem
-from pair.repository.sources import SourceItem, iter_sources, iter_zip_bytes
+from pair.repository.sources import SourceItem, iter_sources
 
 BATCH = 32
+# a batch's payloads are held in memory together: at most this many bytes (or one instance)
+BATCH_BYTES = 64 * 1024**2
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -59,8 +65,11 @@ def import_paths(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> ImportSummary:
-    """Bulk import; resumable: files already processed (same size and mtime) are skipped."""
-    items = list(iter_sources(paths))
+    """Bulk import; resumable: files already processed (same size and mtime) are skipped.
+
+    Zips are checked against the inflation limits before anything is imported."""
+    items = list(iter_sources(paths, InflationBudget.of(node.settings)))
+    max_inflated = node.settings.max_inflated_instance_bytes
     summary = ImportSummary()
     with node.db.session() as s:
         done = {
@@ -72,9 +81,9 @@ def import_paths(
     total = len(items)
     if progress:
         progress(summary.skipped, total)
-    for start in range(0, len(todo), BATCH):
-        chunk = todo[start : start + BATCH]
-        contents = [_read(it) for it in chunk]
+    start = 0
+    for chunk in _batches(todo, lambda it: it.size):
+        contents = [_read(it, max_inflated) for it in chunk]
         payloads = [
             Payload(data=data, label=it.label)
             for it, data in zip(chunk, contents, strict=True)
@@ -90,19 +99,36 @@ def import_paths(
                 res = next(results)
                 summary.add(it.label, res)
                 _remember(s, facility_id, it, res)
+        start += len(chunk)
         if progress:
-            progress(summary.skipped + start + len(chunk), total)
+            progress(summary.skipped + start, total)
     return summary
 
 
-def _read(item: SourceItem) -> bytes | str:
+def _batches(items: list[_T], size: Callable[[_T], int]) -> Iterable[list[_T]]:
+    """Consecutive batches of at most ``BATCH`` items and ``BATCH_BYTES`` (or one item)."""
+    batch: list[_T] = []
+    held = 0
+    for item in items:
+        if batch and (len(batch) == BATCH or held + size(item) > BATCH_BYTES):
+            yield batch
+            batch, held = [], 0
+        batch.append(item)
+        held += size(item)
+    if batch:
+        yield batch
+
+
+def _read(item: SourceItem, max_inflated: int) -> bytes | str:
     """The file's bytes, or why they cannot be read (missing, permission, damaged zip)."""
     try:
-        return item.read()
+        return item.read(max_inflated)
     except OSError as exc:
         return f"Cannot read the file: {exc.strerror or exc}."
     except (zipfile.BadZipFile, zlib.error) as exc:
         return f"Cannot read the zip member: {exc}."
+    except LimitExceeded as exc:
+        return exc.message
 
 
 def _remember(session: Session, facility_id: int, item: SourceItem, res: IngestResult) -> None:
@@ -118,30 +144,70 @@ def _remember(session: Session, facility_id: int, item: SourceItem, res: IngestR
     row.outcome, row.reason = res.outcome.value, res.reason
 
 
-def ingest_uploads(
-    node: Node, facility_id: int, files: Iterable[tuple[str, bytes]], actor: Actor
+def ingest_upload_files(
+    node: Node, facility_id: int, files: list[tuple[str, Path]], actor: Actor
 ) -> list[tuple[str, IngestResult]]:
-    """Portal/API upload: plain DICOM files and zip archives, each member reported."""
-    labelled: list[tuple[str, bytes]] = []
-    for name, data in files:
-        if data[:4] == b"PK\x03\x04":
-            labelled.extend(iter_zip_bytes(name, data))
-        else:
-            labelled.append((name, data))
-    if not labelled:
-        raise BadRequest("No files in the upload.")
-    out: list[tuple[str, IngestResult]] = []
-    for start in range(0, len(labelled), BATCH):
-        chunk = labelled[start : start + BATCH]
-        results = ingest_batch(
-            node,
-            facility_id,
-            [Payload(data=d, label=n) for n, d in chunk],
-            f"upload:{actor.user_name}",
-            actor,
-        )
-        out.extend((n, r) for (n, _), r in zip(chunk, results, strict=True))
-    return out
+    """Portal/API upload of files already streamed to disk: plain DICOM files and zips.
+
+    Every zip is checked against the inflation limits before any instance is ingested (a bomb
+    stores nothing); members are read one batch at a time, each with a running cap."""
+    settings = node.settings
+    budget = InflationBudget.of(settings)
+    entries: list[tuple[str, Path, zipfile.ZipFile | None, zipfile.ZipInfo | None, int]] = []
+    archives: list[zipfile.ZipFile] = []
+    try:
+        for name, path in files:
+            with path.open("rb") as fh:
+                magic = fh.read(4)
+            if magic == b"PK\x03\x04":
+                zf, members = open_archive(path, name, budget)
+                archives.append(zf)
+                entries.extend((f"{name}:{i.filename}", path, zf, i, i.file_size) for i in members)
+            else:
+                entries.append((name, path, None, None, path.stat().st_size))
+        if not entries:
+            raise BadRequest("No files in the upload.")
+        out: list[tuple[str, IngestResult]] = []
+        for chunk in _batches(entries, lambda e: e[4]):
+            payloads = [_upload_payload(settings, *entry) for entry in chunk]
+            readable = [p for p in payloads if isinstance(p, Payload)]
+            results = iter(
+                ingest_batch(node, facility_id, readable, f"upload:{actor.user_name}", actor)
+                if readable
+                else []
+            )
+            for entry, p in zip(chunk, payloads, strict=True):
+                res = next(results) if isinstance(p, Payload) else p
+                out.append((entry[0], res))
+        return out
+    finally:
+        for zf in archives:
+            zf.close()
+
+
+def _upload_payload(
+    settings: Settings,
+    label: str,
+    path: Path,
+    zf: zipfile.ZipFile | None,
+    info: zipfile.ZipInfo | None,
+    size: int,
+) -> Payload | IngestResult:
+    """One upload entry's bytes, or the rejection that needs no reading."""
+    if zf is None:
+        if size > settings.max_instance_bytes:
+            reason = f"Instance of {size} bytes exceeds the limit of {settings.max_instance_bytes}."
+            return IngestResult(Outcome.REJECTED, reason=reason, reason_code="too_large")
+        return Payload(data=path.read_bytes(), label=label)
+    assert info is not None
+    try:
+        data = read_member(zf, info, label, settings.max_inflated_instance_bytes)
+    except LimitExceeded as exc:
+        return IngestResult(Outcome.REJECTED, reason=exc.message, reason_code=exc.code)
+    except (zipfile.BadZipFile, zlib.error, OSError) as exc:
+        reason = f"Cannot read the zip member: {exc}."
+        return IngestResult(Outcome.REJECTED, reason=reason, reason_code="unreadable")
+    return Payload(data=data, label=label)
 
 
 def list_quarantine(

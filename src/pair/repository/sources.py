@@ -1,8 +1,11 @@
-"""Enumerate instances to ingest from folders, zip archives and DICOMDIRs (read in memory)."""
+"""Enumerate instances to ingest from folders, zip archives and DICOMDIRs.
+
+Zip archives are checked against the inflation limits when listed (``open_archive``), so
+``pair import`` refuses a bomb before importing anything; members are read one at a time with
+a running cap."""
 
 from __future__ import annotations
 
-import io
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -13,8 +16,7 @@ import pydicom
 from pydicom.fileset import FileSet
 
 from pair.core.errors import BadRequest
-
-MAX_ZIP_MEMBER = 1024**3
+from pair.repository.inflation import InflationBudget, open_archive, read_member
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class SourceItem:
     mtime_ns: int = 0
     problem: str = ""  # known unreadable (a DICOMDIR record whose file is missing)
 
-    def read(self) -> bytes:
+    def read(self, max_inflated: int) -> bytes:
+        """The bytes; a zip member is read in pieces and refused past ``max_inflated``."""
         if self.problem:
             raise FileNotFoundError(self.problem)
         if self.member is None:
@@ -36,53 +39,34 @@ class SourceItem:
             return self.path.read_bytes()
         assert self.path is not None
         with zipfile.ZipFile(self.path) as zf:
-            return zf.read(self.member)
+            return read_member(zf, zf.getinfo(self.member), str(self.path), max_inflated)
 
 
 def _is_dicomdir(path: Path) -> bool:
     return path.name.upper() == "DICOMDIR"
 
 
-def iter_zip_bytes(name: str, data: bytes) -> Iterator[tuple[str, bytes]]:
-    """Members of an uploaded zip, skipping folders, DICOMDIR and macOS metadata."""
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise BadRequest(f"{name}: not a valid zip archive.") from None
-    with zf:
-        for info in zf.infolist():
-            base = info.filename.rsplit("/", 1)[-1]
-            if info.is_dir() or base.upper() == "DICOMDIR" or "__MACOSX" in info.filename:
-                continue
-            if base.startswith("."):
-                continue
-            if info.file_size > MAX_ZIP_MEMBER:
-                raise BadRequest(f"{name}: member {info.filename} exceeds {MAX_ZIP_MEMBER} bytes.")
-            yield f"{name}:{info.filename}", zf.read(info)
-
-
-def iter_sources(paths: list[Path]) -> Iterator[SourceItem]:
+def iter_sources(paths: list[Path], budget: InflationBudget) -> Iterator[SourceItem]:
+    """Every candidate file; zips are charged to ``budget`` (``LimitExceeded`` for a bomb)."""
     for path in paths:
         if not path.exists():
             raise BadRequest(f"{path}: no such file or folder.")
         if path.is_dir():
             for p in sorted(path.rglob("*")):
                 if p.is_file() and not _is_dicomdir(p) and not p.name.startswith("."):
-                    yield from _file_items(p)
+                    yield from _file_items(p, budget)
         elif _is_dicomdir(path):
             yield from _dicomdir_items(path)
         else:
-            yield from _file_items(path)
+            yield from _file_items(path, budget)
 
 
-def _file_items(path: Path) -> Iterator[SourceItem]:
+def _file_items(path: Path, budget: InflationBudget) -> Iterator[SourceItem]:
     st = path.stat()
     if zipfile.is_zipfile(path) and path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                base = info.filename.rsplit("/", 1)[-1]
-                if info.is_dir() or base.upper() == "DICOMDIR" or base.startswith("."):
-                    continue
+        zf, members = open_archive(path, str(path), budget)
+        with zf:
+            for info in members:
                 yield SourceItem(
                     f"{path}:{info.filename}", path, info.filename, info.file_size, st.st_mtime_ns
                 )
