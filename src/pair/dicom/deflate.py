@@ -52,7 +52,7 @@ def is_deflated(data: bytes) -> bool:
     return found is not None and found[1] == DEFLATED
 
 
-def inflated_size(data: bytes, limit: int, what: str = "The instance") -> int:
+def inflated_size(data: bytes, limit: int, what: str = "the instance") -> int:
     """Size of the Part 10 bytes once the data set is inflated (``len(data)`` unless the
     transfer syntax is deflated). Raises ``LimitExceeded`` as soon as it passes ``limit``,
     having held at most ``STEP`` inflated bytes at a time. A truncated or damaged stream is
@@ -73,9 +73,9 @@ def inflated_size(data: bytes, limit: int, what: str = "The instance") -> int:
                 break
             size += len(inflater.decompress(chunk, STEP))
             if size > limit:
-                raise LimitExceeded(
-                    f"{what} inflates to more than {limit} bytes (a Deflated transfer syntax "
-                    f"data set); the limit is PAIR_MAX_INFLATED_INSTANCE_BYTES={limit}.",
+                raise LimitExceeded(  # the setting first: C-STORE keeps 64 characters
+                    f"Inflated size over PAIR_MAX_INFLATED_INSTANCE_BYTES={limit}: {what} is "
+                    "a Deflated transfer syntax data set that inflates past the limit.",
                     details={"limit": "max_inflated_instance_bytes", "bytes": limit},
                 )
             tail = inflater.unconsumed_tail

@@ -61,7 +61,7 @@ class InflationBudget:
                 sizes.append(len(data))
                 continue
             try:
-                size = inflated_size(data, self.instance_limit, f"Part {label}")
+                size = inflated_size(data, self.instance_limit, f"part {label}")
             except LimitExceeded:
                 sizes.append(None)
                 continue
