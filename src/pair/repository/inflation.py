@@ -10,6 +10,7 @@ members are read in pieces with a running cap. Settings: ``PAIR_MAX_INFLATED_INS
 
 from __future__ import annotations
 
+import io
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -142,11 +143,13 @@ def _member_too_large(name: str, member: str, limit: int) -> LimitExceeded:
 
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limit: int) -> bytes:
-    """A member's bytes, read ``READ_STEP`` at a time and never more than ``limit``."""
-    out = bytearray()
+    """A member's bytes, read ``READ_STEP`` at a time and never more than ``limit``.
+
+    (``BytesIO.getvalue`` hands its buffer over without a second copy.)"""
+    out = io.BytesIO()
     with zf.open(info) as fh:
         while chunk := fh.read(READ_STEP):
-            out += chunk
-            if len(out) > limit:
+            out.write(chunk)
+            if out.tell() > limit:
                 raise _member_too_large(name, info.filename, limit)
-    return bytes(out)
+    return out.getvalue()
