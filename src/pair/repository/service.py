@@ -69,7 +69,6 @@ def import_paths(
 
     Zips are checked against the inflation limits before anything is imported."""
     items = list(iter_sources(paths, InflationBudget.of(node.settings)))
-    max_inflated = node.settings.max_inflated_instance_bytes
     summary = ImportSummary()
     with node.db.session() as s:
         done = {
@@ -83,7 +82,7 @@ def import_paths(
         progress(summary.skipped, total)
     start = 0
     for chunk in _batches(todo, lambda it: it.size):
-        contents = [_read(it, max_inflated) for it in chunk]
+        contents = [_read(it, node.settings) for it in chunk]
         payloads = [
             Payload(data=data, label=it.label)
             for it, data in zip(chunk, contents, strict=True)
@@ -119,8 +118,13 @@ def _batches(items: list[_T], size: Callable[[_T], int]) -> Iterable[list[_T]]:
         yield batch
 
 
-def _read(item: SourceItem, max_inflated: int) -> bytes | str:
-    """The file's bytes, or why they cannot be read (missing, permission, damaged zip)."""
+def _read(item: SourceItem, settings: Settings) -> bytes | str:
+    """The file's bytes, or why they cannot be read (missing, permission, damaged zip, a file
+    past ``PAIR_MAX_INSTANCE_BYTES``, which is not read at all)."""
+    limit = settings.max_instance_bytes
+    if item.member is None and item.size > limit:
+        return f"Instance of {item.size} bytes exceeds the limit of {limit} bytes."
+    max_inflated = settings.max_inflated_instance_bytes
     try:
         return item.read(max_inflated)
     except OSError as exc:
