@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from alembic import context
+from alembic.script import ScriptDirectory
 from sqlalchemy import pool
 
 from pair.db.models_registry import metadata
+from pair.db.revision_aliases import apply_revision_aliases
 from pair.db.session import make_engine
 
 config = context.config
@@ -21,6 +23,8 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
+        apply_revision_aliases(connection, ScriptDirectory.from_config(config))
+        connection.commit()  # end the inspection's transaction: Alembic must own its own
         context.configure(
             connection=connection,
             target_metadata=metadata,
