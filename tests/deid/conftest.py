@@ -8,10 +8,17 @@ import pytest
 from pydicom.dataset import Dataset
 
 from pair.deid.engine import Deidentifier
-from pair.deid.profile import DeidProfile, default_profile
+from pair.deid.profile import DeidProfile, parse_profile
 from pair.deid.store import InMemoryMappingStore
 
 SECRET = b"test-site-secret-0123456789abcdef"
+# The engine tests exercise every option the engine supports; the site default enables only
+# two of them (tests/deid/test_default_profile.py covers the default itself).
+RICH_PROFILE = parse_profile(
+    "name: pair-rich\n"
+    "options: {retain_longitudinal_modified_dates: true, retain_patient_characteristics: true,"
+    " retain_device_identity: true, retain_safe_private: true, clean_descriptors: true}\n"
+)
 
 
 @pytest.fixture
@@ -35,7 +42,7 @@ def make_deid() -> Callable[..., Deidentifier]:
         store: InMemoryMappingStore | None = None,
     ) -> Deidentifier:
         return Deidentifier(
-            profile or default_profile(), secret, store or InMemoryMappingStore(), "GH"
+            profile or RICH_PROFILE, secret, store or InMemoryMappingStore(), "GH"
         )
 
     return _make

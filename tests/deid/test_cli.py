@@ -31,7 +31,8 @@ def _folder(tmp_path: Path, shared_data: Path) -> Path:
     planted = pydicom.dcmread(shared_data / "dicom" / "highdicom_dx_image.dcm")
     planted.StudyComments = "x"
     planted.add_new(0x00190010, "LO", "GEMS_ACQU_01")
-    planted.add_new(0x00191018, "LO", "AVeryGood")  # safe private element carrying the name
+    planted.add_new(0x00191018, "LO", "AVeryGood")  # removed: the default keeps no private
+    planted.BodyPartExamined = "AVeryGood"  # kept by the Basic Profile, carrying the name
     planted.save_as(src / "planted.dcm")
     return src
 
@@ -59,7 +60,7 @@ def test_deid_folder_and_export(tmp_path: Path, shared_data: Path) -> None:
     assert len(quarantined) == 1
     reasons = json.loads(quarantined[0].with_suffix(".json").read_text())
     assert [(f["path"], f["source"]) for f in reasons["findings"]] == [
-        ("(0019,1018)", "PatientName")
+        ("(0018,0015)", "PatientName")
     ]
     assert "AVeryGood".lower() not in quarantined[0].with_suffix(".json").read_text().lower()
     summary = json.loads((dst / "deid-summary.json").read_text())

@@ -14,9 +14,6 @@ def test_default_profile_options() -> None:
     assert p.options.enabled() == [
         "retain_longitudinal_modified_dates",
         "retain_patient_characteristics",
-        "retain_device_identity",
-        "retain_safe_private",
-        "clean_descriptors",
     ]
     assert (p.date_shift.min_days, p.date_shift.max_days) == (-3650, -365)
 
@@ -73,8 +70,12 @@ def test_compiled_table_follows_the_standard_and_options() -> None:
     assert full.actions[0x00080020] is Act.SHIFT  # ... C (shifted) with Modified Dates
     assert full.actions[0x00100030] is Act.EMPTY  # birth date never retained
     assert basic.actions[0x00081010] is Act.EMPTY  # Station Name X/Z/D ...
-    assert full.actions[0x00081010] is Act.KEEP  # ... K with Retain Device Identity
-    assert full.actions[0x00081030] is Act.CLEAN  # Study Description with Clean Descriptors
+    assert full.actions[0x00081010] is Act.EMPTY  # ... and in the default (device: opt-in)
+    device = compile_table(parse_profile("options: {retain_device_identity: true}"))
+    assert device.actions[0x00081010] is Act.KEEP  # ... K with Retain Device Identity
+    assert full.actions[0x00081030] is Act.REMOVE  # Study Description: X in the default ...
+    descr = compile_table(parse_profile("options: {clean_descriptors: true}"))
+    assert descr.actions[0x00081030] is Act.CLEAN  # ... C with Clean Descriptors
     assert 0x5000 in full.curve_groups and 0x60003000 in full.actions
     uids = compile_table(parse_profile("options: {retain_uids: true}"))
     assert uids.actions[0x00080018] is Act.KEEP and not uids.remap_uids

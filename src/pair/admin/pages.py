@@ -233,6 +233,7 @@ def deid(
             "current": current,
             "text": (current.deid_profile or "") if current else "",
             "default_text": service.default_deid_profile(),
+            "warnings": service.deid_warnings(current.deid_profile) if current else [],
         },
     )
 

@@ -14,7 +14,7 @@ from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound
 from pair.core.node import Node
 from pair.deid import service as deid_service
-from pair.deid.profile import default_profile_text
+from pair.deid.profile import default_profile_text, profile_for, profile_warnings
 from pair.repository import ingest
 from pair.repository.models import QuarantineItem
 
@@ -46,6 +46,14 @@ def set_deid_profile(session: Session, facility_id: int, text: str, actor: Actor
 def default_deid_profile() -> str:
     """The node's default profile text, shown when a facility has none of its own."""
     return default_profile_text()
+
+
+def deid_warnings(profile_text: str | None) -> list[str]:
+    """Warnings for a facility's effective profile (none for one that no longer parses)."""
+    try:
+        return profile_warnings(profile_for(profile_text))
+    except Invalid:
+        return []
 
 
 # ---- quarantine queue ------------------------------------------------------------------

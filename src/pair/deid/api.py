@@ -16,7 +16,7 @@ from pair.accounts.models import Facility, Role
 from pair.audit.service import Actor
 from pair.core.errors import NotFound
 from pair.deid import service
-from pair.deid.profile import default_profile_text, profile_for
+from pair.deid.profile import default_profile_text, profile_for, profile_warnings
 from pair.web.deps import SessionDep, require_roles
 
 router = APIRouter(prefix="/api/deid", tags=["de-identification"])
@@ -28,6 +28,7 @@ class ProfileOut(BaseModel):
     custom: bool
     yaml: str
     label: str
+    warnings: list[str] = []
 
 
 class BurnedInOut(BaseModel):
@@ -55,6 +56,7 @@ def get_profile(session: Session = SessionDep, actor: Actor = Depends(admin_only
         custom=f.deid_profile is not None,
         yaml=text,
         label=profile_for(f.deid_profile).label,
+        warnings=profile_warnings(profile_for(f.deid_profile)),
     )
 
 
@@ -67,8 +69,13 @@ def put_profile(
     """Replace the facility's profile (YAML); invalid profiles are refused with the reason."""
     f = _facility(session, actor)
     service.set_facility_profile(session, f, yaml_text)
+    profile = profile_for(yaml_text)
     return ProfileOut(
-        facility_id=f.id, custom=True, yaml=yaml_text, label=profile_for(yaml_text).label
+        facility_id=f.id,
+        custom=True,
+        yaml=yaml_text,
+        label=profile.label,
+        warnings=profile_warnings(profile),
     )
 
 

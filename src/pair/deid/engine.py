@@ -209,7 +209,11 @@ class Deidentifier:
                     pseudonym=mapping.pseudonym,
                 )
                 self._studies.add(study_uid)
-        findings = [f for f in scan(ctx.index(), out) if f.kind not in self._exclude_kinds]
+        findings = [
+            f
+            for f in scan(ctx.index(), out, (mapping.pseudonym,))
+            if f.kind not in self._exclude_kinds
+        ]
         return DeidResult(
             dataset=out,
             pseudonym=mapping.pseudonym,

@@ -140,6 +140,18 @@ def _allowed_keys(parent: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields)
 
 
+DEVICE_IDENTITY_WARNING = (
+    "Retain Device Identity is on: station names, device serial numbers and detector IDs are "
+    "kept, and station names such as CTSCANNER01 or SGHCT01A can identify the institution. "
+    "Turn it off unless the receiving project needs them."
+)
+
+
+def profile_warnings(profile: DeidProfile) -> list[str]:
+    """Risks an admin must see next to a profile (opt-in options that can identify a site)."""
+    return [DEVICE_IDENTITY_WARNING] if profile.options.retain_device_identity else []
+
+
 @cache
 def default_profile_text() -> str:
     return (resources.files("pair.deid") / "data" / "default-profile.yaml").read_text("utf-8")

@@ -272,11 +272,23 @@ def collect_phi(ds: Dataset, *, all_dates: bool = False) -> PhiIndex:
     return index
 
 
-def scan(index: PhiIndex, deidentified: Dataset) -> list[Finding]:
-    """Findings for every output element holding a fragment from ``index``."""
+def _own_pattern(own: Iterable[str]) -> re.Pattern[str] | None:
+    values = sorted({v.strip() for v in own if v and v.strip()}, key=len, reverse=True)
+    if not values:
+        return None
+    return re.compile("|".join(re.escape(v) for v in values), re.IGNORECASE)
+
+
+def scan(index: PhiIndex, deidentified: Dataset, own: Iterable[str] = ()) -> list[Finding]:
+    """Findings for every output element holding a fragment from ``index``.
+
+    ``own``: values PAIR wrote itself (the patient's pseudonym, which starts with the facility
+    code). They are blanked out of each value before matching, so a patient whose surname is the
+    facility code is not held for the pseudonym; the same word elsewhere still is."""
     findings: list[Finding] = []
     if not index:
         return findings
+    own_re = _own_pattern(own)
     seen: set[tuple[str, str]] = set()
     elements = list(_walk(deidentified, _scan_wanted, skip=_OWN_TAGS))
     meta = getattr(deidentified, "file_meta", None)
@@ -295,6 +307,8 @@ def scan(index: PhiIndex, deidentified: Dataset) -> list[Finding]:
         else:
             continue
         for value in values:
+            if own_re is not None:
+                value = own_re.sub(" ", value)
             for kind, source in index.match(value):
                 if (path, source) in seen:
                     continue
@@ -311,10 +325,14 @@ def scan(index: PhiIndex, deidentified: Dataset) -> list[Finding]:
 
 
 def scan_residual_phi(
-    original: Dataset, deidentified: Dataset, *, exclude_kinds: frozenset[str] = frozenset()
+    original: Dataset,
+    deidentified: Dataset,
+    *,
+    exclude_kinds: frozenset[str] = frozenset(),
+    own: Iterable[str] = (),
 ) -> list[Finding]:
     """Every surviving fragment of the original's identifying values in the output."""
-    findings = scan(collect_phi(original), deidentified)
+    findings = scan(collect_phi(original), deidentified, own)
     return [f for f in findings if f.kind not in exclude_kinds]
 
 
