@@ -41,8 +41,6 @@ def make_deid() -> Callable[..., Deidentifier]:
         secret: bytes = SECRET,
         store: InMemoryMappingStore | None = None,
     ) -> Deidentifier:
-        return Deidentifier(
-            profile or RICH_PROFILE, secret, store or InMemoryMappingStore(), "GH"
-        )
+        return Deidentifier(profile or RICH_PROFILE, secret, store or InMemoryMappingStore(), "GH")
 
     return _make

@@ -58,6 +58,15 @@ def peer(live: LiveNode) -> Iterator[Association]:
         )
     )
     items[-1].SpecificCharacterSet = "ISO_IR 192"
+    keep_descriptions = (
+        "options: {retain_longitudinal_modified_dates: true, clean_descriptors: true}"
+    )
+    r = httpx.put(
+        live.base_url + "/api/deid/profile",
+        content=keep_descriptions,
+        headers={**live.headers("admin_a"), "Content-Type": "text/plain"},
+    )
+    assert r.status_code == 200, r.text  # the default removes descriptions (Basic Profile)
     dw = DICOMwebClient(url=live.base_url + "/dicomweb", headers=live.headers())
     assert "FailedSOPSequence" not in dw.store_instances(items)
     assoc = _associate(live, live.peer_ae)

@@ -15,6 +15,7 @@ from pair.admin import service
 from pair.audit.service import Actor
 from pair.core.errors import Invalid, PairError
 from pair.core.node import Node
+from pair.repository import quarantine as quarantine_review
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, get_node
 from pair.web.pages import page_roles
@@ -302,33 +303,68 @@ def quarantine(
 def quarantine_item(
     request: Request,
     item_id: int,
+    node: Node = Depends(get_node),
     session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
-    item = service.review_quarantined(session, item_id, actor)
+    item = quarantine_review.review(node, session, item_id, actor)
     return _page(request, "quarantine_item.html", {"item": item})
 
 
-@router.post("/quarantine/{item_id}/delete")
-def quarantine_delete(
+@router.get("/quarantine/{item_id}/preview.png")
+def quarantine_preview(
+    item_id: int,
+    node: Node = Depends(get_node),
+    session: Session = SessionDep,
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    png = quarantine_review.preview_png(node, session, item_id, actor)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+def _decided(decision: quarantine_review.Decision, done: str) -> Response:
+    if decision.outcome == "quarantined":
+        n = len(decision.reasons)
+        return _back(
+            f"/admin/quarantine/{decision.item_id}",
+            f"Quarantine item {decision.item_id} is still held: the re-scan found {n} "
+            "element(s) with residual PHI.",
+        )
+    return _back("/admin/quarantine", f"Quarantine item {decision.item_id} {done}.")
+
+
+@router.post("/quarantine/{item_id}/remove-and-store")
+def quarantine_remove_and_store(
+    item_id: int,
+    note: str = Form(""),
+    paths: list[str] = Form(default_factory=list),
+    node: Node = Depends(get_node),
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    decision = quarantine_review.remove_and_store(node, item_id, actor, note, paths or None)
+    return _decided(decision, "stored without the flagged elements")
+
+
+@router.post("/quarantine/{item_id}/rerun-and-store")
+def quarantine_rerun_and_store(
     item_id: int,
     note: str = Form(""),
     node: Node = Depends(get_node),
     actor: Actor = Depends(admin_only),
 ) -> Response:
-    service.delete_quarantined(node, item_id, actor, note)
-    return _back("/admin/quarantine", f"Quarantine item {item_id} deleted.")
+    decision = quarantine_review.rerun_and_store(node, item_id, actor, note)
+    return _decided(decision, "de-identified again with the strict profile and stored")
 
 
-@router.post("/quarantine/{item_id}/release")
-def quarantine_release(
+@router.post("/quarantine/{item_id}/reject")
+def quarantine_reject(
     item_id: int,
     note: str = Form(""),
     node: Node = Depends(get_node),
     actor: Actor = Depends(admin_only),
 ) -> Response:
-    service.release_quarantined(node, item_id, actor, note)
-    return _back("/admin/quarantine", f"Quarantine item {item_id} released.")
+    quarantine_review.reject(node, item_id, actor, note)
+    return _back("/admin/quarantine", f"Quarantine item {item_id} rejected.")
 
 
 # ---- audit log ----

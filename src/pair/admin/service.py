@@ -12,13 +12,12 @@ from pair.accounts.models import Facility, User
 from pair.audit.models import AuditEvent
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound
-from pair.core.node import Node
 from pair.deid import service as deid_service
 from pair.deid.profile import default_profile_text, profile_for, profile_warnings
-from pair.repository import ingest
+from pair.repository import quarantine
 from pair.repository.models import QuarantineItem
 
-QUARANTINE_STATUSES = ("pending", "released", "deleted")
+QUARANTINE_STATUSES = quarantine.STATUSES
 
 
 def set_user_active(session: Session, user_id: int, active: bool, actor: Actor) -> User:
@@ -75,34 +74,6 @@ def list_quarantine(
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     items = session.scalars(stmt.order_by(QuarantineItem.id.desc()).limit(limit).offset(offset))
     return total, list(items)
-
-
-def _own_item(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
-    item = session.get(QuarantineItem, item_id)
-    if item is None or item.facility_id != actor.facility_id:
-        raise NotFound(f"No quarantine item {item_id} in your facility.")
-    return item
-
-
-def review_quarantined(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
-    """Open one item of the admin's facility for review (audited: it may hold PHI)."""
-    item = _own_item(session, item_id, actor)
-    record(session, actor, "quarantine.review", "quarantine_item", str(item.id))
-    return item
-
-
-def delete_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> None:
-    """Remove the quarantined file for good and mark the row deleted (repository pipeline)."""
-    with node.db.session() as session:
-        _own_item(session, item_id, actor)
-    ingest.delete_quarantined(node, item_id, actor, note[:2000])
-
-
-def release_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> None:
-    """Index the instance as shareable after review (repository pipeline)."""
-    with node.db.session() as session:
-        _own_item(session, item_id, actor)
-    ingest.release_quarantined(node, item_id, actor, note[:2000])
 
 
 # ---- audit log view ----------------------------------------------------------------------

@@ -161,6 +161,13 @@ def default_profile() -> DeidProfile:
     return parse_profile(default_profile_text())
 
 
+@cache
+def strict_profile() -> DeidProfile:
+    """The Basic Profile without options (``data/strict-profile.yaml``): quarantine re-runs."""
+    text = (resources.files("pair.deid") / "data" / "strict-profile.yaml").read_text("utf-8")
+    return parse_profile(text)
+
+
 @lru_cache(maxsize=64)
 def profile_for(facility_profile: str | None) -> DeidProfile:
     """The facility's own profile when it has one, else the site default."""

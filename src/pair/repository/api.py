@@ -1,22 +1,22 @@
-"""Repository REST API beyond DICOMweb: uploads (files and zips) and the quarantine queue."""
+"""Repository REST API beyond DICOMweb: uploads (files and zips) and the quarantine queue
+(review and decisions: see ``pair.repository.quarantine``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Role
 from pair.audit.service import Actor, record
 from pair.core.errors import BadRequest, NotFound
 from pair.core.node import Node
-from pair.repository import ingest, service
+from pair.repository import ingest, quarantine, service
 from pair.repository.formdata import receive_files
-from pair.repository.models import QuarantineItem
 from pair.web.deps import SessionDep, get_node, require_roles
 
 router = APIRouter(prefix="/api", tags=["repository"])
@@ -55,7 +55,49 @@ class QuarantineOut(BaseModel):
 
 
 class ReviewIn(BaseModel):
-    note: str = ""
+    note: str = Field(default="", max_length=2000)
+
+
+class RemoveIn(ReviewIn):
+    paths: list[str] | None = None  # a subset of the flagged tag paths; None: all of them
+
+
+class ElementOut(BaseModel):
+    path: str
+    tag: str
+    keyword: str
+    name: str
+    private_creator: str
+    vr: str
+    kind: str
+    source: str
+    message: str
+    masked_value: str
+    present: bool
+
+
+class QuarantineReview(BaseModel):
+    id: int
+    sop_instance_uid: str
+    study_uid: str
+    modality: str
+    status: str
+    source: str
+    created_at: datetime
+    reviewed_by: str
+    reviewed_at: datetime | None
+    review_note: str
+    original_kept: bool
+    has_image: bool
+    elements: list[ElementOut]
+
+
+class DecisionOut(BaseModel):
+    item_id: int
+    outcome: str
+    sop_instance_uid: str
+    study_uid: str
+    reasons: list[dict[str, Any]]
 
 
 _UPLOAD_BODY = {
@@ -118,38 +160,71 @@ def list_quarantine(
     session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> list[QuarantineOut]:
-    if status not in ("pending", "released", "deleted", "all"):
-        raise BadRequest("status must be pending, released, deleted or all.")
+    if status not in (*quarantine.STATUSES, "all"):
+        raise BadRequest(f"status must be one of {', '.join(quarantine.STATUSES)} or all.")
     items = service.list_quarantine(session, actor.facility_id or 0, status)
     record(session, actor, "quarantine.list", "quarantine_item", "", detail={"n": len(items)})
     return [QuarantineOut.model_validate(i, from_attributes=True) for i in items]
 
 
-def _own_item(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
-    item = session.get(QuarantineItem, item_id)
-    if item is None or item.facility_id != actor.facility_id:
-        raise NotFound(f"No quarantine item {item_id} in your facility.")
-    return item
+@router.get("/quarantine/{item_id}", response_model=QuarantineReview)
+def review(
+    item_id: int,
+    node: Node = Depends(get_node),
+    session: Session = SessionDep,
+    actor: Actor = Depends(admin_only),
+) -> QuarantineReview:
+    """One item: each offending element by keyword/name with its value masked (never raw)."""
+    return QuarantineReview.model_validate(quarantine.review(node, session, item_id, actor))
 
 
-@router.post("/quarantine/{item_id}/release", status_code=204)
-def release(
+@router.get(
+    "/quarantine/{item_id}/preview.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def preview(
+    item_id: int,
+    node: Node = Depends(get_node),
+    session: Session = SessionDep,
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    """The held image as PNG (first frame, at most 512 px) for the reviewer."""
+    png = quarantine.preview_png(node, session, item_id, actor)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.post("/quarantine/{item_id}/remove-and-store", response_model=DecisionOut)
+def remove_and_store(
+    item_id: int,
+    body: RemoveIn,
+    node: Node = Depends(get_node),
+    actor: Actor = Depends(admin_only),
+) -> DecisionOut:
+    """Remove the flagged elements, re-scan, store when clean (else it stays quarantined)."""
+    decision = quarantine.remove_and_store(node, item_id, actor, body.note, body.paths)
+    return DecisionOut.model_validate(decision, from_attributes=True)
+
+
+@router.post("/quarantine/{item_id}/rerun-and-store", response_model=DecisionOut)
+def rerun_and_store(
     item_id: int,
     body: ReviewIn,
     node: Node = Depends(get_node),
-    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
-) -> None:
-    _own_item(session, item_id, actor)
-    ingest.release_quarantined(node, item_id, actor, body.note)
+) -> DecisionOut:
+    """De-identify the instance as received with the strict profile, re-scan, store if clean."""
+    decision = quarantine.rerun_and_store(node, item_id, actor, body.note)
+    return DecisionOut.model_validate(decision, from_attributes=True)
 
 
-@router.delete("/quarantine/{item_id}", status_code=204)
-def delete(
+@router.post("/quarantine/{item_id}/reject", response_model=DecisionOut)
+def reject(
     item_id: int,
+    body: ReviewIn,
     node: Node = Depends(get_node),
-    session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
-) -> None:
-    _own_item(session, item_id, actor)
-    ingest.delete_quarantined(node, item_id, actor)
+) -> DecisionOut:
+    """Discard the instance; the item and its audit trail stay."""
+    decision = quarantine.reject(node, item_id, actor, body.note)
+    return DecisionOut.model_validate(decision, from_attributes=True)

@@ -22,7 +22,6 @@ from pair.audit.service import Actor, record, record_change, record_changes
 from pair.core.config import Settings
 from pair.core.errors import Conflict, LimitExceeded, NotFound, PairError
 from pair.core.node import Node
-from pair.db.base import utcnow
 from pair.deid.service import deidentifier_for
 from pair.dicom.deflate import inflated_size
 from pair.dicom.parse import InvalidInstance, ParsedInstance, parse_bytes, to_part10_bytes
@@ -186,7 +185,7 @@ class Preparer:
                 "study_mismatch",
             )
         try:
-            return self._prepare_parsed(parsed, original_uid, sop_class)
+            return self._prepare_parsed(parsed, original_uid, sop_class, payload.data)
         except InvalidInstance as exc:
             return _rejected(original_uid, sop_class, exc.message, exc.reason_code)
         except PairError as exc:
@@ -203,7 +202,7 @@ class Preparer:
             )
 
     def _prepare_parsed(
-        self, parsed: ParsedInstance, original_uid: str, sop_class: str
+        self, parsed: ParsedInstance, original_uid: str, sop_class: str, received: bytes
     ) -> Prepared:
         result = self.deidentifier.deidentify(parsed.dataset)
         deid = result.dataset
@@ -221,13 +220,18 @@ class Preparer:
         store = self.quarantine if findings else self.store
         sha = store.digest(data)
         rel = store.relative_path(sha)
+        writes: list[tuple[bytes, str]] = []
         if findings:
+            # the instance as received, for review (re-run de-identification, re-scan)
+            received_sha = store.digest(received)
+            writes.append((received, received_sha))
             quarantine = {
                 "facility_id": self.facility.id,
                 "sop_instance_uid": out.sop_instance_uid,
                 "study_uid": out.study_uid,
                 "modality": str(deid.get("Modality", ""))[:16],
                 "storage_path": rel,
+                "original_path": store.relative_path(received_sha),
                 "reasons": findings,
                 "source": self.source[:128],
             }
@@ -238,8 +242,10 @@ class Preparer:
                 deid, stored, source=self.source, burned_in_risk="; ".join(result.burned_in_risk)
             )
             prepared = Prepared(out, record=record)
-        _, _, write = store.stage(data, sha)  # last: nothing after it can fail
-        self._pending.append((prepared, write))
+        writes.append((data, sha))
+        for content, digest in writes:  # last: nothing after it can fail
+            _, _, write = store.stage(content, digest)
+            self._pending.append((prepared, write))
         return prepared
 
 
@@ -409,75 +415,21 @@ def store_derived_instance(
         return inst
 
 
-def release_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> Instance:
-    """Admin decision: the quarantined instance is safe; index it as shareable."""
-    import io
-
-    import pydicom
-
-    qstore = quarantine_store(node)
-    store = content_store(node)
-    with node.db.session() as session:
-        item = session.get(QuarantineItem, item_id)
-        if item is None or item.status != "pending":
-            raise NotFound(f"No pending quarantine item {item_id}.")
-        if actor.role != "admin":
-            from pair.core.errors import Forbidden
-
-            raise Forbidden("Only admins can release quarantined instances.")
-        data = qstore.read(item.storage_path)
-        ds = pydicom.dcmread(io.BytesIO(data))
-        sha, rel = store.write(data)
-        inst = find_instance(session, str(ds.SOPInstanceUID))
-        if inst is None:
-            inst = index_instance(
-                session,
-                item.facility_id,
-                ds,
-                StoredFile(sha, rel, len(data), str(ds.file_meta.TransferSyntaxUID)),
-                source=item.source,
-            )
-            record_change(
-                session, item.facility_id, "instance.stored", "instance", inst.sop_instance_uid
-            )
-        item.status = "released"
-        item.reviewed_by = actor.user_name
-        item.reviewed_at = utcnow()
-        item.review_note = note
-        record(session, actor, "quarantine.release", "quarantine_item", str(item_id))
-    qstore.delete(item.storage_path)
-    return inst
-
-
-def delete_quarantined(node: Node, item_id: int, actor: Actor, note: str = "") -> None:
-    with node.db.session() as session:
-        item = session.get(QuarantineItem, item_id)
-        if item is None or item.status != "pending":
-            raise NotFound(f"No pending quarantine item {item_id}.")
-        if actor.role != "admin":
-            from pair.core.errors import Forbidden
-
-            raise Forbidden("Only admins can delete quarantined instances.")
-        item.status = "deleted"
-        item.reviewed_by = actor.user_name
-        item.reviewed_at = utcnow()
-        item.review_note = note
-        record(session, actor, "quarantine.delete", "quarantine_item", str(item_id))
-        path = item.storage_path
-    quarantine_store(node).delete(path)
-
-
 def reconcile(node: Node) -> dict[str, int]:
     """Start-up repair after a crash: drop temp files and files no row references."""
     store = content_store(node)
     swept = store.sweep_temp()
     with node.db.session() as session:
         known = set(session.scalars(select(Instance.storage_path)))
-        known_q = set(
-            session.scalars(
-                select(QuarantineItem.storage_path).where(QuarantineItem.status == "pending")
-            )
-        )
+        known_q: set[str] = set()
+        for held, original, status in session.execute(
+            select(
+                QuarantineItem.storage_path, QuarantineItem.original_path, QuarantineItem.status
+            ).where(QuarantineItem.status.in_(("pending", "stored")))
+        ):
+            known_q.add(held)  # a stored item's held file stays, for audit
+            if original and status == "pending":
+                known_q.add(original)
     orphans = [rel for rel in store.iter_relative() if rel not in known]
     for rel in orphans:
         store.delete(rel)

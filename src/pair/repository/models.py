@@ -137,6 +137,10 @@ class QuarantineItem(TimestampMixin, Base):
     study_uid: Mapped[str] = mapped_column(String(64), default="")
     modality: Mapped[str] = mapped_column(String(16), default="")
     storage_path: Mapped[str] = mapped_column(String(256))
+    # The instance as received (before de-identification), in the quarantine store: needed to
+    # re-run de-identification and to re-scan a reviewed result. Never served; dropped once the
+    # item is decided. None for items quarantined before revision 0005.
+    original_path: Mapped[str | None] = mapped_column(String(256), default=None)
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     source: Mapped[str] = mapped_column(String(128), default="")
