@@ -243,6 +243,18 @@ def _excluded_kinds(facility: Facility) -> frozenset[str]:
     return frozenset({"institution"}) if options.retain_institution_identity else frozenset()
 
 
+def _remove(container: Dataset, tag: int) -> None:
+    """Remove one element, and its private creator when that leaves the block empty."""
+    del container[tag]
+    group, element = tag >> 16, tag & 0xFFFF
+    if group % 2 == 1 and element >= 0x1000:
+        block = element >> 8
+        if not any(int(t) >> 16 == group and (int(t) & 0xFFFF) >> 8 == block for t in container.keys()):
+            creator = (group << 16) | block
+            if creator in container:
+                del container[creator]
+
+
 def remove_and_store(
     node: Node, item_id: int, actor: Actor, note: str = "", paths: list[str] | None = None
 ) -> Decision:
@@ -261,7 +273,7 @@ def remove_and_store(
         for path in sorted(chosen, key=len, reverse=True):  # nested paths before parents
             found = _locate(ds, path)
             if found is not None:
-                del found[0][found[1]]
+                _remove(*found)
         pseudonym = str(ds.get("PatientID", "") or "")
         original = _original(node, session, item, pseudonym)
         findings = [
