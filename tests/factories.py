@@ -114,3 +114,23 @@ def write_series(folder: Path, n: int = 3, **kwargs: object) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def quarantined_instance(node: object, facility_id: int, ds: Dataset) -> int:
+    """Send ``ds`` through the real ingest pipeline; it must be quarantined. Returns the item."""
+    from pair.audit.service import Actor
+    from pair.core.node import Node
+    from pair.repository.ingest import Outcome, Payload, ingest_batch
+
+    assert isinstance(node, Node)
+    actor = Actor.system("test", facility_id=facility_id)
+    (result,) = ingest_batch(node, facility_id, [Payload(to_bytes(ds), "leaky")], "test", actor)
+    assert result.outcome is Outcome.QUARANTINED and result.quarantine_id is not None
+    return result.quarantine_id
+
+
+def leaky_instance(given_name: str = "JOHNATHAN") -> Dataset:
+    """A CT whose Body Part Examined holds the patient's given name (kept by every profile)."""
+    ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
+    ds.BodyPartExamined = given_name
+    return ds

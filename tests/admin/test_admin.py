@@ -1,4 +1,4 @@
-"""Admin services: user activation, de-identification profile, quarantine delete, audit search."""
+"""Admin services: user activation, de-identification profile, quarantine reject, audit search."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pair.audit.models import AuditEvent
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from pair.core.node import Node
-from pair.repository import ingest
+from pair.repository import ingest, quarantine
 from pair.repository.models import QuarantineItem
 from tests.portal_data import PASSWORD, build_world
 
@@ -53,7 +53,9 @@ def test_deid_profile_is_validated(node: Node) -> None:
         assert s.scalar(select(AuditEvent).where(AuditEvent.action == "deid.profile.update"))
 
 
-def test_quarantine_review_and_delete_are_audited_and_scoped(node: Node) -> None:
+def test_quarantine_review_and_reject_are_audited_and_scoped(node: Node) -> None:
+    """An item quarantined before 0005 (no original kept, unreadable file) can still be
+    reviewed (reasons without values) and rejected; re-running needs the original."""
     with node.db.session() as s:
         world = build_world(s)
     actor = admin_actor(node)
@@ -76,24 +78,27 @@ def test_quarantine_review_and_delete_are_audited_and_scoped(node: Node) -> None
     with node.db.session() as s:
         total, items = service.list_quarantine(s, world.facilities["A"], "pending")
         assert total == 1 and items[0].id == item_id
-        assert service.review_quarantined(s, item_id, actor).storage_path == rel
+        review = quarantine.review(node, s, item_id, actor)
+        assert review["original_kept"] is False and review["elements"][0]["masked_value"] == ""
         with pytest.raises(NotFound):  # another facility's item
-            service.review_quarantined(s, other_id, actor)
+            quarantine.review(node, s, other_id, actor)
         with pytest.raises(Invalid):
             service.list_quarantine(s, world.facilities["A"], "lost")
-    service.delete_quarantined(node, item_id, actor, "burned-in name")
+    with pytest.raises(Conflict):
+        quarantine.rerun_and_store(node, item_id, actor)
+    quarantine.reject(node, item_id, actor, "burned-in name")
     assert not qstore.path(rel).exists()
     with node.db.session() as s:
         done = s.get(QuarantineItem, item_id)
-        assert done is not None and done.status == "deleted" and done.reviewed_by == "admin-a"
+        assert done is not None and done.status == "rejected" and done.reviewed_by == "admin-a"
         assert done.review_note == "burned-in name"
         actions = set(s.scalars(select(AuditEvent.action)))
-        assert {"quarantine.review", "quarantine.delete"} <= actions
-        assert service.list_quarantine(s, world.facilities["A"], "deleted")[0] == 1
+        assert {"quarantine.review", "quarantine.reject"} <= actions
+        assert service.list_quarantine(s, world.facilities["A"], "rejected")[0] == 1
     with pytest.raises(NotFound):
-        service.delete_quarantined(node, item_id, actor)
+        quarantine.reject(node, item_id, actor)
     with pytest.raises(NotFound):
-        service.release_quarantined(node, other_id, actor)
+        quarantine.remove_and_store(node, other_id, actor)
 
 
 def test_audit_search_filters_and_paging(node: Node) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from fastapi.testclient import TestClient
-from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from pair.core.config import get_settings
@@ -13,7 +12,7 @@ from pair.core.node import Node, open_node
 from pair.repository import ingest
 from pair.repository.models import Instance, QuarantineItem
 from pair.web.app import create_app
-from tests.factories import ct_instance, to_bytes
+from tests.factories import leaky_instance, quarantined_instance
 from tests.portal_data import PASSWORD, World, build_world
 
 HTML = {"accept": "text/html"}
@@ -165,36 +164,74 @@ def test_admin_pages_work(node: Node) -> None:
     assert "Nothing pending" in c.get("/admin/quarantine", headers=HTML).text
 
 
-def test_quarantine_release_from_the_portal(node: Node) -> None:
+def test_quarantine_review_and_decisions_from_the_portal(node: Node) -> None:
+    """No release form; the review shows keyword and masked value, a preview; the three
+    decisions work; another facility's admin gets 404 everywhere."""
+    from pair.accounts import service as accounts
+    from pair.accounts.models import Facility
+
     with node.db.session() as s:
         world = build_world(s)
-    ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
-    _, rel = ingest.quarantine_store(node).write(to_bytes(ds))
-    with node.db.session() as s:
-        item = QuarantineItem(
-            facility_id=world.facilities["A"],
-            storage_path=rel,
-            sop_instance_uid=str(ds.SOPInstanceUID),
-            modality="CT",
-            reasons=[{"path": "(0008,1030)", "message": "name fragment"}],
-        )
-        s.add(item)
-        s.flush()
-        item_id = item.id
+        fb = s.get(Facility, world.facilities["B"])
+        assert fb is not None
+        accounts.create_user(s, fb, "admin-b", "admin", PASSWORD)
+    first = quarantined_instance(node, world.facilities["A"], leaky_instance())
+    second = quarantined_instance(node, world.facilities["A"], leaky_instance())
     c = TestClient(create_app(node))
     t = sign_in(c, "admin-a")
-    page = c.get(f"/admin/quarantine/{item_id}", headers=HTML)
-    assert page.status_code == 200 and "name fragment" in page.text
-    r = c.post(
-        f"/admin/quarantine/{item_id}/release", data={"csrf_token": t, "note": "ok"}, headers=HTML
+    page = c.get(f"/admin/quarantine/{first}", headers=HTML)
+    assert page.status_code == 200
+    assert "BodyPartExamined" in page.text and "J********" in page.text
+    assert "JOHNATHAN" not in page.text and "/release" not in page.text
+    assert f'src="/admin/quarantine/{first}/preview.png"' in page.text
+    png = c.get(f"/admin/quarantine/{first}/preview.png")
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert c.post(f"/admin/quarantine/{first}/release", data={"csrf_token": t}).status_code in (
+        404,
+        405,
     )
-    assert r.status_code == 200 and f"Quarantine item {item_id} released" in r.text
+    r = c.post(f"/admin/quarantine/{first}/rerun-and-store", data={"csrf_token": t}, headers=HTML)
+    assert r.status_code == 200 and "still held" in r.text  # the strict profile keeps it too
+    r = c.post(
+        f"/admin/quarantine/{first}/remove-and-store",
+        data={"csrf_token": t, "note": "name in body part"},
+        headers=HTML,
+    )
+    assert r.status_code == 200 and "stored without the flagged elements" in r.text
+    r = c.post(f"/admin/quarantine/{second}/reject", data={"csrf_token": t}, headers=HTML)
+    assert r.status_code == 200 and f"Quarantine item {second} rejected" in r.text
     with node.db.session() as s:
-        done = s.get(QuarantineItem, item_id)
-        assert done is not None and done.status == "released" and done.review_note == "ok"
-        assert (
-            s.scalar(select(Instance).where(Instance.sop_instance_uid == str(ds.SOPInstanceUID)))
-            is not None
-        )
-    r = c.post(f"/admin/quarantine/{item_id}/delete", data={"csrf_token": t}, headers=HTML)
-    assert r.status_code == 404  # no longer pending
+        statuses = {i.id: i.status for i in s.scalars(select(QuarantineItem))}
+        assert statuses == {first: "stored", second: "rejected"}
+        row = s.get(QuarantineItem, first)
+        assert row is not None
+        inst = s.scalars(
+            select(Instance).where(Instance.sop_instance_uid == row.sop_instance_uid)
+        ).one()
+        data = ingest.content_store(node).read(inst.storage_path)
+        assert b"JOHNATHAN" not in data
+    other = TestClient(create_app(node))
+    tb = sign_in(other, "admin-b")
+    third = quarantined_instance(node, world.facilities["A"], leaky_instance())
+    assert other.get(f"/admin/quarantine/{third}", headers=HTML).status_code == 404
+    assert other.get(f"/admin/quarantine/{third}/preview.png").status_code == 404
+    for action in ("remove-and-store", "rerun-and-store", "reject"):
+        r = other.post(f"/admin/quarantine/{third}/{action}", data={"csrf_token": tb})
+        assert r.status_code == 404, action
+
+
+def test_deid_page_warns_when_device_identity_is_kept(node: Node) -> None:
+    with node.db.session() as s:
+        world = build_world(s)
+    c = TestClient(create_app(node))
+    t = sign_in(c, "admin-a")
+    fid = world.facilities["A"]
+    page = c.get(f"/admin/deid?facility={fid}", headers=HTML)
+    assert "Retain Device Identity is on" not in page.text
+    assert "retain_device_identity: false" in page.text  # the node default, shown
+    r = c.post(
+        f"/admin/deid/{fid}",
+        data={"csrf_token": t, "profile": "options: {retain_device_identity: true}"},
+        headers=HTML,
+    )
+    assert r.status_code == 200 and "Retain Device Identity is on" in r.text
