@@ -19,15 +19,13 @@ import pydicom
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
-from pydicom.uid import generate_uid
 
 from pair.core.node import Node
-from pair.repository import ingest
 from pair.repository.models import QuarantineItem
 from pair.synth.generator import generate
 from pair.web.app import create_app
 from tests.conftest import free_port
-from tests.factories import ct_instance, to_bytes
+from tests.factories import leaky_instance, quarantined_instance
 from tests.portal_data import PASSWORD, World, build_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -116,35 +114,6 @@ def make_zip(tmp_path: Path) -> tuple[Path, str]:
         for f in files:
             zf.write(f, f.relative_to(out).as_posix())
     return path, family
-
-
-def add_quarantined(node: Node, facility_id: int) -> int:
-    ds = ct_instance(
-        study_uid=generate_uid(),
-        series_uid=generate_uid(),
-        patient={"PatientID": "HOSPA-Q1", "PatientName": "HOSPA-Q1"},
-    )
-    _, rel = ingest.quarantine_store(node).write(to_bytes(ds))
-    with node.db.session() as s:
-        item = QuarantineItem(
-            facility_id=facility_id,
-            sop_instance_uid=str(ds.SOPInstanceUID),
-            study_uid=str(ds.StudyInstanceUID),
-            modality="CT",
-            storage_path=rel,
-            source="upload:datamanager-a",
-            reasons=[
-                {
-                    "path": "(0008,1030) StudyDescription",
-                    "kind": "name",
-                    "source": "PatientName",
-                    "message": "Residual patient name fragment after de-identification",
-                }
-            ],
-        )
-        s.add(item)
-        s.flush()
-        return item.id
 
 
 def test_portal_in_browser(
@@ -263,7 +232,7 @@ def test_portal_in_browser(
     sign_out(page)
 
     # admin: users, tokens (shown once), AE titles, audit filters, quarantine review
-    item_id = add_quarantined(node, world.facilities["A"])
+    item_id = quarantined_instance(node, world.facilities["A"], leaky_instance())
     sign_in(page, base, "admin-a")
     nav(page, "Admin").click()
     page.get_by_label("Login name").fill("new-radiologist")
@@ -281,15 +250,15 @@ def test_portal_in_browser(
     page.get_by_role("button", name="Add AE title").click()
     expect(page.locator("#ae-table")).to_contain_text("CT_SCANNER_2")
     page.get_by_role("link", name="Quarantine").click()
-    expect(page.locator("#quarantine-table")).to_contain_text("Residual patient name fragment")
+    expect(page.locator("#quarantine-table")).to_contain_text("name fragment")
     shot(page, "quarantine", screenshots)
     page.get_by_role("link", name="Review").click()
-    expect(page.locator("#reasons")).to_contain_text("(0008,1030) StudyDescription")
+    expect(page.locator("#findings")).to_contain_text("BodyPartExamined")
     shot(page, "quarantine-review", screenshots)
-    page.get_by_label("Review note").fill("name in description; resend from PACS")
+    page.get_by_label("Review note").fill("name in body part; resend from PACS")
     page.once("dialog", lambda d: d.accept())
-    page.get_by_role("button", name="Delete instance").click()
-    expect(page.locator(".alert-success")).to_contain_text(f"Quarantine item {item_id} deleted")
+    page.get_by_role("button", name="Reject").click()
+    expect(page.locator(".alert-success")).to_contain_text(f"Quarantine item {item_id} rejected")
     expect(page.get_by_text("Nothing pending")).to_be_visible()
     nav(page, "Audit log").click()
     page.get_by_label("Action").fill("clinical.")
@@ -300,7 +269,7 @@ def test_portal_in_browser(
     page.get_by_label("User").select_option("admin-a")
     page.get_by_label("Action").fill("")
     page.get_by_role("button", name="Filter").click()
-    expect(page.locator("#audit-table")).to_contain_text("quarantine.delete")
+    expect(page.locator("#audit-table")).to_contain_text("quarantine.reject")
     assert set(rows.locator("td:nth-child(2)").all_inner_texts()) == {"admin-a"}
     shot(page, "audit", screenshots)
     sign_out(page)
@@ -317,4 +286,38 @@ def test_portal_in_browser(
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     page.goto(base + "/cases")
     expect(page.locator("#result-count")).to_have_text("1 case found")
+    ctx.close()
+
+
+def test_quarantine_review_page_in_browser(
+    browser: Browser, server: tuple[str, World], node: Node
+) -> None:
+    """The review page names the element, masks its value, shows the image, offers no release,
+    and "remove these elements and store" stores it (re-scanned clean)."""
+    base, world = server
+    item_id = quarantined_instance(node, world.facilities["A"], leaky_instance())
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    sign_in(page, base, "admin-a")
+    page.goto(f"{base}/admin/quarantine/{item_id}")
+    findings = page.locator("#findings")
+    expect(findings).to_contain_text("BodyPartExamined")
+    expect(findings).to_contain_text("(0018,0015)")
+    expect(findings.locator(".masked")).to_have_text("J********")
+    assert "JOHNATHAN" not in page.content()
+    preview = page.locator("#q-preview")
+    expect(preview).to_be_visible()
+    page.wait_for_function("document.querySelector('#q-preview').naturalWidth > 0")
+    expect(page.get_by_role("button", name=re.compile("Release"))).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("Re-run de-identification"))).to_be_visible()
+    page.get_by_label("Review note").fill("name in body part examined")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Remove these elements and store").click()
+    expect(page.locator(".alert-success")).to_contain_text(
+        f"Quarantine item {item_id} stored without the flagged elements"
+    )
+    with node.db.session() as s:
+        item = s.get(QuarantineItem, item_id)
+        assert item is not None and item.status == "stored"
+        assert item.review_note == "name in body part examined"
     ctx.close()
