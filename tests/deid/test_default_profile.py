@@ -3,6 +3,7 @@ device identity is an explicit opt-in; the node's own pseudonym never counts as 
 
 from __future__ import annotations
 
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from pair.deid.engine import Deidentifier
@@ -12,7 +13,7 @@ from tests.deid.conftest import SECRET
 from tests.factories import ct_instance
 
 
-def _ct() -> object:
+def _ct() -> Dataset:
     ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
     ds.StationName = "SGHCT01A"
     ds.DeviceSerialNumber = "11223"

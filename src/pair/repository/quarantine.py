@@ -249,7 +249,8 @@ def _remove(container: Dataset, tag: int) -> None:
     group, element = tag >> 16, tag & 0xFFFF
     if group % 2 == 1 and element >= 0x1000:
         block = element >> 8
-        if not any(int(t) >> 16 == group and (int(t) & 0xFFFF) >> 8 == block for t in container.keys()):
+        tags = [int(elem.tag) for elem in container]
+        if not any(t >> 16 == group and (t & 0xFFFF) >> 8 == block for t in tags):
             creator = (group << 16) | block
             if creator in container:
                 del container[creator]
