@@ -20,7 +20,9 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from pair.accounts.models import Facility
 from pair.core.node import Node
+from pair.deid.service import set_facility_profile
 from pair.repository.models import QuarantineItem
 from pair.synth.generator import generate
 from pair.web.app import create_app
@@ -32,6 +34,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SLICES = 16
 FILES = SLICES + 1  # the CT series and one radiograph
+KEEP_DESCRIPTIONS = (
+    "options: {retain_longitudinal_modified_dates: true, retain_patient_characteristics: true,"
+    " clean_descriptors: true}\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +131,10 @@ def test_portal_in_browser(
 ) -> None:
     base, world = server
     screenshots = database_url.startswith("sqlite")
+    with node.db.session() as s:  # descriptions are an opt-in (Clean Descriptors): searched below
+        facility = s.get(Facility, world.facilities["A"])
+        assert facility is not None
+        set_facility_profile(s, facility, KEEP_DESCRIPTIONS)
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     page = ctx.new_page()
     page.set_default_timeout(20000)
