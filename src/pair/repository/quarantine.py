@@ -86,7 +86,10 @@ def _pending_item(session: Session, item_id: int, actor: Actor) -> QuarantineIte
     """The facility's pending item, locked against a concurrent decision."""
     own_item(session, item_id, actor)
     item = session.scalar(
-        select(QuarantineItem).where(QuarantineItem.id == item_id).with_for_update()
+        select(QuarantineItem)
+        .where(QuarantineItem.id == item_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     if item is None or item.status != "pending":
         raise NotFound(f"No pending quarantine item {item_id} in your facility.")
@@ -310,8 +313,14 @@ def rerun_and_store(node: Node, item_id: int, actor: Actor, note: str = "") -> D
             facility.code,
             node.settings.uid_root,
         )
-        result = deid.deidentify(parsed.dataset)
-        data = to_part10_bytes(result.dataset, parsed.transfer_syntax_uid)
+        try:
+            result = deid.deidentify(parsed.dataset)
+            data = to_part10_bytes(result.dataset, parsed.transfer_syntax_uid)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # element values pydicom cannot convert (the ingest pipeline rejects the same)
+            raise Invalid(
+                f"The kept original cannot be de-identified ({type(exc).__name__})."
+            ) from None
         return _store_or_hold(
             node, session, item, result.dataset, data, result.findings, actor, note, "rerun"
         )
