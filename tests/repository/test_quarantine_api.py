@@ -101,7 +101,9 @@ def test_release_is_gone_and_remove_and_store_serves_no_phi(node: Node) -> None:
     with node.db.session() as s:
         row = s.get(QuarantineItem, item_id)
         assert row is not None and row.original_path is None  # the as-received copy is gone
-        assert ingest.quarantine_store(node).path(row.storage_path).exists()  # kept, for audit
+        held = row.storage_path
+    ingest.reconcile(node)  # start-up repair keeps it too
+    assert ingest.quarantine_store(node).path(held).exists()  # kept, for audit
     actions = {a["action"] for a in client.get("/api/audit", headers=h["admin"]).json()}
     assert {"quarantine.review", "quarantine.remove_and_store"} <= actions
 
@@ -166,11 +168,13 @@ def test_reject_and_facility_scope(node: Node) -> None:
         row = s.get(QuarantineItem, item_id)
         assert row is not None and row.status == "pending"
         files = [row.storage_path, row.original_path]
+    ingest.reconcile(node)  # start-up repair keeps a pending item's files
+    qstore = ingest.quarantine_store(node)
+    assert all(p and qstore.path(p).exists() for p in files)
     r = client.post(f"{base}/reject", json={"note": "burned-in name"}, headers=h["admin"])
     assert r.status_code == 200 and r.json()["outcome"] == "rejected"
     assert client.post(f"{base}/reject", json={}, headers=h["admin"]).status_code == 404
     assert client.post(f"{base}/remove-and-store", json={}, headers=h["admin"]).status_code == 404
-    qstore = ingest.quarantine_store(node)
     assert not any(qstore.path(p).exists() for p in files if p)
     assert client.get("/dicomweb/studies", headers=h["admin"]).status_code == 204  # none
     assert client.get("/api/quarantine", headers=h["admin"]).json() == []
