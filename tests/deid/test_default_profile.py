@@ -60,3 +60,16 @@ def test_surname_equal_to_the_facility_code_is_not_quarantined() -> None:
     ds.BodyPartExamined = "HOSPA"
     leaky = deid.deidentify(ds)
     assert [(f.path, f.source) for f in leaky.findings] == [("(0018,0015)", "PatientName")]
+
+
+def test_constants_pair_writes_are_not_findings() -> None:
+    """A surname that happens to be a value PAIR writes itself (Longitudinal Temporal
+    Information Modified) is not found there."""
+    ds = ct_instance(
+        study_uid=generate_uid(),
+        series_uid=generate_uid(),
+        patient={"PatientName": "MODIFIED^ANNA", "PatientID": "MRN7700112"},
+    )
+    result = Deidentifier(default_profile(), SECRET, InMemoryMappingStore(), "GH").deidentify(ds)
+    assert result.dataset.LongitudinalTemporalInformationModified == "MODIFIED"
+    assert result.findings == []

@@ -33,8 +33,9 @@ _PIXEL_DATA = 0x7FE00010
 _NORMALIZE = {i: " " for i in range(128) if not chr(i).isalnum()}
 _WORD = re.compile(r"[^\W_]+")
 _PN_SPLIT = re.compile(r"[\^=]")
-# De-identification Method and its Code Sequence: written by PAIR from its own configuration.
-_OWN_TAGS = frozenset({0x00120063, 0x00120064})
+# Written by PAIR from its own configuration, whatever the input held: Patient Identity Removed,
+# De-identification Method and its Code Sequence, Longitudinal Temporal Information Modified.
+_OWN_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064, 0x00280303})
 OTHER_DATE = "other-date"  # dates besides the birth date: cleaned from descriptors, not scanned
 
 
