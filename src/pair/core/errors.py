@@ -83,3 +83,12 @@ class NotAcceptable(PairError):
     http_status = 406
     exit_code = 2
     code = "not_acceptable"
+
+
+class PixelDataUnreadable(PairError):
+    """A stored instance whose pixel data cannot be decoded or rendered: its metadata and
+    Part 10 file are still served, its frames and renderings answer this (422)."""
+
+    http_status = 422
+    exit_code = 2
+    code = "pixel_data_unreadable"

@@ -110,5 +110,17 @@ def dataset_json(
     return result
 
 
+def element_json(elem: Any, bulk_uri: Callable[[str], str]) -> dict[str, Any]:
+    """One element in DICOM JSON; one that cannot be encoded is given with its VR only."""
+    try:
+        result: dict[str, Any] = elem.to_json_dict(
+            bulk_data_element_handler=lambda e: bulk_uri(tag_hex(int(e.tag))),
+            bulk_data_threshold=1024,
+        )
+    except Exception:
+        return {"vr": str(getattr(elem, "VR", None) or "UN")}
+    return result
+
+
 def keyword(tag: int) -> str:
     return keyword_for_tag(tag) or tag_hex(tag)

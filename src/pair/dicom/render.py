@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +13,16 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from pair.core.errors import BadRequest, Invalid, NotAcceptable, NotFound
+from pair.core.errors import (
+    BadRequest,
+    Invalid,
+    NotAcceptable,
+    NotFound,
+    PairError,
+    PixelDataUnreadable,
+)
+
+log = logging.getLogger("pair.dicom")
 
 MEDIA_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 # PS3.18 ``window=center,width,function`` names -> PS3.3 VOI LUT Function (0028,1056) terms
@@ -182,18 +194,37 @@ def to_8bit(ds: Dataset, arr: np.ndarray, opts: RenderOptions) -> np.ndarray:
     return np.rint(out * 255.0).astype(np.uint8)
 
 
+@contextmanager
+def pixel_errors(what: str) -> Iterator[None]:
+    """Pixel data that cannot be decoded or rendered is the instance's problem, not the
+    server's: a 422 ``pixel_data_unreadable`` naming the decoder's complaint, never a 500."""
+    try:
+        yield
+    except PairError:
+        raise
+    except Exception as exc:  # decoders and LUT code raise anything from ValueError to OSError
+        log.warning("%s: pixel data unreadable (%s)", what, type(exc).__name__)
+        first_line = str(exc).strip().splitlines()[0][:200].rstrip(":") if str(exc).strip() else ""
+        raise PixelDataUnreadable(
+            f"The pixel data of this instance cannot be {what}: {type(exc).__name__}"
+            + (f": {first_line}" if first_line else "")
+            + ". Its metadata and the stored file remain available."
+        ) from None
+
+
 def render(
     ds: Dataset, frame: int, opts: RenderOptions, max_decoded_bytes: int | None = None
 ) -> bytes:
     """PNG/JPEG bytes of one frame (the only one decoded)."""
-    img = Image.fromarray(to_8bit(ds, frame_array(ds, frame, max_decoded_bytes), opts))
-    if opts.viewport:
-        img.thumbnail(opts.viewport, Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    if MEDIA_TYPES[opts.media_type] == "JPEG":
-        img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode).save(
-            buf, "JPEG", quality=opts.quality
-        )
-    else:
-        img.save(buf, "PNG", optimize=False)
-    return buf.getvalue()
+    with pixel_errors("rendered"):
+        img = Image.fromarray(to_8bit(ds, frame_array(ds, frame, max_decoded_bytes), opts))
+        if opts.viewport:
+            img.thumbnail(opts.viewport, Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        if MEDIA_TYPES[opts.media_type] == "JPEG":
+            img.convert("RGB" if img.mode not in ("L", "RGB") else img.mode).save(
+                buf, "JPEG", quality=opts.quality
+            )
+        else:
+            img.save(buf, "PNG", optimize=False)
+        return buf.getvalue()

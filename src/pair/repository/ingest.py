@@ -23,6 +23,7 @@ from pair.core.config import Settings
 from pair.core.errors import Conflict, LimitExceeded, NotFound, PairError
 from pair.core.node import Node
 from pair.deid.service import deidentifier_for
+from pair.dicom import wellformed
 from pair.dicom.deflate import inflated_size
 from pair.dicom.parse import InvalidInstance, ParsedInstance, parse_bytes, to_part10_bytes
 from pair.repository.index import (
@@ -107,7 +108,9 @@ def _parse(payload: Payload, settings: Settings) -> ParsedInstance:
             inflated_size(data, settings.max_inflated_instance_bytes)
         except LimitExceeded as exc:
             raise InvalidInstance(exc.message, exc.code) from None
-    return parse_bytes(data)
+    parsed = parse_bytes(data)
+    wellformed.check(parsed.dataset, parsed.transfer_syntax_uid)
+    return parsed
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -15,15 +16,17 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from sqlalchemy.orm import Session
 
-from pair.core.errors import BadRequest, Invalid, NotAcceptable, NotFound
+from pair.core.errors import BadRequest, Invalid, NotAcceptable, NotFound, PixelDataUnreadable
 from pair.core.node import Node
-from pair.dicom.jsonmodel import dataset_json
+from pair.dicom.jsonmodel import dataset_json, element_json
 from pair.dicom.parse import to_part10_bytes
-from pair.dicom.render import check_decoded
+from pair.dicom.render import check_decoded, pixel_errors
 from pair.repository.ingest import content_store
 from pair.repository.models import Instance
 from pair.repository.multipart import parse_media_type
 from pair.repository.query import instances_for
+
+log = logging.getLogger("pair.repository")
 
 COMPRESSED_MEDIA = {
     "1.2.840.10008.1.2.4.50": "image/jpeg",
@@ -150,7 +153,7 @@ def metadata(node: Node, rows: list[Instance], base: str) -> list[dict[str, Any]
         prefix = (
             f"{base}/studies/{study}/series/{series}/instances/{row.sop_instance_uid}/bulkdata/"
         )
-        item = dataset_json(ds, bulk_uri=lambda tag, p=prefix: p + tag)  # type: ignore[misc]
+        item = _instance_json(ds, prefix)
         if row.rows:
             item["7FE00010"] = {
                 "vr": "OB" if UID(row.transfer_syntax_uid).is_compressed else "OW",
@@ -158,6 +161,36 @@ def metadata(node: Node, rows: list[Instance], base: str) -> list[dict[str, Any]
             }
         out.append(item)
     return out
+
+
+def _instance_json(ds: Dataset, prefix: str) -> dict[str, Any]:
+    """The instance's DICOM JSON; if one element cannot be encoded (a file stored before the
+    ingest well-formedness checks), every other element is still served and that one is
+    given with its VR only, so one bad element never fails the study's metadata."""
+    try:
+        return dataset_json(ds, bulk_uri=lambda tag: prefix + tag)
+    except Exception:
+        log.warning("metadata of %s: falling back to per-element encoding", prefix)
+    out: dict[str, Any] = {}
+    for elem in _top_level(ds):
+        out[f"{int(elem.tag):08X}"] = element_json(elem, lambda tag: prefix + tag)
+    return out
+
+
+def _top_level(ds: Dataset) -> Iterator[Any]:
+    for tag in list(ds._dict):
+        try:
+            yield ds[tag]
+        except Exception:
+            raw = ds._dict[tag]
+            yield _Unreadable(tag, str(getattr(raw, "VR", None) or "UN"))
+
+
+class _Unreadable:
+    """An element pydicom cannot decode: served as its VR only."""
+
+    def __init__(self, tag: int, vr: str) -> None:
+        self.tag, self.VR = tag, vr
 
 
 def bulkdata(node: Node, row: Instance, tag: str) -> bytes:
@@ -196,7 +229,12 @@ def frames(node: Node, row: Instance, numbers: list[int], accept: str) -> list[t
     wanted = _frame_media_types(accept)
     native = COMPRESSED_MEDIA.get(str(ts)) if ts.is_compressed else None
     if native is not None and native in wanted:
-        encoded = list(generate_frames(ds.PixelData, number_of_frames=count))
+        with pixel_errors("decoded"):
+            encoded = list(generate_frames(ds.PixelData, number_of_frames=count))
+        if len(encoded) < max(numbers):
+            raise PixelDataUnreadable(
+                f"The pixel data holds {len(encoded)} encoded frame(s), not {count}."
+            )
         return [(encoded[n - 1], f"{native}; transfer-syntax={ts}") for n in numbers]
     if wanted and not wanted & {"application/octet-stream", "*/*", "multipart/*"}:
         offered = ", ".join(filter(None, ["application/octet-stream", native]))
@@ -205,7 +243,9 @@ def frames(node: Node, row: Instance, numbers: list[int], accept: str) -> list[t
     out = []
     for n in numbers:  # only the frames asked for are decoded
         ds.pixel_array_options(index=n - 1)
-        out.append((np.ascontiguousarray(ds.pixel_array).tobytes(), "application/octet-stream"))
+        with pixel_errors("decoded"):
+            data = np.ascontiguousarray(ds.pixel_array).tobytes()
+        out.append((data, "application/octet-stream"))
     return out
 
 
