@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pair.core.errors import PairError, Unauthorized
 
@@ -49,10 +50,40 @@ def install_error_handlers(app: FastAPI) -> None:
             {"error": "http_error", "message": str(exc.detail)}, status_code=exc.status_code
         )
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("Unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"error": "internal", "message": "Internal server error; see the server log."},
-            status_code=500,
-        )
+    app.add_middleware(UnhandledErrors)
+
+
+class UnhandledErrors:
+    """Answer an unexpected exception with a 500 JSON body *inside* the app.
+
+    Starlette's outermost ServerErrorMiddleware answers too, but then re-raises, and uvicorn
+    closes the connection of any request whose app raised: the client's next request on that
+    keep-alive connection fails with a reset. Here the exception ends with the response.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:  # a streamed body broke half-way: only closing can tell the client
+                raise
+            log.exception("Unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            response = JSONResponse(
+                {"error": "internal", "message": "Internal server error; see the server log."},
+                status_code=500,
+            )
+            await response(scope, receive, send)
