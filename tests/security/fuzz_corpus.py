@@ -329,8 +329,9 @@ def _bit_flips(n: int, count: int) -> Iterator[Case]:
         yield Case(f"bitflip_{i:03d}", bytes(data))
 
 
-def corpus() -> list[Case]:
-    """All cases, in a fixed order, each with its own study/series/SOP UIDs."""
+def corpus(variant: int = 0) -> list[Case]:
+    """All cases, in a fixed order, each with its own study/series/SOP UIDs; another
+    ``variant`` gives the same cases under other UIDs (to send them again elsewhere)."""
     builders: list[Callable[[int], Iterator[Case]]] = [
         _pixel_nonsense,
         _text_numbers,
@@ -342,6 +343,6 @@ def corpus() -> list[Case]:
     ]
     cases: list[Case] = []
     for k, build in enumerate(builders, 1):
-        cases.extend(build(k * 1000))
-    cases.extend(_bit_flips(9000, 60))
+        cases.extend(build(variant * 10000 + k * 1000))
+    cases.extend(_bit_flips(variant * 10000 + 9000, 60))
     return cases
