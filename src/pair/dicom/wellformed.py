@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Any
 
 import yaml
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -30,6 +30,8 @@ from pair.dicom.parse import InvalidInstance
 _KNOWN_VRS = frozenset(str(v) for v in VR)
 _PIXEL_DATA = BaseTag(0x7FE00010)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+# binary VRs whose value length must be a multiple of their item size
+_FIXED_SIZE = {"AT": 4, "FD": 8, "FL": 4, "SL": 4, "SS": 2, "SV": 8, "UL": 4, "US": 2, "UV": 8}
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,29 @@ def _vr_text(vr: object) -> str:
     return repr(vr) if vr is not None and str(vr) not in _KNOWN_VRS else str(vr)
 
 
+def _raw_ok(elem: RawDataElement, r: Rules) -> bool:
+    """Check a raw element without decoding it (the common case, and cheap); False when it
+    needs decoding first (sequences, implicit VR, unknown VR)."""
+    vr = elem.VR
+    if vr is None or vr == "SQ" or vr not in _KNOWN_VRS:
+        return False
+    value = elem.value or b""
+    size = _FIXED_SIZE.get(vr)
+    if size and elem.length != _UNDEFINED_LENGTH and len(value) % size:
+        raise _refuse(
+            f"{name(elem.tag)} has {len(value)} bytes, not a multiple of {size} (VR {vr}).",
+            "malformed_element",
+        )
+    if vr in ("IS", "DS") and value:
+        for text in value.decode("latin-1").split("\\"):
+            _check_number(elem.tag, vr, text.strip(" \0"), r)
+    return True
+
+
 def _walk(ds: Dataset, depth: int, r: Rules) -> None:
     for elem in list(ds._dict.values()):
+        if isinstance(elem, RawDataElement) and _raw_ok(elem, r):
+            continue
         decoded = _decoded(ds, elem)
         if decoded.VR not in _KNOWN_VRS:
             raise _refuse(
@@ -167,8 +190,23 @@ def _check_transfer_syntax(ds: Dataset, transfer_syntax_uid: str) -> None:
         )
 
 
+def _value(ds: Dataset, keyword: str) -> Any:
+    """The element's value, read from the raw bytes of the plain little-endian US, IS and CS
+    elements of the pixel module without converting them (the encoder copies those verbatim)."""
+    tag = _tag(keyword)
+    elem = ds._dict.get(tag)
+    if elem is None:
+        return None
+    if type(elem) is RawDataElement and elem.is_little_endian and type(elem.value) is bytes:
+        if elem.VR == "US" and len(elem.value) == 2:
+            return int.from_bytes(elem.value, "little")
+        if elem.VR in ("IS", "CS"):
+            return elem.value.decode("latin-1").strip(" \0")
+    return ds[tag].value
+
+
 def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
-    value = ds.get(keyword)
+    value = _value(ds, keyword)
     if value is None or value == "":
         return default
     if isinstance(value, MultiValue | list):
@@ -176,20 +214,18 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
     try:
         return None if value is None else int(value)
     except (TypeError, ValueError):
-        raise _refuse(
-            f"{keyword} is not a number in the image pixel module.", "invalid_pixel_module"
-        ) from None
+        raise _refuse(f"{name(_tag(keyword))} is not a number.", "invalid_pixel_module") from None
 
 
 def _pixel_refusal(keyword: str, value: object, allowed: str) -> InvalidInstance:
-    tag = ds_tag(keyword)
-    return _refuse(f"{name(tag)} is {value!r}; allowed: {allowed}.", "invalid_pixel_module")
+    return _refuse(
+        f"{name(_tag(keyword))} is {value!r}; allowed: {allowed}.", "invalid_pixel_module"
+    )
 
 
-def ds_tag(keyword: str) -> int:
-    from pydicom.datadict import tag_for_keyword
-
-    return int(tag_for_keyword(keyword) or 0)
+@lru_cache(maxsize=64)
+def _tag(keyword: str) -> BaseTag:
+    return Tag(tag_for_keyword(keyword) or 0)
 
 
 def _in_range(ds: Dataset, keyword: str, limits: dict[str, int], default: int | None) -> int:
@@ -216,7 +252,7 @@ def _check_pixel_module(ds: Dataset, r: Rules) -> None:
     stored = _in_range(ds, "BitsStored", {"min": 1, "max": bits}, bits)
     _in_range(ds, "HighBit", {"min": stored - 1, "max": bits - 1}, stored - 1)
     _one_of(ds, "PixelRepresentation", p["pixel_representation"], 0)
-    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip()
+    photometric = str(_value(ds, "PhotometricInterpretation") or "").strip()
     samples_for: dict[str, int] = p["photometric_interpretation"]
     if photometric not in samples_for:
         raise _pixel_refusal("PhotometricInterpretation", photometric, ", ".join(samples_for))
@@ -227,6 +263,6 @@ def _check_pixel_module(ds: Dataset, r: Rules) -> None:
         missing = [k for k in p["palette_requires"] if k not in ds]
         if missing:
             raise _refuse(
-                f"PhotometricInterpretation PALETTE COLOR without {name(ds_tag(missing[0]))}.",
+                f"PhotometricInterpretation PALETTE COLOR without {name(_tag(missing[0]))}.",
                 "invalid_pixel_module",
             )
