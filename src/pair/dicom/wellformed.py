@@ -155,7 +155,7 @@ def _check_number(tag: int, vr: str, value: object, r: Rules) -> None:
     if text == "":
         return
     if vr == "IS":
-        ok = bool(r.is_pattern.match(text)) and r.is_min <= int(text) <= r.is_max
+        ok = bool(r.is_pattern.match(text)) and r.is_min <= int(float(text)) <= r.is_max
         allowed = f"an integer from {r.is_min} to {r.is_max}"
     else:
         ok = bool(r.ds_pattern.match(text)) and abs(float(text)) <= r.ds_max_abs
