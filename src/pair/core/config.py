@@ -25,6 +25,18 @@ class Settings(BaseSettings):
     port: int = 8000
     dicom_port: int = 11112
     ae_title: str = "PAIR"
+    # DICOM listener limits (docs/security.md): a connection must deliver its complete
+    # A-ASSOCIATE-RQ within the ARTIM time; a silent peer is dropped after the network timeout
+    # and a DIMSE message not completed after the DIMSE timeout; associations and not-yet-
+    # complete connections are limited per peer address and in total, so that peers holding
+    # connections open cannot lock a registered sender out
+    dicom_artim_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    dicom_network_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    dicom_dimse_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    dicom_max_associations: int = Field(default=32, ge=1, le=1000)
+    dicom_max_associations_per_address: int = Field(default=8, ge=1, le=1000)
+    dicom_max_pending: int = Field(default=64, ge=1, le=10000)
+    dicom_max_pending_per_address: int = Field(default=8, ge=1, le=10000)
     max_upload_bytes: int = 2 * 1024**3
     max_instance_bytes: int = 1024**3
     # decompression bombs (docs/security.md): bytes one instance may inflate to (a zip member,

@@ -20,12 +20,16 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
 
 from pair.accounts.models import AeTitle
 from pair.audit.service import Actor, record
 from pair.core.errors import PairError
 from pair.core.node import Node
+from pair.repository.dimse_guard import (
+    GuardedAssociationServer,
+    GuardLimits,
+    quiet_library_logs,
+)
 from pair.repository.ingest import IngestResult, Outcome, Payload, ingest_batch
 from pair.repository.query import QidoQuery, find_instances, find_series, find_studies
 from pair.repository.responses import instance_json, series_json, study_json
@@ -101,10 +105,21 @@ class DimseServer:
         ae = PairAE(ae_title=ae_title)
         ae.registry = self.registry
         ae.maximum_pdu_size = 0  # unlimited
-        ae.network_timeout = 60
-        ae.acse_timeout = 30
-        ae.dimse_timeout = 60
-        ae.maximum_associations = 32
+        quiet_library_logs()
+        cfg = node.settings
+        limits = GuardLimits(
+            artim_s=cfg.dicom_artim_timeout_s,
+            network_timeout_s=cfg.dicom_network_timeout_s,
+            max_associations=cfg.dicom_max_associations,
+            max_associations_per_address=cfg.dicom_max_associations_per_address,
+            max_pending=cfg.dicom_max_pending,
+            max_pending_per_address=cfg.dicom_max_pending_per_address,
+        )
+        ae.network_timeout = cfg.dicom_network_timeout_s
+        ae.acse_timeout = cfg.dicom_artim_timeout_s
+        ae.dimse_timeout = cfg.dicom_dimse_timeout_s
+        # the guard rejects extra associations first; pynetdicom's own check stays a backstop
+        ae.maximum_associations = cfg.dicom_max_associations + 1
         ae.add_supported_context(Verification)
         for ctx in AllStoragePresentationContexts:
             if ctx.abstract_syntax is not None:
@@ -113,18 +128,26 @@ class DimseServer:
         self.ae = ae
         handlers = [
             (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_FIND, self._on_find),
         ]
-        server = ae.start_server((host, port), block=False, evt_handlers=handlers)  # type: ignore[arg-type]
-        assert server is not None  # a non-blocking start returns the server
-        self.server: ThreadedAssociationServer = server
+        server: GuardedAssociationServer = ae.make_server(  # type: ignore[assignment]
+            (host, port),
+            evt_handlers=handlers,  # type: ignore[arg-type]
+            server_class=GuardedAssociationServer,
+            limits=limits,
+        )
+        ae._servers.append(server)  # where start_server keeps it (server.shutdown removes it)
+        threading.Thread(target=server.serve_forever, name="DicomListener", daemon=True).start()
+        self.server = server
 
     def shutdown(self, grace_s: float = 2.0) -> None:
         """Stop listening, give open associations ``grace_s`` to finish, then abort them:
         an idle peer holding its association open must not keep the node from stopping."""
         self.server.shutdown()
+        self.server.drop_pending()
         deadline = time.monotonic() + grace_s
         while self.server.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -138,6 +161,12 @@ class DimseServer:
             event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (AttributeError, OSError):
             log.debug("could not set TCP_NODELAY")
+
+    def _on_aborted(self, event: Any) -> None:
+        """One line per aborted association (peer's A-ABORT, malformed PDU, lost connection)."""
+        requestor = event.assoc.requestor
+        calling = str(requestor.ae_title or "").strip() or "-"
+        log.warning("DICOM association from %s (AE %s) aborted", requestor.address, calling)
 
     def _actor(self, event: Any) -> tuple[Actor, int | None]:
         calling = str(event.assoc.requestor.ae_title).strip()

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pair.core.errors import PairError, Unauthorized
@@ -49,6 +50,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"error": "http_error", "message": str(exc.detail)}, status_code=exc.status_code
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        """The client closed the connection before its request body was complete (an aborted
+        upload): nothing was stored and nobody reads an answer; one line, not a traceback."""
+        client = request.client.host if request.client else "-"
+        route = request.scope.get("route")  # the template: a study UID in the path stays out
+        path = getattr(route, "path", request.url.path)
+        log.warning("Client %s disconnected during %s %s", client, request.method, path)
+        return Response(status_code=400)
 
     app.add_middleware(UnhandledErrors)
 
