@@ -310,3 +310,82 @@ def test_sr_equals_highdicom_constructor_output(case: dict[str, Any]) -> None:
         assert len(groups[0].get_qualitative_evaluations()) + len(
             groups[0].get_measurements()
         ) == sum(max(1, len(o.codes)) for o in sr.coded_observations(m, ev))
+
+
+def _inferred_codes(m: Any, ev: Any) -> set[str]:
+    """Every RadElement code in the report whose catalog status is 'inferred'."""
+    from pair.reporting.outputs.context import coded_observations
+
+    out = set()
+    for ob in coded_observations(m, ev):
+        if ob.verification == "inferred":
+            out.add(ob.cde_id)
+        out |= {code for code, _, ver in ob.codes if ver == "inferred"}
+    return out
+
+
+def _markers(item: Any) -> list[tuple[set[str], str]]:
+    """(codes of the item carrying it, marked code) for every PAIR-INFERRED modifier."""
+    out = []
+    for child in item.get("ContentSequence", []):
+        name = child.ConceptNameCodeSequence[0]
+        if child.RelationshipType == "HAS CONCEPT MOD" and name.CodeValue == "PAIR-INFERRED":
+            assert name.CodingSchemeDesignator == "99PAIR" and child.ValueType == "CODE"
+            own = {item.ConceptNameCodeSequence[0].CodeValue}
+            own |= {c.CodeValue for c in item.get("ConceptCodeSequence", [])}
+            out.append((own, str(child.ConceptCodeSequence[0].CodeValue)))
+        out += _markers(child)
+    return out
+
+
+@pytest.mark.parametrize("name", ["ct radiologist override with reason", "ct negative"])
+def test_sr_marks_inferred_radelement_codes(name: str) -> None:
+    """Each inferred code gets a HAS CONCEPT MOD child naming it; verified codes get none."""
+    import pydicom
+
+    case = next(c for c in GOLDEN["cases"] if c["name"] == name)
+    m = get_module("rsna-ct-covid")
+    ev = evaluate(m, case["inputs"])
+    expected = _inferred_codes(m, ev)
+    assert "RDE1359" in expected
+    buf = io.BytesIO()
+    sr.build_sr(m, ev, ctx()).save_as(buf, enforce_file_format=True)
+    buf.seek(0)
+    markers = _markers(pydicom.dcmread(buf))
+    assert {code for _, code in markers} == expected
+    assert all(code in own for own, code in markers)  # on the item that carries the code
+
+
+def test_sr_with_inferred_markers_passes_dsrdump(tmp_path: Path) -> None:
+    import subprocess
+
+    m = get_module("rsna-ct-covid")
+    case = next(c for c in GOLDEN["cases"] if c["name"] == "ct negative")
+    path = tmp_path / "report.dcm"
+    sr.build_sr(m, evaluate(m, case["inputs"]), ctx()).save_as(path, enforce_file_format=True)
+    run = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "W:" not in run.stderr and "E:" not in run.stderr
+    marker = '(,,"Inferred RadElement code")'  # dsrdump prints a concept name by meaning
+    assert f'has concept mod CODE:{marker}=(RDE1359.0,99RADELEMENT,"negative")' in run.stdout
+
+
+def test_hl7_marks_inferred_radelement_codes() -> None:
+    m = get_module("rsna-ct-covid")
+    case = next(c for c in GOLDEN["cases"] if c["name"] == "ct radiologist override with reason")
+    ev = evaluate(m, case["inputs"])
+    segs = hl7v2.oru_r01(m, ev, ctx()).rstrip("\r").split("\r")
+    noted: dict[str, list[str]] = {}
+    last = ""
+    for s in segs:
+        f = s.split("|")
+        if f[0] == "OBX":
+            last = s
+        elif f[0] == "NTE":
+            assert f[2] == "L" and f[4] == "RE^Remark^HL70364"
+            assert "is an inferred RadElement code" in f[3]
+            noted.setdefault(f[3].split(" ", 1)[0], []).append(last)
+    assert set(noted) == _inferred_codes(m, ev)
+    # the note follows the OBX that carries the code
+    assert all(code in obx for code, obxs in noted.items() for obx in obxs)
+    assert not any(code.startswith("PAIR-") for code in noted)

@@ -5,6 +5,10 @@ One TID 1501 measurement group for the report: choice values as qualitative eval
 the study's instances as source images, and TID 4019 algorithm identification when an
 element's value came from an accepted AI suggestion. Narrative text is not part of TID 1500
 (highdicom #124); it travels in the text and FHIR outputs.
+
+A RadElement code whose id PAIR inferred (not verified against radelement.org) carries a
+HAS CONCEPT MOD CODE child naming it (``coding.yaml`` ``dicom.inferred_code``), the SR's
+counterpart of the FHIR verification extension.
 """
 
 from __future__ import annotations
@@ -51,20 +55,49 @@ def _concept(code: str, meaning: str, pair: bool) -> hd.sr.CodedConcept:
     )
 
 
+Concept = tuple[str, str, bool]  # (code, meaning, PAIR scheme)
+
+
+def _mark_inferred(item: Dataset, inferred: Sequence[Concept]) -> None:
+    """Attach one HAS CONCEPT MOD child per inferred code (the code is its value)."""
+    if not inferred:
+        return
+    c = coding()["dicom"]["inferred_code"]
+    name = hd.sr.CodedConcept(
+        value=c["value"], scheme_designator=coding()["dicom"]["pair_scheme"], meaning=c["meaning"]
+    )
+    children = list(getattr(item, "ContentSequence", []))
+    children += [
+        hd.sr.CodeContentItem(
+            name=name,
+            value=_concept(*code),
+            relationship_type=hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD,
+        )
+        for code in inferred
+    ]
+    item.ContentSequence = hd.sr.ContentSequence(children)
+
+
 @lru_cache(maxsize=4096)
 def _qualitative(
-    name: tuple[str, str, bool], value: tuple[str, str, bool]
+    name: Concept, value: Concept, inferred: tuple[Concept, ...] = ()
 ) -> hd.sr.QualitativeEvaluation:
-    return hd.sr.QualitativeEvaluation(_concept(*name), _concept(*value))
+    out = hd.sr.QualitativeEvaluation(_concept(*name), _concept(*value))
+    _mark_inferred(out[0], inferred)
+    return out
 
 
 @lru_cache(maxsize=4096)
-def _measurement(name: tuple[str, str, bool], value: float, unit: str) -> hd.sr.Measurement:
-    return hd.sr.Measurement(
+def _measurement(
+    name: Concept, value: float, unit: str, inferred: tuple[Concept, ...] = ()
+) -> hd.sr.Measurement:
+    out = hd.sr.Measurement(
         name=_concept(*name),
         value=value,
         unit=hd.sr.CodedConcept(unit, "UCUM", "score" if unit == "{score}" else unit),
     )
+    _mark_inferred(out[0], inferred)
+    return out
 
 
 @lru_cache(maxsize=256)
@@ -136,11 +169,14 @@ def _items(
     for ob in obs:
         pair = ob.cde_system == "pair"
         name = (ob.cde_id, ob.cde_name, pair)
+        name_inferred = (name,) if ob.verification == "inferred" else ()
         if ob.kind in ("choice", "multichoice"):
-            for code, meaning, _ in ob.codes:
-                qual.append(_qualitative(name, (code, meaning, pair)))
+            for code, meaning, verification in ob.codes:
+                value = (code, meaning, pair)
+                inferred = name_inferred + ((value,) if verification == "inferred" else ())
+                qual.append(_qualitative(name, value, inferred))
         elif ob.kind in ("integer", "numeric"):
-            meas.append(_measurement(name, float(ob.value), ob.unit or "{score}"))
+            meas.append(_measurement(name, float(ob.value), ob.unit or "{score}", name_inferred))
     return qual, meas
 
 
