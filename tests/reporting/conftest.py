@@ -12,6 +12,7 @@ from pydicom import Dataset
 
 from pair.accounts import service as accounts
 from pair.core.node import Node
+from pair.reporting.api import SRStoreFactory, get_sr_store
 from pair.repository.models import Instance, Patient, Series, Study
 from pair.web.app import create_app
 
@@ -87,5 +88,8 @@ def world(node: Node) -> Iterator[World]:
     def store(ds: Dataset) -> Any:
         w.stored.append(ds)
 
-    app.state.report_sr_store = store
+    def factory() -> SRStoreFactory:
+        return lambda node, actor, facility_id: store
+
+    app.dependency_overrides[get_sr_store] = factory
     yield w

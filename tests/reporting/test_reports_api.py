@@ -274,3 +274,46 @@ def test_failed_store_leaves_report_signed(world: Any) -> None:
     with w.node.db.session() as s:
         report = service.load_report(s, actor, rid)
         assert report.versions[0].signed_at is not None and not report.versions[0].sr_stored
+
+
+def test_signed_sr_goes_to_the_real_repository_store(world: Any) -> None:
+    """Without the test override the sign endpoint stores the SR through the repository's
+    ingest: it is indexed under the report's study and its bytes in the content store are
+    the SR the API exports, a valid Comprehensive SR with the inferred-code markers."""
+    import pydicom
+
+    from pair.reporting.api import get_sr_store
+    from pair.repository.ingest import content_store
+    from pair.repository.models import Instance, Series, Study
+
+    w = world
+    w.client.app.dependency_overrides.pop(get_sr_store)
+    rid = _create(w, inputs=TYPICAL_INPUTS).json()["id"]
+    signed = w.client.post(f"/api/reports/{rid}/sign", headers=w.h("rad1"))
+    assert signed.status_code == 200, signed.text
+    result = signed.json()
+    assert result["sr_stored"] is True, result
+    assert w.stored == []  # the test store was not used
+    uid = result["sr_sop_instance_uid"]
+
+    exported = w.client.get(f"/api/reports/{rid}/download/sr", headers=w.h("rad1"))
+    assert exported.status_code == 200
+    with w.node.db.session() as s:
+        inst, study_uid, facility_id = s.execute(
+            select(Instance, Study.study_uid, Study.facility_id)
+            .join(Series, Instance.series_pk == Series.id)
+            .join(Study, Series.study_pk == Study.id)
+            .where(Instance.sop_instance_uid == uid)
+        ).one()
+        path, source = inst.storage_path, inst.source
+    assert (study_uid, facility_id, source) == (w.study_uid, w.facility["a"], "report")
+    stored = content_store(w.node).read(path)
+    doc = hd.sr.srread(io.BytesIO(stored))
+    assert doc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33"
+    assert (doc.SOPInstanceUID, doc.StudyInstanceUID) == (uid, w.study_uid)
+    assert (doc.CompletionFlag, doc.VerificationFlag) == ("COMPLETE", "VERIFIED")
+    assert doc.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    again = pydicom.dcmread(io.BytesIO(exported.content))
+    assert again.SOPInstanceUID == uid
+    assert again.ContentSequence == pydicom.dcmread(io.BytesIO(stored)).ContentSequence
+    assert b"PAIR-INFERRED" in stored

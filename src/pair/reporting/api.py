@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -226,11 +227,11 @@ def preview(
     return service.preview(session, actor, report_id, body.inputs if body else None)
 
 
-def _store(request: Request, node: Node, actor: Actor, facility_id: int) -> service.StoreInstance:
-    """The injected SR store: app.state.report_sr_store, else the repository's ingest."""
-    custom = getattr(request.app.state, "report_sr_store", None)
-    if custom is not None:
-        return custom  # type: ignore[no-any-return]
+SRStoreFactory = Callable[[Node, Actor, int], service.StoreInstance]
+
+
+def _repository_store(node: Node, actor: Actor, facility_id: int) -> service.StoreInstance:
+    """The repository's ingest: the signed SR is indexed like any derived instance."""
 
     def store(dataset: Any) -> Any:
         try:
@@ -247,13 +248,19 @@ def _store(request: Request, node: Node, actor: Actor, facility_id: int) -> serv
     return store
 
 
+def get_sr_store() -> SRStoreFactory:
+    """Where a signed report's SR goes: a FastAPI dependency, so a test can swap it through
+    ``app.dependency_overrides[get_sr_store]``; the real one is the repository's ingest."""
+    return _repository_store
+
+
 @router.post("/{report_id}/sign")
 def sign(
     report_id: int,
-    request: Request,
     body: SignBody | None = None,
     actor: Actor = Depends(current_actor),
     node: Node = Depends(get_node),
+    sr_store: SRStoreFactory = Depends(get_sr_store),
 ) -> dict[str, Any]:
     with node.db.session() as session:
         facility_id = service.load_report(session, actor, report_id).facility_id
@@ -261,7 +268,7 @@ def sign(
         node,
         actor,
         report_id,
-        _store(request, node, actor, facility_id),
+        sr_store(node, actor, facility_id),
         body.expected_revision if body else None,
     )
     return asdict(result)
