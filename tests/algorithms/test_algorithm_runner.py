@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +26,7 @@ from pair.algorithms.runner import (
     CaseResult,
     LoadedAlgorithm,
     WorkerPool,
+    WorkerProcess,
     probe_network,
     run_inference,
 )
@@ -202,6 +208,77 @@ def test_worker_has_no_network_and_cannot_write(demo: LoadedAlgorithm, tmp_path:
             server.accept()
     finally:
         server.close()
+
+
+def _netns(pid: int | str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/net")
+
+
+def test_worker_reports_its_network_namespace_truthfully(demo: LoadedAlgorithm) -> None:
+    """The worker's ``netns`` claim is checked against the kernel: its /proc/PID/ns/net
+    differs from ours and holds no interface but loopback, or, if it says it could not enter
+    one, it says so in words and really shares our namespace."""
+    with WorkerProcess(demo, FAST) as worker:
+        reply = worker.request({"op": "probe", "host": "127.0.0.1", "port": 9}, 10)
+        theirs = _netns(worker.pid)
+        devices = Path(f"/proc/{worker.pid}/net/dev").read_text().splitlines()[2:]
+    interfaces = {line.split(":", 1)[0].strip() for line in devices}
+    if reply["netns"] is True:
+        assert reply["netns_detail"] == "entered an empty network namespace"
+        assert theirs != _netns("self")
+        assert interfaces <= {"lo"}
+    else:
+        assert reply["netns"] is False
+        assert reply["netns_detail"].startswith("network namespace NOT entered (")
+        assert "the in-process socket block is the only network barrier" in reply["netns_detail"]
+        assert theirs == _netns("self")
+    if _can_unshare():
+        assert reply["netns"] is True, reply["netns_detail"]
+
+
+def _can_unshare() -> bool:
+    """Whether this machine lets a process enter a user + network namespace (as the worker
+    tries): then the worker must have entered one."""
+    if shutil.which("unshare") is None:
+        return False
+    run = subprocess.run(["unshare", "-Un", "true"], capture_output=True, check=False)
+    return run.returncode == 0
+
+
+def test_worker_says_clearly_when_it_cannot_enter_a_network_namespace() -> None:
+    """unshare(CLONE_NEWUSER) fails in a multithreaded process (EINVAL): the real failure path,
+    which must be reported as a sentence naming the kernel's reason, never as a silent pass."""
+    code = (
+        "import json, os, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "from pair.algorithms.worker import harden\n"
+        "status = harden(1024, 1)\n"
+        "print(json.dumps({**status, 'ns': os.readlink('/proc/self/ns/net')}))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    status = json.loads(run.stdout)
+    assert status["netns"] is False
+    assert status["netns_detail"] == (
+        "network namespace NOT entered (unshare(CLONE_NEWUSER|CLONE_NEWNET) failed: "
+        "Invalid argument (errno 22)); the in-process socket block is the only network barrier"
+    )
+    assert status["ns"] == _netns("self")
+
+
+def test_node_logs_a_worker_without_network_namespace(caplog: pytest.LogCaptureFixture) -> None:
+    from pair.algorithms import sandbox
+
+    sandbox._netns_warned.clear()
+    detail = "network namespace NOT entered (unshare failed: Operation not permitted (errno 1))"
+    with caplog.at_level(logging.WARNING, logger="pair.algorithms.sandbox"):
+        sandbox._report_netns({"netns": True, "netns_detail": "entered"})
+        assert not caplog.records
+        sandbox._report_netns({"netns": False, "netns_detail": detail})
+        sandbox._report_netns({"netns": False, "netns_detail": detail})  # once per process
+    assert [r.getMessage() for r in caplog.records] == [f"inference sandbox: {detail}"]
 
 
 def test_model_that_cannot_load_fails_every_case_once(

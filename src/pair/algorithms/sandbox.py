@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import selectors
 import signal
@@ -24,6 +25,17 @@ from typing import Any
 import pair
 from pair.algorithms.limits import Limits, default_limits
 from pair.algorithms.manifest import Manifest
+
+log = logging.getLogger(__name__)
+_netns_warned = threading.Event()
+
+
+def _report_netns(status: dict[str, Any]) -> None:
+    """Log, once per node process, a worker that could not enter a network namespace: the
+    operator must know the socket block is then the only barrier."""
+    if status.get("netns") is False and not _netns_warned.is_set():
+        _netns_warned.set()
+        log.warning("inference sandbox: %s", status.get("netns_detail", "netns not entered"))
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,7 @@ class WorkerProcess:
         except WorkerFailure:
             self.kill()
             raise
+        _report_netns(self.ready)
         if not self.ready.get("ok"):
             self.kill()
             raise WorkerFailure(

@@ -41,13 +41,26 @@ class _BlockedSocket(socket.socket):
         _refuse()
 
 
-def _enter_network_namespace() -> bool:
-    """Best effort: an empty network namespace (needs unprivileged user namespaces)."""
+NETNS_ENTERED = "entered an empty network namespace"
+NETNS_NOT_ENTERED = (
+    "network namespace NOT entered ({why}); the in-process socket block is the only network barrier"
+)
+
+
+def _enter_network_namespace() -> tuple[bool, str]:
+    """Best effort: an empty network namespace (needs unprivileged user namespaces).
+
+    Returns whether it was entered and a sentence saying so (with the kernel's reason when
+    not), which the worker reports in every status so the node can log it."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0)
-    except (OSError, AttributeError):
-        return False
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
+            return True, NETNS_ENTERED
+        err = ctypes.get_errno()
+        why = f"unshare(CLONE_NEWUSER|CLONE_NEWNET) failed: {os.strerror(err)} (errno {err})"
+    except (OSError, AttributeError) as exc:
+        why = f"unshare unavailable: {type(exc).__name__}: {exc}"
+    return False, NETNS_NOT_ENTERED.format(why=why)
 
 
 def _no_new_privileges() -> bool:
@@ -60,7 +73,7 @@ def _no_new_privileges() -> bool:
 
 def harden(memory_mb: int, threads: int) -> dict[str, Any]:
     """Cut the process off from the network and cap its memory; call before other imports."""
-    netns = _enter_network_namespace()
+    netns, netns_detail = _enter_network_namespace()
     import _socket
 
     socket.socket = _BlockedSocket  # type: ignore[misc]
@@ -77,7 +90,13 @@ def harden(memory_mb: int, threads: int) -> dict[str, Any]:
     no_new_privs = _no_new_privileges()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    return {"netns": netns, "rlimit_as": limit, "rlimit_fsize": 0, "no_new_privs": no_new_privs}
+    return {
+        "netns": netns,
+        "netns_detail": netns_detail,
+        "rlimit_as": limit,
+        "rlimit_fsize": 0,
+        "no_new_privs": no_new_privs,
+    }
 
 
 def _classify(exc: BaseException) -> str:
