@@ -223,8 +223,19 @@ def test_stow_rejects_oversized_request(live: LiveNode) -> None:
     )
     assert r.status_code == 413
     assert httpx.get(live.base_url + "/dicomweb/studies", headers=live.headers()).status_code == 204
-    assert not np.any([p.name.endswith(".dcm") for p in (live.data_dir / "storage").rglob("*")])
-    assert FAKE_PATIENT
+    # no half-written file anywhere the node stores, stages or quarantines data
+    left = [
+        p
+        for d in ("storage", "tmp", "quarantine")
+        for p in (live.data_dir / d).rglob("*")
+        if p.is_file()
+    ]
+    assert left == []
+    # and the refused upload's patient identifiers are not in the server's log
+    log = live.log_path.read_text(errors="replace")
+    assert "Uvicorn running on" in log  # the restarted server's own log
+    for key in ("PatientName", "PatientID", "PatientBirthDate"):
+        assert str(FAKE_PATIENT[key]) not in log
 
 
 def test_stow_to_one_study_takes_its_instances_and_refuses_others(live: LiveNode) -> None:
