@@ -15,7 +15,8 @@ from pair.accounts import service as accounts
 from pair.algorithms.models import Algorithm
 from pair.audit.models import AuditEvent
 from pair.cli.main import app as cli_app
-from pair.core.node import Node
+from pair.core.config import get_settings
+from pair.core.node import Node, open_node
 from pair.web.app import create_app
 from tests.algorithms.algo_builders import DEMO_DIR, manifest, mean_model, write_package, zip_folder
 
@@ -34,15 +35,18 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _db(node: Node) -> dict[str, object]:
+    """The same database as ``node`` (the fixture names PostgreSQL by URL)."""
+    url = node.settings.database_url
+    return {"database_url": url} if url else {}
+
+
 def _upload(client: TestClient, token: str, data: bytes) -> httpx.Response:
     files = {"package": ("pkg.zip", data, "application/zip")}
     return client.post("/api/algorithms", files=files, headers=_auth(token))
 
 
-def test_api_submit_list_versions(
-    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PAIR_ALGORITHM_CASE_TIMEOUT_S", "5")
+def test_api_submit_list_versions(node: Node, tmp_path: Path) -> None:
     tokens = _tokens(node)
     client = TestClient(create_app(node))
     demo = zip_folder(DEMO_DIR)
@@ -110,9 +114,15 @@ def test_api_refusals(node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert problems[0].startswith("checksum mismatch")
     r = _upload(client, tokens["evaluator"], b"this is not a zip")
     assert r.status_code == 422 and "not a valid zip" in r.text
+    # the limit comes from the node's settings, read when the node opens
     monkeypatch.setenv("PAIR_ALGORITHM_MAX_PACKAGE_BYTES", "1000")
-    r = _upload(client, tokens["evaluator"], zip_folder(DEMO_DIR))
-    assert r.status_code == 413
+    small = open_node(settings=get_settings(node.settings.data_dir, **_db(node)))
+    try:
+        assert small.settings.algorithms.max_package_bytes == 1000
+        r = _upload(TestClient(create_app(small)), tokens["evaluator"], zip_folder(DEMO_DIR))
+        assert r.status_code == 413
+    finally:
+        small.close()
     with node.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Algorithm)) == 0
 

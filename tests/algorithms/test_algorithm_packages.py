@@ -16,11 +16,11 @@ from onnx import TensorProto
 from sqlalchemy import func, select
 
 from pair.algorithms import service
-from pair.algorithms.limits import Limits
 from pair.algorithms.manifest import manifest_json_schema_text, semver_key
 from pair.algorithms.models import Algorithm
 from pair.algorithms.package import PackageRejected
 from pair.audit.service import Actor
+from pair.core.config import AlgorithmSettings
 from pair.core.errors import Conflict, NotFound, PayloadTooLarge
 from pair.core.node import Node
 from tests.algorithms.algo_builders import (
@@ -38,7 +38,7 @@ from tests.algorithms.algo_builders import (
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTOR = Actor.system("test")
-FAST = Limits(case_timeout_s=3, load_timeout_s=30, memory_limit_mb=1536)
+FAST = AlgorithmSettings(case_timeout_s=3, load_timeout_s=30, memory_limit_mb=1536)
 
 
 def _nothing_stored(node: Node) -> None:
@@ -49,7 +49,7 @@ def _nothing_stored(node: Node) -> None:
     assert not any(node.settings.tmp_dir.iterdir())
 
 
-def _refused(node: Node, source: Path | bytes, limits: Limits = FAST) -> list[str]:
+def _refused(node: Node, source: Path | bytes, limits: AlgorithmSettings = FAST) -> list[str]:
     with pytest.raises(PackageRejected) as err, node.db.session() as s:
         service.add_algorithm(s, node, source, ACTOR, limits)
     _nothing_stored(node)
@@ -297,7 +297,7 @@ def test_zip_slip_symlink_and_unexpected_files(sqlite_node: Node, tmp_path: Path
 def test_oversized_zip_and_zip_bomb(sqlite_node: Node, tmp_path: Path) -> None:
     pkg = write_package(tmp_path / "p", manifest(), mean_model())
     data = zip_folder(pkg)
-    small = Limits(max_package_bytes=len(data) - 1)
+    small = AlgorithmSettings(max_package_bytes=len(data) - 1)
     with pytest.raises(PayloadTooLarge, match="limit is"), sqlite_node.db.session() as s:
         service.add_algorithm(s, sqlite_node, data, ACTOR, small)
     bomb = zip_members(
@@ -305,7 +305,9 @@ def test_oversized_zip_and_zip_bomb(sqlite_node: Node, tmp_path: Path) -> None:
     )
     assert len(bomb) < 100_000
     with pytest.raises(PayloadTooLarge, match="unpacked package"), sqlite_node.db.session() as s:
-        service.add_algorithm(s, sqlite_node, bomb, ACTOR, Limits(max_unpacked_bytes=1_000_000))
+        service.add_algorithm(
+            s, sqlite_node, bomb, ACTOR, AlgorithmSettings(max_unpacked_bytes=1_000_000)
+        )
     _nothing_stored(sqlite_node)
 
 
@@ -350,5 +352,5 @@ def test_onnx_checks_run_in_the_sandbox() -> None:
 
     model = DEMO_DIR / "model.onnx"
     assert static_check(model, None, FAST) == []
-    (problem,) = static_check(model, None, Limits(memory_limit_mb=40))
+    (problem,) = static_check(model, None, AlgorithmSettings(memory_limit_mb=40))
     assert problem.startswith("model.onnx: ONNX checks: ")

@@ -19,7 +19,6 @@ import onnxruntime as ort
 import pydicom
 import pytest
 
-from pair.algorithms.limits import Limits
 from pair.algorithms.preprocess import preprocess_dataset
 from pair.algorithms.runner import (
     Case,
@@ -31,6 +30,7 @@ from pair.algorithms.runner import (
     run_inference,
 )
 from pair.algorithms.wrap import png_to_dicom
+from pair.core.config import AlgorithmSettings
 from tests.algorithms.algo_builders import (
     DEMO_DIR,
     load_algorithm,
@@ -41,7 +41,7 @@ from tests.algorithms.algo_builders import (
     write_package,
 )
 
-FAST = Limits(case_timeout_s=3, load_timeout_s=30, memory_limit_mb=1536)
+FAST = AlgorithmSettings(case_timeout_s=3, load_timeout_s=30, memory_limit_mb=1536)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pair.algorithms.limits import Limits
 from pair.algorithms.runner import Case, LoadedAlgorithm, WorkerPool, run_inference
 from pair.algorithms.sandbox import WorkerFailure, WorkerProcess
+from pair.core.config import AlgorithmSettings
 from tests.algorithms.algo_builders import (
     DEMO_DIR,
     load_algorithm,
@@ -26,7 +26,7 @@ from tests.algorithms.algo_builders import (
     write_package,
 )
 
-FAST = Limits(case_timeout_s=5, load_timeout_s=30, memory_limit_mb=1536)
+FAST = AlgorithmSettings(case_timeout_s=5, load_timeout_s=30, memory_limit_mb=1536)
 
 
 @pytest.fixture(scope="module")

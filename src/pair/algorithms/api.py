@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from pair.accounts.models import Role
 from pair.algorithms import service
-from pair.algorithms.limits import default_limits
 from pair.algorithms.models import Algorithm
 from pair.audit.service import Actor
 from pair.core.errors import BadRequest, NotFound, PayloadTooLarge
@@ -84,7 +83,7 @@ def submit(
     A plain ``def``: validation runs a smoke inference, so FastAPI runs it in its thread pool
     instead of blocking the event loop.
     """
-    limit = default_limits().max_package_bytes
+    limit = node.settings.algorithms.max_package_bytes
     declared = int(request.headers.get("content-length") or 0)
     if declared > limit + 64 * 1024:
         raise PayloadTooLarge(f"The upload is {declared} bytes; the limit is {limit} bytes.")

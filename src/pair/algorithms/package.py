@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pair.algorithms.limits import Limits
 from pair.algorithms.manifest import MANIFEST_NAME, Manifest, parse_manifest_text
 from pair.algorithms.sandbox import LoadedAlgorithm, smoke_test, static_check
+from pair.core.config import AlgorithmSettings
 from pair.core.errors import Invalid, PayloadTooLarge
 
 OPTIONAL_FILES = {"README.md", "LICENSE", "LICENSE.txt", "LICENSE.md"}
@@ -54,7 +54,7 @@ class ValidatedPackage:
 # --- unpacking -------------------------------------------------------------------------------
 
 
-def unpack(source: Path | bytes, dest: Path, limits: Limits) -> Path:
+def unpack(source: Path | bytes, dest: Path, limits: AlgorithmSettings) -> Path:
     """Copy a folder or safely extract a zip (path or bytes) into ``dest``; return ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     if isinstance(source, bytes):
@@ -84,7 +84,7 @@ def _too_big(what: str, size: int, limit: int) -> str:
     return f"The {what} is {size} bytes; the limit is {limit} bytes (PAIR_ALGORITHM_* settings)."
 
 
-def _copy_folder(src: Path, dest: Path, limits: Limits) -> Path:
+def _copy_folder(src: Path, dest: Path, limits: AlgorithmSettings) -> Path:
     problems, total = [], 0
     entries = sorted(src.iterdir())
     for entry in entries:
@@ -103,7 +103,7 @@ def _copy_folder(src: Path, dest: Path, limits: Limits) -> Path:
     return dest
 
 
-def _extract_zip(zpath: Path, dest: Path, limits: Limits) -> Path:
+def _extract_zip(zpath: Path, dest: Path, limits: AlgorithmSettings) -> Path:
     try:
         zf = zipfile.ZipFile(zpath)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -176,7 +176,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def validate_folder(folder: Path, limits: Limits, smoke: bool = True) -> ValidatedPackage:
+def validate_folder(
+    folder: Path, limits: AlgorithmSettings, smoke: bool = True
+) -> ValidatedPackage:
     """Check an unpacked package; raise ``PackageRejected`` listing every problem."""
     problems: list[str] = []
     files = sorted(p.name for p in folder.iterdir())

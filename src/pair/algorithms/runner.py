@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pair.algorithms.limits import Limits, default_limits
 from pair.algorithms.postprocess import case_score
 from pair.algorithms.preprocess import aggregate
 from pair.algorithms.sandbox import (
@@ -31,6 +30,7 @@ from pair.algorithms.sandbox import (
     probe_network,
     smoke_test,
 )
+from pair.core.config import AlgorithmSettings
 
 __all__ = [
     "Case",
@@ -125,7 +125,7 @@ def run_inference(
     cases: Iterable[Case],
     cache_dir: Path | None = None,
     progress_cb: ProgressCallback | None = None,
-    limits: Limits | None = None,
+    limits: AlgorithmSettings | None = None,
     pool: WorkerPool | None = None,
 ) -> Iterator[CaseResult]:
     """Yield one ``CaseResult`` per case, in input order; never raises for a bad case.
@@ -137,7 +137,7 @@ def run_inference(
     new worker comes from the pool's pre-started spare when it has one.
     """
     scheduler = _Scheduler(
-        algorithm, ResultCache(cache_dir, algorithm.cache_key), limits or default_limits(), pool
+        algorithm, ResultCache(cache_dir, algorithm.cache_key), limits or algorithm.limits, pool
     )
     try:
         yield from scheduler.run(cases, progress_cb)
@@ -191,7 +191,7 @@ class _Scheduler:
         self,
         algorithm: LoadedAlgorithm,
         cache: ResultCache,
-        limits: Limits,
+        limits: AlgorithmSettings,
         pool: WorkerPool | None = None,
     ) -> None:
         self.algorithm = algorithm

@@ -18,13 +18,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pair
-from pair.algorithms.limits import Limits, default_limits
 from pair.algorithms.manifest import Manifest
+from pair.core.config import AlgorithmSettings
 
 log = logging.getLogger(__name__)
 _netns_warned = threading.Event()
@@ -40,11 +40,13 @@ def _report_netns(status: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class LoadedAlgorithm:
-    """What the runner needs: the manifest, the model file and its checksum."""
+    """What the runner needs: the manifest, the model file and its checksum, and the limits
+    it runs under (``node.settings.algorithms`` when loaded from the node)."""
 
     manifest: Manifest
     model_path: Path
     sha256: str
+    limits: AlgorithmSettings = field(default_factory=AlgorithmSettings, compare=False)
 
     @property
     def ref(self) -> str:
@@ -70,7 +72,7 @@ class WorkerFailure(Exception):
         self.message = message
 
 
-def _child_env(limits: Limits) -> dict[str, str]:
+def _child_env(limits: AlgorithmSettings) -> dict[str, str]:
     """A minimal environment: no proxies or credentials leak into the worker."""
     src = str(Path(pair.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
@@ -98,7 +100,7 @@ class WorkerProcess:
     def __init__(
         self,
         algorithm: LoadedAlgorithm | None,
-        limits: Limits,
+        limits: AlgorithmSettings,
         config: dict[str, Any] | None = None,
         what: str = "model load",
         *,
@@ -141,7 +143,7 @@ class WorkerProcess:
             self.load(algorithm, config, what)
 
     @classmethod
-    def spare(cls, limits: Limits) -> WorkerProcess:
+    def spare(cls, limits: AlgorithmSettings) -> WorkerProcess:
         """A pre-started worker (process, sandbox, imports) that has no model yet."""
         return cls(None, limits, preload=True)
 
@@ -264,7 +266,9 @@ class WorkerPool:
         self.max_idle = max_idle
         self._idle: dict[PoolKey, list[tuple[float, WorkerProcess]]] = {}
         self._spares: dict[str, WorkerProcess] = {}  # limits JSON -> spare
-        self._spare_limits: dict[str, Limits] = {}  # limits JSON -> limits (from prestart)
+        self._spare_limits: dict[
+            str, AlgorithmSettings
+        ] = {}  # limits JSON -> limits (from prestart)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -272,10 +276,10 @@ class WorkerPool:
         self.started = 0  # workers started with a model load (not from the idle list)
 
     @staticmethod
-    def _key(algorithm: LoadedAlgorithm, limits: Limits) -> PoolKey:
+    def _key(algorithm: LoadedAlgorithm, limits: AlgorithmSettings) -> PoolKey:
         return (algorithm.cache_key, str(algorithm.model_path), limits.model_dump_json())
 
-    def take(self, algorithm: LoadedAlgorithm, limits: Limits) -> WorkerProcess | None:
+    def take(self, algorithm: LoadedAlgorithm, limits: AlgorithmSettings) -> WorkerProcess | None:
         """An idle, live worker that already has this model loaded, or None."""
         with self._lock:
             self._expire()
@@ -287,7 +291,7 @@ class WorkerPool:
                 worker.close()
         return None
 
-    def acquire(self, algorithm: LoadedAlgorithm, limits: Limits) -> WorkerProcess:
+    def acquire(self, algorithm: LoadedAlgorithm, limits: AlgorithmSettings) -> WorkerProcess:
         """A worker with the model loaded: idle one, else the spare, else a new process."""
         if self.closed:
             raise WorkerFailure("shutting down", "the inference worker pool is closed")
@@ -307,7 +311,7 @@ class WorkerPool:
                     raise
         return WorkerProcess(algorithm, limits)
 
-    def prestart(self, limits: Limits) -> None:
+    def prestart(self, limits: AlgorithmSettings) -> None:
         """Keep a spare worker for ``limits`` from now on (replaced each time one is used)."""
         with self._lock:
             if self.closed:
@@ -327,7 +331,7 @@ class WorkerPool:
                     spare.close()
                 self._spares[key] = WorkerProcess.spare(limits)
 
-    def _take_spare(self, limits: Limits) -> WorkerProcess | None:
+    def _take_spare(self, limits: AlgorithmSettings) -> WorkerProcess | None:
         with self._lock:
             spare = self._spares.pop(limits.model_dump_json(), None)
         if spare is None or spare.proc.poll() is None:
@@ -335,7 +339,9 @@ class WorkerPool:
         spare.close()
         return None
 
-    def give(self, algorithm: LoadedAlgorithm, limits: Limits, worker: WorkerProcess) -> None:
+    def give(
+        self, algorithm: LoadedAlgorithm, limits: AlgorithmSettings, worker: WorkerProcess
+    ) -> None:
         """Park a healthy worker after a clean run (closed instead when the pool is closed)."""
         with self._lock:
             if worker.proc.poll() is None and not self.closed:
@@ -399,9 +405,9 @@ class WorkerPool:
         self.close()
 
 
-def smoke_test(algorithm: LoadedAlgorithm, limits: Limits | None = None) -> list[str]:
+def smoke_test(algorithm: LoadedAlgorithm, limits: AlgorithmSettings | None = None) -> list[str]:
     """Load the model in the sandbox and run synthetic inputs; problems as messages."""
-    limits = limits or default_limits()
+    limits = limits or algorithm.limits
     prefix = "smoke inference"
     try:
         worker = WorkerProcess(algorithm, limits)
@@ -421,10 +427,9 @@ def smoke_test(algorithm: LoadedAlgorithm, limits: Limits | None = None) -> list
 
 
 def static_check(
-    model_path: Path, manifest: dict[str, Any] | None, limits: Limits | None = None
+    model_path: Path, manifest: dict[str, Any] | None, limits: AlgorithmSettings
 ) -> list[str]:
     """Parse and check the ONNX model in a sandboxed worker (see ``onnx_checks``)."""
-    limits = limits or default_limits()
     config = {"check": str(Path(model_path).resolve()), "manifest": manifest}
     try:
         with WorkerProcess(None, limits, config=config, what="ONNX checks") as worker:
@@ -436,7 +441,7 @@ def static_check(
         ]
 
 
-def _smoke_message(prefix: str, reason: str, message: str, limits: Limits) -> str:
+def _smoke_message(prefix: str, reason: str, message: str, limits: AlgorithmSettings) -> str:
     if reason == "out of memory":
         return f"{prefix}: out of memory (limit {limits.memory_limit_mb} MB): {message}"
     if reason == "timeout":
@@ -448,11 +453,11 @@ def probe_network(
     algorithm: LoadedAlgorithm,
     host: str,
     port: int,
-    limits: Limits | None = None,
+    limits: AlgorithmSettings | None = None,
     file: Path | None = None,
 ) -> dict[str, Any]:
     """Ask a live worker to open a TCP connection (and write ``file``); both must be blocked."""
-    limits = limits or default_limits()
+    limits = limits or algorithm.limits
     msg: dict[str, Any] = {"op": "probe", "host": host, "port": port}
     if file is not None:
         msg["file"] = str(file)

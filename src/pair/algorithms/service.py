@@ -18,12 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pair.algorithms.limits import Limits, default_limits
 from pair.algorithms.manifest import Manifest, semver_key
 from pair.algorithms.models import Algorithm, AlgorithmStatus
 from pair.algorithms.package import PackageRejected, sha256_file, unpack, validate_folder
 from pair.algorithms.runner import LoadedAlgorithm, smoke_test
 from pair.audit.service import Actor, record
+from pair.core.config import AlgorithmSettings
 from pair.core.errors import Conflict, Invalid, NotFound
 from pair.core.node import Node
 
@@ -42,10 +42,10 @@ def submit_algorithm(
     node: Node,
     source: Path | bytes,
     actor: Actor,
-    limits: Limits | None = None,
+    limits: AlgorithmSettings | None = None,
 ) -> Submission:
     """Validate and store a package (folder, zip path or zip bytes)."""
-    limits = limits or default_limits()
+    limits = limits or node.settings.algorithms
     tmp_root = node.settings.tmp_dir
     tmp_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="algorithm-", dir=tmp_root))
@@ -128,15 +128,17 @@ def add_algorithm(
     node: Node,
     path_or_bytes: Path | bytes,
     actor: Actor,
-    limits: Limits | None = None,
+    limits: AlgorithmSettings | None = None,
 ) -> Algorithm:
     """Register a package; re-submitting the identical package returns the existing row."""
     return submit_algorithm(session, node, path_or_bytes, actor, limits).algorithm
 
 
-def check_package(node: Node, source: Path | bytes, limits: Limits | None = None) -> Manifest:
+def check_package(
+    node: Node, source: Path | bytes, limits: AlgorithmSettings | None = None
+) -> Manifest:
     """Run every validation (including the smoke inference) without storing anything."""
-    limits = limits or default_limits()
+    limits = limits or node.settings.algorithms
     node.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="algorithm-check-", dir=node.settings.tmp_dir))
     try:
@@ -197,7 +199,7 @@ def load_algorithm(node: Node, algorithm: Algorithm) -> LoadedAlgorithm:
             f"Stored model of {algorithm.ref} was modified (SHA-256 {actual}, "
             f"registered {algorithm.sha256}); refusing to run it."
         )
-    return LoadedAlgorithm(manifest, model_path, algorithm.sha256)
+    return LoadedAlgorithm(manifest, model_path, algorithm.sha256, node.settings.algorithms)
 
 
 def model_card(node: Node, algorithm: Algorithm) -> str | None:

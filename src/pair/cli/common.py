@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from pair.core.config import env_name
 from pair.core.errors import PairError
 from pair.core.node import Node, open_node
 
@@ -41,7 +42,7 @@ def handle_errors(func: F) -> F:
             if exc.title != "Settings":
                 raise
             for err in exc.errors():  # the value is not echoed: it may be a secret
-                name = "PAIR_" + "_".join(str(p) for p in err["loc"]).upper()
+                name = env_name(err["loc"])
                 _fail(f"invalid setting {name}: {err['msg']}", None)
             raise typer.Exit(2) from None
         except OSError as exc:

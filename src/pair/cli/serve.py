@@ -57,7 +57,6 @@ def serve(
         node.ingest_workers = IngestWorkers(settings, n_ingest)
         node.ingest_workers.warm_up()
         console.print(f"{n_ingest} ingest worker process(es) ready")
-    from pair.algorithms.limits import default_limits
     from pair.algorithms.sandbox import WorkerPool
     from pair.evalruns.service import resume_interrupted
 
@@ -65,7 +64,7 @@ def serve(
         idle_s=settings.inference_worker_idle_s, max_idle=settings.inference_max_idle_workers
     )
     if settings.inference_spare_worker:
-        pool.prestart(default_limits())
+        pool.prestart(settings.algorithms)
     app = create_app(node, worker_pool=pool)
     stop_resume = threading.Event()
     resumed = resume_interrupted(node, pool, stop_resume)

@@ -6,10 +6,35 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ALGORITHM_ENV_PREFIX = "PAIR_ALGORITHM_"
+
+
+class AlgorithmSettings(BaseModel):
+    """Limits for algorithm packages and the inference sandbox (``PAIR_ALGORITHM_*``).
+
+    Defaults suit a CPU-only site node; raise them for large models.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_package_bytes: int = Field(default=512 * 1024**2, gt=0, description="Upload/zip size.")
+    max_unpacked_bytes: int = Field(default=1024**3, gt=0, description="Sum of unpacked files.")
+    max_zip_members: int = Field(default=16, gt=0)
+    case_timeout_s: float = Field(default=60.0, gt=0, description="Per case, inference only.")
+    load_timeout_s: float = Field(default=60.0, gt=0, description="Worker start + model load.")
+    memory_limit_mb: int = Field(default=4096, gt=0, description="RLIMIT_AS of the worker.")
+    threads: int = Field(default=1, gt=0, description="onnxruntime intra-op threads.")
 
 
 class Settings(BaseSettings):
@@ -66,6 +91,25 @@ class Settings(BaseSettings):
     feedback_key_id: str | None = None  # key id in the signature; default: site_id
     feedback_retries: int = Field(default=3, ge=0, le=10)
     feedback_backoff_s: float = Field(default=0.5, ge=0)
+    # algorithm packages and the inference sandbox, from PAIR_ALGORITHM_* (not PAIR_ALGORITHMS__*)
+    algorithms: AlgorithmSettings = Field(default_factory=AlgorithmSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            _AlgorithmEnvSource(settings_cls),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     @property
     def resolved_database_url(self) -> str:
@@ -103,6 +147,30 @@ class Settings(BaseSettings):
         for d in (self.data_dir, self.storage_dir, self.tmp_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+class _AlgorithmEnvSource(EnvSettingsSource):
+    """``PAIR_ALGORITHM_<FIELD>`` variables into ``Settings.algorithms`` (the names predate the
+    nesting, so they are kept instead of pydantic-settings' ``PAIR_ALGORITHMS__<FIELD>``)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found = {
+            name: self.env_vars[f"{ALGORITHM_ENV_PREFIX}{name}".lower()]
+            for name in AlgorithmSettings.model_fields
+            if f"{ALGORITHM_ENV_PREFIX}{name}".lower() in self.env_vars
+        }
+        return {"algorithms": found} if found else {}
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a validation error location of ``Settings`` came from."""
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] == "algorithms":
+        return ALGORITHM_ENV_PREFIX + "_".join(parts[1:]).upper()
+    return "PAIR_" + "_".join(parts).upper()
 
 
 def _read_or_create_secret(path: Path) -> bytes:
