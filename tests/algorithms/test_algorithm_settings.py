@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pair.algorithms import service
+from pair.audit.service import Actor
 from pair.cli.main import app as cli_app
 from pair.core.config import AlgorithmSettings, get_settings
 from pair.core.node import open_node
+from tests.algorithms.algo_builders import DEMO_DIR
 
 VALUES = {
     "MAX_PACKAGE_BYTES": ("1234", 1234),
@@ -33,6 +36,22 @@ def test_every_variable_reaches_node_settings(
     try:
         got = node.settings.algorithms.model_dump()
         assert got == {name.lower(): value for name, (_, value) in VALUES.items()}
+    finally:
+        node.close()
+
+
+def test_loaded_algorithm_runs_under_node_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What evaluation runs hand to the runner: the limits of the node that loaded it."""
+    monkeypatch.setenv("PAIR_ALGORITHM_CASE_TIMEOUT_S", "9")
+    node = open_node(tmp_path / "node")
+    try:
+        with node.db.session() as s:
+            row = service.add_algorithm(s, node, DEMO_DIR, Actor.system("test"))
+            loaded = service.load_algorithm(node, row)
+        assert loaded.limits == node.settings.algorithms
+        assert loaded.limits.case_timeout_s == 9.0
     finally:
         node.close()
 
