@@ -44,13 +44,13 @@ import onnxruntime as ort
 import pydicom
 import yaml
 
-from pair.algorithms.limits import Limits
 from pair.algorithms.manifest import Manifest
 from pair.algorithms.postprocess import to_class_values
 from pair.algorithms.preprocess import preprocess_dataset
 from pair.algorithms.runner import Case, LoadedAlgorithm, WorkerPool, file_sha256, run_inference
 from pair.algorithms.sandbox import MALLOC_ENV, WorkerProcess
 from pair.algorithms.wrap import png_to_dicom
+from pair.core.config import AlgorithmSettings, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "src/pair/algorithms/data/demo-cxr-opacity"
@@ -98,7 +98,9 @@ def _proc_cpu(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, alg: LoadedAlgorithm, paths: list[Path], limits: Limits, tmp: Path) -> None:
+    def __init__(
+        self, alg: LoadedAlgorithm, paths: list[Path], limits: AlgorithmSettings, tmp: Path
+    ) -> None:
         self.alg, self.paths, self.limits, self.tmp = alg, paths, limits, tmp
         self.shas = [file_sha256(p) for p in paths]  # what the repository index holds
         self.wall: dict[str, list[float]] = {k: [] for k in NAMES}
@@ -189,7 +191,7 @@ def same_malloc_as_worker() -> None:
     libc.mallopt(-1, int(MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"]))  # M_TRIM_THRESHOLD
 
 
-def worker_start_cpu(alg: LoadedAlgorithm, limits: Limits) -> float:
+def worker_start_cpu(alg: LoadedAlgorithm, limits: AlgorithmSettings) -> float:
     """CPU seconds of starting a worker (process, sandbox, imports, model load), then closing it."""
     c0 = _self_cpu()
     WorkerProcess(alg, limits).close()
@@ -213,7 +215,8 @@ def main() -> None:
         same_malloc_as_worker()
     m = Manifest.model_validate(yaml.safe_load((DEMO / "pair-algorithm.yaml").read_text()))
     alg = LoadedAlgorithm(m, DEMO / "model.onnx", file_sha256(DEMO / "model.onnx"))
-    limits = Limits(threads=args.threads)
+    # the PAIR_ALGORITHM_* settings, with the thread count of this run
+    limits = get_settings().algorithms.model_copy(update={"threads": args.threads})
     with tempfile.TemporaryDirectory(prefix="pair-bench-") as tmp:
         paths = wrap_images(args.images, Path(tmp) / "dicom", args.repeat)
         bench = Bench(alg, paths, limits, Path(tmp))
