@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pair.db.base import Base, TimestampMixin
@@ -67,3 +67,35 @@ class AeTitle(TimestampMixin, Base):
     description: Mapped[str] = mapped_column(String(256), default="")
 
     facility: Mapped[Facility] = relationship(lazy="joined")
+
+
+class WebSession(Base):
+    """A portal sign-in, held on the server: the cookie carries only a random id, whose SHA-256
+    is ``token_hash``. Deleting the row (sign-out, forced sign-out, password change) ends it
+    even for a copied cookie. Times are Unix seconds (comparable on every database)."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"), index=True, default=None)
+    data: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    created_s: Mapped[float] = mapped_column(Float)
+    last_seen_s: Mapped[float] = mapped_column(Float)
+    expires_s: Mapped[float] = mapped_column(Float, index=True)  # absolute end
+    address: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(256), default="")
+
+    user: Mapped[User | None] = relationship(lazy="joined")
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins per account (``user:<sha256 of the name>``) or per client address
+    (``addr:<address>``), shared by every process of the node."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_s: Mapped[float] = mapped_column(Float, default=0.0)
+    locked_until_s: Mapped[float] = mapped_column(Float, default=0.0)

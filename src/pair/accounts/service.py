@@ -9,10 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import AeTitle, ApiToken, Facility, Role, User
+from pair.accounts.passwords import check_password
 from pair.audit.service import Actor, record
 from pair.core import security
 from pair.core.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 
+_USER_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 _AE_RE = re.compile(r"^[\x21-\x5b\x5d-\x7e](?:[\x20-\x5b\x5d-\x7e]{0,14}[\x21-\x5b\x5d-\x7e])?$")
 
 
@@ -75,15 +77,17 @@ def create_user(
     role: str,
     password: str | None = None,
     actor: Actor | None = None,
+    *,
+    min_length: int | None = None,
 ) -> User:
     name = name.strip()
-    if not re.fullmatch(r"[A-Za-z0-9._@-]{1,128}", name):
+    if not _USER_RE.fullmatch(name):
         raise Invalid("User name must be 1-128 characters of letters, digits, '.', '_', '@', '-'.")
     parsed = parse_role(role)
     if session.scalar(select(User).where(User.name == name)):
         raise Conflict(f"User {name!r} already exists.")
-    if password is not None and len(password) < 8:
-        raise Invalid("Password must be at least 8 characters.")
+    if password is not None:
+        check_password(password, name, min_length)
     user = User(
         facility_id=facility.id,
         name=name,
@@ -117,14 +121,18 @@ def list_users(session: Session, facility_id: int | None = None) -> list[User]:
     return list(session.scalars(stmt))
 
 
-def set_password(session: Session, user: User, password: str) -> None:
-    if len(password) < 8:
-        raise Invalid("Password must be at least 8 characters.")
+def set_password(
+    session: Session, user: User, password: str, *, min_length: int | None = None
+) -> None:
+    """Set after the policy check (``pair.accounts.passwords``); ``min_length`` None: settings."""
+    check_password(password, user.name, min_length)
     user.password_hash = security.hash_password(password)
 
 
 def authenticate_password(session: Session, name: str, password: str) -> User:
-    user = session.scalar(select(User).where(User.name == name))
+    # a name that no account can have (NUL, spaces, too long) is not looked up at all
+    valid = _USER_RE.fullmatch(name) is not None and "\x00" not in password
+    user = session.scalar(select(User).where(User.name == name)) if valid else None
     if user is None or not user.active or not user.password_hash:
         security.hash_password(password)  # same work either way: no user enumeration by timing
         raise Unauthorized("Unknown user or wrong password.")

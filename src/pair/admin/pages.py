@@ -19,6 +19,7 @@ from pair.repository import quarantine as quarantine_review
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, get_node
 from pair.web.pages import page_roles
+from pair.web.sessions import redirect_with_flash
 from pair.web.templating import register_nav, render
 
 admin_only = page_roles(Role.ADMIN)
@@ -36,21 +37,19 @@ TABS = [
     ("De-identification", "/admin/deid"),
     ("Quarantine", "/admin/quarantine"),
     ("Audit log", "/admin/audit"),
+    ("Sessions", "/admin/sessions"),
 ]
 
 
 def _page(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
     ctx.setdefault("tabs", TABS)
-    if "flash" not in ctx and request.query_params.get("ok"):
-        ctx["flash"] = request.query_params["ok"]
     return render(request, f"admin/{name}", ctx, status)
 
 
 def _back(path: str, message: str) -> Response:
-    """Redirect after a write (the session dependency commits before the response is sent)."""
-    from urllib.parse import quote
-
-    return RedirectResponse(f"{path}?ok={quote(message)}", status_code=303)
+    """Redirect after a write (the session dependency commits before the response is sent);
+    the message travels in the server-side session, never in the URL."""
+    return redirect_with_flash(path, message)
 
 
 @router.get("")
@@ -266,9 +265,7 @@ def deid_save(
             422,
         )
     session.commit()  # before the redirect: the next GET must see it
-    return RedirectResponse(
-        f"/admin/deid?facility={facility_id}&ok=Profile+saved.", status_code=303
-    )
+    return _back(f"/admin/deid?facility={facility_id}", "Profile saved.")
 
 
 # ---- quarantine ----

@@ -71,7 +71,20 @@ class Settings(BaseSettings):
     max_inflated_request_bytes: int = Field(default=4 * 1024**3, gt=0)
     max_zip_members: int = Field(default=20_000, gt=0)
     max_decoded_pixel_bytes: int = Field(default=512 * 1024**2, gt=0)
-    session_cookie_secure: bool = False
+    session_cookie_secure: bool = False  # the portal's cookie only over HTTPS (set behind TLS)
+    # sign-in (docs/security.md): server-side portal sessions end after this long unused, and
+    # at the latest this long after sign-in
+    session_idle_timeout_s: int = Field(default=1800, ge=60)
+    session_absolute_timeout_s: int = Field(default=8 * 3600, ge=300)
+    # failed sign-ins: after this many in a row for one account (or from one address), each
+    # further failure locks it for base * 2^(n - limit) seconds, at most max; failures are
+    # forgotten after window seconds without a failure or a lock
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)  # many users share a NAT
+    login_lockout_base_s: float = Field(default=30.0, gt=0)
+    login_lockout_max_s: float = Field(default=3600.0, gt=0)
+    login_failure_window_s: float = Field(default=900.0, gt=0)
+    password_min_length: int = Field(default=12, ge=8, le=128)
     log_level: str = "INFO"
     # pair serve on SIGINT/SIGTERM: how long in-flight HTTP requests, then open DICOM
     # associations, may run on before they are cut (a stalled client must not block a stop)

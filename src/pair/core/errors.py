@@ -60,6 +60,18 @@ class Conflict(PairError):
     code = "conflict"
 
 
+class TooManyRequests(PairError):
+    """Refused for now (sign-in throttling); ``retry_after`` seconds until a retry may work."""
+
+    http_status = 429
+    exit_code = 7
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = max(1, int(retry_after))
+
+
 class PayloadTooLarge(PairError):
     http_status = 413
     exit_code = 2

@@ -23,6 +23,7 @@ from pair.evalruns.models import EvaluationRun, RunStatus
 from pair.evalruns.multiclass import label_classes
 from pair.evalruns.truth import map_label_csv
 from pair.web.deps import SessionDep, get_node, require_roles
+from pair.web.headers import REPORT_CSP
 
 router = APIRouter(prefix="/api/evaluations", tags=["evaluations"])
 can_evaluate = require_roles(Role.EVALUATOR)
@@ -190,7 +191,7 @@ def report_html(
     run = service.get_run(session, actor, run_id)
     html = render_html(service.result_of(run), service.report_context(session, run))
     record(session, actor, "evaluation.report", "evaluation_run", str(run_id))
-    return HTMLResponse(html)
+    return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP})
 
 
 @router.get("/{run_id}/feedback")

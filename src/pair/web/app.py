@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from starlette.middleware.sessions import SessionMiddleware
 
 import pair
 from pair.algorithms.sandbox import WorkerPool
 from pair.core.node import Node
 from pair.web.errors import install_error_handlers
+from pair.web.headers import SecurityHeadersMiddleware
+from pair.web.sessions import ServerSessionMiddleware
 
 
 def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     """The node's app; ``pair serve`` passes the warm inference ``worker_pool`` it owns."""
     from pair.accounts.api import router as accounts_router
+    from pair.accounts.sessions_api import router as sessions_router
     from pair.algorithms.api import router as algorithms_router
     from pair.audit.api import router as audit_router
     from pair.cde.api import router as cde_router
@@ -34,14 +36,8 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     )
     app.state.node = node
     app.state.worker_pool = worker_pool
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=node.settings.session_secret,
-        session_cookie="pair_session",
-        same_site="lax",
-        https_only=node.settings.session_cookie_secure,
-        max_age=8 * 3600,
-    )
+    app.add_middleware(ServerSessionMiddleware, node=node)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: also on errors and static files
     install_error_handlers(app)
 
     @app.get("/healthz", tags=["system"])
@@ -49,6 +45,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
         return {"status": "ok", "version": pair.__version__, "role": node.settings.role}
 
     app.include_router(accounts_router)
+    app.include_router(sessions_router)
     app.include_router(audit_router)
     app.include_router(deid_router)
     app.include_router(repository_router)

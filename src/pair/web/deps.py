@@ -14,8 +14,9 @@ from pair.audit.service import Actor
 from pair.core.errors import Forbidden, Unauthorized
 from pair.core.node import Node
 from pair.web.csrf import header_ok
+from pair.web.sessions import USER_KEY
 
-SESSION_USER_KEY = "user_id"
+SESSION_USER_KEY = USER_KEY  # the signed-in user in the server-side session
 
 
 def get_node(request: Request) -> Node:

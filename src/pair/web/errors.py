@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pair.core.errors import PairError, Unauthorized
+from pair.core.errors import PairError, TooManyRequests, Unauthorized
 
 log = logging.getLogger("pair.web")
 
@@ -26,10 +26,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PairError)
     async def pair_error(request: Request, exc: PairError) -> Response:
         renderer = getattr(request.app.state, "html_error_renderer", None)
+        response: Response
         if renderer is not None and _wants_html(request):
-            return renderer(request, exc.http_status, exc.message)  # type: ignore[no-any-return]
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+            response = renderer(request, exc.http_status, exc.message)
+        else:
+            headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+            response = JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

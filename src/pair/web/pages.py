@@ -14,11 +14,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pair.accounts import service as accounts
+from pair.accounts import throttle
 from pair.accounts.models import Role, User
 from pair.audit.service import Actor, record
-from pair.core.errors import Forbidden, Unauthorized
+from pair.core.errors import Forbidden, TooManyRequests, Unauthorized
+from pair.core.node import Node
 from pair.web.csrf import csrf_protect, csrf_token
-from pair.web.deps import SESSION_USER_KEY, SessionDep, client_address, optional_user
+from pair.web.deps import SESSION_USER_KEY, SessionDep, client_address, get_node, optional_user
+from pair.web.sessions import flash
 from pair.web.templating import PACKAGE_ROOT, register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
@@ -33,6 +36,7 @@ ERROR_TITLES = {
     413: "Too large",
     415: "Unsupported file type",
     422: "Invalid input",
+    429: "Too many attempts",
     500: "Something went wrong",
 }
 
@@ -99,6 +103,11 @@ def login_form(request: Request, next: str | None = None) -> Response:
     return render(request, "login.html", {"next": _safe_next(next), "error": None})
 
 
+def _printable(text: str) -> str:
+    """What an audit row or throttle key may hold of a typed-in user name (no NUL, no controls)."""
+    return "".join(c for c in text if c.isprintable())[:128]
+
+
 @router.post("/login")
 def login(
     request: Request,
@@ -106,25 +115,35 @@ def login(
     password: str = Form(""),
     next: str = Form("/"),
     session: Session = SessionDep,
+    node: Node = Depends(get_node),
 ) -> Response:
+    """Password sign-in, throttled per account and per address (``pair.accounts.throttle``)."""
+    name = _printable(username.strip())
+    address = client_address(request)
+    rules = throttle.Rules.from_settings(node.settings)
+    attempt = Actor(None, name, None, "", address)
+    ctx = {"next": _safe_next(next), "username": name}
     try:
+        throttle.check(session, rules, name, address)
         user = accounts.authenticate_password(session, username.strip(), password)
+    except TooManyRequests as exc:
+        record(session, attempt, "portal.login", "user", outcome="failure", detail={"throttled": 1})
+        session.commit()
+        response = render(request, "login.html", {**ctx, "error": exc.message}, 429)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except Unauthorized as exc:
-        record(
-            session,
-            Actor(None, username.strip()[:128], None, "", client_address(request)),
-            "portal.login",
-            "user",
-            outcome="failure",
-        )
-        ctx = {"next": _safe_next(next), "error": exc.message, "username": username}
-        return render(request, "login.html", ctx, 401)
-    request.session.clear()  # no session fixation: fresh session, fresh CSRF token
+        throttle.failure(session, rules, name, address, attempt)
+        record(session, attempt, "portal.login", "user", outcome="failure")
+        session.commit()
+        return render(request, "login.html", {**ctx, "error": exc.message}, 401)
+    throttle.success(session, rules, name)
+    request.session.clear()  # no session fixation: a new session id, a fresh CSRF token
     request.session[SESSION_USER_KEY] = user.id
     csrf_token(request)
     record(
         session,
-        accounts.actor_for(user, client_address(request)),
+        accounts.actor_for(user, address),
         "portal.login",
         "user",
         str(user.id),
@@ -135,6 +154,7 @@ def login(
 
 @router.post("/logout")
 def logout(request: Request, session: Session = SessionDep) -> Response:
+    """Ends the session on the server: its row is deleted, so a copy of the cookie is void."""
     user_id = request.session.get(SESSION_USER_KEY)
     if user_id is not None:
         user = session.get(User, int(user_id))
@@ -142,6 +162,7 @@ def logout(request: Request, session: Session = SessionDep) -> Response:
             actor = accounts.actor_for(user, client_address(request))
             record(session, actor, "portal.logout", "user", str(user.id))
     request.session.clear()
+    flash(request, "You have signed out.")
     session.commit()
     return RedirectResponse("/login", status_code=303)
 
@@ -173,6 +194,7 @@ def home(
 
 def install_portal(app: FastAPI) -> None:
     """Mount static files, the error renderer and every capability's page router."""
+    from pair.accounts.pages import account_router, admin_router
     from pair.admin.pages import router as admin_pages
     from pair.cde.pages import router as cde_pages
     from pair.clinical.pages import router as clinical_pages
@@ -185,6 +207,8 @@ def install_portal(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(clinical_pages)
     app.include_router(admin_pages)
+    app.include_router(admin_router)
+    app.include_router(account_router)
     app.include_router(evalruns_pages)
     app.include_router(reporting_pages)
     app.include_router(cde_pages)

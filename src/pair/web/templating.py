@@ -8,6 +8,7 @@ Templates are looked up in ``pair/web/templates`` first and then in every capabi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,6 +19,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescap
 
 import pair
 from pair.web.csrf import csrf_token
+from pair.web.sessions import pop_flash
 
 PACKAGE_ROOT = Path(pair.__file__).parent
 
@@ -81,7 +83,15 @@ def _dicomdate(value: str | None) -> str:
     return value or "—"
 
 
+def _epoch(seconds: float | None) -> str:
+    """Unix seconds -> 2026-12-06 02:30 (UTC)."""
+    if not seconds:
+        return "—"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
+
+
 env.filters["dicomdate"] = _dicomdate
+env.filters["epoch"] = _epoch
 env.globals["version"] = pair.__version__
 env.globals["query"] = _query
 
@@ -99,5 +109,9 @@ def render(
         "path": request.url.path,
     }
     ctx.update(context or {})
+    if "flash" not in ctx:  # a message from the previous request (flash()), never the URL
+        pending = pop_flash(request)
+        if pending is not None:
+            ctx["flash_kind"], ctx["flash"] = pending
     html = env.get_template(name).render(ctx)
     return HTMLResponse(html, status_code=status_code)

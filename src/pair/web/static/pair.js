@@ -16,3 +16,8 @@ document.addEventListener("click", function (ev) {
   const row = ev.target.closest && ev.target.closest("tr[data-href]");
   if (row && !ev.target.closest("a,button,input,select,label")) window.location = row.dataset.href;
 });
+// "Go back" links: <a href="/" data-history-back> (no javascript: URLs under the CSP).
+document.addEventListener("click", function (ev) {
+  const link = ev.target.closest && ev.target.closest("a[data-history-back]");
+  if (link && window.history.length > 1) { ev.preventDefault(); window.history.back(); }
+});
