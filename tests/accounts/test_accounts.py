@@ -10,12 +10,12 @@ from pair.core.node import Node
 def test_users_tokens_and_ae_titles(node: Node) -> None:
     with node.db.session() as s:
         f = service.create_facility(s, "General Hospital")
-        u = service.create_user(s, f, "rad1", "radiologist", "correct horse")
+        u = service.create_user(s, f, "rad1", "radiologist", "Copper-Violet-Tram9")
         _, plain = service.create_token(s, u, "cli")
         service.add_ae_title(s, f, "CT_SCANNER1")
     with node.db.session() as s:
         assert service.authenticate_token(s, plain).name == "rad1"
-        assert service.authenticate_password(s, "rad1", "correct horse").role == "radiologist"
+        assert service.authenticate_password(s, "rad1", "Copper-Violet-Tram9").role == "radiologist"
         with pytest.raises(Unauthorized):
             service.authenticate_password(s, "rad1", "wrong password")
         with pytest.raises(Unauthorized):

@@ -64,7 +64,7 @@ def test_admin_commands(tmp_path: Path, database_url: str, monkeypatch: pytest.M
     clean_failure(
         user_create(gh, "carol", "admin", "--password-stdin", stdin="short\n"),
         2,
-        "at least 8 characters",
+        "at least 12 characters",
     )
     missing = pair("user", "create", "--data-dir", d, "--facility", "General Hospital")
     assert missing.exit_code == 2 and "Missing option" in missing.output

@@ -77,7 +77,7 @@ def test_duplicate_and_misparented_elements_are_rejected() -> None:
 def test_api(node: Node) -> None:
     with node.db.session() as s:
         f = accounts.create_facility(s, "Clinic")
-        u = accounts.create_user(s, f, "res1", "researcher", "password1")
+        u = accounts.create_user(s, f, "res1", "researcher", "Ward7-Lumen-Quartz")
         _, token = accounts.create_token(s, u)
     client = TestClient(create_app(node))
     assert client.get("/api/cdes").status_code == 401

@@ -40,7 +40,7 @@ def test_health_auth_roles_and_admin_api(node: Node) -> None:
             "name": "dm",
             "role": "data-manager",
             "facility": "Hospital A",
-            "password": "dmpass1234",
+            "password": "Ward7-Lumen-Quartz",
         },
     )
     assert r.status_code == 201
@@ -75,7 +75,7 @@ def test_health_auth_roles_and_admin_api(node: Node) -> None:
     audit = client.get("/api/audit", headers=admin).json()
     actions = {a["action"] for a in audit}
     assert {"user.create", "ae.add", "token.create", "token.revoke"} <= actions
-    assert all("dmpass1234" not in str(a) for a in audit)
+    assert all("Ward7-Lumen-Quartz" not in str(a) for a in audit)
     assert (
         client.get("/api/audit?action=token", headers=admin).json()[0]["action"].startswith("token")
     )

@@ -75,6 +75,7 @@ class WebSession(Base):
     even for a copied cookie. Times are Unix seconds (comparable on every database)."""
 
     __tablename__ = "web_session"
+    __table_args__ = {"sqlite_autoincrement": True}  # an ended session's id is never reused
 
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

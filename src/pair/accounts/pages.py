@@ -39,7 +39,7 @@ def sessions_page(
     actor: Actor = Depends(admin_only),
 ) -> Response:
     rows = websessions.list_for_facility(session, lifetimes(node.settings), actor.facility_id)
-    ctx = {"tabs": TABS, "rows": rows, "current": current_session_id(request)}
+    ctx = {"tabs": TABS, "rows": rows, "current_id": current_session_id(request)}
     return render(request, "accounts/sessions.html", ctx)
 
 

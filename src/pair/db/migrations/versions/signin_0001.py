@@ -41,6 +41,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_web_session")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_web_session_token_hash")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("web_session") as batch:
         batch.create_index(batch.f("ix_web_session_expires_s"), ["expires_s"], unique=False)
