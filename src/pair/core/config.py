@@ -152,10 +152,6 @@ class Settings(BaseSettings):
         """The site's HMAC key for UID remapping and pseudonyms, created on first use."""
         return _read_or_create_secret(self.private_dir / "site-secret.key")
 
-    @cached_property
-    def session_secret(self) -> str:
-        return _read_or_create_secret(self.private_dir / "session-secret.key").hex()
-
     def ensure_dirs(self) -> None:
         for d in (self.data_dir, self.storage_dir, self.tmp_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
