@@ -12,8 +12,8 @@ from pair.web.app import create_app
 def _setup(node: Node) -> dict[str, str]:
     with node.db.session() as s:
         fa = service.create_facility(s, "Hospital A")
-        admin = service.create_user(s, fa, "admin", "admin", "adminpass1")
-        rad = service.create_user(s, fa, "rad", "radiologist", "radpass123")
+        admin = service.create_user(s, fa, "admin", "admin", "Admin-Pass-Orchid-7")
+        rad = service.create_user(s, fa, "rad", "radiologist", "Rad-Pass-Lantern-3")
         return {"admin": service.create_token(s, admin)[1], "rad": service.create_token(s, rad)[1]}
 
 
