@@ -89,7 +89,9 @@ class ServerSessionMiddleware:
                     kind, _, text = unquote(headers[FLASH_HEADER]).partition(":")
                     del headers[FLASH_HEADER]
                     now.setdefault(FLASH_KEY, []).append([kind, text])
-                if now != initial or loaded is not None or cookie:
+                changed = now != initial
+                stale_cookie = cookie is not None and loaded is None
+                if changed or stale_cookie or (loaded is not None and _due(loaded)):
                     header = await anyio.to_thread.run_sync(
                         self._save, scope, cookie, loaded, now, initial
                     )
