@@ -304,3 +304,13 @@ def test_success_banner_never_renders_the_query_string(node: Node) -> None:
     page = c.get(r.headers["location"], headers=HTML)
     assert "User flashy created." in page.text
     assert "User flashy created." not in c.get("/admin/users", headers=HTML).text  # shown once
+
+
+def test_nul_or_control_characters_in_the_user_name_are_a_clean_401(node: Node) -> None:
+    c = world_client(node)
+    for name in ("admin-a\x00", "adm\x00in-a", "a\u0007b", "x" * 300):
+        r = _attempt(c, name, "Not-The-Password-1")
+        assert r.status_code == 401 and "Unknown user or wrong password" in r.text, repr(name)
+    with node.db.session() as s:
+        names = list(s.scalars(select(AuditEvent.user_name).where(AuditEvent.outcome == "failure")))
+    assert names and all("\x00" not in n and len(n) <= 128 for n in names)
