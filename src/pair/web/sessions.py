@@ -14,9 +14,9 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote, unquote
 
-import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -73,7 +73,7 @@ class ServerSessionMiddleware:
             await self.app(scope, receive, send)
             return
         cookie = _cookie(scope)
-        loaded = await anyio.to_thread.run_sync(self._load, cookie) if cookie else None
+        loaded = await run_in_threadpool(self._load, cookie) if cookie else None
         data: dict[str, Any] = dict(loaded.data) if loaded else {}
         if loaded and loaded.user_id is not None:
             data[USER_KEY] = loaded.user_id
@@ -92,7 +92,7 @@ class ServerSessionMiddleware:
                 changed = now != initial
                 stale_cookie = cookie is not None and loaded is None
                 if changed or stale_cookie or (loaded is not None and _due(loaded)):
-                    header = await anyio.to_thread.run_sync(
+                    header = await run_in_threadpool(
                         self._save, scope, cookie, loaded, now, initial
                     )
                     if header:
