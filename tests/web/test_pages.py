@@ -113,7 +113,7 @@ def test_admin_pages_work(node: Node) -> None:
             "csrf_token": t,
             "name": "eve",
             "role": "evaluator",
-            "facility_id": str(world.facilities["B"]),
+            "facility_id": str(world.facilities["A"]),
             "password": "long-enough-pw",
         },
         headers=HTML,
@@ -125,7 +125,7 @@ def test_admin_pages_work(node: Node) -> None:
             "csrf_token": t,
             "name": "eve",
             "role": "evaluator",
-            "facility_id": str(world.facilities["B"]),
+            "facility_id": str(world.facilities["A"]),
         },
         headers=HTML,
     )

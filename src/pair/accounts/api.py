@@ -1,4 +1,5 @@
-"""Administration API: facilities, users, tokens, AE titles (admin role unless stated)."""
+"""Administration API: facilities, users, tokens, AE titles. Who may do what is decided by
+``pair.accounts.policy`` (a facility admin within its facility, the node operator node-wide)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from pair.accounts import service
-from pair.accounts.models import Role
+from pair.accounts.policy import Action
 from pair.audit.service import Actor
-from pair.core.errors import Forbidden
-from pair.web.deps import SessionDep, current_actor, require_roles
+from pair.web.deps import SessionDep, authenticated_actor, own_facility
 
 router = APIRouter(prefix="/api", tags=["administration"])
-admin_only = require_roles(Role.ADMIN)
 
 
 class FacilityIn(BaseModel):
@@ -81,7 +80,7 @@ class Me(BaseModel):
 
 
 @router.get("/me", response_model=Me)
-def me(actor: Actor = Depends(current_actor)) -> Me:
+def me(actor: Actor = Depends(authenticated_actor)) -> Me:
     return Me(
         id=actor.user_id, name=actor.user_name, role=actor.role, facility_id=actor.facility_id
     )
@@ -89,10 +88,11 @@ def me(actor: Actor = Depends(current_actor)) -> Me:
 
 @router.get("/facilities", response_model=list[FacilityOut])
 def list_facilities(
-    session: Session = SessionDep, _: Actor = Depends(admin_only)
+    session: Session = SessionDep, actor: Actor = Depends(own_facility(Action.FACILITY_LIST))
 ) -> list[FacilityOut]:
     return [
-        FacilityOut(id=f.id, name=f.name, code=f.code) for f in service.list_facilities(session)
+        FacilityOut(id=f.id, name=f.name, code=f.code)
+        for f in service.list_facilities(session, actor)
     ]
 
 
@@ -100,17 +100,19 @@ def list_facilities(
 def create_facility(
     body: FacilityIn,
     session: Session = SessionDep,
-    actor: Actor = Depends(admin_only),
+    actor: Actor = Depends(own_facility(Action.FACILITY_CREATE)),
 ) -> FacilityOut:
     f = service.create_facility(session, body.name, body.code, actor)
     return FacilityOut(id=f.id, name=f.name, code=f.code)
 
 
 @router.get("/users", response_model=list[UserOut])
-def list_users(session: Session = SessionDep, _: Actor = Depends(admin_only)) -> list[UserOut]:
+def list_users(
+    session: Session = SessionDep, actor: Actor = Depends(own_facility(Action.USER_LIST))
+) -> list[UserOut]:
     return [
         UserOut(id=u.id, name=u.name, role=u.role, facility_id=u.facility_id, active=u.active)
-        for u in service.list_users(session)
+        for u in service.list_users(session, actor=actor)
     ]
 
 
@@ -118,18 +120,18 @@ def list_users(session: Session = SessionDep, _: Actor = Depends(admin_only)) ->
 def create_user(
     body: UserIn,
     session: Session = SessionDep,
-    actor: Actor = Depends(admin_only),
+    actor: Actor = Depends(own_facility(Action.USER_CREATE)),
 ) -> UserOut:
-    facility = service.get_facility(session, body.facility)
+    facility = service.get_facility(session, body.facility, actor, Action.USER_CREATE)
     u = service.create_user(session, facility, body.name, body.role, body.password, actor)
     return UserOut(id=u.id, name=u.name, role=u.role, facility_id=u.facility_id, active=u.active)
 
 
 @router.get("/tokens", response_model=list[TokenOut])
 def list_tokens(
-    session: Session = SessionDep, actor: Actor = Depends(current_actor)
+    session: Session = SessionDep, actor: Actor = Depends(authenticated_actor)
 ) -> list[TokenOut]:
-    user_id = None if actor.role == Role.ADMIN else actor.user_id
+    """Every token of the admin's facility (node-wide for the operator); one's own otherwise."""
     return [
         TokenOut(
             id=t.id,
@@ -138,7 +140,7 @@ def list_tokens(
             created_at=t.created_at,
             revoked_at=t.revoked_at,
         )
-        for t in service.list_tokens(session, user_id)
+        for t in service.list_tokens(session, actor=actor)
     ]
 
 
@@ -146,11 +148,9 @@ def list_tokens(
 def create_token(
     body: TokenIn,
     session: Session = SessionDep,
-    actor: Actor = Depends(current_actor),
+    actor: Actor = Depends(authenticated_actor),
 ) -> TokenCreated:
-    user = service.get_user(session, body.user)
-    if actor.role != Role.ADMIN and user.id != actor.user_id:
-        raise Forbidden("Only admins can create tokens for other users.")
+    user = service.get_user(session, body.user, actor, Action.TOKEN_CREATE)
     t, plain = service.create_token(session, user, body.label, actor)
     return TokenCreated(
         id=t.id,
@@ -166,16 +166,18 @@ def create_token(
 def revoke_token(
     token_id: int,
     session: Session = SessionDep,
-    actor: Actor = Depends(current_actor),
+    actor: Actor = Depends(authenticated_actor),
 ) -> None:
     service.revoke_token(session, token_id, actor)
 
 
 @router.get("/ae-titles", response_model=list[AeOut])
-def list_ae_titles(session: Session = SessionDep, _: Actor = Depends(admin_only)) -> list[AeOut]:
+def list_ae_titles(
+    session: Session = SessionDep, actor: Actor = Depends(own_facility(Action.AE_LIST))
+) -> list[AeOut]:
     return [
         AeOut(ae_title=a.ae_title, facility_id=a.facility_id, description=a.description)
-        for a in service.list_ae_titles(session)
+        for a in service.list_ae_titles(session, actor=actor)
     ]
 
 
@@ -183,9 +185,9 @@ def list_ae_titles(session: Session = SessionDep, _: Actor = Depends(admin_only)
 def add_ae_title(
     body: AeIn,
     session: Session = SessionDep,
-    actor: Actor = Depends(admin_only),
+    actor: Actor = Depends(own_facility(Action.AE_ADD)),
 ) -> AeOut:
-    facility = service.get_facility(session, body.facility)
+    facility = service.get_facility(session, body.facility, actor, Action.AE_ADD)
     a = service.add_ae_title(session, facility, body.ae_title, body.description, actor)
     return AeOut(ae_title=a.ae_title, facility_id=a.facility_id, description=a.description)
 
@@ -194,6 +196,6 @@ def add_ae_title(
 def remove_ae_title(
     ae_title: str,
     session: Session = SessionDep,
-    actor: Actor = Depends(admin_only),
+    actor: Actor = Depends(own_facility(Action.AE_REMOVE)),
 ) -> None:
     service.remove_ae_title(session, ae_title, actor)

@@ -48,7 +48,11 @@ def user_create(
     facility: Annotated[str, typer.Option(help="Facility name or id.")],
     name: Annotated[str, typer.Option(help="Login name.")],
     role: Annotated[
-        str, typer.Option(help="admin, data-manager, radiologist, evaluator, researcher")
+        str,
+        typer.Option(
+            help="admin, data-manager, radiologist, evaluator, researcher, or node-operator "
+            "(node-wide administration; only grantable here, never from the API or portal)"
+        ),
     ],
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read a password from stdin.")
@@ -59,7 +63,7 @@ def user_create(
     node = node_for(data_dir)
     with node.db.session() as s:
         f = service.get_facility(s, facility)
-        u = service.create_user(s, f, name, role, password)
+        u = service.create_user(s, f, name, role, password, allow_operator=True)
         console.print(f"user {u.name} ({u.role}) created in {f.name}")
 
 

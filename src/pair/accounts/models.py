@@ -17,6 +17,8 @@ class Role(enum.StrEnum):
     RADIOLOGIST = "radiologist"
     EVALUATOR = "evaluator"
     RESEARCHER = "researcher"
+    # node-wide administration, granted only from the command line (see accounts.policy)
+    NODE_OPERATOR = "node-operator"
 
 
 class Facility(TimestampMixin, Base):

@@ -10,7 +10,8 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from pair.accounts import service as accounts
-from pair.accounts.models import Role, User
+from pair.accounts.models import Role
+from pair.accounts.policy import GRANTABLE_ROLES, Action, scope
 from pair.admin import service
 from pair.audit.service import Actor
 from pair.core.errors import Invalid, PairError
@@ -18,18 +19,21 @@ from pair.core.node import Node
 from pair.repository import quarantine as quarantine_review
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, get_node
-from pair.web.pages import page_roles
+from pair.web.pages import page_may
 from pair.web.sessions import redirect_with_flash
 from pair.web.templating import register_nav, render
 
-admin_only = page_roles(Role.ADMIN)
+# facility admins and the node operator; what each may do to which facility is decided by
+# ``pair.accounts.policy`` inside the services (another facility's objects are 404)
+admin_only = page_may(Action.USER_LIST)
 router = APIRouter(
     prefix="/admin",
     include_in_schema=False,
     dependencies=[Depends(csrf_protect), Depends(admin_only)],
 )
-register_nav("Admin", "/admin", roles=(Role.ADMIN.value,), order=80)
-register_nav("Audit log", "/admin/audit", roles=(Role.ADMIN.value,), order=90)
+_ADMINS = (Role.ADMIN.value, Role.NODE_OPERATOR.value)
+register_nav("Admin", "/admin", roles=_ADMINS, order=80)
+register_nav("Audit log", "/admin/audit", roles=_ADMINS, order=90)
 TABS = [
     ("Users", "/admin/users"),
     ("Tokens", "/admin/tokens"),
@@ -60,11 +64,13 @@ def admin_home() -> Response:
 # ---- users ----
 
 
-def _users_page(request: Request, session: Session, status: int = 200, **extra: Any) -> Response:
+def _users_page(
+    request: Request, session: Session, actor: Actor, status: int = 200, **extra: Any
+) -> Response:
     ctx = {
-        "users": accounts.list_users(session),
-        "facilities": accounts.list_facilities(session),
-        "roles": [r.value for r in Role],
+        "users": accounts.list_users(session, actor=actor),
+        "facilities": accounts.list_facilities(session, actor),
+        "roles": list(GRANTABLE_ROLES),
         "form": {},
         **extra,
     }
@@ -72,8 +78,10 @@ def _users_page(request: Request, session: Session, status: int = 200, **extra: 
 
 
 @router.get("/users")
-def users(request: Request, session: Session = SessionDep) -> Response:
-    return _users_page(request, session)
+def users(
+    request: Request, session: Session = SessionDep, actor: Actor = Depends(admin_only)
+) -> Response:
+    return _users_page(request, session, actor)
 
 
 @router.post("/users")
@@ -87,13 +95,19 @@ def user_create(
     actor: Actor = Depends(admin_only),
 ) -> Response:
     try:
-        facility = accounts.get_facility(session, facility_id)
+        facility = accounts.get_facility(session, facility_id, actor, Action.USER_CREATE)
         user = accounts.create_user(session, facility, name, role, password or None, actor)
     except PairError as exc:
         session.rollback()
         form = {"name": name, "role": role, "facility_id": facility_id}
         return _users_page(
-            request, session, exc.http_status, flash=exc.message, flash_kind="error", form=form
+            request,
+            session,
+            actor,
+            exc.http_status,
+            flash=exc.message,
+            flash_kind="error",
+            form=form,
         )
     session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/users", f"User {user.name} created.")
@@ -117,11 +131,16 @@ def user_active(
 
 
 @router.get("/tokens")
-def tokens(request: Request, session: Session = SessionDep) -> Response:
+def tokens(
+    request: Request, session: Session = SessionDep, actor: Actor = Depends(admin_only)
+) -> Response:
     return _page(
         request,
         "tokens.html",
-        {"tokens": accounts.list_tokens(session), "users": accounts.list_users(session)},
+        {
+            "tokens": accounts.list_tokens(session, actor=actor),
+            "users": accounts.list_users(session, actor=actor),
+        },
     )
 
 
@@ -133,13 +152,11 @@ def token_create(
     session: Session = SessionDep,
     actor: Actor = Depends(admin_only),
 ) -> Response:
-    user = session.get(User, user_id)
-    if user is None:
-        raise Invalid(f"No user with id {user_id}.")
+    user = accounts.get_user_by_id(session, user_id, actor, Action.TOKEN_CREATE)
     _token, plain = accounts.create_token(session, user, label, actor)
     ctx = {
-        "tokens": accounts.list_tokens(session),
-        "users": accounts.list_users(session),
+        "tokens": accounts.list_tokens(session, actor=actor),
+        "users": accounts.list_users(session, actor=actor),
         "new_token": plain,
         "new_token_user": user.name,
         "flash": f"Token created for {user.name}. Copy it now: it is shown only once.",
@@ -164,10 +181,12 @@ def token_revoke(
 # ---- AE titles ----
 
 
-def _ae_page(request: Request, session: Session, status: int = 200, **extra: Any) -> Response:
+def _ae_page(
+    request: Request, session: Session, actor: Actor, status: int = 200, **extra: Any
+) -> Response:
     ctx = {
-        "aes": accounts.list_ae_titles(session),
-        "facilities": accounts.list_facilities(session),
+        "aes": accounts.list_ae_titles(session, actor=actor),
+        "facilities": accounts.list_facilities(session, actor),
         "form": {},
         **extra,
     }
@@ -175,8 +194,10 @@ def _ae_page(request: Request, session: Session, status: int = 200, **extra: Any
 
 
 @router.get("/ae-titles")
-def ae_titles(request: Request, session: Session = SessionDep) -> Response:
-    return _ae_page(request, session)
+def ae_titles(
+    request: Request, session: Session = SessionDep, actor: Actor = Depends(admin_only)
+) -> Response:
+    return _ae_page(request, session, actor)
 
 
 @router.post("/ae-titles")
@@ -189,13 +210,19 @@ def ae_add(
     actor: Actor = Depends(admin_only),
 ) -> Response:
     try:
-        facility = accounts.get_facility(session, facility_id)
+        facility = accounts.get_facility(session, facility_id, actor, Action.AE_ADD)
         ae = accounts.add_ae_title(session, facility, ae_title, description, actor)
     except PairError as exc:
         session.rollback()
         form = {"ae_title": ae_title, "facility_id": facility_id, "description": description}
         return _ae_page(
-            request, session, exc.http_status, flash=exc.message, flash_kind="error", form=form
+            request,
+            session,
+            actor,
+            exc.http_status,
+            flash=exc.message,
+            flash_kind="error",
+            form=form,
         )
     session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/ae-titles", f"AE title {ae.ae_title} added.")
@@ -220,8 +247,9 @@ def deid(
     request: Request,
     facility: int | None = None,
     session: Session = SessionDep,
+    actor: Actor = Depends(admin_only),
 ) -> Response:
-    facilities = accounts.list_facilities(session)
+    facilities = accounts.list_facilities(session, actor)
     current = next(
         (f for f in facilities if f.id == facility), facilities[0] if facilities else None
     )
@@ -250,7 +278,7 @@ def deid_save(
         service.set_deid_profile(session, facility_id, profile, actor)
     except Invalid as exc:
         session.rollback()
-        facilities = accounts.list_facilities(session)
+        facilities = accounts.list_facilities(session, actor)
         current = next((f for f in facilities if f.id == facility_id), None)
         return _page(
             request,
@@ -280,7 +308,7 @@ def quarantine(
     actor: Actor = Depends(admin_only),
 ) -> Response:
     total, items = service.list_quarantine(
-        session, actor.facility_id or 0, status or None, 25, max(0, offset)
+        session, scope(actor, Action.QUARANTINE_REVIEW), status or None, 25, max(0, offset)
     )
     return _page(
         request,
@@ -377,7 +405,9 @@ def _date(value: str | None) -> date | None:
 
 
 @router.get("/audit")
-def audit(request: Request, session: Session = SessionDep) -> Response:
+def audit(
+    request: Request, session: Session = SessionDep, actor: Actor = Depends(admin_only)
+) -> Response:
     p = request.query_params
     offset = int(p["offset"]) if p.get("offset", "").isdigit() else 0
     q = service.AuditQuery(
@@ -390,9 +420,8 @@ def audit(request: Request, session: Session = SessionDep) -> Response:
         limit=50,
         offset=offset,
     )
-    total, events = service.search_audit(session, q)
+    total, events = service.search_audit(session, q, actor)
+    facets = service.audit_facets(session, actor)
     return _page(
-        request,
-        "audit.html",
-        {"q": q, "total": total, "events": events, "facets": service.audit_facets(session)},
+        request, "audit.html", {"q": q, "total": total, "events": events, "facets": facets}
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Facility, User
+from pair.accounts.policy import Action, authorize, facility_of, scope
 from pair.audit.models import AuditEvent
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound
@@ -22,23 +24,37 @@ QUARANTINE_STATUSES = quarantine.STATUSES
 
 def set_user_active(session: Session, user_id: int, active: bool, actor: Actor) -> User:
     user = session.get(User, user_id)
+    missing = f"No user with id {user_id}."
     if user is None:
-        raise NotFound(f"No user with id {user_id}.")
+        raise NotFound(missing)
+    # not a self action: the owner is not passed, so nobody but an admin/operator passes
+    authorize(actor, Action.USER_SET_ACTIVE, facility_of(user), missing=missing)
     if user.id == actor.user_id and not active:
         raise Conflict("You cannot deactivate your own account.")
     user.active = active
-    record(session, actor, "user.activate" if active else "user.deactivate", "user", str(user.id))
+    record(
+        session,
+        actor,
+        "user.activate" if active else "user.deactivate",
+        "user",
+        str(user.id),
+        facility_id=facility_of(user),
+    )
     return user
 
 
 def set_deid_profile(session: Session, facility_id: int, text: str, actor: Actor) -> Facility:
     """Validate (``pair.deid``'s parser) and store a facility's profile; empty = site default."""
     facility = session.get(Facility, facility_id)
+    missing = f"No facility with id {facility_id}."
     if facility is None:
-        raise NotFound(f"No facility with id {facility_id}.")
+        raise NotFound(missing)
+    authorize(actor, Action.DEID_PROFILE_WRITE, facility.id, missing=missing)
     text = text.replace("\r\n", "\n").strip()
-    deid_service.set_facility_profile(session, facility, text + "\n" if text else None)
-    record(session, actor, "deid.profile.update", "facility", str(facility.id))
+    deid_service.set_facility_profile(session, facility, text + "\n" if text else None, actor)
+    record(
+        session, actor, "deid.profile.update", "facility", str(facility.id), facility_id=facility.id
+    )
     return facility
 
 
@@ -60,7 +76,7 @@ def deid_warnings(profile_text: str | None) -> list[str]:
 
 def list_quarantine(
     session: Session,
-    facility_id: int,
+    facility_id: int | None,
     status: str | None = "pending",
     limit: int = 25,
     offset: int = 0,
@@ -91,8 +107,14 @@ class AuditQuery:
     offset: int = 0
 
 
-def search_audit(session: Session, q: AuditQuery) -> tuple[int, list[AuditEvent]]:
+def search_audit(
+    session: Session, q: AuditQuery, actor: Actor | None = None
+) -> tuple[int, list[AuditEvent]]:
+    """With ``actor``: its facility's events only (every event for the node operator)."""
     stmt = select(AuditEvent)
+    facility_id = scope(actor, Action.AUDIT_READ) if actor is not None else None
+    if facility_id is not None:
+        stmt = stmt.where(AuditEvent.facility_id == facility_id)
     if q.user:
         stmt = stmt.where(AuditEvent.user_name == q.user)
     if q.action:
@@ -111,12 +133,18 @@ def search_audit(session: Session, q: AuditQuery) -> tuple[int, list[AuditEvent]
     return total, list(rows)
 
 
-def audit_facets(session: Session) -> dict[str, list[str]]:
-    """Distinct users, actions and object types, for the filter drop-downs."""
+def audit_facets(session: Session, actor: Actor | None = None) -> dict[str, list[str]]:
+    """Distinct users, actions and object types (of the actor's scope), for the drop-downs."""
+    facility_id = scope(actor, Action.AUDIT_READ) if actor is not None else None
+
+    def distinct(column: Any) -> list[str]:
+        stmt = select(column).distinct()
+        if facility_id is not None:
+            stmt = stmt.where(AuditEvent.facility_id == facility_id)
+        return sorted(v for v in session.scalars(stmt) if v)
+
     return {
-        "users": sorted(u for u in session.scalars(select(AuditEvent.user_name).distinct()) if u),
-        "actions": sorted(session.scalars(select(AuditEvent.action).distinct())),
-        "object_types": sorted(
-            o for o in session.scalars(select(AuditEvent.object_type).distinct()) if o
-        ),
+        "users": distinct(AuditEvent.user_name),
+        "actions": distinct(AuditEvent.action),
+        "object_types": distinct(AuditEvent.object_type),
     }

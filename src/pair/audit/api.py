@@ -1,4 +1,4 @@
-"""Audit log API (admins see everything; others nothing)."""
+"""Audit log API: a facility admin sees its facility's events, the node operator every event."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pair.accounts.models import Role
+from pair.accounts.policy import Action, scope
 from pair.audit.models import AuditEvent
 from pair.audit.service import Actor
-from pair.web.deps import SessionDep, require_roles
+from pair.web.deps import SessionDep, own_facility
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
@@ -41,9 +41,12 @@ def list_audit(
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
     session: Session = SessionDep,
-    _: Actor = Depends(require_roles(Role.ADMIN)),
+    actor: Actor = Depends(own_facility(Action.AUDIT_READ)),
 ) -> list[AuditOut]:
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc())
+    facility_id = scope(actor, Action.AUDIT_READ)
+    if facility_id is not None:
+        stmt = stmt.where(AuditEvent.facility_id == facility_id)
     if user:
         stmt = stmt.where(AuditEvent.user_name == user)
     if action:

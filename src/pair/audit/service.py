@@ -36,11 +36,14 @@ def record(
     *,
     outcome: str = "success",
     detail: dict[str, Any] | None = None,
+    facility_id: int | None = None,
 ) -> AuditEvent:
+    """``facility_id``: the facility acted upon, when not the actor's own (operator actions
+    are logged in the affected facility's audit log)."""
     event = AuditEvent(
         user_id=actor.user_id,
         user_name=actor.user_name,
-        facility_id=actor.facility_id,
+        facility_id=facility_id if facility_id is not None else actor.facility_id,
         action=action,
         object_type=object_type,
         object_id=str(object_id),

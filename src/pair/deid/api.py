@@ -12,15 +12,17 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from pair.accounts.models import Facility, Role
+from pair.accounts.models import Facility
+from pair.accounts.policy import Action
 from pair.audit.service import Actor
 from pair.core.errors import NotFound
 from pair.deid import service
 from pair.deid.profile import default_profile_text, profile_for, profile_warnings
-from pair.web.deps import SessionDep, require_roles
+from pair.web.deps import SessionDep, facility_member, own_facility
 
 router = APIRouter(prefix="/api/deid", tags=["de-identification"])
-admin_only = require_roles(Role.ADMIN)
+# the operator has no facility of its own here: these routes act on the caller's facility
+_member = [Depends(facility_member)]
 
 
 class ProfileOut(BaseModel):
@@ -47,8 +49,10 @@ def _facility(session: Session, actor: Actor) -> Facility:
     return facility
 
 
-@router.get("/profile", response_model=ProfileOut)
-def get_profile(session: Session = SessionDep, actor: Actor = Depends(admin_only)) -> ProfileOut:
+@router.get("/profile", response_model=ProfileOut, dependencies=_member)
+def get_profile(
+    session: Session = SessionDep, actor: Actor = Depends(own_facility(Action.DEID_PROFILE_READ))
+) -> ProfileOut:
     f = _facility(session, actor)
     text = f.deid_profile or default_profile_text()
     return ProfileOut(
@@ -60,15 +64,15 @@ def get_profile(session: Session = SessionDep, actor: Actor = Depends(admin_only
     )
 
 
-@router.put("/profile", response_model=ProfileOut)
+@router.put("/profile", response_model=ProfileOut, dependencies=_member)
 def put_profile(
     yaml_text: str = Body(..., media_type="text/plain"),
     session: Session = SessionDep,
-    actor: Actor = Depends(admin_only),
+    actor: Actor = Depends(own_facility(Action.DEID_PROFILE_WRITE)),
 ) -> ProfileOut:
     """Replace the facility's profile (YAML); invalid profiles are refused with the reason."""
     f = _facility(session, actor)
-    service.set_facility_profile(session, f, yaml_text)
+    service.set_facility_profile(session, f, yaml_text, actor)
     profile = profile_for(yaml_text)
     return ProfileOut(
         facility_id=f.id,
@@ -79,8 +83,11 @@ def put_profile(
     )
 
 
-@router.get("/mapping.csv", response_class=PlainTextResponse)
-def export_mapping(session: Session = SessionDep, actor: Actor = Depends(admin_only)) -> Response:
+@router.get("/mapping.csv", response_class=PlainTextResponse, dependencies=_member)
+def export_mapping(
+    session: Session = SessionDep,
+    actor: Actor = Depends(own_facility(Action.DEID_MAPPING_EXPORT)),
+) -> Response:
     """The re-identification mapping (PHI). Admins only; audited; never leaves the site."""
     rows = service.export_mapping(session, _facility(session, actor).id, actor=actor)
     buf = io.StringIO()
@@ -97,12 +104,12 @@ def export_mapping(session: Session = SessionDep, actor: Actor = Depends(admin_o
     )
 
 
-@router.get("/burned-in-review", response_model=list[BurnedInOut])
+@router.get("/burned-in-review", response_model=list[BurnedInOut], dependencies=_member)
 def burned_in_review(
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
     session: Session = SessionDep,
-    actor: Actor = Depends(admin_only),
+    actor: Actor = Depends(own_facility(Action.DEID_BURNED_IN_REVIEW)),
 ) -> list[BurnedInOut]:
     """Stored instances of the admin's facility whose pixels may carry burned-in text."""
     rows = service.burned_in_review(

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Facility
+from pair.accounts.policy import Action, authorize
 from pair.accounts.service import get_facility
 from pair.audit.service import Actor, record
 from pair.core.config import Settings
@@ -39,12 +40,23 @@ def deidentifier_for(session: Session, node_settings: Settings, facility: Facili
     )
 
 
-def set_facility_profile(session: Session, facility: Facility, text: str | None) -> None:
+def set_facility_profile(
+    session: Session, facility: Facility, text: str | None, actor: Actor | None = None
+) -> None:
     """Validate and store a facility's profile YAML (None restores the site default)."""
+    actor = actor or Actor.system()
+    authorize(
+        actor,
+        Action.DEID_PROFILE_WRITE,
+        facility.id,
+        missing=f"No facility with id {facility.id}.",
+    )
     if text is not None:
         profile_for(text)  # raises Invalid with the precise problem
     facility.deid_profile = text
-    record(session, Actor.system(), "deid.profile.set", "facility", str(facility.id))
+    record(
+        session, actor, "deid.profile.set", "facility", str(facility.id), facility_id=facility.id
+    )
 
 
 def export_mapping(
@@ -54,6 +66,8 @@ def export_mapping(
 
     One row per de-identified study; patients without a recorded study get one row too.
     """
+    actor = actor or Actor.system(facility_id=facility_id)
+    authorize(actor, Action.DEID_MAPPING_EXPORT, facility_id, missing="No such facility.")
     patients = list(
         session.scalars(
             select(PrivatePatientIdentity)
@@ -88,11 +102,12 @@ def export_mapping(
             )
     record(
         session,
-        actor or Actor.system(facility_id=facility_id),
+        actor,
         "deid.mapping.export",
         "facility",
         str(facility_id),
         detail={"rows": len(rows)},
+        facility_id=facility_id,
     )
     return rows
 
@@ -102,6 +117,7 @@ def burned_in_review(
 ) -> list[dict[str, Any]]:
     """The facility's stored instances flagged at ingest for burned-in text review (pixels are
     never cleaned; an admin looks at them). Reasons only, no header values; audited."""
+    authorize(actor, Action.DEID_BURNED_IN_REVIEW, facility_id, missing="No such facility.")
     rows = session.execute(
         select(
             Instance.sop_instance_uid,

@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Facility
+from pair.accounts.policy import Action, authorize
 from pair.audit.service import Actor, record, record_change
 from pair.core.errors import Conflict, Invalid, NotFound, PairError
 from pair.core.node import Node
@@ -77,8 +78,10 @@ def mask(value: str) -> str:
 def own_item(session: Session, item_id: int, actor: Actor) -> QuarantineItem:
     """The item, when it belongs to the actor's facility (any other facility: 404)."""
     item = session.get(QuarantineItem, item_id)
-    if item is None or actor.facility_id is None or item.facility_id != actor.facility_id:
-        raise NotFound(f"No quarantine item {item_id} in your facility.")
+    missing = f"No quarantine item {item_id} in your facility."
+    if item is None:
+        raise NotFound(missing)
+    authorize(actor, Action.QUARANTINE_REVIEW, item.facility_id, missing=missing)
     return item
 
 

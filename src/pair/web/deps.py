@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from pair.accounts import policy
 from pair.accounts import service as accounts
 from pair.accounts.models import Role, User
+from pair.accounts.policy import Action
 from pair.audit.service import Actor
 from pair.core.errors import Forbidden, Unauthorized
 from pair.core.node import Node
@@ -62,15 +64,47 @@ def current_user(user: User | None = Depends(optional_user)) -> User:
     return user
 
 
-def current_actor(request: Request, user: User = Depends(current_user)) -> Actor:
+def authenticated_actor(request: Request, user: User = Depends(current_user)) -> Actor:
+    """Any signed-in account, the node operator included (administration routes)."""
     return accounts.actor_for(user, client_address(request))
+
+
+def facility_member(actor: Actor = Depends(authenticated_actor)) -> Actor:
+    """A user of a facility: the node operator reads no facility's data (``accounts.policy``)."""
+    if policy.is_operator(actor):
+        raise Forbidden("The node operator has no access to facility data.")
+    return actor
+
+
+# data routes: every facility-scoped route depends on this
+current_actor = facility_member
+
+
+def own_facility(action: Action) -> Callable[..., Actor]:
+    """Dependency factory: the actor's role may do ``action`` (objects are checked by services,
+    which answer another facility's objects with 404)."""
+
+    def check(actor: Actor = Depends(authenticated_actor)) -> Actor:
+        policy.check_role(actor, action)
+        return actor
+
+    return check
+
+
+def may_do(action: Action) -> Callable[..., bool]:
+    """Dependency factory for pages: whether to offer a control for ``action``."""
+
+    def check(actor: Actor = Depends(authenticated_actor)) -> bool:
+        return policy.may(actor, action, actor.facility_id)
+
+    return check
 
 
 def require_roles(*roles: Role) -> Callable[..., Actor]:
     """Dependency factory: admins pass every check; others need one of ``roles``."""
     allowed = {r.value for r in roles}
 
-    def check(actor: Actor = Depends(current_actor)) -> Actor:
+    def check(actor: Actor = Depends(facility_member)) -> Actor:
         if actor.role != Role.ADMIN.value and actor.role not in allowed:
             names = ", ".join(sorted(allowed | {Role.ADMIN.value}))
             raise Forbidden(f"Role {actor.role!r} may not do this; required: {names}.")

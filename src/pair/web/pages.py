@@ -13,9 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pair.accounts import policy, throttle
 from pair.accounts import service as accounts
-from pair.accounts import throttle
 from pair.accounts.models import Role, User
+from pair.accounts.policy import Action
 from pair.audit.service import Actor, record
 from pair.core.errors import Forbidden, TooManyRequests, Unauthorized
 from pair.core.node import Node
@@ -62,8 +63,27 @@ def page_user(request: Request, user: User | None = Depends(optional_user)) -> U
     return user
 
 
-def page_actor(request: Request, user: User = Depends(page_user)) -> Actor:
+def page_any_actor(request: Request, user: User = Depends(page_user)) -> Actor:
+    """Any signed-in account, the node operator included (administration pages)."""
     return accounts.actor_for(user, client_address(request))
+
+
+def page_actor(actor: Actor = Depends(page_any_actor)) -> Actor:
+    """A facility member: the node operator opens no facility's data pages."""
+    if policy.is_operator(actor):
+        raise Forbidden("The node operator has no access to facility data.")
+    return actor
+
+
+def page_may(action: Action) -> Callable[..., Actor]:
+    """Pages counterpart of ``web.deps.own_facility``: the actor's role may do ``action``."""
+
+    def check(actor: Actor = Depends(page_any_actor)) -> Actor:
+        if not policy.may_role(actor, action):
+            raise Forbidden(f"Your role ({actor.role}) cannot open this page.")
+        return actor
+
+    return check
 
 
 def page_roles(*roles: Role) -> Callable[..., Actor]:
@@ -177,6 +197,8 @@ def home(
     from pair.repository.models import Patient, QuarantineItem, Study
 
     counts: dict[str, Any] = {}
+    if user.role == Role.NODE_OPERATOR:  # the operator sees no facility's data
+        return render(request, "home.html", {"counts": counts})
     for label, model in (("cases", Patient), ("studies", Study)):
         stmt = select(func.count()).select_from(model).where(model.facility_id == user.facility_id)
         counts[label] = session.scalar(stmt) or 0

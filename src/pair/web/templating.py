@@ -46,6 +46,8 @@ def register_nav(label: str, href: str, roles: tuple[str, ...] = (), order: int 
 def nav_for(role: str | None) -> list[NavItem]:
     if role is None:
         return []
+    if role == "node-operator":  # node administration only: no facility data pages
+        return [i for i in _NAV if role in i.roles or i.href == "/"]
     return [i for i in _NAV if not i.roles or role == "admin" or role in i.roles]
 
 

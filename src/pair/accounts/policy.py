@@ -1,0 +1,177 @@
+"""The one authorization policy: who may do what to which facility's objects.
+
+Routes (``pair.web.deps``), pages and services all ask this module, so a check cannot be
+forgotten in one entry point and present in another.
+
+Threat model
+------------
+* **Other facilities** share the node. A facility's users, admins included, must never read,
+  change or even learn of the existence of another facility's objects (patients, studies,
+  reports, users, tokens, AE titles, de-identification profile and mapping, audit events). An
+  object of another facility is answered exactly like a missing one (``NotFound``, 404), with
+  the same message, so ids and names cannot be probed. A role that lacks an action in its own
+  facility gets ``Forbidden`` (403): that reveals nothing about other facilities.
+* **Facility users** get what their role needs in their own facility; only a facility admin
+  manages that facility's accounts, tokens, AE titles, profile, quarantine and audit log. Every
+  user may manage its own tokens and password.
+* **The site admin** runs the node. In the application it is the explicit ``node-operator``
+  role, granted only from the command line (``pair user create --role node-operator``; the API
+  and portal refuse it). The operator administers every facility (facilities, accounts, AE
+  titles, profiles, audit) but reads no clinical data, no re-identification mapping and no
+  quarantined instance, and creates API tokens only for itself. Each of its actions is audited
+  in the affected facility's log, so a facility sees what the operator did to it. Someone with
+  shell access to the node is outside what an application can restrict; local commands act as
+  the system actor (no user account), which passes every check.
+* **Network peers** (DICOM AEs, HTTP clients without a token) are authenticated before this
+  policy is asked; an AE title acts for the one facility it is registered to.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+from pair.accounts.models import Role
+from pair.core.errors import Forbidden, NotFound
+
+if TYPE_CHECKING:
+    from pair.accounts.models import User
+    from pair.audit.service import Actor
+
+
+class Action(enum.StrEnum):
+    FACILITY_LIST = "facility.list"
+    FACILITY_CREATE = "facility.create"
+    USER_LIST = "user.list"
+    USER_CREATE = "user.create"
+    USER_SET_ACTIVE = "user.set-active"
+    USER_SET_PASSWORD = "user.set-password"
+    TOKEN_LIST = "token.list"
+    TOKEN_CREATE = "token.create"
+    TOKEN_REVOKE = "token.revoke"
+    SESSION_MANAGE = "session.manage"
+    AE_LIST = "ae.list"
+    AE_ADD = "ae.add"
+    AE_REMOVE = "ae.remove"
+    DEID_PROFILE_READ = "deid.profile.read"
+    DEID_PROFILE_WRITE = "deid.profile.write"
+    DEID_MAPPING_EXPORT = "deid.mapping.export"
+    DEID_BURNED_IN_REVIEW = "deid.burned-in.review"
+    QUARANTINE_REVIEW = "quarantine.review"
+    AUDIT_READ = "audit.read"
+
+
+# A facility admin may do all of these, in its own facility only.
+ADMIN_ACTIONS = frozenset(Action) - {Action.FACILITY_CREATE}
+# What the node operator may do in any facility: administration, never patient data.
+OPERATOR_ACTIONS = frozenset(Action) - {
+    Action.DEID_MAPPING_EXPORT,
+    Action.DEID_BURNED_IN_REVIEW,
+    Action.QUARANTINE_REVIEW,
+}
+# What every user may do to its own account (``owner_id`` equal to the actor's user id).
+SELF_ACTIONS = frozenset(
+    {
+        Action.TOKEN_LIST,
+        Action.TOKEN_CREATE,
+        Action.TOKEN_REVOKE,
+        Action.USER_SET_PASSWORD,
+        Action.SESSION_MANAGE,
+    }
+)
+# The operator may act on other users' accounts except by minting credentials for them.
+OPERATOR_NOT_FOR_OTHERS = frozenset({Action.TOKEN_CREATE})
+# Roles the API and portal may grant; node-operator only comes from the command line.
+GRANTABLE_ROLES = tuple(r.value for r in Role if r is not Role.NODE_OPERATOR)
+
+
+def is_system(actor: Actor) -> bool:
+    """The local command line and internal jobs: no user account, acting as admin."""
+    return actor.user_id is None and actor.role in (Role.ADMIN.value, Role.NODE_OPERATOR.value)
+
+
+def is_operator(actor: Actor) -> bool:
+    return actor.role == Role.NODE_OPERATOR.value or is_system(actor)
+
+
+def facility_of(user: User) -> int | None:
+    """The facility that owns an account; operator accounts belong to the node (None)."""
+    return None if user.role == Role.NODE_OPERATOR.value else user.facility_id
+
+
+def check_role(actor: Actor, action: Action) -> None:
+    """Route-level check: could ``actor``'s role ever do ``action`` (before loading objects)?"""
+    if is_operator(actor):
+        if action in OPERATOR_ACTIONS:
+            return
+    elif action in SELF_ACTIONS or (actor.role == Role.ADMIN.value and action in ADMIN_ACTIONS):
+        return
+    raise Forbidden(f"Your role ({actor.role or 'none'}) may not do {action.value}.")
+
+
+def may_role(actor: Actor, action: Action) -> bool:
+    try:
+        check_role(actor, action)
+    except Forbidden:
+        return False
+    return True
+
+
+def authorize(
+    actor: Actor,
+    action: Action,
+    facility_id: int | None,
+    *,
+    owner_id: int | None = None,
+    missing: str = "Not found.",
+) -> None:
+    """Allow ``action`` on an object of ``facility_id`` (None: a node-level object) or raise.
+
+    ``owner_id`` is the user an account object (token, password, session) belongs to.
+    ``missing`` is the message the caller gives for a missing object: another facility's
+    object is answered with it, so it is indistinguishable from one that does not exist.
+    """
+    if is_system(actor):
+        return
+    if is_operator(actor):
+        mine = owner_id is not None and owner_id == actor.user_id
+        if action in OPERATOR_ACTIONS and (mine or action not in OPERATOR_NOT_FOR_OTHERS):
+            return
+        if action in OPERATOR_NOT_FOR_OTHERS and owner_id is not None and not mine:
+            raise Forbidden(f"The node operator may not do {action.value} for other users.")
+        raise Forbidden(f"The node operator may not do {action.value}.")
+    if facility_id is None or facility_id != actor.facility_id:
+        raise NotFound(missing)
+    if owner_id is not None and owner_id == actor.user_id and action in SELF_ACTIONS:
+        return
+    if actor.role == Role.ADMIN.value and action in ADMIN_ACTIONS:
+        return
+    if action in SELF_ACTIONS:
+        raise Forbidden(f"Only admins may do {action.value} for other users.")
+    raise Forbidden(f"Your role ({actor.role or 'none'}) may not do {action.value}.")
+
+
+def may(
+    actor: Actor, action: Action, facility_id: int | None, *, owner_id: int | None = None
+) -> bool:
+    """``authorize`` as a yes/no, for pages that show or hide a control."""
+    try:
+        authorize(actor, action, facility_id, owner_id=owner_id)
+    except (Forbidden, NotFound):
+        return False
+    return True
+
+
+def scope(actor: Actor, action: Action) -> int | None:
+    """The facility a list is filtered to: the actor's own, or None (all) for the operator."""
+    if is_operator(actor):
+        check_role(actor, action)
+        return None
+    authorize(actor, action, actor.facility_id)
+    return actor.facility_id
+
+
+def grantable(role: str, *, allow_operator: bool = False) -> None:
+    """Refuse granting the node-operator role outside the command line."""
+    if role == Role.NODE_OPERATOR.value and not allow_operator:
+        raise Forbidden("The node-operator role can only be granted from the command line.")
