@@ -56,11 +56,11 @@ def get_facility(
 ) -> Facility:
     """Look a facility up by id, name or code; with ``actor``, one it may do ``action`` in
     (another facility is "no facility named ...", as a missing one is)."""
+    found = None
     if isinstance(name_or_id, int) or str(name_or_id).isdigit():
         found = session.get(Facility, int(name_or_id))
-        if found:
-            return found
-    found = session.scalar(select(Facility).where(Facility.name == str(name_or_id)))
+    if found is None:
+        found = session.scalar(select(Facility).where(Facility.name == str(name_or_id)))
     if found is None:
         found = session.scalar(select(Facility).where(Facility.code == str(name_or_id)))
     missing = f"No facility named {name_or_id!r}."
@@ -100,9 +100,7 @@ def create_user(
 ) -> User:
     """``allow_operator``: only the command line may create node-operator accounts."""
     actor = actor or Actor.system()
-    authorize(
-        actor, Action.USER_CREATE, facility.id, missing=f"No facility named {facility.name!r}."
-    )
+    authorize(actor, Action.USER_CREATE, facility.id, missing="No such facility.")
     name = name.strip()
     if not _USER_RE.fullmatch(name):
         raise Invalid("User name must be 1-128 characters of letters, digits, '.', '_', '@', '-'.")
@@ -292,7 +290,7 @@ def add_ae_title(
     actor: Actor | None = None,
 ) -> AeTitle:
     actor = actor or Actor.system()
-    authorize(actor, Action.AE_ADD, facility.id, missing=f"No facility named {facility.name!r}.")
+    authorize(actor, Action.AE_ADD, facility.id, missing="No such facility.")
     validate_ae_title(ae_title)
     if session.scalar(select(AeTitle).where(AeTitle.ae_title == ae_title)):
         raise Conflict(f"AE title {ae_title!r} is already registered.")
