@@ -129,7 +129,8 @@ def build(node: Node) -> World:
             for role in ROLES:
                 _user(world, s, f, f"{prefix}-{role}", role)
         _user(world, s, facilities["B"], "node-op", OPERATOR)
-        accounts.create_user(s, facilities["A"], "alpha-service", "researcher")
+        service = accounts.create_user(s, facilities["A"], "alpha-service", "researcher")
+        world.users["alpha-service"] = service.id
     for key in ("A", "B"):
         _ingest(world, key)
     with node.db.session() as s:
