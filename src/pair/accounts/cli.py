@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from pair.accounts import service
+from pair.audit.service import Actor
 from pair.cli.common import DataDir, console, handle_errors, node_for, read_stdin_secret
 
 facility_app = typer.Typer(help="Manage facilities (hospitals) served by this node.")
@@ -87,7 +88,7 @@ def user_set_password(
     password = read_stdin_secret()
     node = node_for(data_dir)
     with node.db.session() as s:
-        service.set_password(s, service.get_user(s, name), password)
+        service.set_password(s, service.get_user(s, name), password, Actor.system())
     console.print("password updated")
 
 
@@ -121,8 +122,6 @@ def token_list(data_dir: DataDir) -> None:
 @token_app.command("revoke")
 @handle_errors
 def token_revoke(token_id: int, data_dir: DataDir) -> None:
-    from pair.audit.service import Actor
-
     node = node_for(data_dir)
     with node.db.session() as s:
         service.revoke_token(s, token_id, Actor.system())
@@ -151,8 +150,6 @@ def ae_remove(
     data_dir: DataDir,
     ae_title: Annotated[str, typer.Option("--ae-title")],
 ) -> None:
-    from pair.audit.service import Actor
-
     node = node_for(data_dir)
     with node.db.session() as s:
         service.remove_ae_title(s, ae_title, Actor.system())

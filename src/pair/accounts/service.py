@@ -170,13 +170,13 @@ def set_password(
     session: Session,
     user: User,
     password: str,
-    actor: Actor | None = None,
+    actor: Actor,
     *,
     min_length: int | None = None,
 ) -> None:
-    """Set after the policy checks (``pair.accounts.policy``, ``pair.accounts.passwords``);
-    ``min_length`` None: settings."""
-    actor = actor or Actor.system()
+    """Every credential change is decided by the policy: one's own, a facility admin for its
+    facility's users, the operator for any account (audited in that facility); then the
+    password policy (``pair.accounts.passwords``; ``min_length`` None: settings)."""
     authorize(actor, Action.USER_SET_PASSWORD, facility_of(user), owner_id=user.id)
     check_password(password, user.name, min_length)
     user.password_hash = security.hash_password(password)

@@ -103,7 +103,9 @@ def change_password(
         record(session, actor, "user.password", "user", str(user.id), outcome="failure")
         session.commit()  # the failure counts even though the request is refused
         raise Forbidden("The current password is wrong.") from None
-    service.set_password(session, user, new_password, min_length=settings.password_min_length)
+    service.set_password(
+        session, user, new_password, actor, min_length=settings.password_min_length
+    )
     ended = websessions.end_for_user(session, user.id, keep=keep_session)
     record(session, actor, "user.password", "user", str(user.id), detail={"sessions_ended": ended})
     return ended
