@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
+from pair.core.config import get_settings
 from pair.core.node import open_node
 from pair.web.app import create_app
 from tests.security.world import OPERATOR, PASSWORD, ROLES, World, build, fresh, portal_client
@@ -340,11 +340,17 @@ def _identities(w: World, app: FastAPI) -> list[Identity]:
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def matrix(
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[World, FastAPI, list[Identity]]]:
-    node = open_node(Path(tmp_path_factory.mktemp("matrix")) / "node")
+    """One world and one app per database, shared by the tests of this module."""
+    folder = tmp_path_factory.mktemp("matrix")
+    database_url = f"sqlite:///{folder / 'pair.db'}"
+    if request.param == "postgresql":
+        database_url = request.getfixturevalue("postgres_server").create_database()
+    settings = get_settings(folder / "node", database_url=database_url)
+    node = open_node(settings=settings)
     world = build(node)
     app = create_app(node)
     yield world, app, _identities(world, app)
