@@ -45,8 +45,16 @@ TABS = [
 ]
 
 
+def _tabs(request: Request) -> list[tuple[str, str]]:
+    """The operator reviews no quarantined instance (patient data): no such tab."""
+    user = getattr(request.state, "user", None)
+    if user is not None and user.role == Role.NODE_OPERATOR.value:
+        return [t for t in TABS if t[1] != "/admin/quarantine"]
+    return TABS
+
+
 def _page(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
-    ctx.setdefault("tabs", TABS)
+    ctx.setdefault("tabs", _tabs(request))
     return render(request, f"admin/{name}", ctx, status)
 
 
