@@ -19,7 +19,7 @@ from pair.core.node import Node
 from pair.deid.models import PrivateStudyIdentity
 from pair.repository import ingest
 from pair.repository.models import Instance, Patient, QuarantineItem, Series, Study
-from pair.repository.service import ingest_uploads
+from pair.repository.service import ingest_upload_files
 from tests.factories import ct_instance, to_bytes
 
 PASSWORD = "Ward7-Lumen-Quartz"
@@ -165,7 +165,9 @@ def _ingest(world: World, key: str) -> None:
     ids.original_study = str(ds.StudyInstanceUID)
     with world.node.db.session() as s:
         actor = accounts.actor_for(accounts.get_user(s, f"{NAMES[key][2]}-data-manager"), "test")
-    results = ingest_uploads(world.node, ids.facility, [("ct.dcm", to_bytes(ds))], actor)
+    upload = world.node.settings.data_dir / f"upload-{key}.dcm"
+    upload.write_bytes(to_bytes(ds))
+    results = ingest_upload_files(world.node, ids.facility, [("ct.dcm", upload)], actor)
     assert results[0][1].outcome == ingest.Outcome.STORED, results
     with world.node.db.session() as s:
         row = s.execute(
