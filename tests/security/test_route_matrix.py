@@ -125,10 +125,15 @@ TABLE: dict[tuple[str, str], Rule] = {
     # ---- repository ----
     ("POST", "/api/upload"): r(WRITERS, N, 200, lenient=True, body=_UPLOAD),
     ("GET", "/api/quarantine"): r(ADMIN, L, 200),
-    ("POST", "/api/quarantine/{item_id}/release"): r(
-        ADMIN, A, 200, 204, lenient=True, body=_json(note="")
+    ("GET", "/api/quarantine/{item_id}"): r(ADMIN, A, 200),
+    ("GET", "/api/quarantine/{item_id}/preview.png"): r(ADMIN, A, 200, lenient=True),
+    ("POST", "/api/quarantine/{item_id}/remove-and-store"): r(
+        ADMIN, A, 200, lenient=True, body=_json(note="", paths=[])
     ),
-    ("DELETE", "/api/quarantine/{item_id}"): r(ADMIN, A, 204),
+    ("POST", "/api/quarantine/{item_id}/rerun-and-store"): r(
+        ADMIN, A, 200, lenient=True, body=_json(note="")
+    ),
+    ("POST", "/api/quarantine/{item_id}/reject"): r(ADMIN, A, 200, body=_json(note="")),
     ("GET", "/dicomweb/studies"): r(MEMBERS, L, 200, 204),
     ("GET", "/dicomweb/series"): r(MEMBERS, L, 200, 204),
     ("GET", "/dicomweb/instances"): r(MEMBERS, L, 200, 204),
@@ -264,10 +269,14 @@ TABLE: dict[tuple[str, str], Rule] = {
     ),
     ("GET", "/admin/quarantine"): r(ADMIN, L, 200),
     ("GET", "/admin/quarantine/{item_id}"): r(ADMIN, A, 200),
-    ("POST", "/admin/quarantine/{item_id}/delete"): r(ADMIN, A, 303, body=_form(note="")),
-    ("POST", "/admin/quarantine/{item_id}/release"): r(
+    ("GET", "/admin/quarantine/{item_id}/preview.png"): r(ADMIN, A, 200, lenient=True),
+    ("POST", "/admin/quarantine/{item_id}/remove-and-store"): r(
         ADMIN, A, 303, lenient=True, body=_form(note="")
     ),
+    ("POST", "/admin/quarantine/{item_id}/rerun-and-store"): r(
+        ADMIN, A, 303, lenient=True, body=_form(note="")
+    ),
+    ("POST", "/admin/quarantine/{item_id}/reject"): r(ADMIN, A, 303, body=_form(note="")),
     ("GET", "/admin/audit"): r(ADM_OP, L, 200),
 }
 PUBLIC_MOUNTS = {"/static"}
