@@ -110,8 +110,8 @@ def test_facility_b_admin_cannot_take_over_facility_a(world: World) -> None:
 
     # nothing of A changed
     with world.node.db.session() as s:
-        facility = s.get(Facility, a.facility)
-        assert facility is not None and "alpha-profile-marker" in (facility.deid_profile or "")
+        row = s.get(Facility, a.facility)
+        assert row is not None and "alpha-profile-marker" in (row.deid_profile or "")
         assert s.scalar(select(User).where(User.name.startswith("intruder"))) is None
     assert user_active(world.node, "alpha-admin") and ae_exists(world.node, a.ae_title)
     assert not ae_exists(world.node, "INTRUDER2")
