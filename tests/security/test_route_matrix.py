@@ -117,6 +117,22 @@ TABLE: dict[tuple[str, str], Rule] = {
     ),
     ("DELETE", "/api/ae-titles/{ae_title}"): r(ADM_OP, A, 204),
     ("GET", "/api/audit"): r(ADM_OP, L, 200),
+    # ---- sign-in sessions and one's own password ----
+    ("GET", "/api/sessions"): r(ADMIN, L, 200),
+    ("DELETE", "/api/sessions/{session_id}"): r(ADMIN, A, 204),
+    # the right current password and a too short new one: refused by the password policy
+    ("POST", "/api/me/password"): r(
+        ANY, N, 422, body=_json(current_password=PASSWORD, new_password="short")
+    ),
+    ("GET", "/account/password"): r(ANY, N, 200),
+    ("POST", "/account/password"): r(
+        ANY,
+        N,
+        422,
+        body=_form(current_password=PASSWORD, new_password="short", confirm_password="short"),
+    ),
+    ("GET", "/admin/sessions"): r(ADMIN, L, 200),
+    ("POST", "/admin/sessions/{session_id}/end"): r(ADMIN, A, 303),
     # ---- de-identification (the caller's own facility) ----
     ("GET", "/api/deid/profile"): r(ADMIN, L, 200),
     ("PUT", "/api/deid/profile"): r(ADMIN, L, 200, body=_profile),
@@ -315,6 +331,8 @@ def _path_values(w: World, method: str, template: str) -> dict[str, Any]:
             values[name] = w.fresh_user()
         elif name == "ae_title":
             values[name] = w.fresh_ae()
+        elif name == "session_id":
+            values[name] = w.fresh_session()
     return {n: values[n] for n in names}
 
 

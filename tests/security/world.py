@@ -96,6 +96,14 @@ class World:
             user = accounts.get_user(s, "alpha-service")
             return accounts.create_token(s, user, "temporary")[0].id
 
+    def fresh_session(self) -> int:
+        """A signed-in portal session of one of A's users (to be ended by an admin)."""
+        from pair.accounts import websessions
+
+        lifetimes = websessions.Lifetimes.from_settings(self.node.settings)
+        with self.node.db.session() as s:
+            return websessions.create(s, lifetimes, self.users["alpha-researcher"], {})[0]
+
     def fresh_quarantine(self, key: str = "A") -> int:
         ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), patient=PHI[key])
         _, rel = ingest.quarantine_store(self.node).write(to_bytes(ds))

@@ -16,7 +16,7 @@ from pair.core.errors import PairError
 from pair.core.node import Node
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, get_node
-from pair.web.pages import page_actor, page_roles
+from pair.web.pages import page_any_actor, page_roles
 from pair.web.sessions import current_session_id, flash, redirect_with_flash
 from pair.web.templating import render
 
@@ -55,7 +55,7 @@ def session_end(
 
 @account_router.get("/password")
 def password_form(
-    request: Request, node: Node = Depends(get_node), _: Actor = Depends(page_actor)
+    request: Request, node: Node = Depends(get_node), _: Actor = Depends(page_any_actor)
 ) -> Response:
     ctx = {"min_length": node.settings.password_min_length}
     return render(request, "accounts/password.html", ctx)
@@ -69,7 +69,7 @@ def password_change(
     confirm_password: str = Form(""),
     node: Node = Depends(get_node),
     session: Session = SessionDep,
-    actor: Actor = Depends(page_actor),
+    actor: Actor = Depends(page_any_actor),
 ) -> Response:
     try:
         if new_password != confirm_password:

@@ -15,7 +15,7 @@ from pair.audit.service import Actor, record
 from pair.core.config import Settings
 from pair.core.errors import Forbidden, Unauthorized
 from pair.core.node import Node
-from pair.web.deps import SessionDep, current_actor, get_node, require_roles
+from pair.web.deps import SessionDep, authenticated_actor, get_node, require_roles
 from pair.web.sessions import current_session_id
 
 router = APIRouter(prefix="/api", tags=["administration"])
@@ -117,7 +117,7 @@ def my_password(
     request: Request,
     node: Node = Depends(get_node),
     session: Session = SessionDep,
-    actor: Actor = Depends(current_actor),
+    actor: Actor = Depends(authenticated_actor),
 ) -> None:
     """Change one's own password (the current one is required); other sessions end."""
     change_password(

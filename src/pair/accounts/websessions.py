@@ -16,6 +16,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import User, WebSession
+from pair.accounts.policy import Action, authorize, facility_of
 from pair.audit.service import Actor, record
 from pair.core import security
 from pair.core.config import Settings
@@ -126,8 +127,12 @@ def end_for_facility(session: Session, session_id: int, actor: Actor) -> WebSess
     """Forced sign-out by an admin of the same facility; another facility's session is
     reported as not found (its existence is not revealed)."""
     row = session.get(WebSession, session_id)
-    if row is None or row.user is None or row.user.facility_id != actor.facility_id:
-        raise NotFound(f"No session with id {session_id}.")
+    missing = f"No session with id {session_id}."
+    if row is None or row.user is None:
+        raise NotFound(missing)
+    authorize(
+        actor, Action.SESSION_MANAGE, facility_of(row.user), owner_id=row.user_id, missing=missing
+    )
     record(
         session,
         actor,
