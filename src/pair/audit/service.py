@@ -10,6 +10,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from pair.audit.models import AuditEvent, ChangeEvent
+from pair.db.values import column_text
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,19 @@ def record(
     facility_id: int | None = None,
 ) -> AuditEvent:
     """``facility_id``: the facility acted upon, when not the actor's own (operator actions
-    are logged in the affected facility's audit log)."""
+    are logged in the affected facility's audit log).
+
+    What a request names (a user name typed at sign-in, a UID in a URL) may be any length and
+    hold a NUL: the event is stored cut to its columns, never refused."""
     event = AuditEvent(
         user_id=actor.user_id,
-        user_name=actor.user_name,
+        user_name=column_text(actor.user_name, 128),
         facility_id=facility_id if facility_id is not None else actor.facility_id,
-        action=action,
-        object_type=object_type,
-        object_id=str(object_id),
-        source=actor.source,
-        outcome=outcome,
+        action=column_text(action, 64),
+        object_type=column_text(object_type, 64),
+        object_id=column_text(object_id, 128),
+        source=column_text(actor.source, 128),
+        outcome=column_text(outcome, 16),
         detail=detail or {},
     )
     session.add(event)
@@ -74,7 +78,7 @@ def record_changes(
                 "facility_id": facility_id,
                 "kind": kind,
                 "object_type": object_type,
-                "object_id": str(object_id),
+                "object_id": column_text(object_id, 128),
                 "shareable": shareable,
             }
             for object_id in object_ids
@@ -96,7 +100,7 @@ def record_change(
             facility_id=facility_id,
             kind=kind,
             object_type=object_type,
-            object_id=str(object_id),
+            object_id=column_text(object_id, 128),
             shareable=shareable,
         )
     )

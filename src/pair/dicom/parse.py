@@ -213,6 +213,35 @@ def _check_length(actual: int, rows: int, cols: int, spp: int, frames: int, bits
         )
 
 
+# Elements that key the patient's identity and its de-identification (the site-private
+# mapping store keeps their original values): a NUL inside one cannot be dropped or stored.
+IDENTITY_KEYWORDS = ("PatientID", "PatientName", "IssuerOfPatientID", "AccessionNumber")
+_IDENTITY_TAGS = tuple(
+    (k, BaseTag(t))
+    for k, t in zip(
+        IDENTITY_KEYWORDS, (0x00100020, 0x00100010, 0x00100021, 0x00080050), strict=True
+    )
+)
+
+
+def check_identity_values(ds: Dataset) -> None:
+    """Refuse a NUL byte inside an identity element (trailing NUL padding is already gone):
+    PostgreSQL cannot store it, and dropping it would merge two patients' identities."""
+    for keyword, tag in _IDENTITY_TAGS:
+        if tag not in ds._dict:
+            continue
+        try:
+            value = ds[tag].value
+        except Exception:
+            raise InvalidInstance(f"{keyword} cannot be read.", "invalid_value") from None
+        values = list(value) if value.__class__.__name__ == "MultiValue" else [value]
+        if any("\x00" in str(v) for v in values):
+            raise InvalidInstance(
+                f"{keyword} contains a NUL byte (0x00); send the value without it.",
+                "invalid_value",
+            )
+
+
 def to_part10_bytes(ds: Dataset, transfer_syntax_uid: str) -> bytes:
     """Serialise with a fresh, consistent file meta header.
 

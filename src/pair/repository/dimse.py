@@ -47,6 +47,7 @@ STATUS_BY_REASON = {
     "limit_exceeded": 0xA700,  # Refused: Out of Resources (a decompression bomb)
     "processing_failed": 0xC001,
     "conflict": 0xA900,
+    "invalid_value": 0xA900,
 }
 
 
@@ -210,6 +211,10 @@ class DimseServer:
             yield 0xA900, None
             return
         requested = [e for e in identifier if e.keyword != "QueryRetrieveLevel"]
+        if any("\x00" in str(e.value) for e in requested if e.VR != "SQ"):
+            log.info("C-FIND refused: a NUL byte in a matching key")
+            yield 0xA900, None
+            return
         try:
             results = self._find(facility_id, level, requested)
         except PairError as exc:

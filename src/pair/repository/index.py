@@ -19,6 +19,7 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from pair.db.base import Base, utcnow
+from pair.db.values import column_int, column_text, joined_values
 from pair.repository.models import Instance, Patient, Series, Study
 
 
@@ -36,20 +37,19 @@ def _value(ds: Dataset, keyword: str) -> Any:
 
 
 def _text(ds: Dataset, keyword: str, limit: int = 256) -> str:
+    """The index value: NUL dropped and cut to the column (the file keeps the value as sent)."""
     value = _value(ds, keyword)
     if value is None:
         return ""
     if isinstance(value, list | tuple) or value.__class__.__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)[:limit]
-    return str(value)[:limit]
+        return column_text("\\".join(str(v) for v in value), limit)
+    return column_text(value, limit)
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
+    """An int4 index value; an IS value beyond the column's range is not indexed."""
     value = _value(ds, keyword)
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+    return None if value in (None, "") else column_int(value)
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,8 @@ class IndexRecord:
                 "storage_path": stored.storage_path,
                 "sha256": stored.sha256,
                 "size": stored.size,
-                "source": source[:128],
-                "burned_in_risk": burned_in_risk[:256],
+                "source": column_text(source, 128),
+                "burned_in_risk": column_text(burned_in_risk, 256),
             },
         )
 
@@ -226,6 +226,9 @@ _COUNT_STUDY = (
 )
 
 
+_MODALITIES_LIMIT: int = getattr(_study_t.c.modalities.type, "length", None) or 128
+
+
 def index_records(session: Session, facility_id: int, records: Sequence[IndexRecord]) -> None:
     """Index new instances (the caller has excluded those already stored).
 
@@ -289,7 +292,8 @@ def index_records(session: Session, facility_id: int, records: Sequence[IndexRec
         known = set(filter(None, modalities.split("\\")))
         merged = known | set(filter(None, added))
         if merged != known:
-            values["modalities"] = "\\".join(sorted(merged))
+            # whole values that fit the column (PostgreSQL refuses a longer string)
+            values["modalities"] = joined_values(sorted(merged), _MODALITIES_LIMIT)
         session.execute(
             update(Study)
             .where(Study.id == pk)

@@ -22,10 +22,17 @@ from pair.audit.service import Actor, record, record_change, record_changes
 from pair.core.config import Settings
 from pair.core.errors import Conflict, LimitExceeded, NotFound, PairError
 from pair.core.node import Node
+from pair.db.values import column_text
 from pair.deid.service import deidentifier_for
 from pair.dicom import wellformed
 from pair.dicom.deflate import inflated_size
-from pair.dicom.parse import InvalidInstance, ParsedInstance, parse_bytes, to_part10_bytes
+from pair.dicom.parse import (
+    InvalidInstance,
+    ParsedInstance,
+    check_identity_values,
+    parse_bytes,
+    to_part10_bytes,
+)
 from pair.repository.index import (
     IndexRecord,
     StoredFile,
@@ -110,6 +117,7 @@ def _parse(payload: Payload, settings: Settings) -> ParsedInstance:
             raise InvalidInstance(exc.message, exc.code) from None
     parsed = parse_bytes(data)
     wellformed.check(parsed.dataset, parsed.transfer_syntax_uid)
+    check_identity_values(parsed.dataset)
     return parsed
 
 
@@ -232,11 +240,11 @@ class Preparer:
                 "facility_id": self.facility.id,
                 "sop_instance_uid": out.sop_instance_uid,
                 "study_uid": out.study_uid,
-                "modality": str(deid.get("Modality", ""))[:16],
+                "modality": column_text(deid.get("Modality", ""), 16),
                 "storage_path": rel,
                 "original_path": store.relative_path(received_sha),
                 "reasons": findings,
-                "source": self.source[:128],
+                "source": column_text(self.source, 128),
             }
             prepared = Prepared(out, quarantine=quarantine)
         else:

@@ -31,6 +31,7 @@ FAILURE_REASONS = {
     "too_large": 0xA700,
     "limit_exceeded": 0xA700,
     "study_mismatch": 0xA900,
+    "invalid_value": 0xA900,
     "conflict": 0x0111,
     "residual_phi": 0x0110,
     "processing_failed": 0x0110,

@@ -10,6 +10,7 @@ from pair.core.node import Node
 from pair.web.errors import install_error_handlers
 from pair.web.headers import SecurityHeadersMiddleware
 from pair.web.sessions import ServerSessionMiddleware
+from pair.web.urlguard import NulGuard
 
 
 def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
@@ -37,6 +38,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.state.node = node
     app.state.worker_pool = worker_pool
     app.add_middleware(ServerSessionMiddleware, node=node)
+    app.add_middleware(NulGuard)  # before sessions and routes: a NUL in the URL is a 400
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: also on errors and static files
     install_error_handlers(app)
 
