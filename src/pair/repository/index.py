@@ -163,20 +163,16 @@ def _patients(session: Session, facility_id: int, records: Sequence[IndexRecord]
     return found
 
 
-def _studies(
+def _insert_studies(
     session: Session, facility_id: int, records: Sequence[IndexRecord], patients: dict[str, int]
 ) -> dict[str, tuple[int, str]]:
-    """study UID → (id, modalities)."""
+    """Insert the records' studies (none of them exists); study UID → (id, modalities).
+
+    A concurrent first insert of the same study raises IntegrityError: stage two is retried.
+    """
     wanted = {r.study["study_uid"]: r for r in records}
-    found = {
-        uid: (pk, modalities)
-        for uid, pk, modalities in session.execute(
-            select(Study.study_uid, Study.id, Study.modalities).where(
-                Study.study_uid.in_(sorted(wanted))
-            )
-        )
-    }
-    for uid in sorted(set(wanted) - set(found)):
+    found: dict[str, tuple[int, str]] = {}
+    for uid in sorted(wanted):
         rec = wanted[uid]
         pk = session.execute(
             insert(Study)
@@ -203,16 +199,21 @@ _instance_t, _series_t, _study_t = _table(Instance), _table(Series), _table(Stud
 _STORED_DIGESTS = select(_instance_t.c.sop_instance_uid, _instance_t.c.sha256).where(
     _instance_t.c.sop_instance_uid.in_(bindparam("uids", expanding=True))
 )
-_KNOWN_SERIES = (
-    select(
-        _series_t.c.series_uid,
-        _series_t.c.id,
-        _study_t.c.study_uid,
-        _study_t.c.id,
-        _study_t.c.modalities,
-    )
-    .join(_study_t, _series_t.c.study_pk == _study_t.c.id)
+# Stage two locks the rows it will update in one global order (studies, then series, each by
+# primary key) before writing anything: concurrent batches into the same studies queue on the
+# first lock instead of deadlocking. FOR NO KEY UPDATE (PostgreSQL; SQLite has one writer)
+# leaves foreign-key checks of other writers' inserts (KEY SHARE) unblocked.
+_LOCK_STUDIES = (
+    select(_study_t.c.study_uid, _study_t.c.id, _study_t.c.modalities)
+    .where(_study_t.c.study_uid.in_(bindparam("uids", expanding=True)))
+    .order_by(_study_t.c.id)
+    .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+)
+_LOCK_SERIES = (
+    select(_series_t.c.series_uid, _series_t.c.id)
     .where(_series_t.c.series_uid.in_(bindparam("uids", expanding=True)))
+    .order_by(_series_t.c.id)
+    .with_for_update(key_share=True)
 )
 _COUNT_SERIES = (
     update(_series_t)
@@ -232,29 +233,31 @@ _MODALITIES_LIMIT: int = getattr(_study_t.c.modalities.type, "length", None) or 
 def index_records(session: Session, facility_id: int, records: Sequence[IndexRecord]) -> None:
     """Index new instances (the caller has excluded those already stored).
 
-    Counters are incremented in SQL (concurrent writers to one study must not lose updates);
-    a concurrent first insert of the same patient/study/series/instance raises IntegrityError,
-    which the caller answers by retrying the batch.
+    Existing study and series rows are locked first, in one global order (see
+    ``_LOCK_STUDIES``), so counters and ModalitiesInStudy are updated without lost updates or
+    deadlocks; a concurrent first insert of the same patient/study/series/instance raises
+    IntegrityError, which the caller answers by retrying stage two.
     """
     if not records:
         return
     wanted_series = {r.series["series_uid"]: r for r in records}
-    # the usual case (more instances of series already indexed) needs this one lookup
-    series_pk: dict[str, int] = {}
-    studies: dict[str, tuple[int, str]] = {}
-    for series_uid, pk, study_uid, study_pk, modalities in session.execute(
-        _KNOWN_SERIES, {"uids": sorted(wanted_series)}
-    ):
-        series_pk[series_uid] = pk
-        studies[study_uid] = (study_pk, modalities)
+    wanted_studies = {r.study["study_uid"]: r for r in records}
+    studies: dict[str, tuple[int, str]] = {
+        uid: (pk, modalities)
+        for uid, pk, modalities in session.execute(_LOCK_STUDIES, {"uids": sorted(wanted_studies)})
+    }
+    series_pk: dict[str, int] = dict(
+        session.execute(_LOCK_SERIES, {"uids": sorted(wanted_series)}).tuples().all()
+    )
+    new_studies = [wanted_studies[uid] for uid in sorted(set(wanted_studies) - set(studies))]
+    if new_studies:
+        patients = _patients(session, facility_id, new_studies)
+        studies.update(_insert_studies(session, facility_id, new_studies, patients))
     new_series: dict[str, list[str]] = {}  # study UID → modalities of its new series
-    missing = [wanted_series[uid] for uid in sorted(set(wanted_series) - set(series_pk))]
-    if missing:
-        patients = _patients(session, facility_id, missing)
-        studies.update(_studies(session, facility_id, missing, patients))
-    for rec in missing:
+    for uid in sorted(set(wanted_series) - set(series_pk)):
+        rec = wanted_series[uid]
         study_uid = rec.study["study_uid"]
-        series_pk[rec.series["series_uid"]] = session.execute(
+        series_pk[uid] = session.execute(
             insert(Series).values(study_pk=studies[study_uid][0], **rec.series).returning(Series.id)
         ).scalar_one()
         new_series.setdefault(study_uid, []).append(rec.series["modality"])

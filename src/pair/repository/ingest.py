@@ -6,10 +6,13 @@ parse -> validate -> de-identify -> residual-PHI scan -> write atomically (conte
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -33,6 +36,7 @@ from pair.dicom.parse import (
     parse_bytes,
     to_part10_bytes,
 )
+from pair.repository.commit import FileRef, InFlight, commit_with_retries
 from pair.repository.index import (
     IndexRecord,
     StoredFile,
@@ -156,13 +160,25 @@ class Preparer:
         self.source = source
         self.store = content_store(node)
         self.quarantine = quarantine_store(node)
+        self.session = session
         self.deidentifier = deidentifier_for(session, node.settings, facility)
         self._pending: list[tuple[Prepared, PendingWrite]] = []
 
     def prepare_all(self, payloads: Iterable[Payload]) -> list[Prepared]:
-        prepared = [self.prepare(p) for p in payloads]
+        try:
+            prepared = [self.prepare(p) for p in payloads]
+        except BaseException:
+            self.discard()
+            raise
         self.finish()
         return prepared
+
+    def discard(self) -> None:
+        """Remove the staged temp files of a batch that will not be finished."""
+        pending, self._pending = self._pending, []
+        for _, write in pending:
+            if write.tmp:
+                Path(write.tmp).unlink(missing_ok=True)
 
     def finish(self) -> None:
         """Make the staged files durable, all at once; if that fails, reject their instances."""
@@ -205,6 +221,7 @@ class Preparer:
             raise
         except Exception as exc:
             log.exception("ingest failed (source %s)", self.source)
+            self.session.rollback()  # this instance's mapping writes, if any (a failed statement)
             return _rejected(
                 original_uid,
                 sop_class,
@@ -253,6 +270,9 @@ class Preparer:
                 deid, stored, source=self.source, burned_in_risk="; ".join(result.burned_in_risk)
             )
             prepared = Prepared(out, record=record)
+        # the instance's new mappings are committed now: stage one holds no lock (the pseudonym
+        # counter, a new study's key) across the batch, so concurrent batches cannot deadlock
+        self.session.commit()
         writes.append((data, sha))
         for content, digest in writes:  # last: nothing after it can fail
             _, _, write = store.stage(content, digest)
@@ -312,6 +332,10 @@ def commit_prepared(session: Session, facility_id: int, prepared: list[Prepared]
     return unreferenced
 
 
+_in_flight = InFlight()
+_PREPARE_TRIES = 3
+
+
 def ingest_batch(
     node: Node,
     facility_id: int,
@@ -324,56 +348,83 @@ def ingest_batch(
     """Ingest several instances in one transaction; returns after the commit (acknowledged).
 
     ``expected_study_uid`` (STOW-RS to ``/studies/{study}``) rejects instances of other studies.
+    Stage one runs once; stage two (the index transaction) is retried on conflicts with
+    concurrent batches (``pair.repository.commit``). A batch that fails leaves no file behind.
     """
     payload_list = list(payloads)
-    for attempt in range(3):
+    for attempt in range(_PREPARE_TRIES):
         try:
-            if node.ingest_workers is not None:
-                results, unreferenced = _ingest_with_workers(
-                    node, facility_id, payload_list, source, actor, expected_study_uid
-                )
-            else:
-                with node.db.session() as session:
-                    facility = session.get(Facility, facility_id)
-                    if facility is None:
-                        raise NotFound(f"No facility with id {facility_id}.")
-                    preparer = Preparer(node, session, facility, source, expected_study_uid)
-                    prepared = preparer.prepare_all(payload_list)
-                    unreferenced = commit_prepared(session, facility_id, prepared)
-                    results = [p.result for p in prepared]
-                    _audit_batch(session, actor, results)
-            store = content_store(node)
-            for rel in unreferenced:
-                store.delete(rel)
-            return results
-        except IntegrityError:
-            if attempt == 2:
+            prepared = _stage_one(node, facility_id, payload_list, source, expected_study_uid)
+        except IntegrityError:  # a mapping-store race the store did not absorb
+            if attempt == _PREPARE_TRIES - 1:
                 raise
-            log.info("concurrent insert detected; retrying batch")
+            continue
+        files = _files(node, prepared)
+        with _in_flight.hold(files) as present:
+            if not present and attempt < _PREPARE_TRIES - 1:
+                log.info("a file of the batch was removed by a failing batch; preparing again")
+                continue
+            try:
+                results, unreferenced = commit_with_retries(
+                    functools.partial(_stage_two, node, facility_id, prepared, actor)
+                )
+            except BaseException:
+                _in_flight.remove_unreferenced(node.db.session, files)
+                raise
+            if unreferenced:  # conflicts: their files are referenced by no row
+                _in_flight.remove_unreferenced(
+                    node.db.session, [f for f in files if f[1] in unreferenced]
+                )
+            return results
     raise AssertionError("unreachable")
 
 
-def _ingest_with_workers(
+def _stage_one(
     node: Node,
     facility_id: int,
     payloads: list[Payload],
     source: str,
-    actor: Actor,
     expected_study_uid: str | None,
-) -> tuple[list[IngestResult], list[str]]:
-    """Stage one in the node's worker processes, stage two here in one transaction."""
+) -> list[Prepared]:
+    """Parse, de-identify and store durably: in the node's worker processes, or here."""
     from concurrent.futures.process import BrokenProcessPool
 
-    workers = node.ingest_workers
-    assert workers is not None
-    try:
-        prepared = workers.prepare(facility_id, source, expected_study_uid, payloads)
-    except BrokenProcessPool:
-        reason = "Processing failed: the ingest worker stopped (out of memory?); send it again."
-        prepared = [_rejected("", "", reason, "processing_failed") for _ in payloads]
+    if node.ingest_workers is not None:
+        try:
+            return node.ingest_workers.prepare(facility_id, source, expected_study_uid, payloads)
+        except BrokenProcessPool:
+            reason = "Processing failed: the ingest worker stopped (out of memory?); send it again."
+            return [_rejected("", "", reason, "processing_failed") for _ in payloads]
     with node.db.session() as session:
-        unreferenced = commit_prepared(session, facility_id, prepared)
-        results = [p.result for p in prepared]
+        facility = session.get(Facility, facility_id)
+        if facility is None:
+            raise NotFound(f"No facility with id {facility_id}.")
+        return Preparer(node, session, facility, source, expected_study_uid).prepare_all(payloads)
+
+
+def _files(node: Node, prepared: list[Prepared]) -> list[FileRef]:
+    """The files stage one wrote (or found) for the batch, with the instance each holds."""
+    files: list[FileRef] = []
+    for p in prepared:
+        if p.record is not None:
+            rel, uid = p.record.instance["storage_path"], p.record.sop_instance_uid
+            files.append((content_store(node), rel, uid, False))
+        elif p.quarantine is not None:
+            uid = p.quarantine["sop_instance_uid"]
+            for key in ("storage_path", "original_path"):  # held, and as received
+                if p.quarantine.get(key):
+                    files.append((quarantine_store(node), p.quarantine[key], uid, True))
+    return files
+
+
+def _stage_two(
+    node: Node, facility_id: int, prepared: list[Prepared], actor: Actor, attempt_no: int
+) -> tuple[list[IngestResult], list[str]]:
+    """One attempt of the index transaction, from stage one's results as they came."""
+    attempt = [Prepared(copy.copy(p.result), p.record, p.quarantine) for p in prepared]
+    with node.db.session() as session:
+        unreferenced = commit_prepared(session, facility_id, attempt)
+        results = [p.result for p in attempt]
         _audit_batch(session, actor, results)
     return results, unreferenced
 
