@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import common
 import ingest_bench
 import qido_bench
+import reliability
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +149,18 @@ def test_disk_ceiling_writes_what_it_reports_and_cleans_up(tmp_path: Path) -> No
     assert not any((tmp_path / "m").iterdir())
     args = disk_ceiling.argparse.Namespace(size=65536, orthanc_mb_s=100.0)
     assert "needs 1000 MB/s" in disk_ceiling.report(rows, args)
+
+
+def test_reliability_run_loses_nothing_across_kill9() -> None:
+    """A very short reliability run on both databases: the table has one row per database,
+    instances were acknowledged before and after the kill -9, none was lost, none refused."""
+    rows = reliability.main(
+        ["--duration", "6", "--stow", "2", "--cstore", "1", "--batch", "2", "--kill-at", "0.3"]
+    )
+    assert [r[0] for r in rows] == ["sqlite", "postgresql"]
+    for row in rows:
+        cells = dict(zip(reliability.HEADERS, row, strict=True))
+        assert int(cells["acknowledged"]) > 0
+        assert cells["lost"] == "0"
+        assert cells["errors"] == "0", row
+        assert cells["deadlocks (errors / retried)"].startswith("0 /")
