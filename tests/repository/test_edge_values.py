@@ -274,3 +274,18 @@ def test_failed_batch_leaves_no_files(node: Node) -> None:
     assert len(_files(node)) == 1, "orphan files after a failed batch"
     with node.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Instance)) == 1
+
+
+def test_c_store_whose_commit_fails_is_0xc001_and_leaves_no_file(node: Node, dimse: int) -> None:
+    _fail_instance_inserts(node)
+    ae = AE(ae_title="EDGESCU")
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", dimse, ae_title="PAIR")
+    assert assoc.is_established
+    try:
+        ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), size=8)
+        status = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert status.Status == 0xC001, status
+    assert _files(node) == []

@@ -201,6 +201,12 @@ class DimseServer:
             status.Status = 0xC001
             status.ErrorComment = exc.message[:64]
             return status
+        except Exception as exc:  # a database failure: a clear status, not pynetdicom's 0xC211
+            log.error("C-STORE failed: %s", type(exc).__name__)  # the message may hold values
+            status = Dataset()
+            status.Status = 0xC001
+            status.ErrorComment = "Processing failed; see the server log"
+            return status
         return _status(result)
 
     def _on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
