@@ -3,10 +3,10 @@ one ``kill -9`` of the node in the middle, a restart, then a check that nothing 
 was lost. Not a timed test: it measures and prints.
 
 Per database (SQLite, PostgreSQL) a fresh ``pair serve`` takes ``--stow`` HTTP clients (batches
-of ``--batch`` instances) and ``--cstore`` DICOM associations, all into the same few studies
-(a long-lived series per study and, every fourth request, a new one: the rows concurrent
-ingest contends for). At ``--kill-at`` of the run the node is killed with SIGKILL and started
-again; clients count what fails while it is down as "unreachable" and carry on.
+of ``--batch`` instances spanning two studies) and ``--cstore`` DICOM associations, all into
+the same three studies (a long-lived series per study and, one time in four, a new one: the
+rows concurrent ingest contends for). At ``--kill-at`` of the run the node is killed with
+SIGKILL and started again; clients count what fails while it is down as "unreachable".
 
 Each instance carries a unique InstanceNumber (kept by de-identification); after the run every
 acknowledged one must be readable from the stored files (WADO-RS study metadata), else it is
@@ -125,9 +125,16 @@ class Load:
             return [next(self.numbers) for _ in range(n)]
 
     def _datasets(self, rng: random.Random, nprng: np.random.Generator, n: int) -> list[Dataset]:
-        k = rng.randrange(STUDIES)
-        series = generate_uid() if rng.random() < 0.25 else self.series[k]
-        return [instance(self.studies[k], series, i, nprng) for i in self._next(n)]
+        """``n`` instances over two of the studies (one when ``n`` is 1), each part in the
+        study's long-lived series or, one time in four, in a new series."""
+        out: list[Dataset] = []
+        numbers = self._next(n)
+        ks = rng.sample(range(STUDIES), 2 if n > 1 else 1)
+        for j, k in enumerate(ks):
+            series = generate_uid() if rng.random() < 0.25 else self.series[k]
+            part = numbers[j * n // len(ks) : (j + 1) * n // len(ks)]
+            out += [instance(self.studies[k], series, i, nprng) for i in part]
+        return out
 
     def stow_client(self, worker: int) -> None:
         rng, nprng = random.Random(self.seed + worker), np.random.default_rng(worker)
