@@ -361,9 +361,21 @@ def ingest_batch(
             continue
         files = _files(node, prepared)
         with _in_flight.hold(files) as present:
-            if not present and attempt < _PREPARE_TRIES - 1:
+            if not present:  # removed by a failing batch with the same content: never index it
                 log.info("a file of the batch was removed by a failing batch; preparing again")
-                continue
+                if attempt < _PREPARE_TRIES - 1:
+                    continue
+                _in_flight.remove_unreferenced(node.db.session, files)
+                reason = "Processing failed: a concurrent request interfered; send it again."
+                return [
+                    _rejected(
+                        p.result.original_sop_instance_uid,
+                        p.result.sop_class_uid,
+                        reason,
+                        "processing_failed",
+                    ).result
+                    for p in prepared
+                ]
             try:
                 results, unreferenced = commit_with_retries(
                     functools.partial(_stage_two, node, facility_id, prepared, actor)
