@@ -26,6 +26,7 @@ from pair.audit.models import AuditEvent
 from pair.audit.service import Actor
 from pair.core.node import Node
 from pair.db.throwaway import free_port
+from pair.db.values import column_int
 from pair.repository.dimse import DimseServer
 from pair.repository.ingest import Payload, ingest_batch
 from pair.repository.models import Instance, Series, Study
@@ -67,9 +68,7 @@ def test_index_values_are_sanitised_not_refused(
     study = generate_uid()
     first = ct_instance(study_uid=study, series_uid=generate_uid(), index=1, size=8)
     first.SeriesDescription = "AXIAL\x00 5MM"
-    first.StudyID = "7\x00"
-    first.InstanceNumber = "3000000000"  # IS, above int4
-    first.SeriesNumber = "-9999999999"
+    first.StudyID = "7\x001"
     # ModalitiesInStudy: 12 series of distinct 16-character modalities (CS max length)
     others = [
         ct_instance(
@@ -91,9 +90,15 @@ def test_index_values_are_sanitised_not_refused(
         assert row.num_instances == 13 and row.num_series == 13
         descriptions = set(s.scalars(select(Series.series_description)))
         assert not any("\x00" in d for d in descriptions)
-        numbers = set(s.scalars(select(Instance.instance_number)))
-        assert None in numbers  # not indexed: beyond the column's range
-        assert None in set(s.scalars(select(Series.series_number)))
+    # IS beyond int4 (the IS range): refused naming the element, on both databases
+    big = ct_instance(study_uid=study, series_uid=generate_uid(), index=1, size=8)
+    big.InstanceNumber = "3000000000"
+    r = client.post(
+        "/dicomweb/studies", content=_body(big), headers={**headers["dm"], "Content-Type": CTYPE}
+    )
+    assert r.status_code == 409, r.text
+    assert "InstanceNumber" in r.json()["00081198"]["Value"][0]["00000902"]["Value"][0]
+    assert column_int("3000000000") is None and column_int("-17") == -17  # index defence
     found = client.get(
         "/dicomweb/studies", params={"ModalitiesInStudy": "CT"}, headers=headers["dm"]
     )
@@ -150,8 +155,11 @@ def test_c_store_refuses_nul_identity_and_sanitises_the_rest(node: Node, dimse: 
         good = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), size=8)
         good.StudyDescription = "CHEST\x00"
         good.SeriesDescription = "AX\x00IAL"
-        good.InstanceNumber = str(2**31)
         assert assoc.send_c_store(good).Status == 0x0000
+        big = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), size=8)
+        big.InstanceNumber = str(2**31)
+        status = assoc.send_c_store(big)
+        assert status.Status == 0xC000 and "InstanceNumber" in status.ErrorComment
         final, found = c_find(assoc, QueryRetrieveLevel="STUDY", PatientID="PAT\x00X")
         assert final == 0xA900 and found == []
         final, found = c_find(assoc, QueryRetrieveLevel="STUDY", StudyInstanceUID="")
