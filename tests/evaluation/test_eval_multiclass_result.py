@@ -18,7 +18,7 @@ from pair.evaluation.evaluate_multiclass import evaluate_classes
 from pair.evaluation.report.context import ReportContext
 from pair.evaluation.report.render import render_html
 from pair.evaluation.result import EvaluationResult, MulticlassResult, load_result
-from pair.evaluation.tables import result_tables, summary_lines
+from pair.evaluation.task import result_tables, summary_lines
 
 CLASSES = ["1", "2", "3", "4", "5"]  # CO-RADS-like ordinal classes
 TOL = 1e-6

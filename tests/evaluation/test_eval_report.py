@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from pair.evaluation.evaluate import evaluate_scores
-from pair.evaluation.report.checklist import checklist_definition, prefill_checklist
+from pair.evaluation.report.checklist import checklist_definition
 from pair.evaluation.report.context import ReportContext
 from pair.evaluation.report.render import render_html, write_report
 from pair.evaluation.result import EvaluationResult
+from pair.evaluation.task import task_for
 from tests.evaluation.eval_reference import synthetic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -94,7 +95,7 @@ def test_write_report_exports_png_pdf_and_json(
 
 def test_checklist_prefill(result: EvaluationResult, context: ReportContext) -> None:
     spec = checklist_definition()
-    cl = prefill_checklist(context, result)
+    cl = task_for(result).checklist(context, result)
     assert cl.version == spec["version"] and len(cl.items) == len(spec["items"])
     by_id = {it.id: it for it in cl.items}
     assert by_id["13"].answer == "RT-PCR within 48 h"
@@ -102,5 +103,5 @@ def test_checklist_prefill(result: EvaluationResult, context: ReportContext) -> 
     assert by_id["10"].answer is not None and "inference failed: 3" in by_id["10"].answer
     assert by_id["35"].answer is not None and "AUC" in by_id["35"].answer
     assert not by_id["42"].prefilled  # funding: only the site knows
-    empty = prefill_checklist(ReportContext(study_design=None, partition=None), result)
+    empty = task_for(result).checklist(ReportContext(study_design=None, partition=None), result)
     assert not {it.id: it for it in empty.items}["13"].prefilled

@@ -73,7 +73,7 @@ def evaluate(
     from pair.evalruns.multiclass import label_classes
     from pair.evalruns.truth import map_label_csv
     from pair.evaluation.report.render import write_report
-    from pair.evaluation.tables import result_tables, summary_lines
+    from pair.evaluation.task import result_tables, summary_lines
 
     node = node_for(data_dir)
     with node.db.session() as s:

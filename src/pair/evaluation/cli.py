@@ -55,7 +55,8 @@ def scores_cmd(
     """Evaluate binary scores from a CSV and print the main table."""
     from pair.evaluation.evaluate import evaluate_scores
     from pair.evaluation.report.render import write_report
-    from pair.evaluation.tables import load_scores_csv, main_table, summary_lines
+    from pair.evaluation.tables import load_scores_csv
+    from pair.evaluation.task import result_tables, summary_lines
 
     table = load_scores_csv(csv_path, label, score, groups=group, cluster=cluster, compare=compare)
     result = evaluate_scores(
@@ -74,7 +75,8 @@ def scores_cmd(
         boot_method="bca" if bca else "percentile",
         exclusions=table.exclusions,
     )
-    console.print(main_table(result))
+    for t in result_tables(result):
+        console.print(t)
     for line in summary_lines(result):
         console.print(line, highlight=False)
     if out is not None:
