@@ -40,6 +40,7 @@ from pair.evalruns.truth import check_spec, describe_spec, resolve_truth
 from pair.evaluation.evaluate import evaluate_scores
 from pair.evaluation.report.context import ReportContext
 from pair.evaluation.result import AnyResult, load_result
+from pair.evaluation.stats.bootstrap import patients_repeat
 
 RUN_ROLES = frozenset({Role.ADMIN.value, Role.EVALUATOR.value})
 GROUP_COLUMNS = ("sex", "age_band", "manufacturer", "site", "modality")
@@ -362,7 +363,7 @@ def evaluate_cases(
     y = np.array([r["y"] for r in rows], dtype=np.int64)
     s = np.array([r["score"] for r in rows], dtype=np.float64)
     patients = [r["patient"] for r in rows]
-    clustered = len(set(patients)) < len(patients)
+    clustered = patients_repeat(patients)
     threshold = manifest.output.recommended_threshold
     return evaluate_scores(
         y,
