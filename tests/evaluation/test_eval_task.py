@@ -62,3 +62,18 @@ def test_one_clustering_rule_and_one_mcnemar_caveat_for_both_tasks() -> None:
     assert multi.clustered and clustered_mcnemar_warning(1) in multi.warnings
     single = evaluate_classes(y, probs, ["neg", "pos"], clusters=np.arange(120))
     assert not single.clustered
+
+
+def test_class_names_are_unique_across_evaluation_and_reporting() -> None:
+    """``MulticlassResult`` and ``ReportContext`` each name one class (no look-alikes)."""
+    import ast
+
+    import pair.reporting
+
+    seen: dict[str, list[str]] = {}
+    for pkg in (pair.evaluation, pair.evalruns, pair.reporting):
+        for path in Path(pkg.__path__[0]).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef):
+                    seen.setdefault(node.name, []).append(str(path))
+    assert {k: v for k, v in seen.items() if len(v) > 1} == {}

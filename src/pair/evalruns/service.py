@@ -38,7 +38,7 @@ from pair.evalruns.multiclass import (
 )
 from pair.evalruns.truth import check_spec, describe_spec, resolve_truth
 from pair.evaluation.evaluate import evaluate_scores
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.result import AnyResult, load_result
 from pair.evaluation.stats.bootstrap import patients_repeat
 
@@ -414,14 +414,14 @@ def result_of(run: EvaluationRun) -> AnyResult:
     return load_result(run.result)
 
 
-def report_context(session: Session, run: EvaluationRun) -> ReportContext:
+def report_context(session: Session, run: EvaluationRun) -> EvaluationContext:
     a = algorithms.get_algorithm(session, run.algorithm_id, run.algorithm_version)
     m = Manifest.model_validate(a.manifest)
     facility = session.get(Facility, run.facility_id)
     summary = run.cohort_summary or {}
     excl = summary.get("exclusions") or {}
     dates = [r.get("study_date", "") for r in run.cases if r.get("study_date")]
-    return ReportContext(
+    return EvaluationContext(
         title=f"Local evaluation of {m.name}",
         site=facility.name if facility else None,
         algorithm_id=a.algorithm_id,

@@ -14,18 +14,18 @@ import typer
 
 from pair.cli.common import console, handle_errors
 from pair.core.errors import Invalid
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 
 # numpy/scipy/matplotlib are imported inside the commands so that `pair --help` stays fast.
 
 evaluation_app = typer.Typer(help="Statistics, reports and feedback for local AI evaluation.")
 
 
-def _context(path: Path | None) -> ReportContext:
+def _context(path: Path | None) -> EvaluationContext:
     if path is None:
-        return ReportContext()
+        return EvaluationContext()
     try:
-        return ReportContext.model_validate_json(path.read_text(encoding="utf-8"))
+        return EvaluationContext.model_validate_json(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise Invalid(f"{path} is not a valid report context: {exc}") from exc
 
@@ -46,7 +46,7 @@ def scores_cmd(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
     seed: Annotated[int, typer.Option()] = 0,
     bca: Annotated[bool, typer.Option(help="BCa instead of percentile intervals.")] = False,
-    context: Annotated[Path | None, typer.Option(help="ReportContext JSON file.")] = None,
+    context: Annotated[Path | None, typer.Option(help="EvaluationContext JSON file.")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write report.html, result.json, figures.")
     ] = None,
@@ -105,7 +105,7 @@ def feedback_cmd(
     result_json: Annotated[Path, typer.Argument(help="result.json of an evaluation.")],
     key: Annotated[Path, typer.Option(help="Signing key file.")],
     key_id: Annotated[str, typer.Option(help="Key id registered with the hub.")],
-    context: Annotated[Path | None, typer.Option(help="ReportContext JSON file.")] = None,
+    context: Annotated[Path | None, typer.Option(help="EvaluationContext JSON file.")] = None,
     comment: Annotated[str | None, typer.Option(help="Free-text site feedback.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the signed envelope here.")] = None,
     url: Annotated[str | None, typer.Option(help="Hub URL to POST to.")] = None,

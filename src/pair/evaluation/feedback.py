@@ -30,7 +30,7 @@ from pair.evaluation.feedback_payload import (
     FORMAT_VERSION,
     assert_aggregate_only,
 )
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.result import AnyResult
 from pair.evaluation.task import task_for
 
@@ -66,7 +66,7 @@ class FeedbackError(PairError):
 
 def build_feedback_payload(
     result: AnyResult,
-    context: ReportContext,
+    context: EvaluationContext,
     *,
     site: dict[str, str] | None = None,
     comment: str | None = None,

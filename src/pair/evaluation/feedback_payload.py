@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pair.core.errors import Invalid
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.result import (
     CalibrationResult,
     Estimate,
@@ -60,7 +60,7 @@ def _est(e: Estimate | None) -> dict[str, Any] | None:
     return {"value": e.value, "lower": e.lower, "upper": e.upper, "method": e.method}
 
 
-def _header(context: ReportContext, site: dict[str, str] | None, kind: str) -> dict[str, Any]:
+def _header(context: EvaluationContext, site: dict[str, str] | None, kind: str) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -80,7 +80,7 @@ def _header(context: ReportContext, site: dict[str, str] | None, kind: str) -> d
 
 def multiclass_payload(
     result: MulticlassResult,
-    context: ReportContext,
+    context: EvaluationContext,
     site: dict[str, str] | None,
     comment: str | None,
     min_cell: int,
@@ -204,7 +204,7 @@ def _multiclass_calibration(result: MulticlassResult) -> dict[str, Any] | None:
 
 def binary_payload(
     result: EvaluationResult,
-    context: ReportContext,
+    context: EvaluationContext,
     site: dict[str, str] | None,
     comment: str | None,
     min_cell: int,

@@ -22,7 +22,7 @@ from pair.evaluation.report.checklist import (
     fmt,
     prefill_checklist,
 )
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.result import AnyResult, EvaluationResult, MulticlassResult, TaskName
 from pair.evaluation.tables import (
     binary_summary_lines,
@@ -50,19 +50,19 @@ class EvaluationTask(Protocol[R_contra]):
 
     def checklist_answer(self, key: str, r: R_contra) -> str | None: ...
 
-    def checklist(self, context: ReportContext, r: R_contra) -> Checklist: ...
+    def checklist(self, context: EvaluationContext, r: R_contra) -> Checklist: ...
 
     def feedback(
         self,
         r: R_contra,
-        context: ReportContext,
+        context: EvaluationContext,
         *,
         site: dict[str, str] | None,
         comment: str | None,
         min_cell: int,
     ) -> dict[str, Any]: ...
 
-    def summary_page(self, r: R_contra, context: ReportContext) -> list[str]: ...
+    def summary_page(self, r: R_contra, context: EvaluationContext) -> list[str]: ...
 
 
 class _Task(Generic[R]):
@@ -71,7 +71,7 @@ class _Task(Generic[R]):
     def checklist_answer(self, key: str, r: R) -> str | None:
         raise KeyError(key)  # overridden by each task
 
-    def checklist(self, context: ReportContext, r: R) -> Checklist:
+    def checklist(self, context: EvaluationContext, r: R) -> Checklist:
         return prefill_checklist(context, lambda key: self.checklist_answer(key, r))
 
 
@@ -96,7 +96,7 @@ class BinaryTask(_Task[EvaluationResult]):
     def feedback(
         self,
         r: EvaluationResult,
-        context: ReportContext,
+        context: EvaluationContext,
         *,
         site: dict[str, str] | None,
         comment: str | None,
@@ -104,7 +104,7 @@ class BinaryTask(_Task[EvaluationResult]):
     ) -> dict[str, Any]:
         return binary_payload(r, context, site, comment, min_cell)
 
-    def summary_page(self, r: EvaluationResult, context: ReportContext) -> list[str]:
+    def summary_page(self, r: EvaluationResult, context: EvaluationContext) -> list[str]:
         op = r.operating_point("manifest")
         return [
             context.title,
@@ -140,7 +140,7 @@ class MulticlassTask(_Task[MulticlassResult]):
     def feedback(
         self,
         r: MulticlassResult,
-        context: ReportContext,
+        context: EvaluationContext,
         *,
         site: dict[str, str] | None,
         comment: str | None,
@@ -148,7 +148,7 @@ class MulticlassTask(_Task[MulticlassResult]):
     ) -> dict[str, Any]:
         return multiclass_payload(r, context, site, comment, min_cell)
 
-    def summary_page(self, r: MulticlassResult, context: ReportContext) -> list[str]:
+    def summary_page(self, r: MulticlassResult, context: EvaluationContext) -> list[str]:
         return [
             context.title,
             f"Algorithm: {context.algorithm or 'not stated'}",

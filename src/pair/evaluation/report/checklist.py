@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.result import Estimate, EvaluationResult
 
 Answer = Callable[[str], str | None]
@@ -106,7 +106,7 @@ def binary_checklist_answer(key: str, r: EvaluationResult) -> str | None:
     raise KeyError(key)
 
 
-def prefill_checklist(context: ReportContext, answer_from_result: Answer) -> Checklist:
+def prefill_checklist(context: EvaluationContext, answer_from_result: Answer) -> Checklist:
     """The checklist with ``context.*`` items from the context and ``result.*`` items from
     ``answer_from_result`` (the task's answer for one key)."""
     spec = checklist_definition()

@@ -11,7 +11,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 
 from pair.evaluation.report import figures
 from pair.evaluation.report.checklist import fmt
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.result import AnyResult
 from pair.evaluation.task import task_for
 
@@ -31,7 +31,7 @@ _env.filters["num"] = _num
 
 
 def render_html(
-    result: AnyResult, context: ReportContext, pngs: dict[str, bytes] | None = None
+    result: AnyResult, context: EvaluationContext, pngs: dict[str, bytes] | None = None
 ) -> str:
     """One HTML page with inline PNG figures: no external files, scripts or fonts."""
     task = task_for(result)
@@ -59,7 +59,7 @@ class ReportFiles:
 
 
 def write_report(
-    result: AnyResult, context: ReportContext, out_dir: Path, *, pdf: bool = False
+    result: AnyResult, context: EvaluationContext, out_dir: Path, *, pdf: bool = False
 ) -> ReportFiles:
     """Write report.html, result.json, figures/<name>.png and (optionally) report.pdf."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def write_report(
     return ReportFiles(html, paths, pdf_path, js)
 
 
-def _summary_page(r: AnyResult, ctx: ReportContext) -> plt.Figure:
+def _summary_page(r: AnyResult, ctx: EvaluationContext) -> plt.Figure:
     fig = plt.figure(figsize=(8.27, 11.69))
     lines = task_for(r).summary_page(r, ctx)
     fig.text(0.06, 0.95, "\n".join(lines), va="top", fontsize=9, wrap=True)
