@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import select
@@ -36,6 +36,14 @@ from pair.evalruns.multiclass import (
     output_classes,
     reader_probabilities,
 )
+from pair.evalruns.rows import (
+    DEFAULT_N_BOOT,
+    DEFAULT_SEED,
+    CaseRow,
+    RunOptions,
+    group_columns,
+    with_defaults,
+)
 from pair.evalruns.truth import check_spec, describe_spec, resolve_truth
 from pair.evaluation.evaluate import evaluate_scores
 from pair.evaluation.report.context import EvaluationContext
@@ -43,7 +51,6 @@ from pair.evaluation.result import AnyResult, load_result
 from pair.evaluation.stats.bootstrap import patients_repeat
 
 RUN_ROLES = frozenset({Role.ADMIN.value, Role.EVALUATOR.value})
-GROUP_COLUMNS = ("sex", "age_band", "manufacturer", "site", "modality")
 Progress = Callable[[int, int], None]
 
 
@@ -62,7 +69,7 @@ def create_run(
     compare: str | None = None,
     labels: dict[str, Any] | None = None,
     facility_id: int | None = None,
-    options: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
 ) -> EvaluationRun:
     """Validate the inputs (cohort syntax, truth source, algorithm versions) and queue a run."""
     _require(actor)
@@ -77,7 +84,7 @@ def create_run(
         raise Invalid("Truth source csv needs a label file.")
     a = algorithms.get_algorithm(session, *algorithms.parse_ref(algorithm))
     b = algorithms.get_algorithm(session, *algorithms.parse_ref(compare)) if compare else None
-    opts = {"n_boot": 2000, "seed": 0, **(options or {})}
+    opts = with_defaults(options)
     check_run_inputs(
         Manifest.model_validate(a.manifest),
         a.ref,
@@ -252,7 +259,7 @@ def _execute(
         run.started_at = run.started_at or datetime.now(UTC)
         run.total = len(included) * (2 if b_row else 1)
         run.done = 0
-        opts = dict(run.options)
+        opts = cast(RunOptions, dict(run.options))
         names = (a_row.ref, b_row.ref if b_row else "comparator")
         if reader is not None:
             names = (a_row.ref, f"report category ({run.options['compare_report']})")
@@ -262,7 +269,7 @@ def _execute(
     res_a = _infer(node, a_row, chosen, rep, pool)
     res_b = _infer(node, b_row, chosen, rep, pool) if b_row else {}
     failures: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
+    rows: list[CaseRow] = []
     for c, y in included:
         bad = [
             (n, r)
@@ -283,16 +290,20 @@ def _execute(
             reason = f"inference failed: {bad[0][1].error or 'no score'}"
             exclusions[reason] = exclusions.get(reason, 0) + 1
             continue
-        row = {
-            "case_id": c.case_id,
-            "study_uid": c.study_uid,
-            "patient": c.pseudonym,
-            "y": y,
-            "score": res_a[c.case_id].score,
-            "study_date": c.study_date,
-            "n_images": res_a[c.case_id].n_images,
-            **{g: getattr(c, g) for g in GROUP_COLUMNS},
-        }
+        row = CaseRow(
+            case_id=c.case_id,
+            study_uid=c.study_uid,
+            patient=c.pseudonym,
+            y=y,
+            score=res_a[c.case_id].score,
+            study_date=c.study_date,
+            n_images=res_a[c.case_id].n_images,
+            sex=c.sex,
+            age_band=c.age_band,
+            manufacturer=c.manufacturer,
+            site=c.site,
+            modality=c.modality,
+        )
         if classes is not None:
             row["probs"] = case_probabilities(classes, res_a[c.case_id].outputs)
             if b_row:
@@ -323,7 +334,7 @@ def _execute(
             raise Conflict(f"Evaluation run {run_id} was taken over by another process.")
         run.done = rep.done
         run.failures = failures
-        run.cases = rows
+        run.cases = [dict(r) for r in rows]
         run.cohort_summary = summary
         run.result = json.loads(result.model_dump_json())
         run.status = RunStatus.DONE
@@ -343,9 +354,9 @@ def _execute(
 
 
 def evaluate_cases(
-    rows: list[dict[str, Any]],
+    rows: list[CaseRow],
     manifest: Manifest,
-    opts: dict[str, Any],
+    opts: RunOptions,
     names: tuple[str, str],
     exclusions: dict[str, int],
     *,
@@ -355,9 +366,7 @@ def evaluate_cases(
 
     Multiclass algorithms go to ``evaluate_class_cases`` (class-index ``y``, ``probs``)."""
     if output_classes(manifest) is not None:
-        return evaluate_class_cases(
-            rows, manifest, exclusions, GROUP_COLUMNS, opts, names if compare else None
-        )
+        return evaluate_class_cases(rows, manifest, exclusions, opts, names if compare else None)
     if not rows:
         raise Invalid(f"No case left to evaluate (excluded: {exclusions or 'none selected'}).")
     y = np.array([r["y"] for r in rows], dtype=np.int64)
@@ -369,15 +378,15 @@ def evaluate_cases(
         y,
         s,
         0.5 if threshold is None else threshold,
-        groups={g: np.array([r[g] for r in rows], dtype=object) for g in GROUP_COLUMNS},
+        groups=group_columns(rows),
         clusters=np.array(patients, dtype=object) if clustered else None,
         compare_scores=np.array([r["score_compare"] for r in rows]) if compare else None,
         compare_threshold=opts.get("compare_threshold"),
         prevalence=opts.get("prevalence"),
         target_sensitivity=opts.get("target_sensitivity"),
         names=names,
-        n_boot=int(opts.get("n_boot", 2000)),
-        seed=int(opts.get("seed", 0)),
+        n_boot=int(opts.get("n_boot", DEFAULT_N_BOOT)),
+        seed=int(opts.get("seed", DEFAULT_SEED)),
         exclusions=exclusions,
     )
 
