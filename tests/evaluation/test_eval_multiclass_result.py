@@ -158,7 +158,7 @@ def test_feedback_cli_reads_a_multiclass_result(tmp_path: Path) -> None:
     r = CliRunner().invoke(
         app,
         [
-            "evaluation",
+            "offline-evaluation",
             "feedback",
             str(tmp_path / "result.json"),
             "--key",

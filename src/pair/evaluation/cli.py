@@ -1,4 +1,6 @@
-"""``pair evaluation``: evaluate a CSV of scores, build and send signed feedback, make keys.
+"""``pair offline-evaluation``: evaluate a CSV of scores, build and send signed feedback, make keys.
+
+Files only, no node (the old name ``pair evaluation`` still works, hidden, with a warning).
 
 The database-backed ``pair evaluate`` (cohort + algorithm run) reuses ``evaluate_scores`` and
 ``tables.main_table``; these commands work on files only.

@@ -1,4 +1,4 @@
-"""CSV input and the terminal main table, shared by ``pair evaluation`` and ``pair evaluate``."""
+"""CSV input and terminal tables, shared by ``pair offline-evaluation`` and ``pair evaluate``."""
 
 from __future__ import annotations
 
