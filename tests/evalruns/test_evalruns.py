@@ -31,6 +31,7 @@ from pair.core.node import Node, open_node
 from pair.evalruns import service
 from pair.evalruns.cohort import Cohort, parse_cohort
 from pair.evalruns.models import EvaluationRun
+from pair.evalruns.rows import GROUP_COLUMNS, CaseRow
 from pair.evalruns.truth import map_label_csv
 from pair.evaluation import feedback as fb
 from pair.evaluation.evaluate import evaluate_scores
@@ -140,6 +141,10 @@ def test_pipeline_adds_nothing(node: Node, shared_data: Path, tmp_path: Path) ->
             )
         }
     cases = run.cases
+    # the stored rows are exactly the typed CaseRow (binary: no class probabilities)
+    assert all(set(c) == CaseRow.__required_keys__ | {"score_compare"} for c in cases) or all(
+        set(c) == CaseRow.__required_keys__ for c in cases
+    )
     direct = {
         r.case_id: r.score
         for r in run_inference(algo, [Case(c["case_id"], [files[c["case_id"]]]) for c in cases])
@@ -147,7 +152,7 @@ def test_pipeline_adds_nothing(node: Node, shared_data: Path, tmp_path: Path) ->
     assert [c["score"] for c in cases] == [direct[c["case_id"]] for c in cases]
     by_patient = {c["patient"] for c in cases}
     assert len(by_patient) < len(cases)  # several images per patient -> clustered
-    groups = {g: np.array([c[g] for c in cases], dtype=object) for g in service.GROUP_COLUMNS}
+    groups = {g: np.array([c[g] for c in cases], dtype=object) for g in GROUP_COLUMNS}
     expected = evaluate_scores(
         np.array([c["y"] for c in cases]),
         np.array([c["score"] for c in cases]),
@@ -160,7 +165,7 @@ def test_pipeline_adds_nothing(node: Node, shared_data: Path, tmp_path: Path) ->
     )
     assert _numbers(run.result) == _numbers(json.loads(expected.model_dump_json()))
     assert "cluster" in result.auc.method
-    assert {s.variable for s in result.subgroups} == set(service.GROUP_COLUMNS)
+    assert {s.variable for s in result.subgroups} == set(GROUP_COLUMNS)
 
     # RT-PCR truth from the clinical data: the same labels for every patient.
     pcr = service.execute_run(node, pcr_run)

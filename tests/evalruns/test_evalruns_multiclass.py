@@ -28,6 +28,7 @@ from pair.core.node import Node, open_node
 from pair.evalruns import service
 from pair.evalruns.models import EvaluationRun
 from pair.evalruns.multiclass import label_classes
+from pair.evalruns.rows import GROUP_COLUMNS, CaseRow
 from pair.evalruns.truth import map_label_csv
 from pair.evaluation import feedback as fb
 from pair.evaluation.evaluate_multiclass import evaluate_classes
@@ -137,6 +138,7 @@ def test_multiclass_run_report_and_csv_truth(node: Node, shared_data: Path, tmp_
         name: sum(1 for c in categories.values() if c == name) for name in NAMES
     }
     cases = run.cases
+    assert all(set(c) == CaseRow.__required_keys__ | {"probs"} for c in cases)  # typed rows
     assert all(c["y"] == NAMES.index(categories[str(c["study_uid"])]) for c in cases)
     _check_against_sklearn(result, cases)
     # several images per patient: every interval is the patient-clustered bootstrap, and the
@@ -149,7 +151,7 @@ def test_multiclass_run_report_and_csv_truth(node: Node, shared_data: Path, tmp_
         NAMES,
         class_labels=[c["label"] for c in CLASSES],
         ordinal=True,
-        groups={g: np.array([c[g] for c in cases], dtype=object) for g in service.GROUP_COLUMNS},
+        groups={g: np.array([c[g] for c in cases], dtype=object) for g in GROUP_COLUMNS},
         clusters=np.array([c["patient"] for c in cases], dtype=object),
         exclusions={"no final rsna-cxr-covid report": 1},
     )

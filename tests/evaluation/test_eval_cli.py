@@ -45,7 +45,7 @@ def test_scores_report_feedback_round_trip(tmp_path: Path) -> None:
     res = runner.invoke(
         app,
         [
-            "evaluation",
+            "offline-evaluation",
             "scores",
             str(data),
             "--label",
@@ -79,14 +79,16 @@ def test_scores_report_feedback_round_trip(tmp_path: Path) -> None:
     assert "RT-PCR" in (out / "report.html").read_text()
 
     key = tmp_path / "feedback.key"
-    assert runner.invoke(app, ["evaluation", "keygen", str(key)]).exit_code == 0
+    assert runner.invoke(app, ["offline-evaluation", "keygen", str(key)]).exit_code == 0
+    # the old group name still works, hidden, and says what to use instead
     again = runner.invoke(app, ["evaluation", "keygen", str(key)])
+    assert "use `pair offline-evaluation`" in again.output
     assert again.exit_code == 2 and "refusing to overwrite" in again.output
     env_path = tmp_path / "envelope.json"
     res = runner.invoke(
         app,
         [
-            "evaluation",
+            "offline-evaluation",
             "feedback",
             str(out / "result.json"),
             "--key",
@@ -111,7 +113,7 @@ def test_missing_column_is_reported(tmp_path: Path) -> None:
     res = runner.invoke(
         app,
         [
-            "evaluation",
+            "offline-evaluation",
             "scores",
             str(data),
             "--label",

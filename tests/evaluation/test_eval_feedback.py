@@ -18,7 +18,7 @@ import pytest
 from pair.core.errors import Invalid
 from pair.evaluation import feedback as fb
 from pair.evaluation.evaluate import evaluate_scores
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 from tests.evaluation.eval_reference import synthetic
 
 KEY = bytes(range(32))
@@ -38,7 +38,7 @@ def payload() -> dict[str, Any]:
         groups={"site": site},
         compare_scores=np.clip(p + rng.normal(scale=0.2, size=y.size), 0, 1),
     )
-    ctx = ReportContext(
+    ctx = EvaluationContext(
         algorithm_id="demo", algorithm_version="1.0", model_sha256="0" * 64, truth_source="RT-PCR"
     )
     return fb.build_feedback_payload(

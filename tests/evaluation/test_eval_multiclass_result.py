@@ -15,10 +15,10 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix, roc_auc_score
 from pair.core.errors import Invalid
 from pair.evaluation import feedback as fb
 from pair.evaluation.evaluate_multiclass import evaluate_classes
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.report.render import render_html
 from pair.evaluation.result import EvaluationResult, MulticlassResult, load_result
-from pair.evaluation.tables import result_tables, summary_lines
+from pair.evaluation.task import result_tables, summary_lines
 
 CLASSES = ["1", "2", "3", "4", "5"]  # CO-RADS-like ordinal classes
 TOL = 1e-6
@@ -92,8 +92,8 @@ def test_nominal_classes_ties_missing_class_and_clusters() -> None:
         evaluate_classes(y + 2, p, ["a", "b", "c"])
 
 
-def _context() -> ReportContext:
-    return ReportContext(
+def _context() -> EvaluationContext:
+    return EvaluationContext(
         title="Local evaluation of a CO-RADS model",
         algorithm_id="corads-model",
         algorithm_name="CO-RADS model",
@@ -158,7 +158,7 @@ def test_feedback_cli_reads_a_multiclass_result(tmp_path: Path) -> None:
     r = CliRunner().invoke(
         app,
         [
-            "evaluation",
+            "offline-evaluation",
             "feedback",
             str(tmp_path / "result.json"),
             "--key",

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from pair.evaluation.evaluate import evaluate_scores
-from pair.evaluation.report.checklist import checklist_definition, prefill_checklist
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.checklist import checklist_definition
+from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.report.render import render_html, write_report
 from pair.evaluation.result import EvaluationResult
+from pair.evaluation.task import task_for
 from tests.evaluation.eval_reference import synthetic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,8 +37,8 @@ def result() -> EvaluationResult:
 
 
 @pytest.fixture(scope="module")
-def context() -> ReportContext:
-    return ReportContext(
+def context() -> EvaluationContext:
+    return EvaluationContext(
         site="Demo site",
         algorithm_id="pair-demo-cxr",
         algorithm_name="PAIR demo CXR",
@@ -50,7 +51,7 @@ def context() -> ReportContext:
 
 
 def test_html_is_self_contained_with_all_sections(
-    result: EvaluationResult, context: ReportContext
+    result: EvaluationResult, context: EvaluationContext
 ) -> None:
     html = render_html(result, context)
     for section in (
@@ -76,12 +77,12 @@ def test_html_is_self_contained_with_all_sections(
 
 
 def test_user_text_is_escaped(result: EvaluationResult) -> None:
-    html = render_html(result, ReportContext(data_source="<script>alert(1)</script>"), pngs={})
+    html = render_html(result, EvaluationContext(data_source="<script>alert(1)</script>"), pngs={})
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
 
 
 def test_write_report_exports_png_pdf_and_json(
-    result: EvaluationResult, context: ReportContext, tmp_path: Path
+    result: EvaluationResult, context: EvaluationContext, tmp_path: Path
 ) -> None:
     files = write_report(result, context, tmp_path / "out", pdf=True)
     assert files.html.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
@@ -92,9 +93,9 @@ def test_write_report_exports_png_pdf_and_json(
     assert back.auc == result.auc
 
 
-def test_checklist_prefill(result: EvaluationResult, context: ReportContext) -> None:
+def test_checklist_prefill(result: EvaluationResult, context: EvaluationContext) -> None:
     spec = checklist_definition()
-    cl = prefill_checklist(context, result)
+    cl = task_for(result).checklist(context, result)
     assert cl.version == spec["version"] and len(cl.items) == len(spec["items"])
     by_id = {it.id: it for it in cl.items}
     assert by_id["13"].answer == "RT-PCR within 48 h"
@@ -102,5 +103,5 @@ def test_checklist_prefill(result: EvaluationResult, context: ReportContext) -> 
     assert by_id["10"].answer is not None and "inference failed: 3" in by_id["10"].answer
     assert by_id["35"].answer is not None and "AUC" in by_id["35"].answer
     assert not by_id["42"].prefilled  # funding: only the site knows
-    empty = prefill_checklist(ReportContext(study_design=None, partition=None), result)
+    empty = task_for(result).checklist(EvaluationContext(study_design=None, partition=None), result)
     assert not {it.id: it for it in empty.items}["13"].prefilled

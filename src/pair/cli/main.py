@@ -33,7 +33,31 @@ register_repository(app)
 app.command("deid")(deid)
 app.command("deid-export-mapping")(deid_export_mapping)
 app.command("deid-profile")(deid_profile)
-app.add_typer(evaluation_app, name="evaluation")
+# ``pair evaluate`` runs an algorithm on this node's cases; ``pair offline-evaluation`` works on
+# files only (a scores CSV, a result.json). ``pair evaluation`` is the old, easily confused name.
+app.add_typer(
+    evaluation_app,
+    name="offline-evaluation",
+    help="From files, without a node: statistics and report from a scores CSV, signed feedback "
+    "from a result.json, feedback keys.",
+)
+
+
+def _evaluation_deprecated() -> None:
+    typer.echo(
+        "warning: `pair evaluation` is deprecated; use `pair offline-evaluation` "
+        "(`pair evaluate` runs an algorithm on this node's cases).",
+        err=True,
+    )
+
+
+app.add_typer(
+    evaluation_app,
+    name="evaluation",
+    hidden=True,
+    callback=_evaluation_deprecated,
+    help="Deprecated name of `pair offline-evaluation`.",
+)
 app.command("evaluate")(evaluate)
 app.command("synth")(synth)
 

@@ -21,6 +21,7 @@ from pair.core.node import Node
 from pair.evalruns import service
 from pair.evalruns.models import EvaluationRun, RunStatus
 from pair.evalruns.multiclass import label_classes
+from pair.evalruns.rows import RunOptions
 from pair.evalruns.truth import map_label_csv
 from pair.web.deps import SessionDep, get_node, require_roles
 from pair.web.headers import REPORT_CSP
@@ -87,7 +88,7 @@ def create_and_start(
     truth: str,
     compare: str | None,
     labels: bytes | None,
-    options: dict[str, Any],
+    options: RunOptions,
     pool: WorkerPool | None = None,
 ) -> int:
     """Commit the queued run in its own transaction, then start its thread (API and portal)."""

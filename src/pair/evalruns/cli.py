@@ -71,9 +71,10 @@ def evaluate(
     """Evaluate an algorithm on this node's cases: main table on screen, report in --out."""
     from pair.evalruns import service
     from pair.evalruns.multiclass import label_classes
+    from pair.evalruns.rows import RunOptions
     from pair.evalruns.truth import map_label_csv
     from pair.evaluation.report.render import write_report
-    from pair.evaluation.tables import result_tables, summary_lines
+    from pair.evaluation.task import result_tables, summary_lines
 
     node = node_for(data_dir)
     with node.db.session() as s:
@@ -87,7 +88,7 @@ def evaluate(
                 if not labels.is_file():
                     raise Invalid(f"No such label file: {labels}")
                 mapped = map_label_csv(s, fid, labels.read_bytes(), label_classes(s, algorithm))
-            opts = {
+            opts: RunOptions = {
                 "n_boot": n_boot,
                 "seed": seed,
                 "prevalence": prevalence,

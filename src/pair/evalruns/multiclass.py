@@ -16,6 +16,13 @@ from pair.algorithms import service as algorithms
 from pair.algorithms.manifest import Manifest, OutputClass, OutputKind
 from pair.core.errors import Invalid
 from pair.evalruns.classes import allowed_names, module_class_map
+from pair.evalruns.rows import (
+    DEFAULT_N_BOOT,
+    DEFAULT_SEED,
+    CaseRow,
+    RunOptions,
+    group_columns,
+)
 from pair.evalruns.truth import check_class_labels, is_class_spec
 from pair.evaluation.evaluate_multiclass import evaluate_classes
 from pair.evaluation.result import MulticlassResult
@@ -122,11 +129,10 @@ def case_probabilities(classes: list[OutputClass], outputs: dict[str, float] | N
 
 
 def evaluate_class_cases(
-    rows: list[dict[str, Any]],
+    rows: list[CaseRow],
     manifest: Manifest,
     exclusions: dict[str, int],
-    group_columns: tuple[str, ...],
-    opts: dict[str, Any],
+    opts: RunOptions,
     names: tuple[str, str] | None = None,
 ) -> MulticlassResult:
     """``evaluate_classes`` on the case table (``y`` = class index, ``probs`` = vector);
@@ -141,10 +147,10 @@ def evaluate_class_cases(
         [c.name for c in classes],
         class_labels=[c.label for c in classes],
         ordinal=manifest.output.ordinal,
-        groups={g: np.array([r[g] for r in rows], dtype=object) for g in group_columns},
+        groups=group_columns(rows),
         clusters=np.array(patients, dtype=object),
-        n_boot=int(opts.get("n_boot", 2000)),
-        seed=int(opts.get("seed", 0)),
+        n_boot=int(opts.get("n_boot", DEFAULT_N_BOOT)),
+        seed=int(opts.get("seed", DEFAULT_SEED)),
         exclusions=exclusions,
         compare_probabilities=None
         if names is None

@@ -19,7 +19,6 @@ from pair.evalruns import service
 from pair.evalruns.api import create_and_start, worker_pool
 from pair.evalruns.cohort import Cohort, parse_cohort
 from pair.evalruns.models import RunStatus
-from pair.evaluation.result import MulticlassResult
 from pair.reporting.loader import all_modules
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, get_node
@@ -203,16 +202,17 @@ def run_page(
     }
     if run.status == RunStatus.DONE:
         from pair.evaluation.report import figures
-        from pair.evaluation.report.checklist import prefill_checklist
+        from pair.evaluation.task import task_for
 
         result = service.result_of(run)
+        task = task_for(result)
         context = service.report_context(session, run)
-        figs = figures.all_figures(result)
+        figs = task.figures(result)
         try:
             ctx["images"] = {n: figures.data_uri(figures.png_bytes(f)) for n, f in figs.items()}
         finally:
             figures.close(figs)
-        ctx.update(r=result, ctx=context, checklist=prefill_checklist(context, result))
-        ctx["multiclass"] = isinstance(result, MulticlassResult)
+        ctx.update(r=result, ctx=context, checklist=task.checklist(context, result))
+        ctx["multiclass"] = task.name == "multiclass"
         record(session, actor, "evaluation.view", "evaluation_run", str(run_id))
     return render(request, "evalruns/run.html", ctx)

@@ -1,49 +1,45 @@
-"""Create and execute evaluation runs; build their report context, HTML and signed feedback.
+"""Create, list, start and resume evaluation runs; build their report context and feedback.
 
-``execute_run`` is the one code path for the CLI (synchronous, with a progress bar), the API and
-the portal (a background thread). It is resumable: inference results are cached per algorithm
-version x instance by ``pair.algorithms.runner``, so running a crashed or interrupted run again
-only computes what is missing. One executor at a time: see ``pair.evalruns.jobs``.
+``execute_run`` (``pair.evalruns.execute``) is the one code path for the CLI (synchronous, with
+a progress bar), the API and the portal (a background thread). It is resumable: inference
+results are cached per algorithm version x instance by ``pair.algorithms.runner``, so running a
+crashed or interrupted run again only computes what is missing. One executor at a time: see
+``pair.evalruns.jobs``.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Facility, Role
 from pair.algorithms import service as algorithms
 from pair.algorithms.manifest import Manifest
-from pair.algorithms.runner import Case, WorkerPool, run_inference
+from pair.algorithms.runner import WorkerPool
 from pair.audit.service import Actor, record
-from pair.core.errors import Conflict, Forbidden, Invalid, NotFound
+from pair.core.errors import Forbidden, Invalid, NotFound
 from pair.core.node import Node
 from pair.evalruns import jobs
-from pair.evalruns.cohort import CohortCase, parse_cohort, select_cohort
+from pair.evalruns.cohort import parse_cohort
+from pair.evalruns.execute import (
+    execute_run,  # re-exported: the CLI and tests call service.execute_run
+)
 from pair.evalruns.models import EvaluationRun, RunStatus
 from pair.evalruns.multiclass import (
-    case_probabilities,
     check_run_inputs,
-    evaluate_class_cases,
-    output_classes,
-    reader_probabilities,
 )
-from pair.evalruns.truth import check_spec, describe_spec, resolve_truth
-from pair.evaluation.evaluate import evaluate_scores
-from pair.evaluation.report.context import ReportContext
+from pair.evalruns.rows import (
+    RunOptions,
+    with_defaults,
+)
+from pair.evalruns.truth import check_spec, describe_spec
+from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.result import AnyResult, load_result
 
 RUN_ROLES = frozenset({Role.ADMIN.value, Role.EVALUATOR.value})
-GROUP_COLUMNS = ("sex", "age_band", "manufacturer", "site", "modality")
-Progress = Callable[[int, int], None]
 
 
 def _require(actor: Actor) -> None:
@@ -61,7 +57,7 @@ def create_run(
     compare: str | None = None,
     labels: dict[str, Any] | None = None,
     facility_id: int | None = None,
-    options: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
 ) -> EvaluationRun:
     """Validate the inputs (cohort syntax, truth source, algorithm versions) and queue a run."""
     _require(actor)
@@ -76,7 +72,7 @@ def create_run(
         raise Invalid("Truth source csv needs a label file.")
     a = algorithms.get_algorithm(session, *algorithms.parse_ref(algorithm))
     b = algorithms.get_algorithm(session, *algorithms.parse_ref(compare)) if compare else None
-    opts = {"n_boot": 2000, "seed": 0, **(options or {})}
+    opts = with_defaults(options)
     check_run_inputs(
         Manifest.model_validate(a.manifest),
         a.ref,
@@ -132,255 +128,6 @@ def list_runs(session: Session, actor: Actor) -> list[EvaluationRun]:
     return list(session.scalars(stmt))
 
 
-class _Reporter:
-    """Writes done/total to the row at most every 0.5 s (short transactions of their own)."""
-
-    def __init__(self, node: Node, run_id: int, total: int, cb: Progress | None) -> None:
-        self.node, self.run_id, self.total, self.cb = node, run_id, total, cb
-        self.done = 0
-        self.cached = 0  # inferences replayed from the cache (a resumed run)
-        self._last = 0.0
-
-    def step(self, force: bool = False) -> None:
-        if self.cb is not None:
-            self.cb(self.done, self.total)
-        now = time.monotonic()
-        if force or now - self._last > 0.5:
-            self._last = now
-            with self.node.db.session() as s:
-                row = s.get(EvaluationRun, self.run_id)
-                if row is not None:
-                    row.done = self.done
-
-
-def _infer(
-    node: Node, algo_row: Any, cases: list[CohortCase], rep: _Reporter, pool: WorkerPool | None
-) -> dict[str, Any]:
-    algo = algorithms.load_algorithm(node, algo_row)
-    out: dict[str, Any] = {}
-    todo = [Case(case_id=c.case_id, paths=c.paths, shas=c.shas or None) for c in cases]
-    cache = algorithms.inference_cache_dir(node)
-    for r in run_inference(algo, todo, cache, pool=pool):
-        if pool is not None and pool.closed:  # server stopping: its workers are being killed
-            raise jobs.Interrupted("The server stopped during inference; the run resumes at start.")
-        out[r.case_id] = r
-        rep.done += 1
-        rep.cached += int(r.cached)
-        rep.step()
-    return out
-
-
-def execute_run(
-    node: Node,
-    run_id: int,
-    progress: Progress | None = None,
-    pool: WorkerPool | None = None,
-    *,
-    token: str | None = None,
-) -> EvaluationRun:
-    """Run (or resume) an evaluation to the end; the row ends 'done' or 'failed' with a reason.
-
-    Claims the run first (``Conflict`` if another executor has it) unless the caller already
-    holds its runner ``token``; with a ``pool``, inference uses the server's warm workers. When
-    the pool closes (server shutdown) the run goes back to 'queued' for the next start-up.
-    """
-    token = token or jobs.claim(node, run_id)
-    try:
-        with jobs.Heartbeat(node, run_id, token):
-            return _execute(node, run_id, progress, pool, token)
-    except jobs.Interrupted as exc:
-        jobs.requeue(node, run_id, token, str(exc))
-        raise
-    except Exception as exc:
-        with node.db.session() as s:
-            row = s.get(EvaluationRun, run_id)
-            if row is not None and row.runner == token:
-                row.status = RunStatus.FAILED
-                row.error = str(exc) or type(exc).__name__
-                row.finished_at = datetime.now(UTC)
-        raise
-    finally:
-        jobs.release(token)
-
-
-def _execute(
-    node: Node, run_id: int, progress: Progress | None, pool: WorkerPool | None, token: str
-) -> EvaluationRun:
-    with node.db.session() as s:
-        run = s.get(EvaluationRun, run_id)
-        if run is None:
-            raise NotFound(f"No evaluation run {run_id}.")
-        cohort = parse_cohort(run.cohort_query)
-        cases = select_cohort(s, node.settings.storage_dir, run.facility_id, cohort)
-        a_row = algorithms.get_algorithm(s, run.algorithm_id, run.algorithm_version)
-        a_manifest = Manifest.model_validate(a_row.manifest)
-        classes = output_classes(a_manifest)
-        truth = resolve_truth(
-            s, run.facility_id, run.truth_source, cases, run.truth_labels, classes
-        )
-        b_row = (
-            algorithms.get_algorithm(s, run.compare_algorithm_id, run.compare_version)
-            if run.compare_algorithm_id and run.compare_version
-            else None
-        )
-        exclusions: dict[str, int] = {}
-        included: list[tuple[CohortCase, int]] = []
-        reader = None
-        if run.options.get("compare_report"):
-            reader = resolve_truth(
-                s, run.facility_id, f"report:{run.options['compare_report']}", cases, None, classes
-            )
-            reader.missing_reason += " (comparison)"
-            reader.reasons_by_study = {
-                k: f"{v} (comparison)" for k, v in reader.reasons_by_study.items()
-            }
-        for c in cases:
-            y = truth.label(c)
-            if y is None:
-                exclusions[truth.reason(c)] = exclusions.get(truth.reason(c), 0) + 1
-            elif reader is not None and reader.label(c) is None:
-                exclusions[reader.reason(c)] = exclusions.get(reader.reason(c), 0) + 1
-            elif c.modality not in a_manifest.modality:
-                exclusions["modality not accepted by the algorithm"] = (
-                    exclusions.get("modality not accepted by the algorithm", 0) + 1
-                )
-            else:
-                included.append((c, y))
-        run.status = RunStatus.RUNNING
-        run.error = ""
-        run.started_at = run.started_at or datetime.now(UTC)
-        run.total = len(included) * (2 if b_row else 1)
-        run.done = 0
-        opts = dict(run.options)
-        names = (a_row.ref, b_row.ref if b_row else "comparator")
-        if reader is not None:
-            names = (a_row.ref, f"report category ({run.options['compare_report']})")
-    rep = _Reporter(node, run_id, len(included) * (2 if b_row else 1), progress)
-    rep.step(force=True)
-    chosen = [c for c, _ in included]
-    res_a = _infer(node, a_row, chosen, rep, pool)
-    res_b = _infer(node, b_row, chosen, rep, pool) if b_row else {}
-    failures: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
-    for c, y in included:
-        bad = [
-            (n, r)
-            for n, r in ((names[0], res_a[c.case_id]), (names[1], res_b.get(c.case_id)))
-            if r is not None and (not r.ok or (r.score is None and classes is None))
-        ]
-        if bad:
-            for name, r in bad:
-                failures.append(
-                    {
-                        "case_id": c.case_id,
-                        "patient": c.pseudonym,
-                        "algorithm": name,
-                        "error": r.error or "no score",
-                        "message": r.message,
-                    }
-                )
-            reason = f"inference failed: {bad[0][1].error or 'no score'}"
-            exclusions[reason] = exclusions.get(reason, 0) + 1
-            continue
-        row = {
-            "case_id": c.case_id,
-            "study_uid": c.study_uid,
-            "patient": c.pseudonym,
-            "y": y,
-            "score": res_a[c.case_id].score,
-            "study_date": c.study_date,
-            "n_images": res_a[c.case_id].n_images,
-            **{g: getattr(c, g) for g in GROUP_COLUMNS},
-        }
-        if classes is not None:
-            row["probs"] = case_probabilities(classes, res_a[c.case_id].outputs)
-            if b_row:
-                row["probs_compare"] = case_probabilities(classes, res_b[c.case_id].outputs)
-            elif reader is not None:
-                row["probs_compare"] = reader_probabilities(len(classes), reader.label(c))
-        if b_row:
-            row["score_compare"] = res_b[c.case_id].score
-        elif reader is not None:
-            row["score_compare"] = float(reader.label(c) or 0)
-        rows.append(row)
-    if reader is not None:
-        opts.setdefault("compare_threshold", 0.5)
-    compare = b_row is not None or reader is not None
-    result = evaluate_cases(rows, a_manifest, opts, names, exclusions, compare=compare)
-    summary = {
-        "selected": len(cases),
-        "included": len(rows),
-        "exclusions": exclusions,
-        "patients": len({r["patient"] for r in rows}),
-        "truth": describe_spec(truth.spec),
-        "inferences_from_cache": rep.cached,
-    }
-    with node.db.session() as s:
-        run = s.get(EvaluationRun, run_id)
-        assert run is not None
-        if run.runner != token:
-            raise Conflict(f"Evaluation run {run_id} was taken over by another process.")
-        run.done = rep.done
-        run.failures = failures
-        run.cases = rows
-        run.cohort_summary = summary
-        run.result = json.loads(result.model_dump_json())
-        run.status = RunStatus.DONE
-        run.finished_at = datetime.now(UTC)
-        who = Actor(None, run.created_by, run.facility_id, Role.EVALUATOR.value, "evaluation")
-        record(
-            s,
-            who,
-            "evaluation.run",
-            "evaluation_run",
-            str(run_id),
-            detail={"cases": len(rows), "excluded": sum(exclusions.values())},
-        )
-        s.flush()
-        s.expunge(run)
-    return run
-
-
-def evaluate_cases(
-    rows: list[dict[str, Any]],
-    manifest: Manifest,
-    opts: dict[str, Any],
-    names: tuple[str, str],
-    exclusions: dict[str, int],
-    *,
-    compare: bool,
-) -> AnyResult:
-    """``evaluate_scores`` on the case table: patient clusters when a patient has several cases.
-
-    Multiclass algorithms go to ``evaluate_class_cases`` (class-index ``y``, ``probs``)."""
-    if output_classes(manifest) is not None:
-        return evaluate_class_cases(
-            rows, manifest, exclusions, GROUP_COLUMNS, opts, names if compare else None
-        )
-    if not rows:
-        raise Invalid(f"No case left to evaluate (excluded: {exclusions or 'none selected'}).")
-    y = np.array([r["y"] for r in rows], dtype=np.int64)
-    s = np.array([r["score"] for r in rows], dtype=np.float64)
-    patients = [r["patient"] for r in rows]
-    clustered = len(set(patients)) < len(patients)
-    threshold = manifest.output.recommended_threshold
-    return evaluate_scores(
-        y,
-        s,
-        0.5 if threshold is None else threshold,
-        groups={g: np.array([r[g] for r in rows], dtype=object) for g in GROUP_COLUMNS},
-        clusters=np.array(patients, dtype=object) if clustered else None,
-        compare_scores=np.array([r["score_compare"] for r in rows]) if compare else None,
-        compare_threshold=opts.get("compare_threshold"),
-        prevalence=opts.get("prevalence"),
-        target_sensitivity=opts.get("target_sensitivity"),
-        names=names,
-        n_boot=int(opts.get("n_boot", 2000)),
-        seed=int(opts.get("seed", 0)),
-        exclusions=exclusions,
-    )
-
-
 def start_background(node: Node, run_id: int, pool: WorkerPool | None = None) -> threading.Thread:
     """Claim the run now (``Conflict`` if it is done or being executed), then run it in a daemon
     thread (API/portal); errors end up in the row's status and error."""
@@ -413,14 +160,14 @@ def result_of(run: EvaluationRun) -> AnyResult:
     return load_result(run.result)
 
 
-def report_context(session: Session, run: EvaluationRun) -> ReportContext:
+def report_context(session: Session, run: EvaluationRun) -> EvaluationContext:
     a = algorithms.get_algorithm(session, run.algorithm_id, run.algorithm_version)
     m = Manifest.model_validate(a.manifest)
     facility = session.get(Facility, run.facility_id)
     summary = run.cohort_summary or {}
     excl = summary.get("exclusions") or {}
     dates = [r.get("study_date", "") for r in run.cases if r.get("study_date")]
-    return ReportContext(
+    return EvaluationContext(
         title=f"Local evaluation of {m.name}",
         site=facility.name if facility else None,
         algorithm_id=a.algorithm_id,

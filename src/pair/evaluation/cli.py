@@ -1,4 +1,6 @@
-"""``pair evaluation``: evaluate a CSV of scores, build and send signed feedback, make keys.
+"""``pair offline-evaluation``: evaluate a CSV of scores, build and send signed feedback, make keys.
+
+Files only, no node (the old name ``pair evaluation`` still works, hidden, with a warning).
 
 The database-backed ``pair evaluate`` (cohort + algorithm run) reuses ``evaluate_scores`` and
 ``tables.main_table``; these commands work on files only.
@@ -14,18 +16,18 @@ import typer
 
 from pair.cli.common import console, handle_errors
 from pair.core.errors import Invalid
-from pair.evaluation.report.context import ReportContext
+from pair.evaluation.report.context import EvaluationContext
 
 # numpy/scipy/matplotlib are imported inside the commands so that `pair --help` stays fast.
 
 evaluation_app = typer.Typer(help="Statistics, reports and feedback for local AI evaluation.")
 
 
-def _context(path: Path | None) -> ReportContext:
+def _context(path: Path | None) -> EvaluationContext:
     if path is None:
-        return ReportContext()
+        return EvaluationContext()
     try:
-        return ReportContext.model_validate_json(path.read_text(encoding="utf-8"))
+        return EvaluationContext.model_validate_json(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise Invalid(f"{path} is not a valid report context: {exc}") from exc
 
@@ -46,7 +48,7 @@ def scores_cmd(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
     seed: Annotated[int, typer.Option()] = 0,
     bca: Annotated[bool, typer.Option(help="BCa instead of percentile intervals.")] = False,
-    context: Annotated[Path | None, typer.Option(help="ReportContext JSON file.")] = None,
+    context: Annotated[Path | None, typer.Option(help="EvaluationContext JSON file.")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write report.html, result.json, figures.")
     ] = None,
@@ -55,7 +57,8 @@ def scores_cmd(
     """Evaluate binary scores from a CSV and print the main table."""
     from pair.evaluation.evaluate import evaluate_scores
     from pair.evaluation.report.render import write_report
-    from pair.evaluation.tables import load_scores_csv, main_table, summary_lines
+    from pair.evaluation.tables import load_scores_csv
+    from pair.evaluation.task import result_tables, summary_lines
 
     table = load_scores_csv(csv_path, label, score, groups=group, cluster=cluster, compare=compare)
     result = evaluate_scores(
@@ -74,7 +77,8 @@ def scores_cmd(
         boot_method="bca" if bca else "percentile",
         exclusions=table.exclusions,
     )
-    console.print(main_table(result))
+    for t in result_tables(result):
+        console.print(t)
     for line in summary_lines(result):
         console.print(line, highlight=False)
     if out is not None:
@@ -103,7 +107,7 @@ def feedback_cmd(
     result_json: Annotated[Path, typer.Argument(help="result.json of an evaluation.")],
     key: Annotated[Path, typer.Option(help="Signing key file.")],
     key_id: Annotated[str, typer.Option(help="Key id registered with the hub.")],
-    context: Annotated[Path | None, typer.Option(help="ReportContext JSON file.")] = None,
+    context: Annotated[Path | None, typer.Option(help="EvaluationContext JSON file.")] = None,
     comment: Annotated[str | None, typer.Option(help="Free-text site feedback.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the signed envelope here.")] = None,
     url: Annotated[str | None, typer.Option(help="Hub URL to POST to.")] = None,

@@ -39,7 +39,11 @@ from pair.evaluation.stats.arrays import (
     require_both_classes,
 )
 from pair.evaluation.stats.bootstrap import BootstrapRun, Method, run_bootstrap
-from pair.evaluation.stats.compare import delong_test, paired_decisions
+from pair.evaluation.stats.compare import (
+    clustered_mcnemar_warning,
+    delong_test,
+    paired_decisions,
+)
 from pair.evaluation.stats.proportions import (
     Proportion,
     binary_metrics,
@@ -62,12 +66,11 @@ from pair.evaluation.stats.weighted import (
     tpr_from_cumulative,
     weighted_auc,
 )
-from pair.evaluation.subgroups import group_counts, subgroup_rows
+from pair.evaluation.subgroups import SUBGROUP_BOOT, group_counts, subgroup_rows
 
 ROC_GRID = np.linspace(0.0, 1.0, 101)
 WIDE_CI = 0.4
 MAX_EMPIRICAL_POINTS = 1000
-SUBGROUP_BOOT = 1000  # resamples per subgroup level (clustered data only)
 RECOMMENDED_POSITIVES = 139  # sensitivity ~0.9 within +/-0.05 (95% CI)
 THRESHOLD_METRICS = ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1")
 
@@ -371,10 +374,7 @@ def evaluate_scores(
             mcnemar_specificity=McNemarModel(**pdx.specificity_test.__dict__),
         )
         if clustered:
-            warnings.append(
-                "The AUC difference uses the patient-clustered bootstrap, but McNemar's "
-                "tests assume independent images; their p-values are too small."
-            )
+            warnings.append(clustered_mcnemar_warning(2))
 
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)

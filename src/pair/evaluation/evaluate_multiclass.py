@@ -28,7 +28,8 @@ from pair.evaluation.result import (
     RocPoint,
 )
 from pair.evaluation.stats.arrays import check_level
-from pair.evaluation.stats.bootstrap import BootstrapRun
+from pair.evaluation.stats.bootstrap import BootstrapRun, patients_repeat
+from pair.evaluation.stats.compare import clustered_mcnemar_warning
 from pair.evaluation.stats.multiclass import (
     Kappa,
     Weighting,
@@ -41,13 +42,16 @@ from pair.evaluation.stats.multiclass import (
 from pair.evaluation.stats.multiclass_boot import clustered_bootstrap
 from pair.evaluation.stats.proportions import proportion
 from pair.evaluation.stats.roc import roc_curve
-from pair.evaluation.subgroups import group_counts, group_labels
+from pair.evaluation.subgroups import (
+    MAX_CI_WIDTH,
+    MIN_PER_CLASS,
+    SUBGROUP_BOOT,
+    group_counts,
+    group_labels,
+)
 
 MAX_ROC_POINTS = 1000  # per class; thinned for display only beyond this
 MIN_SUBGROUP_N = 30
-MAX_CI_WIDTH = 0.4
-MIN_PER_CLASS = 10
-SUBGROUP_BOOT = 1000  # resamples per subgroup level (clustered data only)
 
 
 def _kappa(k: Kappa) -> Estimate:
@@ -216,7 +220,7 @@ def evaluate_classes(
     if cl is not None and cl.shape != (y.size,):
         raise Invalid(f"clusters must be one-dimensional with {y.size} values, got {cl.shape}")
     n_clusters = None if cl is None else int(np.unique(cl).size)
-    clustered = cl is not None and n_clusters is not None and n_clusters < y.size
+    clustered = cl is not None and patients_repeat(cl)
     interval_method = "wilson / delong / fleiss-cohen-everitt"
     if clustered:
         weightings: list[Weighting] = ["none", "linear", "quadratic"] if ordinal else ["none"]
@@ -268,10 +272,7 @@ def evaluate_classes(
             seed=seed,
         )
         if clustered:
-            warnings.append(
-                "The paired differences use the patient-clustered bootstrap, but McNemar's "
-                "test assumes independent cases; its p-value is too small."
-            )
+            warnings.append(clustered_mcnemar_warning(1))
     counts = cm.sum(axis=1)
     missing = [c for c, n in zip(classes, counts, strict=True) if n == 0]
     if missing:

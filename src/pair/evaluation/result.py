@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RESULT_SCHEMA_VERSION = "1.0"
+TaskName = Literal["binary", "multiclass"]  # see pair.evaluation.task
 
 
 def finite(x: float | None) -> float | None:
@@ -194,6 +195,7 @@ class CohortDescription(_Model):
 class EvaluationResult(_Model):
     """Everything for one binary evaluation; see docs/evaluation.md for each field."""
 
+    task: ClassVar[TaskName] = "binary"  # not serialised: binary JSON carries no ``kind``
     schema_version: str = RESULT_SCHEMA_VERSION
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     level: float
@@ -335,6 +337,7 @@ class MulticlassResult(_Model):
     patient-clustered bootstrap (``clustered``; ``interval_method`` says so).
     """
 
+    task: ClassVar[TaskName] = "multiclass"
     kind: Literal["multiclass"] = "multiclass"
     schema_version: str = RESULT_SCHEMA_VERSION
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

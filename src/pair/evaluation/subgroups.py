@@ -28,6 +28,7 @@ from pair.evaluation.stats.weighted import (
 
 MIN_PER_CLASS = 10
 MAX_CI_WIDTH = 0.4
+SUBGROUP_BOOT = 1000  # resamples per subgroup level (clustered data only), both tasks
 MISSING = "missing"
 
 

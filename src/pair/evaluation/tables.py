@@ -1,4 +1,4 @@
-"""CSV input and the terminal main table, shared by ``pair evaluation`` and ``pair evaluate``."""
+"""CSV input and terminal tables, shared by ``pair offline-evaluation`` and ``pair evaluate``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.table import Table
 
 from pair.core.errors import Invalid
 from pair.evaluation.report.checklist import fmt
-from pair.evaluation.result import AnyResult, EvaluationResult, MulticlassResult
+from pair.evaluation.result import EvaluationResult, MulticlassResult
 
 POSITIVE = {"1", "true", "yes", "positive", "pos"}
 NEGATIVE = {"0", "false", "no", "negative", "neg"}
@@ -175,46 +175,42 @@ def confusion_table(r: MulticlassResult) -> Table:
     return t
 
 
-def result_tables(r: AnyResult) -> list[Table]:
-    """What ``pair evaluate`` prints for either kind of result."""
-    if isinstance(r, MulticlassResult):
-        return [multiclass_table(r), confusion_table(r)]
-    return [main_table(r)]
-
-
-def summary_lines(r: AnyResult) -> list[str]:
+def multiclass_summary_lines(r: MulticlassResult) -> list[str]:
+    """The lines printed under a multiclass result's tables."""
     lines: list[str] = []
-    if isinstance(r, MulticlassResult):
-        if r.macro_auc is not None:
-            lines.append(f"Macro-average one-vs-rest AUC {r.macro_auc:.3f}")
-        if r.kappa_linear is not None and r.kappa_quadratic is not None:
-            lines.append(
-                f"Ordinal classes: linear weighted kappa {fmt(r.kappa_linear)}, "
-                f"quadratic weighted kappa {fmt(r.kappa_quadratic)}"
-            )
-        if r.calibration is not None:
-            brier = r.calibration.brier
-            lines.append(
-                (f"Multiclass Brier {fmt(brier)}; " if brier else "")
-                + "one-vs-rest calibration slope "
-                + ", ".join(
-                    f"{c.name} {fmt(c.calibration.slope, 2)}" for c in r.calibration.per_class
-                )
-            )
-        if r.comparison is not None:
-            mc = r.comparison
-            lines.append(
-                f"{mc.name_a} - {mc.name_b}: accuracy difference {fmt(mc.accuracy_difference)}, "
-                f"McNemar p = {mc.mcnemar.p_value:.3g}; "
-                f"kappa difference {fmt(mc.kappa_difference)}"
-            )
-            lines.extend(
-                f"  AUC difference {d.name}: {fmt(d.difference)}"
-                + (f", p = {d.p_value:.3g}" if d.p_value is not None else "")
-                for d in mc.per_class
-            )
-        lines.extend(f"warning: {w}" for w in r.warnings)
-        return lines
+    if r.macro_auc is not None:
+        lines.append(f"Macro-average one-vs-rest AUC {r.macro_auc:.3f}")
+    if r.kappa_linear is not None and r.kappa_quadratic is not None:
+        lines.append(
+            f"Ordinal classes: linear weighted kappa {fmt(r.kappa_linear)}, "
+            f"quadratic weighted kappa {fmt(r.kappa_quadratic)}"
+        )
+    if r.calibration is not None:
+        brier = r.calibration.brier
+        lines.append(
+            (f"Multiclass Brier {fmt(brier)}; " if brier else "")
+            + "one-vs-rest calibration slope "
+            + ", ".join(f"{c.name} {fmt(c.calibration.slope, 2)}" for c in r.calibration.per_class)
+        )
+    if r.comparison is not None:
+        mc = r.comparison
+        lines.append(
+            f"{mc.name_a} - {mc.name_b}: accuracy difference {fmt(mc.accuracy_difference)}, "
+            f"McNemar p = {mc.mcnemar.p_value:.3g}; "
+            f"kappa difference {fmt(mc.kappa_difference)}"
+        )
+        lines.extend(
+            f"  AUC difference {d.name}: {fmt(d.difference)}"
+            + (f", p = {d.p_value:.3g}" if d.p_value is not None else "")
+            for d in mc.per_class
+        )
+    lines.extend(f"warning: {w}" for w in r.warnings)
+    return lines
+
+
+def binary_summary_lines(r: EvaluationResult) -> list[str]:
+    """The lines printed under a binary result's main table."""
+    lines: list[str] = []
     if r.calibration is not None:
         c = r.calibration
         lines.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from pair.evaluation.report.context import ReportContext
-from pair.evaluation.result import AnyResult, Estimate, EvaluationResult, MulticlassResult
+from pair.evaluation.report.context import EvaluationContext
+from pair.evaluation.result import Estimate, EvaluationResult
+
+Answer = Callable[[str], str | None]
 
 
 class ChecklistItem(BaseModel):
@@ -47,7 +50,7 @@ def fmt(e: Estimate | None, digits: int = 3) -> str:
     return f"{e.value:.{digits}f} ({e.lower:.{digits}f}\u2013{e.upper:.{digits}f})"
 
 
-def _from_result(key: str, r: EvaluationResult) -> str | None:
+def binary_checklist_answer(key: str, r: EvaluationResult) -> str | None:
     c = r.cohort
     op = r.operating_point("manifest")
     pct = f"{100 * r.level:g}%"
@@ -103,7 +106,9 @@ def _from_result(key: str, r: EvaluationResult) -> str | None:
     raise KeyError(key)
 
 
-def prefill_checklist(context: ReportContext, result: AnyResult) -> Checklist:
+def prefill_checklist(context: EvaluationContext, answer_from_result: Answer) -> Checklist:
+    """The checklist with ``context.*`` items from the context and ``result.*`` items from
+    ``answer_from_result`` (the task's answer for one key)."""
     spec = checklist_definition()
     items = []
     for it in spec["items"]:
@@ -113,13 +118,7 @@ def prefill_checklist(context: ReportContext, result: AnyResult) -> Checklist:
             value = getattr(context, source.removeprefix("context."))
             answer = None if value in (None, "") else str(value)
         elif source and source.startswith("result."):
-            key = source.removeprefix("result.")
-            if isinstance(result, MulticlassResult):
-                from pair.evaluation.report.multiclass import checklist_answer
-
-                answer = checklist_answer(key, result)
-            else:
-                answer = _from_result(key, result)
+            answer = answer_from_result(source.removeprefix("result."))
         items.append(
             ChecklistItem(
                 id=str(it["id"]),

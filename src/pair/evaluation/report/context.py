@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 
-class ReportContext(BaseModel):
+class EvaluationContext(BaseModel):
     """Descriptive context for one evaluation; every field is optional free text."""
 
     model_config = ConfigDict(extra="forbid")

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from pair.evaluation.result import AnyResult, EvaluationResult, MulticlassResult
+from pair.evaluation.result import EvaluationResult
 
 
 def finish_roc_axes(fig: Figure, ax: Any, title: str) -> Figure:
@@ -126,11 +126,8 @@ def forest_figure(r: EvaluationResult) -> Figure | None:
     return fig
 
 
-def all_figures(r: AnyResult) -> dict[str, Figure]:
-    if isinstance(r, MulticlassResult):
-        from pair.evaluation.report.multiclass import multiclass_figures
-
-        return multiclass_figures(r)
+def binary_figures(r: EvaluationResult) -> dict[str, Figure]:
+    """ROC, calibration and subgroup forest plot (the last two only when there is data)."""
     figs: dict[str, Figure | None] = {
         "roc": roc_figure(r),
         "calibration": calibration_figure(r),

@@ -10,9 +10,10 @@ from matplotlib import pyplot as plt
 from matplotlib.backends.backend_pdf import PdfPages
 
 from pair.evaluation.report import figures
-from pair.evaluation.report.checklist import fmt, prefill_checklist
-from pair.evaluation.report.context import ReportContext
-from pair.evaluation.result import AnyResult, MulticlassResult
+from pair.evaluation.report.checklist import fmt
+from pair.evaluation.report.context import EvaluationContext
+from pair.evaluation.result import AnyResult
+from pair.evaluation.task import task_for
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("pair.evaluation", "templates"),
@@ -30,23 +31,22 @@ _env.filters["num"] = _num
 
 
 def render_html(
-    result: AnyResult, context: ReportContext, pngs: dict[str, bytes] | None = None
+    result: AnyResult, context: EvaluationContext, pngs: dict[str, bytes] | None = None
 ) -> str:
     """One HTML page with inline PNG figures: no external files, scripts or fonts."""
+    task = task_for(result)
     if pngs is None:
-        figs = figures.all_figures(result)
+        figs = task.figures(result)
         try:
             pngs = {name: figures.png_bytes(fig) for name, fig in figs.items()}
         finally:
             figures.close(figs)
     images = {name: figures.data_uri(png) for name, png in pngs.items()}
-    multiclass = isinstance(result, MulticlassResult)
-    template = "evaluation_report_multiclass.html" if multiclass else "evaluation_report.html"
-    return _env.get_template(template).render(
+    return _env.get_template(task.template).render(
         r=result,
         ctx=context,
         images=images,
-        checklist=prefill_checklist(context, result),
+        checklist=task.checklist(context, result),
     )
 
 
@@ -59,7 +59,7 @@ class ReportFiles:
 
 
 def write_report(
-    result: AnyResult, context: ReportContext, out_dir: Path, *, pdf: bool = False
+    result: AnyResult, context: EvaluationContext, out_dir: Path, *, pdf: bool = False
 ) -> ReportFiles:
     """Write report.html, result.json, figures/<name>.png and (optionally) report.pdf."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def write_report(
     js.write_text(result.model_dump_json(indent=2), encoding="utf-8")
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
-    figs = figures.all_figures(result)
+    figs = task_for(result).figures(result)
     paths: dict[str, Path] = {}
     pdf_path = out_dir / "report.pdf" if pdf else None
     try:
@@ -88,33 +88,8 @@ def write_report(
     return ReportFiles(html, paths, pdf_path, js)
 
 
-def _summary_page(r: AnyResult, ctx: ReportContext) -> plt.Figure:
+def _summary_page(r: AnyResult, ctx: EvaluationContext) -> plt.Figure:
     fig = plt.figure(figsize=(8.27, 11.69))
-    if isinstance(r, MulticlassResult):
-        from pair.evaluation.report.multiclass import checklist_answer
-
-        lines = [
-            ctx.title,
-            f"Algorithm: {ctx.algorithm or 'not stated'}",
-            f"Cases: {r.cohort.n_cases}",
-            checklist_answer("headline", r) or "",
-            "",
-            "Warnings:",
-            *[f"- {w}" for w in r.warnings],
-        ]
-        fig.text(0.06, 0.95, "\n".join(lines), va="top", fontsize=9, wrap=True)
-        return fig
-    op = r.operating_point("manifest")
-    lines = [
-        ctx.title,
-        f"Algorithm: {ctx.algorithm or 'not stated'}",
-        f"Cases: {r.cohort.n_cases} ({r.cohort.n_positive} positive)",
-        f"AUC: {fmt(r.auc)} [{r.auc.method}]",
-        f"Threshold {op.threshold:g}: sensitivity {fmt(op.sensitivity)}, "
-        f"specificity {fmt(op.specificity)}",
-        "",
-        "Warnings:",
-        *[f"- {w}" for w in r.warnings],
-    ]
+    lines = task_for(r).summary_page(r, ctx)
     fig.text(0.06, 0.95, "\n".join(lines), va="top", fontsize=9, wrap=True)
     return fig

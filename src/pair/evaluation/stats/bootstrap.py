@@ -28,6 +28,14 @@ Method = Literal["percentile", "bca"]
 StatFn = Callable[[FloatArray], dict[str, FloatArray]]
 
 
+def patients_repeat(clusters: Any) -> bool:
+    """Whether some patient has several cases: the one rule by which evaluation runs (both
+    tasks) switch to the patient-clustered bootstrap. ``evaluate_scores`` itself clusters
+    whenever it is given ``clusters`` (the CLI's explicit ``--cluster``)."""
+    ids = np.asarray(clusters, dtype=object).astype(str)
+    return int(np.unique(ids).size) < ids.size
+
+
 def _units(n: int, clusters: Any | None) -> tuple[IntArray, int]:
     """Map each case to its resampling unit (itself, or its cluster)."""
     if clusters is None:

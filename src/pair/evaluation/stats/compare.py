@@ -91,6 +91,21 @@ def mcnemar(b: int, c: int) -> McNemar:
     return McNemar(b, c, float(stat), float(sps.chi2.sf(stat, 1)), "chi-square, continuity")
 
 
+def clustered_mcnemar_warning(n_tests: int) -> str:
+    """The one caveat for paired comparisons on patient-clustered data (binary: two tests,
+    sensitivity and specificity; multiclass: one, accuracy): the other differences use the
+    clustered bootstrap, McNemar does not."""
+    if n_tests == 1:
+        return (
+            "The paired differences use the patient-clustered bootstrap, but McNemar's "
+            "test assumes independent cases; its p-value is too small."
+        )
+    return (
+        "The paired differences use the patient-clustered bootstrap, but McNemar's "
+        "tests assume independent cases; their p-values are too small."
+    )
+
+
 @dataclass(frozen=True)
 class PairedDecisions:
     threshold_a: float

@@ -91,7 +91,7 @@ class OneVsRest:
 
 
 @dataclass(frozen=True)
-class MulticlassResult:
+class MulticlassStats:
     classes: list[str]
     confusion: IntArray
     accuracy: Proportion
@@ -107,7 +107,7 @@ def evaluate_multiclass(
     *,
     weighting: Weighting = "linear",
     level: float = 0.95,
-) -> MulticlassResult:
+) -> MulticlassStats:
     """Confusion matrix, per-class one-vs-rest metrics (AUC from the class probability column
     when ``probabilities`` (n, k) is given) and weighted kappa over the ordered ``classes``."""
     if len(set(classes)) != len(classes) or len(classes) < 2:
@@ -142,7 +142,7 @@ def evaluate_multiclass(
                 auc_ci,
             )
         )
-    return MulticlassResult(
+    return MulticlassStats(
         [str(c) for c in classes],
         cm,
         proportion(int(np.trace(cm)), int(cm.sum()), level),
@@ -163,7 +163,7 @@ def proportion_estimate(p: Proportion) -> Estimate:
     )
 
 
-def to_model(res: MulticlassResult) -> MulticlassEvaluation:
+def to_model(res: MulticlassStats) -> MulticlassEvaluation:
     """Pydantic/JSON form for the CLI, the portal and stored evaluations."""
     prop = proportion_estimate
 
