@@ -43,7 +43,8 @@ def test_unknown_element_and_value_codes_are_named() -> None:
     )
     assert any(
         d.startswith(
-            "technical_specifications/secondary_outputs/1/value_set/1: 'RDE1360.9' is not a value of RDE1360"
+            "technical_specifications/secondary_outputs/1/value_set/1: "
+            "'RDE1360.9' is not a value of RDE1360"
         )
         for d in details
     )
@@ -67,5 +68,5 @@ def test_structure_errors_name_the_path_and_type_mismatch() -> None:
 def test_broken_yaml_file_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("overview: [unclosed\n")
-    with pytest.raises(Invalid, match="bad.yaml: not valid YAML"):
+    with pytest.raises(Invalid, match=r"bad\.yaml: not valid YAML"):
         load_file(bad)
