@@ -90,6 +90,10 @@ class UseCase:
             document=data,
         )
 
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
     def output(self, element_id: str) -> Output | None:
         return next((o for o in self.outputs if o.cde_element == element_id), None)
 
