@@ -70,3 +70,23 @@ def test_broken_yaml_file_is_refused(tmp_path: Path) -> None:
     bad.write_text("overview: [unclosed\n")
     with pytest.raises(Invalid, match=r"bad\.yaml: not valid YAML"):
         load_file(bad)
+
+
+def test_a_ct_manifest_may_bind_the_local_rsna_category_element() -> None:
+    """Manifests name catalog ids beyond RDE### (PAIR-RDE7), so the CT pattern's primary output
+    can be declared; a matching manifest has no problems, a wrong code is named."""
+    from pair.algorithms.manifest import Manifest
+    from pair.usecases.enforce import problems
+    from tests.algorithms.algo_builders import manifest
+
+    m = manifest(use_case_id="pair-covid19-ct-pattern", modality=["CT"])
+    m["output"]["cde_element"] = "PAIR-RDE7"
+    m["output"]["classes"][0]["cde_code"] = "PAIR-RDE7.0"
+    m["output"]["classes"][1]["cde_code"] = "PAIR-RDE7.1"
+    uc = load_file(SHIPPED_DIR / "covid19-ct-pattern.yaml")
+    assert problems(Manifest.model_validate(m), uc) == []
+    m["output"]["classes"][1]["cde_code"] = "PAIR-RDE8.1"
+    assert problems(Manifest.model_validate(m), uc) == [
+        "output.classes[1] (present): PAIR-RDE8.1 is not in use case pair-covid19-ct-pattern's "
+        "value set for PAIR-RDE7 (PAIR-RDE7.0, PAIR-RDE7.1, PAIR-RDE7.2, PAIR-RDE7.3)"
+    ]
