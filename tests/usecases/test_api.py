@@ -155,5 +155,21 @@ def test_algorithm_violating_its_use_case_is_refused(node: Node, tmp_path: Any) 
     fits = manifest(use_case_id="pair-covid19-cxr-pattern", **{"output.cde_element": "RDE1360"})
     r = _upload(client, h["evaluator"], fits, tmp_path / "c")
     assert r.status_code == 201, r.text
-    local = manifest(id="local-model", use_case_id="site-local-study")  # unknown id: not checked
+    assert (
+        client.post("/api/usecases/pair-covid19-cxr-pattern/retire", headers=h["chair"]).json()[
+            "status"
+        ]
+        == "retired"
+    )
+    newer = manifest(use_case_id="pair-covid19-cxr-pattern", version="1.1.0")
+    newer["output"]["cde_element"] = "RDE1360"
+    r = _upload(client, h["evaluator"], newer, tmp_path / "e")
+    assert r.status_code == 422
+    assert "use case pair-covid19-cxr-pattern is retired" in r.json()["message"]
+    # a draft (anyone may write one) under an algorithm's id does not block that algorithm
+    squat = _draft("site-local-study")
+    squat["dataset_considerations"]["modalities"] = ["MR"]
+    squat["technical_specifications"]["inputs"]["modalities"] = ["MR"]
+    assert client.post("/api/usecases", json=squat, headers=h["other"]).status_code == 201
+    local = manifest(id="local-model", use_case_id="site-local-study")  # not published: not checked
     assert _upload(client, h["evaluator"], local, tmp_path / "d").status_code == 201

@@ -2,8 +2,8 @@
 
 The output's ``cde_element`` must be one of the use case's outputs, every class's ``cde_code``
 one of that output's values, and every modality the algorithm accepts one the use case names.
-A manifest whose ``use_case_id`` the node does not know is accepted unchanged (local and demo
-ids predate the use-case registry); one naming a use case without a published version is not.
+A manifest whose ``use_case_id`` names no published use case is accepted unchanged (local and
+demo ids predate the registry; drafts do not bind); one naming a retired use case is refused.
 """
 
 from __future__ import annotations

@@ -236,16 +236,23 @@ def comment(session: Session, actor: Actor, usecase_id: str, text: str) -> UseCa
 
 
 def in_force(session: Session, usecase_id: str) -> UseCase | None:
-    """The published version of ``usecase_id``; None when the node has no such use case."""
+    """The published version of ``usecase_id``; None when none was ever published.
+
+    Drafts and use cases under review do not bind algorithms: otherwise any signed-in user could
+    block an algorithm's submissions by drafting a use case under its ``use_case_id``. A retired
+    use case refuses new packages.
+    """
     ensure_shipped(session)
     rows = versions(session, usecase_id) if _exists(session, usecase_id) else []
-    if not rows:
-        return None
     published = [r for r in rows if r.status == S.PUBLISHED]
-    if not published:
-        states = ", ".join(f"v{r.version} {r.status}" for r in rows)
-        raise Invalid(f"use_case_id: use case {usecase_id} has no published version ({states}).")
-    return UseCase.from_dict(published[-1].document, f"{usecase_id}@{published[-1].version}")
+    if published:
+        row = published[-1]
+        return UseCase.from_dict(row.document, f"{usecase_id}@{row.version}")
+    if any(r.status == S.RETIRED for r in rows):
+        raise Invalid(
+            f"use_case_id: use case {usecase_id} is retired; declare a use case in force."
+        )
+    return None
 
 
 def _exists(session: Session, usecase_id: str) -> bool:
