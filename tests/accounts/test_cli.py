@@ -55,7 +55,7 @@ def test_admin_commands(tmp_path: Path, database_url: str, monkeypatch: pytest.M
     clean_failure(
         user_create(gh, "carol", "wizard"),
         2,
-        "allowed roles: admin, data-manager, radiologist, evaluator, researcher",
+        "allowed roles: admin, data-manager, radiologist, evaluator, researcher, panel",
     )
     clean_failure(user_create("Nowhere", "carol", "admin"), 4, "No facility named 'Nowhere'")
     clean_failure(

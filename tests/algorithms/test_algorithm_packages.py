@@ -202,7 +202,7 @@ def test_schema_errors_are_all_listed_with_paths(sqlite_node: Node, tmp_path: Pa
     text = "\n".join(problems)
     assert "pair-algorithm.yaml: version: String should match pattern" in text
     assert "input.size.height: Input should be greater than 0 [greater_than]" in text
-    assert "output.classes.0.cde_code: String should match pattern '^RDE" in text
+    assert "output.classes.0.cde_code: String should match pattern '^(RDE" in text
     assert "licence: Field required [missing]" in text
     assert "extra_field: Extra inputs are not permitted" in text
     assert len(problems) >= 5

@@ -185,6 +185,23 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("PUT", "/api/cases/{case_id}/clinical"): r(WRITERS, A, 200, lenient=True, body=_json()),
     ("GET", "/api/cdes"): r(MEMBERS, N, 200),
     ("GET", "/api/cdes/{identifier}"): r(MEMBERS, N, 200),
+    # ---- AI use cases: node-wide documents (no facility scope). The world's use case is a
+    # shipped, published one written by "PAIR (shipped)": revise/submit are the author's (and
+    # admins'), so other roles get 403; publish/retire are the panel's (no panel user here)
+    ("GET", "/api/usecases"): r(MEMBERS, N, 200),
+    ("GET", "/api/usecases/schema"): r(MEMBERS, N, 200),
+    ("POST", "/api/usecases"): r(MEMBERS, N, 201, lenient=True, body=_json()),
+    ("GET", "/api/usecases/{usecase_id}"): r(MEMBERS, N, 200),
+    ("PUT", "/api/usecases/{usecase_id}"): r(ADMIN, N, 200, lenient=True, body=_json()),
+    ("POST", "/api/usecases/{usecase_id}/submit"): r(ADMIN, N, 200, lenient=True),
+    ("POST", "/api/usecases/{usecase_id}/comments"): r(
+        MEMBERS, N, 201, lenient=True, body=_json(text="a comment")
+    ),
+    ("POST", "/api/usecases/{usecase_id}/publish"): r(ADMIN, N, 200, lenient=True),
+    ("POST", "/api/usecases/{usecase_id}/retire"): r(ADMIN, N, 200, lenient=True),
+    ("GET", "/api/usecases/{usecase_id}/export.json"): r(MEMBERS, N, 200),
+    ("GET", "/api/usecases/{usecase_id}/export.md"): r(MEMBERS, N, 200),
+    ("GET", "/api/usecases/{usecase_id}/diff"): r(MEMBERS, N, 200, lenient=True),
     # ---- reporting ----
     ("GET", "/api/reports/modules"): r(MEMBERS, N, 200),
     ("GET", "/api/reports/modules/{module_id}"): r(MEMBERS, N, 200),
@@ -241,6 +258,19 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/viewer/{study_uid}/{series_uid}"): r(MEMBERS, A, 200),
     ("GET", "/upload"): r(WRITERS, N, 200),
     ("GET", "/cdes"): r(MEMBERS, N, 200),
+    ("GET", "/usecases"): r(MEMBERS, N, 200),
+    ("GET", "/usecases/new"): r(MEMBERS, N, 200),
+    ("POST", "/usecases/new"): r(MEMBERS, N, 303, lenient=True, body=_form()),
+    ("GET", "/usecases/{usecase_id}"): r(MEMBERS, N, 200),
+    ("GET", "/usecases/{usecase_id}/edit"): r(MEMBERS, N, 200),
+    ("POST", "/usecases/{usecase_id}/edit"): r(ADMIN, N, 303, lenient=True, body=_form()),
+    ("POST", "/usecases/{usecase_id}/submit"): r(ADMIN, N, 303, lenient=True),
+    ("POST", "/usecases/{usecase_id}/comment"): r(
+        MEMBERS, N, 303, lenient=True, body=_form(text="a comment")
+    ),
+    ("POST", "/usecases/{usecase_id}/publish"): r(ADMIN, N, 303, lenient=True),
+    ("POST", "/usecases/{usecase_id}/retire"): r(ADMIN, N, 303, lenient=True),
+    ("GET", "/usecases/{usecase_id}/diff"): r(MEMBERS, N, 200),
     ("GET", "/reports/{report_id}"): r(MEMBERS, A, 200),
     ("POST", "/reports/{report_id}/amend"): r(
         EDITORS, A, 303, lenient=True, body=_form(reason="typo")
@@ -320,6 +350,7 @@ def _path_values(w: World, method: str, template: str) -> dict[str, Any]:
         "run_id": 999999,
         "algorithm_id": "no-such-algorithm",
         "version": "1.0.0",
+        "usecase_id": "pair-covid19-cxr-pattern",
     }
     names = [p.strip("{}") for p in template.split("/") if p.startswith("{")]
     for name in names:

@@ -51,7 +51,7 @@ def user_create(
     role: Annotated[
         str,
         typer.Option(
-            help="admin, data-manager, radiologist, evaluator, researcher, or node-operator "
+            help="admin, data-manager, radiologist, evaluator, researcher, panel, or node-operator "
             "(node-wide administration; only grantable here, never from the API or portal)"
         ),
     ],

@@ -19,6 +19,7 @@ class Role(enum.StrEnum):
     RESEARCHER = "researcher"
     # node-wide administration, granted only from the command line (see accounts.policy)
     NODE_OPERATOR = "node-operator"
+    PANEL = "panel"  # use-case panel member: publishes and retires AI use cases
 
 
 class Facility(TimestampMixin, Base):

@@ -22,8 +22,10 @@ SEMVER_PATTERN = (
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
-CDE_CODE_PATTERN = r"^RDE\d+(\.\d+)?$"
-CDE_ELEMENT_PATTERN = r"^RDE\d+$"
+# RadElement ids (RDE1360), PAIR's local extension (PAIR-RDE7) and placeholder element ids of a
+# RadElement set whose element ids are not known yet (RDES268-E4): the CDE catalog's id forms
+CDE_ELEMENT_PATTERN = r"^(RDE\d+|PAIR-RDE\d+|RDES\d+-E\d+)$"
+CDE_CODE_PATTERN = r"^(RDE\d+|PAIR-RDE\d+|RDES\d+-E\d+)(\.\d+)?$"
 MODALITY_PATTERN = r"^[A-Z]{2,4}$"
 
 

@@ -26,6 +26,7 @@ from pair.audit.service import Actor, record
 from pair.core.config import AlgorithmSettings
 from pair.core.errors import Conflict, Invalid, NotFound
 from pair.core.node import Node
+from pair.usecases.enforce import check_manifest
 
 ALGORITHMS_DIR = "algorithms"
 STALE_AFTER_S = 600
@@ -64,6 +65,7 @@ def submit_algorithm(
                 f"Algorithm {m.id} version {m.version} is already registered with a different "
                 f"{what}; publish the change under a new version."
             )
+        check_manifest(session, m)  # the declared use case's CDEs, values and modality
         problems = smoke_test(pkg.loaded(), limits)
         if problems:
             raise PackageRejected(problems)

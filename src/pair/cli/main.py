@@ -14,6 +14,7 @@ from pair.evaluation.cli import evaluation_app
 from pair.reporting.cli import report_app
 from pair.repository.cli import register as register_repository
 from pair.synth.cli import synth
+from pair.usecases.cli import usecase_app
 
 app = typer.Typer(
     name="pair",
@@ -28,6 +29,7 @@ app.add_typer(ae_app, name="ae")
 app.add_typer(clinical_app, name="clinical")
 app.add_typer(report_app, name="report")
 app.add_typer(algorithm_app, name="algorithm")
+app.add_typer(usecase_app, name="usecase")
 app.command("serve")(serve)
 register_repository(app)
 app.command("deid")(deid)

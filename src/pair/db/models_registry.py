@@ -13,5 +13,6 @@ from pair.deid import models as _deid  # noqa: F401
 from pair.evalruns import models as _evalruns  # noqa: F401
 from pair.reporting import models as _reporting  # noqa: F401
 from pair.repository import models as _repository  # noqa: F401
+from pair.usecases import models as _usecases  # noqa: F401
 
 metadata = Base.metadata

@@ -26,6 +26,8 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.reporting.api import router as reporting_router
     from pair.repository.api import router as repository_router
     from pair.repository.dicomweb import router as dicomweb_router
+    from pair.usecases.api import router as usecases_router
+    from pair.usecases.service import ensure_shipped
     from pair.web.pages import install_portal
 
     app = FastAPI(
@@ -41,6 +43,8 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.add_middleware(NulGuard)  # before sessions and routes: a NUL in the URL is a 400
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: also on errors and static files
     install_error_handlers(app)
+    with node.db.session() as session:  # shipped use cases are published from the first request
+        ensure_shipped(session)
 
     @app.get("/healthz", tags=["system"])
     def healthz() -> dict[str, str]:
@@ -57,5 +61,6 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(algorithms_router)
     app.include_router(clinical_router)
     app.include_router(evalruns_router)
+    app.include_router(usecases_router)
     install_portal(app)
     return app

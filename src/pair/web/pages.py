@@ -222,6 +222,7 @@ def install_portal(app: FastAPI) -> None:
     from pair.clinical.pages import router as clinical_pages
     from pair.evalruns.pages import router as evalruns_pages
     from pair.reporting.pages import router as reporting_pages
+    from pair.usecases.pages import router as usecases_pages
 
     app.mount("/static", StaticFiles(directory=PACKAGE_ROOT / "web" / "static"), name="static")
     app.state.html_error_renderer = render_error
@@ -234,3 +235,4 @@ def install_portal(app: FastAPI) -> None:
     app.include_router(evalruns_pages)
     app.include_router(reporting_pages)
     app.include_router(cde_pages)
+    app.include_router(usecases_pages)

@@ -1,0 +1,105 @@
+"""A use case in a real browser (Playwright + Chromium) on SQLite and PostgreSQL: an author
+drafts one from the form (a wrong CDE value is named), submits it, a colleague comments, the
+author revises (the diff shows the change), and only the panel member can publish it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from pair.accounts import service as accounts
+from pair.core.node import Node
+from pair.usecases.spec import SHIPPED_DIR, load_file
+from tests.web.test_browser import serve_app
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+PASSWORD = "Ward7-Lumen-Quartz-Usecase"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
+        )
+        yield b
+        b.close()
+
+
+def _sign_in(page: Page, base: str, user: str) -> None:
+    page.goto(base + "/login")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".userbox")).to_contain_text(user)
+    page.goto(base + "/usecases")
+
+
+def _sign_out(page: Page) -> None:
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in to PAIR")).to_be_visible()
+
+
+def test_draft_review_publish_in_browser(chromium: Browser, node: Node) -> None:
+    with node.db.session() as s:
+        f = accounts.create_facility(s, "General Hospital")
+        for name, role in (("ann-author", "radiologist"), ("rex-reader", "researcher")):
+            accounts.create_user(s, f, name, role, PASSWORD)
+        accounts.create_user(s, f, "pam-panel", "panel", PASSWORD)
+    doc = copy.deepcopy(load_file(SHIPPED_DIR / "covid19-cxr-pattern.yaml").document)
+    overview = {**doc["overview"], "id": "pair-browser-case", "title": "Browser opacity case"}
+    outputs = doc["technical_specifications"]
+    with serve_app(node) as base:
+        page = chromium.new_context().new_page()
+        page.set_default_timeout(20000)
+        _sign_in(page, base, "ann-author")
+        expect(page.locator("#usecase-table")).to_contain_text("pair-covid19-ct-quantification")
+        page.locator("#new-usecase").click()
+        page.locator("#f-overview").fill(yaml.safe_dump(overview))
+        bad = copy.deepcopy(outputs)
+        bad["primary_outputs"][0]["value_set"] = ["RDE1360.0", "RDE1360.8"]
+        page.locator("#f-technical_specifications").fill(yaml.safe_dump(bad))
+        page.locator("#save-usecase").click()
+        expect(page.locator("#problems")).to_contain_text(
+            "primary_outputs/0/value_set/1: 'RDE1360.8' is not a value of RDE1360"
+        )
+        page.locator("#f-technical_specifications").fill(yaml.safe_dump(outputs))
+        page.locator("#save-usecase").click()
+        expect(page.locator("#usecase-status")).to_have_text("draft")
+        page.locator("#submit-review").click()
+        expect(page.locator("#usecase-status")).to_have_text("under_review")
+        expect(page.locator("#publish")).to_have_count(0)  # authors do not publish
+        _sign_out(page)
+
+        _sign_in(page, base, "rex-reader")
+        page.goto(base + "/usecases/pair-browser-case")
+        expect(page.locator("#revise")).to_have_count(0)
+        page.locator("#comment-text").fill("Please name the portable AP view explicitly.")
+        page.locator("#add-comment").click()
+        expect(page.locator("#comments")).to_contain_text("rex-reader on version 1")
+        _sign_out(page)
+
+        _sign_in(page, base, "ann-author")
+        page.goto(base + "/usecases/pair-browser-case")
+        page.locator("#revise").click()
+        revised = {**outputs, "inputs": {**outputs["inputs"], "views": ["PA", "AP", "AP portable"]}}
+        page.locator("#f-technical_specifications").fill(yaml.safe_dump(revised))
+        page.locator("#save-usecase").click()
+        expect(page.locator(".page-head")).to_contain_text("version 2")
+        page.locator("#diff-link").click()
+        expect(page.locator("#diff-table")).to_contain_text("technical_specifications/inputs/views")
+        expect(page.locator("#diff-table")).to_contain_text("AP portable")
+        _sign_out(page)
+
+        _sign_in(page, base, "pam-panel")
+        page.goto(base + "/usecases/pair-browser-case")
+        page.locator("#publish").click()
+        expect(page.locator("#usecase-status")).to_have_text("published")
+        page.goto(base + "/usecases?status=published&q=browser")
+        expect(page.locator("#usecase-table")).to_contain_text("pair-browser-case")
