@@ -27,6 +27,7 @@ def _setup(node: Node) -> tuple[TestClient, dict[str, dict[str, str]]]:
             ("other", "researcher"),
             ("chair", "panel"),
             ("evaluator", "evaluator"),
+            ("admin", "admin"),
         ):
             u = accounts.create_user(s, f, f"u-{name}", role)
             heads[name] = {"Authorization": f"Bearer {accounts.create_token(s, u, 't')[1]}"}
@@ -94,7 +95,8 @@ def test_workflow_permissions_audit_and_diff(node: Node) -> None:
         }
     ]
 
-    for who in ("author", "other", "evaluator"):
+    # only the panel publishes: administering the node is not a clinical review
+    for who in ("author", "other", "evaluator", "admin"):
         assert client.post(f"{uc}/publish", headers=h[who]).status_code == 403
     assert client.post(f"{uc}/publish", headers=h["chair"]).json()["status"] == "published"
     assert (
@@ -104,6 +106,7 @@ def test_workflow_permissions_audit_and_diff(node: Node) -> None:
     assert [v["status"] for v in body["versions"]] == ["superseded", "published"]
     assert body["comments"][0]["version"] == 1
     assert client.post(f"{uc}/retire", headers=h["other"]).status_code == 403
+    assert client.post(f"{uc}/retire", headers=h["admin"]).status_code == 403
     assert client.post(f"{uc}/retire", headers=h["chair"]).json()["status"] == "retired"
 
     with node.db.session() as s:

@@ -59,16 +59,24 @@ class Action(enum.StrEnum):
     DEID_BURNED_IN_REVIEW = "deid.burned-in.review"
     QUARANTINE_REVIEW = "quarantine.review"
     AUDIT_READ = "audit.read"
+    USECASE_PUBLISH = "usecase.publish"
 
 
+# Clinical decisions that belong to a role, not to administration: neither a facility admin nor
+# the node operator may take them (publishing an AI use case is the thoracic panel's call).
+PANEL_ACTIONS = frozenset({Action.USECASE_PUBLISH})
 # A facility admin may do all of these, in its own facility only.
-ADMIN_ACTIONS = frozenset(Action) - {Action.FACILITY_CREATE}
+ADMIN_ACTIONS = frozenset(Action) - {Action.FACILITY_CREATE} - PANEL_ACTIONS
 # What the node operator may do in any facility: administration, never patient data.
-OPERATOR_ACTIONS = frozenset(Action) - {
-    Action.DEID_MAPPING_EXPORT,
-    Action.DEID_BURNED_IN_REVIEW,
-    Action.QUARANTINE_REVIEW,
-}
+OPERATOR_ACTIONS = (
+    frozenset(Action)
+    - {
+        Action.DEID_MAPPING_EXPORT,
+        Action.DEID_BURNED_IN_REVIEW,
+        Action.QUARANTINE_REVIEW,
+    }
+    - PANEL_ACTIONS
+)
 # What every user may do to its own account (``owner_id`` equal to the actor's user id).
 SELF_ACTIONS = frozenset(
     {
@@ -106,7 +114,11 @@ def check_role(actor: Actor, action: Action) -> None:
     if is_operator(actor):
         if action in OPERATOR_ACTIONS:
             return
-    elif action in SELF_ACTIONS or (actor.role == Role.ADMIN.value and action in ADMIN_ACTIONS):
+    elif (
+        action in SELF_ACTIONS
+        or (actor.role == Role.ADMIN.value and action in ADMIN_ACTIONS)
+        or (actor.role == Role.PANEL.value and action in PANEL_ACTIONS)
+    ):
         return
     raise Forbidden(f"Your role ({actor.role or 'none'}) may not do {action.value}.")
 

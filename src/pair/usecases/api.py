@@ -1,6 +1,6 @@
 """Use-case API (``/api/usecases``): any signed-in user reads, drafts, submits and comments;
-the author revises; the panel role (and admins) publish and retire. Node-wide documents: no
-facility scope."""
+the author revises; only the panel role publishes and retires (``Action.USECASE_PUBLISH``).
+Node-wide documents: no facility scope."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from fastapi import APIRouter, Body, Depends, Query
 from fastapi.responses import PlainTextResponse
 from sqlalchemy.orm import Session
 
-from pair.accounts.models import Role
+from pair.accounts.policy import Action
 from pair.audit.service import Actor
 from pair.usecases import export, service
 from pair.usecases.models import UseCaseVersion
 from pair.usecases.spec import schema
-from pair.web.deps import SessionDep, current_actor, require_roles
+from pair.web.deps import SessionDep, current_actor, own_facility
 
 router = APIRouter(prefix="/api/usecases", tags=["usecases"])
-panel = require_roles(Role.PANEL)
+panel = own_facility(Action.USECASE_PUBLISH)
 _BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": schema()}}}}
 
 

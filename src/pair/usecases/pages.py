@@ -10,14 +10,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from pair.accounts import policy
 from pair.accounts.models import Role
+from pair.accounts.policy import Action
 from pair.audit.service import Actor
 from pair.core.errors import Invalid
 from pair.usecases import export, service
 from pair.usecases.spec import SHIPPED_DIR, load_file, schema
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep
-from pair.web.pages import page_actor, page_roles
+from pair.web.pages import page_actor, page_may
 from pair.web.templating import register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
@@ -128,7 +130,7 @@ def view(
         "versions": service.versions(session, usecase_id),
         "comments": service.comments(session, usecase_id),
         "is_author": newest.author == actor.user_name or actor.role == Role.ADMIN.value,
-        "is_panel": actor.role in (Role.PANEL.value, Role.ADMIN.value),
+        "is_panel": policy.may_role(actor, Action.USECASE_PUBLISH),
     }
     return render(request, "usecases/view.html", ctx)
 
@@ -182,9 +184,14 @@ async def comment(
     return RedirectResponse(f"/usecases/{usecase_id}#comments", status_code=303)
 
 
+PANEL = page_may(Action.USECASE_PUBLISH)
+
+
 @router.post("/usecases/{usecase_id}/publish")
 def publish(
-    usecase_id: str, session: Session = SessionDep, actor: Actor = Depends(page_roles(Role.PANEL))
+    usecase_id: str,
+    session: Session = SessionDep,
+    actor: Actor = Depends(page_may(Action.USECASE_PUBLISH)),
 ) -> Response:
     service.publish(session, actor, usecase_id)
     session.commit()
@@ -193,7 +200,9 @@ def publish(
 
 @router.post("/usecases/{usecase_id}/retire")
 def retire(
-    usecase_id: str, session: Session = SessionDep, actor: Actor = Depends(page_roles(Role.PANEL))
+    usecase_id: str,
+    session: Session = SessionDep,
+    actor: Actor = Depends(page_may(Action.USECASE_PUBLISH)),
 ) -> Response:
     service.retire(session, actor, usecase_id)
     session.commit()

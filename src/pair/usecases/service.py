@@ -15,6 +15,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pair.accounts import policy
+from pair.accounts.policy import Action
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Forbidden, Invalid, NotFound
 from pair.usecases.models import UseCaseComment, UseCaseStatus, UseCaseVersion
@@ -209,6 +211,7 @@ def submit(session: Session, actor: Actor, usecase_id: str) -> UseCaseVersion:
 
 def publish(session: Session, actor: Actor, usecase_id: str) -> UseCaseVersion:
     """Publish the version under review; an earlier published version is superseded."""
+    policy.check_role(actor, Action.USECASE_PUBLISH)
     for old in versions(session, usecase_id):
         if old.status == S.PUBLISHED:
             old.status = S.SUPERSEDED
@@ -218,6 +221,7 @@ def publish(session: Session, actor: Actor, usecase_id: str) -> UseCaseVersion:
 
 
 def retire(session: Session, actor: Actor, usecase_id: str) -> UseCaseVersion:
+    policy.check_role(actor, Action.USECASE_PUBLISH)
     return _transition(session, actor, usecase_id, (S.PUBLISHED,), S.RETIRED, "usecase.retire")
 
 
