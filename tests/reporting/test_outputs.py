@@ -10,6 +10,7 @@ import highdicom as hd
 import pytest
 import yaml
 
+from pair.core import fastpaths
 from pair.core.errors import Invalid
 from pair.reporting.engine import evaluate
 from pair.reporting.loader import get_module
@@ -284,10 +285,13 @@ SR_CONTEXTS = {
 
 
 @pytest.mark.parametrize("case", GOLDEN["cases"], ids=lambda c: c["name"])
-def test_sr_equals_highdicom_constructor_output(case: dict[str, Any]) -> None:
+def test_sr_equals_highdicom_constructor_output(
+    case: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """build_sr skips the re-parsing and searches inside highdicom's ComprehensiveSR
     constructor; the document must be exactly what the plain constructor makes of the
-    same content tree and attributes (timestamps aside)."""
+    same content tree and attributes (timestamps aside), and what build_sr makes with the
+    fast paths switched off (the evidence sequence then built as pydicom datasets)."""
     m = get_module(case["module"])
     ev = evaluate(m, case["inputs"])
     for name, c in SR_CONTEXTS.items():
@@ -301,9 +305,13 @@ def test_sr_equals_highdicom_constructor_output(case: dict[str, Any]) -> None:
         )
         if len(c.evidence) > 1:
             plain[sr.EVIDENCE_TAG] = sr._evidence_element(c)
-        a, b = _comparable(fast), _comparable(plain)
-        assert list(a.keys()) == list(b.keys()), name
-        assert a == b, name
+        monkeypatch.setattr(fastpaths, "_enabled", False)
+        library = sr.build_sr(m, ev, c, previous)
+        monkeypatch.setattr(fastpaths, "_enabled", True)
+        assert not isinstance(library, sr._ComprehensiveSR), name
+        a, b, lib = _comparable(fast), _comparable(plain), _comparable(library)
+        assert list(a.keys()) == list(b.keys()) == list(lib.keys()), name
+        assert a == b == lib, name
         # the in-memory document reads like a parsed one
         groups = fast.content.get_image_measurement_groups()
         assert len(groups) == 1
@@ -389,3 +397,39 @@ def test_hl7_marks_inferred_radelement_codes() -> None:
     # the note follows the OBX that carries the code
     assert all(code in obx for code, obxs in noted.items() for obx in obxs)
     assert not any(code.startswith("PAIR-") for code in noted)
+
+
+def test_sr_fast_path_switch_and_logged_fallback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PAIR_FAST_PATHS off: the fast SR build is never called. On, a fast build that raises
+    gives highdicom's document and exactly one WARNING naming the path and exception type."""
+    m = get_module(GOLDEN["cases"][0]["module"])
+    ev = evaluate(m, GOLDEN["cases"][0]["inputs"])
+    c = SR_CONTEXTS["amended, three images in two series"]
+    calls: list[object] = []
+    real = sr._build_sr_fast
+
+    def spy(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(sr, "_build_sr_fast", spy)
+    monkeypatch.setattr(fastpaths, "_enabled", False)
+    expected = _comparable(sr.build_sr(m, ev, c))
+    assert calls == []
+    monkeypatch.setattr(fastpaths, "_enabled", True)
+    sr.build_sr(m, ev, c)
+    assert len(calls) == 1
+
+    def broken(*args: Any) -> Any:
+        raise KeyError("1.2.826.0.1.3680043.8.498.1")  # a value that must not be logged
+
+    monkeypatch.setattr(sr, "_build_sr_fast", broken)
+    with caplog.at_level("WARNING"):
+        doc = sr.build_sr(m, ev, c)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in warnings] == [
+        "fast path sr_document failed (KeyError); using the library path"
+    ]
+    assert _comparable(doc) == expected

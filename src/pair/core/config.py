@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     login_failure_window_s: float = Field(default=900.0, gt=0)
     password_min_length: int = Field(default=12, ge=8, le=128)
     log_level: str = "INFO"
+    # the fast Part 10 encoder and SR construction (pair.core.fastpaths); false: pydicom's and
+    # highdicom's own code paths, the reference the fast paths are tested against
+    fast_paths: bool = True
     # pair serve on SIGINT/SIGTERM: how long in-flight HTTP requests, then open DICOM
     # associations, may run on before they are cut (a stalled client must not block a stop)
     shutdown_grace_s: int = Field(default=10, ge=0, le=600)

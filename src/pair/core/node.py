@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from pair.core import fastpaths
 from pair.core.config import Settings, get_settings
 from pair.core.errors import PairError
 from pair.db import migrate
@@ -37,6 +38,7 @@ def open_node(
 ) -> Node:
     """Create the data dir layout, bring the schema up to date and return the node."""
     settings = settings or get_settings(data_dir)
+    fastpaths.configure(settings.fast_paths)
     try:
         settings.ensure_dirs()
     except OSError as exc:

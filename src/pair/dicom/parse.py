@@ -13,6 +13,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pair.core import fastpaths
 from pair.core.errors import Invalid
 from pair.dicom.encode import fast_part10
 
@@ -246,13 +247,17 @@ def to_part10_bytes(ds: Dataset, transfer_syntax_uid: str) -> bytes:
     """Serialise with a fresh, consistent file meta header.
 
     Sets ``ds.file_meta``. Byte-identical to ``_to_part10_bytes_pydicom``; the fast encoder
-    handles the little-endian syntaxes and leaves anything else (or any error) to pydicom.
+    (switched by ``PAIR_FAST_PATHS``) handles the little-endian syntaxes and leaves anything
+    else to pydicom; where it raises, pydicom writes (or raises its own error) and the failure
+    is logged.
     """
     ds.file_meta = part10_file_meta(ds, transfer_syntax_uid)
-    try:
-        data = fast_part10(ds)
-    except Exception:  # pydicom decides (and raises its own error) for what we cannot write
-        data = None
+    data = None
+    if fastpaths.enabled():
+        try:
+            data = fast_part10(ds)
+        except Exception as exc:  # pydicom decides for what the fast encoder cannot write
+            fastpaths.fell_back("part10_encoder", exc)
     return data if data is not None else _save_pydicom(ds)
 
 
