@@ -9,8 +9,10 @@ datasets.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import logging
 import random
 import sys
 import warnings
@@ -37,8 +39,11 @@ from pydicom.uid import (
 from pynetdicom.dsutils import decode, encode
 
 from pair.accounts import service as accounts
+from pair.core import fastpaths
+from pair.core.config import get_settings
 from pair.core.node import open_node
 from pair.deid.service import deidentifier_for
+from pair.dicom import parse
 from pair.dicom.encode import fast_part10
 from pair.dicom.parse import (
     _to_part10_bytes_pydicom,
@@ -63,8 +68,20 @@ def _first_difference(a: bytes, b: bytes) -> str:
     return f"lengths {len(a)} and {len(b)}, first difference at byte {i}: {a[i - 8 : i + 24]!r}"
 
 
+@contextlib.contextmanager
+def _fast_paths(on: bool) -> Iterator[None]:
+    """PAIR_FAST_PATHS for this process, as ``open_node`` sets it, restored afterwards."""
+    before = fastpaths.enabled()
+    fastpaths.configure(on)
+    try:
+        yield
+    finally:
+        fastpaths.configure(before)
+
+
 def assert_same(ds: Dataset, ts: str, *, fast: bool = True) -> bytes:
-    """Reference and fast bytes are equal; with ``fast`` the fast path really wrote them."""
+    """Reference and fast bytes are equal; with ``fast`` the fast path really wrote them; the
+    public encoder gives the same bytes with the fast paths switched on and off."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = _to_part10_bytes_pydicom(copy.deepcopy(ds), ts)
@@ -73,11 +90,14 @@ def assert_same(ds: Dataset, ts: str, *, fast: bool = True) -> bytes:
         got = fast_part10(work)
         public = copy.deepcopy(ds)
         via_api = to_part10_bytes(public, ts)
+        with _fast_paths(False):
+            switched_off = to_part10_bytes(copy.deepcopy(ds), ts)
     if fast:
         assert got is not None, f"fast path declined {ts}"
     if got is not None:
         assert got == expected, _first_difference(got, expected)
     assert via_api == expected, _first_difference(via_api, expected)
+    assert switched_off == expected, _first_difference(switched_off, expected)
     assert public.file_meta.TransferSyntaxUID == ts
     return expected
 
@@ -430,3 +450,54 @@ def test_dimse_datasets(ts: str, deidentify: Deid) -> None:
     assert_same(received(), ts)
     parsed = validate_dataset(received())
     assert_same(deidentify(parsed.dataset), ts)
+
+
+# ---- the switch and the logged fallback ------------------------------------------------------
+
+
+def test_switch_off_never_calls_the_fast_encoder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """PAIR_FAST_PATHS=false reaches the encoder through open_node; pydicom then writes."""
+    calls: list[Dataset] = []
+
+    def spy(ds: Dataset) -> bytes | None:
+        calls.append(ds)
+        return fast_part10(ds)
+
+    monkeypatch.setattr(parse, "fast_part10", spy)
+    ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), size=8)
+    expected = _to_part10_bytes_pydicom(copy.deepcopy(ds), ExplicitVRLittleEndian)
+    monkeypatch.setenv("PAIR_FAST_PATHS", "false")
+    with _fast_paths(True):
+        assert get_settings().fast_paths is False
+        open_node(tmp_path / "node").close()
+        assert fastpaths.enabled() is False
+        assert to_part10_bytes(copy.deepcopy(ds), ExplicitVRLittleEndian) == expected
+        assert calls == []
+        fastpaths.configure(True)
+        assert to_part10_bytes(copy.deepcopy(ds), ExplicitVRLittleEndian) == expected
+        assert len(calls) == 1
+
+
+def test_fast_encoder_failure_logs_one_warning_and_pydicom_writes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fast encoder that raises is no longer silently swallowed: one WARNING with the
+    path's name and the exception type (no values), and pydicom's bytes."""
+
+    def broken(ds: Dataset) -> bytes | None:
+        raise ValueError(str(ds.PatientName))  # a value that must not reach the log
+
+    monkeypatch.setattr(parse, "fast_part10", broken)
+    ds = ct_instance(study_uid=generate_uid(), series_uid=generate_uid(), size=8)
+    ds.PatientName = "DOE^JANE"
+    expected = _to_part10_bytes_pydicom(copy.deepcopy(ds), ExplicitVRLittleEndian)
+    with _fast_paths(True), caplog.at_level(logging.WARNING):
+        got = to_part10_bytes(copy.deepcopy(ds), ExplicitVRLittleEndian)
+    assert got == expected
+    warnings_logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.getMessage()) for r in warnings_logged] == [
+        ("pair.fastpaths", "fast path part10_encoder failed (ValueError); using the library path")
+    ]
+    assert "DOE" not in caplog.text
