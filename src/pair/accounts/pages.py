@@ -49,7 +49,6 @@ def session_end(
 ) -> Response:
     row = websessions.end_for_facility(session, session_id, actor)
     name = row.user.name if row.user else "?"
-    session.commit()  # before the redirect: the next GET must see it
     return redirect_with_flash("/admin/sessions", f"Session {session_id} of {name} ended.")
 
 
@@ -94,7 +93,6 @@ def password_change(
         if retry is not None:
             response.headers["Retry-After"] = str(retry)
         return response
-    session.commit()
     others = f" {ended} other session(s) signed out." if ended else ""
     flash(request, "Password changed." + others)
     return RedirectResponse("/account/password", status_code=303)

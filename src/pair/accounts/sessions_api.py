@@ -15,7 +15,13 @@ from pair.audit.service import Actor, record
 from pair.core.config import Settings
 from pair.core.errors import Forbidden, Unauthorized
 from pair.core.node import Node
-from pair.web.deps import SessionDep, authenticated_actor, get_node, require_roles
+from pair.web.deps import (
+    SessionDep,
+    authenticated_actor,
+    commit_before_refusal,
+    get_node,
+    require_roles,
+)
 from pair.web.sessions import current_session_id
 
 router = APIRouter(prefix="/api", tags=["administration"])
@@ -101,7 +107,7 @@ def change_password(
     except Unauthorized:
         throttle.failure(session, rules, user.name, actor.source, actor)
         record(session, actor, "user.password", "user", str(user.id), outcome="failure")
-        session.commit()  # the failure counts even though the request is refused
+        commit_before_refusal(session)
         raise Forbidden("The current password is wrong.") from None
     service.set_password(
         session, user, new_password, actor, min_length=settings.password_min_length

@@ -117,7 +117,6 @@ def user_create(
             flash_kind="error",
             form=form,
         )
-    session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/users", f"User {user.name} created.")
 
 
@@ -129,7 +128,6 @@ def user_active(
     actor: Actor = Depends(admin_only),
 ) -> Response:
     user = service.set_user_active(session, user_id, active == "1", actor)
-    session.commit()  # before the redirect: the next GET must see it
     return _back(
         "/admin/users", f"User {user.name} {'activated' if user.active else 'deactivated'}."
     )
@@ -169,7 +167,6 @@ def token_create(
         "new_token_user": user.name,
         "flash": f"Token created for {user.name}. Copy it now: it is shown only once.",
     }
-    session.commit()  # the token must work as soon as it is shown
     response = _page(request, "tokens.html", ctx, 201)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -182,7 +179,6 @@ def token_revoke(
     actor: Actor = Depends(admin_only),
 ) -> Response:
     accounts.revoke_token(session, token_id, actor)
-    session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/tokens", f"Token {token_id} revoked.")
 
 
@@ -232,7 +228,6 @@ def ae_add(
             flash_kind="error",
             form=form,
         )
-    session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/ae-titles", f"AE title {ae.ae_title} added.")
 
 
@@ -243,7 +238,6 @@ def ae_remove(
     actor: Actor = Depends(admin_only),
 ) -> Response:
     accounts.remove_ae_title(session, ae_title, actor)
-    session.commit()  # before the redirect: the next GET must see it
     return _back("/admin/ae-titles", f"AE title {ae_title} removed.")
 
 
@@ -300,7 +294,6 @@ def deid_save(
             },
             422,
         )
-    session.commit()  # before the redirect: the next GET must see it
     return _back(f"/admin/deid?facility={facility_id}", "Profile saved.")
 
 

@@ -92,5 +92,4 @@ def put_clinical(
 ) -> dict[str, Any]:
     """Replace the clinical record (data managers and admins); 422 lists every broken rule."""
     data = service.write_clinical(session, actor, case_id, body)
-    session.commit()  # acknowledged = durable (dependencies close after the response is sent)
     return data

@@ -158,7 +158,6 @@ async def case_clinical_save(
         ctx["errors"] = {d["field"]: d["message"] for d in (exc.details or [])}
         ctx["flash"], ctx["flash_kind"] = exc.message, "error"
         return render(request, "clinical/case.html", ctx, 422)
-    session.commit()  # before the redirect: the next GET must see it
     return RedirectResponse(f"/cases/{case_id}?saved=1", status_code=303)
 
 

@@ -75,7 +75,6 @@ async def algorithm_upload(
         return _algorithms_page(
             request, session, flash=exc.message, flash_kind="error", status=exc.http_status
         )
-    session.commit()
     what = "registered" if sub.created else "was already registered (identical package)"
     return _algorithms_page(request, session, flash=f"{sub.algorithm.ref} {what}.")
 

@@ -188,7 +188,6 @@ def create_report(
     report = service.create_draft(
         session, actor, body.study_uid, body.module, body.inputs, body.suggestions
     )
-    session.commit()  # before the response: the client's next call must see it
     return _report(report)
 
 
@@ -213,7 +212,6 @@ def update_inputs(
     service.update_draft(
         session, actor, report_id, body.inputs, body.suggestions, body.expected_revision
     )
-    session.commit()  # a sign right after this answer must see the saved inputs
     return _report(service.load_report(session, actor, report_id))
 
 
@@ -282,7 +280,6 @@ def amend(
     session: Session = SessionDep,
 ) -> dict[str, Any]:
     service.amend(session, actor, report_id, body.reason, body.inputs, body.expected_revision)
-    session.commit()
     return _report(service.load_report(session, actor, report_id))
 
 

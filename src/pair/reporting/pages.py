@@ -145,7 +145,6 @@ def open_report(
     if existing:
         return RedirectResponse(f"/reports/{existing[0].id}", status_code=303)
     report = service.create_draft(session, actor, study_uid, module_id)
-    session.commit()
     return RedirectResponse(f"/reports/{report.id}", status_code=303)
 
 
@@ -166,7 +165,6 @@ def amend_report(
         ctx = _context(session, actor, report)
         ctx.update(flash=exc.message, flash_kind="error", amend_error=exc.message)
         return render(request, "reporting/report.html", ctx, exc.http_status)
-    session.commit()
     return RedirectResponse(f"/reports/{report_id}?amending=1", status_code=303)
 
 

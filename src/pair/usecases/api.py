@@ -53,7 +53,6 @@ def list_usecases(
 ) -> dict[str, Any]:
     service.ensure_shipped(session)
     result = service.list_usecases(session, q, status, limit, offset)
-    session.commit()
     return {"total": result.total, "items": [_out(r, full=False) for r in result.items]}
 
 
@@ -63,7 +62,6 @@ def create(
 ) -> dict[str, Any]:
     """A new draft (version 1); 422 lists every schema or CDE problem by path."""
     row = service.create_draft(session, actor, body)
-    session.commit()
     return _out(row)
 
 
@@ -93,7 +91,6 @@ def revise(
 ) -> dict[str, Any]:
     """The author's revision: a new version; the previous one is kept (superseded)."""
     row = service.revise(session, actor, usecase_id, body)
-    session.commit()
     return _out(row)
 
 
@@ -102,7 +99,6 @@ def submit(
     usecase_id: str, session: Session = SessionDep, actor: Actor = Depends(current_actor)
 ) -> dict[str, Any]:
     row = service.submit(session, actor, usecase_id)
-    session.commit()
     return _out(row, full=False)
 
 
@@ -114,7 +110,6 @@ def comment(
     actor: Actor = Depends(current_actor),
 ) -> dict[str, Any]:
     c = service.comment(session, actor, usecase_id, text)
-    session.commit()
     return {"id": c.id, "author": c.author, "text": c.text}
 
 
@@ -123,7 +118,6 @@ def publish(
     usecase_id: str, session: Session = SessionDep, actor: Actor = Depends(panel)
 ) -> dict[str, Any]:
     row = service.publish(session, actor, usecase_id)
-    session.commit()
     return _out(row, full=False)
 
 
@@ -132,7 +126,6 @@ def retire(
     usecase_id: str, session: Session = SessionDep, actor: Actor = Depends(panel)
 ) -> dict[str, Any]:
     row = service.retire(session, actor, usecase_id)
-    session.commit()
     return _out(row, full=False)
 
 

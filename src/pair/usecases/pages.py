@@ -78,7 +78,6 @@ def browse(
     status = request.query_params.get("status") or None
     service.ensure_shipped(session)
     items = service.list_usecases(session, q, status, limit=500).items
-    session.commit()
     return render(request, "usecases/list.html", {"items": items, "q": q or "", "status": status})
 
 
@@ -108,7 +107,6 @@ async def create(
     except Invalid as exc:
         session.rollback()
         return _author_form(request, raw, "/usecases/new", "New use case", exc)
-    session.commit()
     return RedirectResponse(f"/usecases/{row.usecase_id}", status_code=303)
 
 
@@ -158,7 +156,6 @@ async def revise(
         session.rollback()
         action = f"/usecases/{usecase_id}/edit"
         return _author_form(request, raw, action, f"Revise {usecase_id}", exc)
-    session.commit()
     return RedirectResponse(f"/usecases/{usecase_id}", status_code=303)
 
 
@@ -167,7 +164,6 @@ def submit(
     usecase_id: str, session: Session = SessionDep, actor: Actor = Depends(page_actor)
 ) -> Response:
     service.submit(session, actor, usecase_id)
-    session.commit()
     return RedirectResponse(f"/usecases/{usecase_id}", status_code=303)
 
 
@@ -180,7 +176,6 @@ async def comment(
 ) -> Response:
     form = await request.form()
     service.comment(session, actor, usecase_id, str(form.get("text", "")))
-    session.commit()
     return RedirectResponse(f"/usecases/{usecase_id}#comments", status_code=303)
 
 
@@ -194,7 +189,6 @@ def publish(
     actor: Actor = Depends(page_may(Action.USECASE_PUBLISH)),
 ) -> Response:
     service.publish(session, actor, usecase_id)
-    session.commit()
     return RedirectResponse(f"/usecases/{usecase_id}", status_code=303)
 
 
@@ -205,7 +199,6 @@ def retire(
     actor: Actor = Depends(page_may(Action.USECASE_PUBLISH)),
 ) -> Response:
     service.retire(session, actor, usecase_id)
-    session.commit()
     return RedirectResponse(f"/usecases/{usecase_id}", status_code=303)
 
 

@@ -31,9 +31,18 @@ def get_session(node: Node = Depends(get_node)) -> Iterator[Session]:
         yield session
 
 
-# "function" scope: the transaction commits when the route returns, BEFORE the response is
-# sent, so a 2xx always means the write is durable. Always use this one object.
+# The one unit of work of a request. "function" scope: FastAPI closes the dependency right after
+# the route returns, BEFORE the response is sent, so the transaction commits first (a 2xx means
+# the write is durable and the next request sees it) and rolls back if the route raises. Routes
+# never call ``session.commit()`` (tests/web/test_unit_of_work.py).
 SessionDep: Any = Depends(get_session, scope="function")
+
+
+def commit_before_refusal(session: Session) -> None:
+    """Commit now because the route is about to raise: the one write a refused request keeps
+    (a wrong current password counts towards the sign-in throttle). Everything else is left to
+    ``SessionDep``, which would roll it back."""
+    session.commit()
 
 
 def client_address(request: Request) -> str:

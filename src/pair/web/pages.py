@@ -148,14 +148,12 @@ def login(
         user = accounts.authenticate_password(session, username.strip(), password)
     except TooManyRequests as exc:
         record(session, attempt, "portal.login", "user", outcome="failure", detail={"throttled": 1})
-        session.commit()
         response = render(request, "login.html", {**ctx, "error": exc.message}, 429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except Unauthorized as exc:
         throttle.failure(session, rules, name, address, attempt)
         record(session, attempt, "portal.login", "user", outcome="failure")
-        session.commit()
         return render(request, "login.html", {**ctx, "error": exc.message}, 401)
     throttle.success(session, rules, name)
     request.session.clear()  # no session fixation: a new session id, a fresh CSRF token
@@ -168,7 +166,6 @@ def login(
         "user",
         str(user.id),
     )
-    session.commit()  # dependencies close after the response is sent; commit first
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
@@ -183,7 +180,6 @@ def logout(request: Request, session: Session = SessionDep) -> Response:
             record(session, actor, "portal.logout", "user", str(user.id))
     request.session.clear()
     flash(request, "You have signed out.")
-    session.commit()
     return RedirectResponse("/login", status_code=303)
 
 
