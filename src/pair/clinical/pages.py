@@ -19,8 +19,7 @@ from pair.clinical.dictionary import load_dictionary
 from pair.core.errors import Invalid, NotFound
 from pair.repository.models import Instance, Series, Study
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep
-from pair.web.pages import page_actor, page_roles
+from pair.web.deps import SessionDep, page_actor, page_roles
 from pair.web.templating import register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])

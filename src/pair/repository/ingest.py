@@ -401,9 +401,12 @@ def _stage_one(
     """Parse, de-identify and store durably: in the node's worker processes, or here."""
     from concurrent.futures.process import BrokenProcessPool
 
-    if node.ingest_workers is not None:
+    from pair.repository.workers import attached_workers
+
+    workers = attached_workers(node)
+    if workers is not None:
         try:
-            return node.ingest_workers.prepare(facility_id, source, expected_study_uid, payloads)
+            return workers.prepare(facility_id, source, expected_study_uid, payloads)
         except BrokenProcessPool:
             reason = "Processing failed: the ingest worker stopped (out of memory?); send it again."
             return [_rejected("", "", reason, "processing_failed") for _ in payloads]
