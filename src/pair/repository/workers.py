@@ -145,18 +145,11 @@ class IngestWorkers:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-_ATTACHMENT = "repository.ingest_workers"
-
-
 def attach_workers(node: Node, workers: IngestWorkers | None) -> None:
     """Give the node this pool (``pair serve``); it closes the pool when the node closes."""
+    from pair.repository.ingest import WORKERS_ATTACHMENT
+
     if workers is None:
-        node.attachments.pop(_ATTACHMENT, None)
+        node.attachments.pop(WORKERS_ATTACHMENT, None)
     else:
-        node.attachments[_ATTACHMENT] = workers
-
-
-def attached_workers(node: Node) -> IngestWorkers | None:
-    """The node's ingest worker pool, when it has one: stage one runs there."""
-    workers = node.attachments.get(_ATTACHMENT)
-    return workers if isinstance(workers, IngestWorkers) else None
+        node.attachments[WORKERS_ATTACHMENT] = workers

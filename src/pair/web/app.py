@@ -27,6 +27,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.evalruns.api import router as evalruns_router
     from pair.reporting.api import router as reporting_router
     from pair.repository.api import router as repository_router
+    from pair.repository.burned_in import router as burned_in_router
     from pair.repository.dicomweb import router as dicomweb_router
     from pair.usecases.api import router as usecases_router
     from pair.usecases.service import ensure_shipped
@@ -55,6 +56,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(sessions_router)
     app.include_router(audit_router)
     app.include_router(deid_router)
+    app.include_router(burned_in_router)
     app.include_router(repository_router)
     app.include_router(dicomweb_router)
     app.include_router(cde_router)
@@ -75,6 +77,7 @@ def install_portal(app: FastAPI) -> None:
     from pair.clinical.pages import router as clinical_pages
     from pair.evalruns.pages import router as evalruns_pages
     from pair.reporting.pages import router as reporting_pages
+    from pair.repository.pages import router as repository_pages
     from pair.usecases.pages import router as usecases_pages
     from pair.web.pages import render_error
     from pair.web.pages import router as portal_router
@@ -83,6 +86,7 @@ def install_portal(app: FastAPI) -> None:
     app.state.html_error_renderer = render_error
     register_nav("Home", "/", order=0)
     app.include_router(portal_router)
+    app.include_router(repository_pages)
     app.include_router(clinical_pages)
     app.include_router(admin_pages)
     app.include_router(admin_router)

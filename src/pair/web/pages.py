@@ -1,23 +1,21 @@
-"""Portal shell: sign-in/out, home page, error pages and the dependencies pages share."""
+"""Portal shell: sign-in/out and error pages (page dependencies live in ``web.deps``)."""
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pair.accounts import service as accounts
 from pair.accounts import throttle
-from pair.accounts.models import Role, User
+from pair.accounts.models import User
 from pair.audit.service import Actor, record
 from pair.core.errors import TooManyRequests, Unauthorized
 from pair.core.node import Node
 from pair.web.csrf import csrf_protect, csrf_token
-from pair.web.deps import SESSION_USER_KEY, SessionDep, client_address, get_node, page_user
+from pair.web.deps import SESSION_USER_KEY, SessionDep, client_address, get_node
 from pair.web.sessions import flash
 from pair.web.templating import render
 
@@ -124,30 +122,3 @@ def logout(request: Request, session: Session = SessionDep) -> Response:
     flash(request, "You have signed out.")
     session.commit()
     return RedirectResponse("/login", status_code=303)
-
-
-@router.get("/")
-def home(
-    request: Request,
-    session: Session = SessionDep,
-    user: User = Depends(page_user),
-) -> Response:
-    """Counts for the user's facility (every page is facility-scoped, as DICOMweb is)."""
-    from pair.repository.models import Patient, QuarantineItem, Study
-
-    counts: dict[str, Any] = {}
-    if user.role == Role.NODE_OPERATOR:  # the operator sees no facility's data
-        return render(request, "home.html", {"counts": counts})
-    for label, model in (("cases", Patient), ("studies", Study)):
-        stmt = select(func.count()).select_from(model).where(model.facility_id == user.facility_id)
-        counts[label] = session.scalar(stmt) or 0
-    if user.role == Role.ADMIN:
-        pending = (
-            select(func.count())
-            .select_from(QuarantineItem)
-            .where(
-                QuarantineItem.status == "pending", QuarantineItem.facility_id == user.facility_id
-            )
-        )
-        counts["quarantine"] = session.scalar(pending) or 0
-    return render(request, "home.html", {"counts": counts})

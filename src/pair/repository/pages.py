@@ -1,0 +1,43 @@
+"""The repository's portal pages: the home page counts the facility's cases and studies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pair.accounts.models import Role, User
+from pair.repository.models import Patient, QuarantineItem, Study
+from pair.web.csrf import csrf_protect
+from pair.web.deps import SessionDep, page_user
+from pair.web.templating import render
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
+
+
+@router.get("/")
+def home(
+    request: Request,
+    session: Session = SessionDep,
+    user: User = Depends(page_user),
+) -> Response:
+    """Counts for the user's facility (every page is facility-scoped, as DICOMweb is)."""
+    counts: dict[str, Any] = {}
+    if user.role == Role.NODE_OPERATOR:  # the operator sees no facility's data
+        return render(request, "home.html", {"counts": counts})
+    for label, model in (("cases", Patient), ("studies", Study)):
+        stmt = select(func.count()).select_from(model).where(model.facility_id == user.facility_id)
+        counts[label] = session.scalar(stmt) or 0
+    if user.role == Role.ADMIN:
+        pending = (
+            select(func.count())
+            .select_from(QuarantineItem)
+            .where(
+                QuarantineItem.status == "pending", QuarantineItem.facility_id == user.facility_id
+            )
+        )
+        counts["quarantine"] = session.scalar(pending) or 0
+    return render(request, "home.html", {"counts": counts})
