@@ -1,4 +1,4 @@
-"""The repository's portal pages: the home page counts the facility's cases and studies."""
+"""The repository's portal pages: the home page (the facility's counts) and the upload page."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Role, User
+from pair.audit.service import Actor
 from pair.repository.models import Patient, QuarantineItem, Study
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep, page_user
-from pair.web.templating import render
+from pair.web.deps import SessionDep, page_roles, page_user
+from pair.web.templating import register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
+register_nav("Upload", "/upload", roles=(Role.DATA_MANAGER.value,), order=20)
 
 
 @router.get("/")
@@ -41,3 +43,9 @@ def home(
         )
         counts["quarantine"] = session.scalar(pending) or 0
     return render(request, "home.html", {"counts": counts})
+
+
+@router.get("/upload")
+def upload_page(request: Request, _: Actor = Depends(page_roles(Role.DATA_MANAGER))) -> Response:
+    """Drag-and-drop upload to ``POST /api/upload`` (files, folders, zips), one XHR per file."""
+    return render(request, "repository/upload.html", {})
