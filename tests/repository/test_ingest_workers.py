@@ -22,7 +22,11 @@ from pair.core.node import Node
 from pair.deid.models import PrivatePatientIdentity
 from pair.repository.ingest import Outcome, Payload, ingest_batch
 from pair.repository.models import Instance, Patient, QuarantineItem, Series, Study
-from pair.repository.workers import IngestWorkers, default_worker_count
+from pair.repository.workers import (
+    IngestWorkers,
+    attach_workers,
+    default_worker_count,
+)
 from tests.conftest import LiveNode
 from tests.factories import ct_instance, to_bytes, write_series
 
@@ -31,9 +35,9 @@ from tests.factories import ct_instance, to_bytes, write_series
 def workers(node: Node) -> Iterator[IngestWorkers]:
     pool = IngestWorkers(node.settings, 2)
     pool.warm_up()
-    node.ingest_workers = pool
+    attach_workers(node, pool)
     yield pool
-    node.ingest_workers = None
+    attach_workers(node, None)
     pool.close()
 
 

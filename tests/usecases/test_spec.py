@@ -76,7 +76,7 @@ def test_a_ct_manifest_may_bind_the_local_rsna_category_element() -> None:
     """Manifests name catalog ids beyond RDE### (PAIR-RDE7), so the CT pattern's primary output
     can be declared; a matching manifest has no problems, a wrong code is named."""
     from pair.algorithms.manifest import Manifest
-    from pair.usecases.enforce import problems
+    from pair.algorithms.usecase_check import problems
     from tests.algorithms.algo_builders import manifest
 
     m = manifest(use_case_id="pair-covid19-ct-pattern", modality=["CT"])

@@ -15,8 +15,7 @@ from pair.audit.service import Actor
 from pair.core.errors import PairError
 from pair.core.node import Node
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep, get_node
-from pair.web.pages import page_any_actor, page_roles
+from pair.web.deps import SessionDep, get_node, page_any_actor, page_roles
 from pair.web.sessions import current_session_id, flash, redirect_with_flash
 from pair.web.templating import render
 

@@ -18,8 +18,7 @@ from pair.core.errors import Invalid, PairError
 from pair.core.node import Node
 from pair.repository import quarantine as quarantine_review
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep, get_node
-from pair.web.pages import page_may
+from pair.web.deps import SessionDep, get_node, page_may
 from pair.web.sessions import redirect_with_flash
 from pair.web.templating import register_nav, render
 

@@ -22,11 +22,11 @@ from pair.algorithms.manifest import Manifest, semver_key
 from pair.algorithms.models import Algorithm, AlgorithmStatus
 from pair.algorithms.package import PackageRejected, sha256_file, unpack, validate_folder
 from pair.algorithms.runner import LoadedAlgorithm, smoke_test
+from pair.algorithms.usecase_check import check_manifest
 from pair.audit.service import Actor, record
 from pair.core.config import AlgorithmSettings
 from pair.core.errors import Conflict, Invalid, NotFound
 from pair.core.node import Node
-from pair.usecases.enforce import check_manifest
 
 ALGORITHMS_DIR = "algorithms"
 STALE_AFTER_S = 600

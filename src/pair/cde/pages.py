@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from pair.audit.service import Actor
 from pair.cde.catalog import catalog
 from pair.web.csrf import csrf_protect
-from pair.web.pages import page_actor
+from pair.web.deps import page_actor
 from pair.web.templating import register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])

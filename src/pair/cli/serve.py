@@ -49,13 +49,14 @@ def serve(
     repaired = reconcile(node)
     if any(repaired.values()):
         console.print(f"start-up reconciliation: {repaired}")
-    from pair.repository.workers import IngestWorkers, default_worker_count
+    from pair.repository.workers import IngestWorkers, attach_workers, default_worker_count
 
     n_ingest = settings.ingest_workers
     n_ingest = default_worker_count() if n_ingest is None else n_ingest
     if n_ingest:
-        node.ingest_workers = IngestWorkers(settings, n_ingest)
-        node.ingest_workers.warm_up()
+        workers = IngestWorkers(settings, n_ingest)
+        attach_workers(node, workers)
+        workers.warm_up()
         console.print(f"{n_ingest} ingest worker process(es) ready")
     from pair.algorithms.sandbox import WorkerPool
     from pair.evalruns.service import resume_interrupted

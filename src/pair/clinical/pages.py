@@ -12,20 +12,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pair.accounts import service as accounts
-from pair.accounts.models import Role
 from pair.audit.service import Actor, record
 from pair.clinical import service
 from pair.clinical.dictionary import load_dictionary
 from pair.core.errors import Invalid, NotFound
 from pair.repository.models import Instance, Series, Study
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep
-from pair.web.pages import page_actor, page_roles
+from pair.web.deps import SessionDep, page_actor
 from pair.web.templating import register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
 register_nav("Cases", "/cases", order=10)
-register_nav("Upload", "/upload", roles=(Role.DATA_MANAGER.value,), order=20)
 PAGE_SIZE = 25
 
 
@@ -209,9 +206,3 @@ def _tag_names_json() -> str:
     from pydicom.datadict import DicomDictionary
 
     return json.dumps({f"{tag:08X}": entry[4] for tag, entry in DicomDictionary.items()})
-
-
-@router.get("/upload")
-def upload_page(request: Request, _: Actor = Depends(page_roles(Role.DATA_MANAGER))) -> Response:
-    """Drag-and-drop upload to ``POST /api/upload`` (files, folders, zips), one XHR per file."""
-    return render(request, "clinical/upload.html", {})

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -15,21 +15,23 @@ from pair.core.errors import PairError
 from pair.db import migrate
 from pair.db.session import Database
 
-if TYPE_CHECKING:
-    from pair.repository.workers import IngestWorkers
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass
 class Node:
     settings: Settings
     db: Database
-    # set by ``pair serve``: ingest stage one runs in these worker processes (all cores)
-    ingest_workers: IngestWorkers | None = None
+    # Resources a capability attaches at serve time under its own key (e.g. the repository's
+    # ingest worker pool); core knows none of them, only that the node closes them.
+    attachments: dict[str, Closeable] = field(default_factory=dict)
 
     def close(self) -> None:
-        if self.ingest_workers is not None:
-            self.ingest_workers.close()
-            self.ingest_workers = None
+        while self.attachments:
+            _, resource = self.attachments.popitem()
+            resource.close()
         self.db.dispose()
 
 

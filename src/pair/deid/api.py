@@ -1,13 +1,12 @@
-"""De-identification administration API: the facility's profile, the mapping export and the
-instances flagged for burned-in text review."""
+"""De-identification administration API: the facility's profile and the mapping export (the
+instances flagged for burned-in text review are the repository's: ``repository.burned_in``)."""
 
 from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -31,15 +30,6 @@ class ProfileOut(BaseModel):
     yaml: str
     label: str
     warnings: list[str] = []
-
-
-class BurnedInOut(BaseModel):
-    sop_instance_uid: str
-    series_uid: str
-    study_uid: str
-    modality: str
-    reasons: list[str]
-    received_at: datetime
 
 
 def _facility(session: Session, actor: Actor) -> Facility:
@@ -102,17 +92,3 @@ def export_mapping(
             "Content-Disposition": 'attachment; filename="pair-mapping.csv"',
         },
     )
-
-
-@router.get("/burned-in-review", response_model=list[BurnedInOut], dependencies=_member)
-def burned_in_review(
-    limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
-    session: Session = SessionDep,
-    actor: Actor = Depends(own_facility(Action.DEID_BURNED_IN_REVIEW)),
-) -> list[BurnedInOut]:
-    """Stored instances of the admin's facility whose pixels may carry burned-in text."""
-    rows = service.burned_in_review(
-        session, _facility(session, actor).id, actor, limit=limit, offset=offset
-    )
-    return [BurnedInOut(**r) for r in rows]

@@ -28,7 +28,7 @@ from pair.deid.rawtext import raw_text, single_text
 from pair.deid.scanner import Finding, burned_in_risk, pixels_identify, scan
 from pair.deid.store import MappingStore, PatientMapping
 from pair.deid.table import Act, CompiledTable, compile_table
-from pair.deid.walk import Pass, _dict_vr
+from pair.deid.walk import Pass, SafePrivate, _dict_vr
 
 # File meta elements that can name the sending system; dropped from the output.
 _META_DROP = frozenset(
@@ -40,12 +40,6 @@ _IDENTITY_REMOVED, _METHOD, _METHOD_CODES = 0x00120062, 0x00120063, 0x00120064
 _LONGITUDINAL = 0x00280303
 _MEDIA_SOP_INSTANCE = 0x00020003
 _UID_CACHE_LIMIT = 200_000
-
-
-@dataclass(frozen=True)
-class SafePrivate:
-    vr: str
-    action: str  # keep | date
 
 
 @cache

@@ -25,7 +25,6 @@ from pair.deid.engine import Deidentifier, DeidResult
 from pair.deid.models import PrivatePatientIdentity, PrivateStudyIdentity
 from pair.deid.profile import profile_for
 from pair.deid.store import SqlMappingStore
-from pair.repository.models import Instance, Series, Study
 
 
 def deidentifier_for(session: Session, node_settings: Settings, facility: Facility) -> Deidentifier:
@@ -110,49 +109,6 @@ def export_mapping(
         facility_id=facility_id,
     )
     return rows
-
-
-def burned_in_review(
-    session: Session, facility_id: int, actor: Actor, *, limit: int = 100, offset: int = 0
-) -> list[dict[str, Any]]:
-    """The facility's stored instances flagged at ingest for burned-in text review (pixels are
-    never cleaned; an admin looks at them). Reasons only, no header values; audited."""
-    authorize(actor, Action.DEID_BURNED_IN_REVIEW, facility_id, missing="No such facility.")
-    rows = session.execute(
-        select(
-            Instance.sop_instance_uid,
-            Series.series_uid,
-            Study.study_uid,
-            Series.modality,
-            Instance.burned_in_risk,
-            Instance.received_at,
-        )
-        .join(Series, Instance.series_pk == Series.id)
-        .join(Study, Series.study_pk == Study.id)
-        .where(Study.facility_id == facility_id, Instance.burned_in_risk != "")
-        .order_by(Instance.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    record(
-        session,
-        actor,
-        "deid.burned_in.list",
-        "facility",
-        str(facility_id),
-        detail={"rows": len(rows)},
-    )
-    return [
-        {
-            "sop_instance_uid": r[0],
-            "series_uid": r[1],
-            "study_uid": r[2],
-            "modality": r[3],
-            "reasons": r[4].split("; "),
-            "received_at": r[5],
-        }
-        for r in rows
-    ]
 
 
 EXPORT_COLUMNS = (

@@ -7,9 +7,10 @@ bytes pydicom would produce, so neither the source nor the output is converted n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydicom import config
 from pydicom._uid_dict import UID_dictionary
@@ -20,12 +21,28 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
+from pair.deid.profile import DeidProfile
 from pair.deid.rawtext import raw_text, resolved_vr, text_values
 from pair.deid.scanner import PhiIndex, collect_phi
-from pair.deid.table import Act
+from pair.deid.table import Act, CompiledTable
 
-if TYPE_CHECKING:
-    from pair.deid.engine import Deidentifier
+
+@dataclass(frozen=True)
+class SafePrivate:
+    vr: str
+    action: str  # keep | date
+
+
+class Engine(Protocol):
+    """What a pass reads from its ``Deidentifier`` (the engine imports this module, not back)."""
+
+    profile: DeidProfile
+    table: CompiledTable
+    _safe: dict[tuple[str, int, int], SafePrivate]
+    _dispatch: dict[int, Act]
+
+    def remap_uid(self, uid: str) -> str: ...
+
 
 _TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN", "CS", "AE"})
 _STRING_VRS = _TEXT_VRS | {"DA", "DT", "TM", "UI", "UR", "AS", "DS", "IS"}
@@ -105,7 +122,7 @@ def _shift_dt(value: str, days: int) -> str | None:
 class Pass:
     """State of one ``deidentify`` call."""
 
-    def __init__(self, engine: Deidentifier, shift: int, original: Dataset) -> None:
+    def __init__(self, engine: Engine, shift: int, original: Dataset) -> None:
         self.e = engine
         self.t = engine.table
         self.shift = shift

@@ -21,8 +21,7 @@ from pair.evalruns.cohort import Cohort, parse_cohort
 from pair.evalruns.models import RunStatus
 from pair.reporting.loader import all_modules
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep, get_node
-from pair.web.pages import page_roles
+from pair.web.deps import SessionDep, get_node, page_roles
 from pair.web.templating import register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])

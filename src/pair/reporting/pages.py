@@ -29,8 +29,7 @@ from pair.reporting.model import Element, Module
 from pair.reporting.models import Report, ReportVersion
 from pair.repository.models import Study
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep
-from pair.web.pages import page_actor
+from pair.web.deps import SessionDep, page_actor
 from pair.web.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])

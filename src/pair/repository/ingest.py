@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
 from sqlalchemy import select
@@ -135,6 +135,24 @@ class Prepared:
     result: IngestResult
     record: IndexRecord | None = None
     quarantine: dict[str, Any] | None = None
+
+
+# ``pair serve`` attaches the repository's worker pool (``repository.workers``) to the node here
+WORKERS_ATTACHMENT = "repository.ingest_workers"
+
+
+class StageOnePool(Protocol):
+    """Worker processes that run stage one (``IngestWorkers``; this module may not import it)."""
+
+    def prepare(
+        self,
+        facility_id: int,
+        source: str,
+        expected_study_uid: str | None,
+        payloads: list[Payload],
+    ) -> list[Prepared]: ...
+
+    def close(self) -> None: ...
 
 
 class Preparer:
@@ -401,9 +419,10 @@ def _stage_one(
     """Parse, de-identify and store durably: in the node's worker processes, or here."""
     from concurrent.futures.process import BrokenProcessPool
 
-    if node.ingest_workers is not None:
+    workers = cast("StageOnePool | None", node.attachments.get(WORKERS_ATTACHMENT))
+    if workers is not None:
         try:
-            return node.ingest_workers.prepare(facility_id, source, expected_study_uid, payloads)
+            return workers.prepare(facility_id, source, expected_study_uid, payloads)
         except BrokenProcessPool:
             reason = "Processing failed: the ingest worker stopped (out of memory?); send it again."
             return [_rejected("", "", reason, "processing_failed") for _ in payloads]

@@ -143,3 +143,13 @@ class IngestWorkers:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def attach_workers(node: Node, workers: IngestWorkers | None) -> None:
+    """Give the node this pool (``pair serve``); it closes the pool when the node closes."""
+    from pair.repository.ingest import WORKERS_ATTACHMENT
+
+    if workers is None:
+        node.attachments.pop(WORKERS_ATTACHMENT, None)
+    else:
+        node.attachments[WORKERS_ATTACHMENT] = workers

@@ -18,8 +18,7 @@ from pair.core.errors import Invalid
 from pair.usecases import export, service
 from pair.usecases.spec import SHIPPED_DIR, load_file, schema
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep
-from pair.web.pages import page_actor, page_may
+from pair.web.deps import SessionDep, page_actor, page_may
 from pair.web.templating import register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 import pair
 from pair.algorithms.sandbox import WorkerPool
@@ -10,6 +11,7 @@ from pair.core.node import Node
 from pair.web.errors import install_error_handlers
 from pair.web.headers import SecurityHeadersMiddleware
 from pair.web.sessions import ServerSessionMiddleware
+from pair.web.templating import PACKAGE_ROOT, register_nav
 from pair.web.urlguard import NulGuard
 
 
@@ -25,10 +27,10 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.evalruns.api import router as evalruns_router
     from pair.reporting.api import router as reporting_router
     from pair.repository.api import router as repository_router
+    from pair.repository.burned_in import router as burned_in_router
     from pair.repository.dicomweb import router as dicomweb_router
     from pair.usecases.api import router as usecases_router
     from pair.usecases.service import ensure_shipped
-    from pair.web.pages import install_portal
 
     app = FastAPI(
         title="PAIR node",
@@ -54,6 +56,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(sessions_router)
     app.include_router(audit_router)
     app.include_router(deid_router)
+    app.include_router(burned_in_router)
     app.include_router(repository_router)
     app.include_router(dicomweb_router)
     app.include_router(cde_router)
@@ -64,3 +67,31 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(usecases_router)
     install_portal(app)
     return app
+
+
+def install_portal(app: FastAPI) -> None:
+    """Mount static files, the error renderer and every capability's page router."""
+    from pair.accounts.pages import account_router, admin_router
+    from pair.admin.pages import router as admin_pages
+    from pair.cde.pages import router as cde_pages
+    from pair.clinical.pages import router as clinical_pages
+    from pair.evalruns.pages import router as evalruns_pages
+    from pair.reporting.pages import router as reporting_pages
+    from pair.repository.pages import router as repository_pages
+    from pair.usecases.pages import router as usecases_pages
+    from pair.web.pages import render_error
+    from pair.web.pages import router as portal_router
+
+    app.mount("/static", StaticFiles(directory=PACKAGE_ROOT / "web" / "static"), name="static")
+    app.state.html_error_renderer = render_error
+    register_nav("Home", "/", order=0)
+    app.include_router(portal_router)
+    app.include_router(repository_pages)
+    app.include_router(clinical_pages)
+    app.include_router(admin_pages)
+    app.include_router(admin_router)
+    app.include_router(account_router)
+    app.include_router(evalruns_pages)
+    app.include_router(reporting_pages)
+    app.include_router(cde_pages)
+    app.include_router(usecases_pages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Request
@@ -117,6 +118,66 @@ def require_roles(*roles: Role) -> Callable[..., Actor]:
         if actor.role != Role.ADMIN.value and actor.role not in allowed:
             names = ", ".join(sorted(allowed | {Role.ADMIN.value}))
             raise Forbidden(f"Role {actor.role!r} may not do this; required: {names}.")
+        return actor
+
+    return check
+
+
+# Page (HTML) counterparts: every capability's pages depend on these.
+
+
+@dataclass(frozen=True)
+class PortalUser:
+    """What templates know about the signed-in user (a plain copy: safe after a rollback)."""
+
+    id: int
+    name: str
+    role: str
+    facility_id: int
+    facility_name: str
+
+
+def page_user(request: Request, user: User | None = Depends(optional_user)) -> User:
+    """The signed-in user of a portal page (HTML 401 pages redirect to the sign-in form)."""
+    if user is None:
+        raise Unauthorized("Please sign in to see this page.")
+    request.state.user = PortalUser(
+        user.id, user.name, user.role, user.facility_id, user.facility.name
+    )
+    return user
+
+
+def page_any_actor(request: Request, user: User = Depends(page_user)) -> Actor:
+    """Any signed-in account, the node operator included (administration pages)."""
+    return accounts.actor_for(user, client_address(request))
+
+
+def page_actor(actor: Actor = Depends(page_any_actor)) -> Actor:
+    """A facility member: the node operator opens no facility's data pages."""
+    if policy.is_operator(actor):
+        raise Forbidden("The node operator has no access to facility data.")
+    return actor
+
+
+def page_may(action: Action) -> Callable[..., Actor]:
+    """Pages counterpart of ``web.deps.own_facility``: the actor's role may do ``action``."""
+
+    def check(actor: Actor = Depends(page_any_actor)) -> Actor:
+        if not policy.may_role(actor, action):
+            raise Forbidden(f"Your role ({actor.role}) cannot open this page.")
+        return actor
+
+    return check
+
+
+def page_roles(*roles: Role) -> Callable[..., Actor]:
+    """Like ``require_roles`` for pages: admins pass, others need one of ``roles``."""
+    allowed = {r.value for r in roles}
+
+    def check(actor: Actor = Depends(page_actor)) -> Actor:
+        if actor.role != Role.ADMIN.value and actor.role not in allowed:
+            names = ", ".join(sorted(allowed | {Role.ADMIN.value}))
+            raise Forbidden(f"Your role ({actor.role}) cannot open this page; it needs: {names}.")
         return actor
 
     return check

@@ -1,29 +1,23 @@
-"""Portal shell: sign-in/out, home page, error pages and the dependencies pages share."""
+"""Portal shell: sign-in/out and error pages (page dependencies live in ``web.deps``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pair.accounts import policy, throttle
 from pair.accounts import service as accounts
-from pair.accounts.models import Role, User
-from pair.accounts.policy import Action
+from pair.accounts import throttle
+from pair.accounts.models import User
 from pair.audit.service import Actor, record
-from pair.core.errors import Forbidden, TooManyRequests, Unauthorized
+from pair.core.errors import TooManyRequests, Unauthorized
 from pair.core.node import Node
 from pair.web.csrf import csrf_protect, csrf_token
-from pair.web.deps import SESSION_USER_KEY, SessionDep, client_address, get_node, optional_user
+from pair.web.deps import SESSION_USER_KEY, SessionDep, client_address, get_node
 from pair.web.sessions import flash
-from pair.web.templating import PACKAGE_ROOT, register_nav, render
+from pair.web.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
 
@@ -40,63 +34,6 @@ ERROR_TITLES = {
     429: "Too many attempts",
     500: "Something went wrong",
 }
-
-
-@dataclass(frozen=True)
-class PortalUser:
-    """What templates know about the signed-in user (a plain copy: safe after a rollback)."""
-
-    id: int
-    name: str
-    role: str
-    facility_id: int
-    facility_name: str
-
-
-def page_user(request: Request, user: User | None = Depends(optional_user)) -> User:
-    """The signed-in user of a portal page (HTML 401 pages redirect to the sign-in form)."""
-    if user is None:
-        raise Unauthorized("Please sign in to see this page.")
-    request.state.user = PortalUser(
-        user.id, user.name, user.role, user.facility_id, user.facility.name
-    )
-    return user
-
-
-def page_any_actor(request: Request, user: User = Depends(page_user)) -> Actor:
-    """Any signed-in account, the node operator included (administration pages)."""
-    return accounts.actor_for(user, client_address(request))
-
-
-def page_actor(actor: Actor = Depends(page_any_actor)) -> Actor:
-    """A facility member: the node operator opens no facility's data pages."""
-    if policy.is_operator(actor):
-        raise Forbidden("The node operator has no access to facility data.")
-    return actor
-
-
-def page_may(action: Action) -> Callable[..., Actor]:
-    """Pages counterpart of ``web.deps.own_facility``: the actor's role may do ``action``."""
-
-    def check(actor: Actor = Depends(page_any_actor)) -> Actor:
-        if not policy.may_role(actor, action):
-            raise Forbidden(f"Your role ({actor.role}) cannot open this page.")
-        return actor
-
-    return check
-
-
-def page_roles(*roles: Role) -> Callable[..., Actor]:
-    """Like ``require_roles`` for pages: admins pass, others need one of ``roles``."""
-    allowed = {r.value for r in roles}
-
-    def check(actor: Actor = Depends(page_actor)) -> Actor:
-        if actor.role != Role.ADMIN.value and actor.role not in allowed:
-            names = ", ".join(sorted(allowed | {Role.ADMIN.value}))
-            raise Forbidden(f"Your role ({actor.role}) cannot open this page; it needs: {names}.")
-        return actor
-
-    return check
 
 
 def render_error(request: Request, status: int, message: str) -> Response:
@@ -181,54 +118,3 @@ def logout(request: Request, session: Session = SessionDep) -> Response:
     request.session.clear()
     flash(request, "You have signed out.")
     return RedirectResponse("/login", status_code=303)
-
-
-@router.get("/")
-def home(
-    request: Request,
-    session: Session = SessionDep,
-    user: User = Depends(page_user),
-) -> Response:
-    """Counts for the user's facility (every page is facility-scoped, as DICOMweb is)."""
-    from pair.repository.models import Patient, QuarantineItem, Study
-
-    counts: dict[str, Any] = {}
-    if user.role == Role.NODE_OPERATOR:  # the operator sees no facility's data
-        return render(request, "home.html", {"counts": counts})
-    for label, model in (("cases", Patient), ("studies", Study)):
-        stmt = select(func.count()).select_from(model).where(model.facility_id == user.facility_id)
-        counts[label] = session.scalar(stmt) or 0
-    if user.role == Role.ADMIN:
-        pending = (
-            select(func.count())
-            .select_from(QuarantineItem)
-            .where(
-                QuarantineItem.status == "pending", QuarantineItem.facility_id == user.facility_id
-            )
-        )
-        counts["quarantine"] = session.scalar(pending) or 0
-    return render(request, "home.html", {"counts": counts})
-
-
-def install_portal(app: FastAPI) -> None:
-    """Mount static files, the error renderer and every capability's page router."""
-    from pair.accounts.pages import account_router, admin_router
-    from pair.admin.pages import router as admin_pages
-    from pair.cde.pages import router as cde_pages
-    from pair.clinical.pages import router as clinical_pages
-    from pair.evalruns.pages import router as evalruns_pages
-    from pair.reporting.pages import router as reporting_pages
-    from pair.usecases.pages import router as usecases_pages
-
-    app.mount("/static", StaticFiles(directory=PACKAGE_ROOT / "web" / "static"), name="static")
-    app.state.html_error_renderer = render_error
-    register_nav("Home", "/", order=0)
-    app.include_router(router)
-    app.include_router(clinical_pages)
-    app.include_router(admin_pages)
-    app.include_router(admin_router)
-    app.include_router(account_router)
-    app.include_router(evalruns_pages)
-    app.include_router(reporting_pages)
-    app.include_router(cde_pages)
-    app.include_router(usecases_pages)
