@@ -61,15 +61,28 @@ def test_draft_review_publish_in_browser(chromium: Browser, node: Node) -> None:
         _sign_in(page, base, "ann-author")
         expect(page.locator("#usecase-table")).to_contain_text("pair-covid19-ct-quantification")
         page.locator("#new-usecase").click()
-        page.locator("#f-overview").fill(yaml.safe_dump(overview))
-        bad = copy.deepcopy(outputs)
-        bad["primary_outputs"][0]["value_set"] = ["RDE1360.0", "RDE1360.8"]
-        page.locator("#f-technical_specifications").fill(yaml.safe_dump(bad))
+        # the form is built from the schema: one input per field, outputs as YAML
+        expect(page.locator("#f-evaluation_plan-primary_metric")).to_have_value("auroc")
+        page.locator("#f-overview-id").fill(overview["id"])
+        bad = copy.deepcopy(outputs["primary_outputs"])
+        bad[0]["value_set"] = ["RDE1360.0", "RDE1360.8"]
+        page.locator("#f-technical_specifications-primary_outputs").fill(yaml.safe_dump(bad))
         page.locator("#save-usecase").click()
-        expect(page.locator("#problems")).to_contain_text(
+        # each problem is shown next to its field (a missing title, then a wrong CDE value)
+        expect(page.locator("#e-f-overview-title-1")).to_contain_text(
+            "'title' is a required property"
+        )
+        page.locator("#f-overview-title").fill(overview["title"])
+        page.locator("#save-usecase").click()  # the schema holds: now the CDE values are checked
+        expect(page.locator("#e-f-technical_specifications-primary_outputs-1")).to_contain_text(
             "primary_outputs/0/value_set/1: 'RDE1360.8' is not a value of RDE1360"
         )
-        page.locator("#f-technical_specifications").fill(yaml.safe_dump(outputs))
+        expect(page.locator("#problems")).to_contain_text("'RDE1360.8' is not a value")
+        page.locator("#f-technical_specifications-primary_outputs").fill(
+            yaml.safe_dump(outputs["primary_outputs"])
+        )
+        page.locator("#f-evaluation_plan-operating_point_rule-kind").select_option("youden")
+        page.locator("#f-evaluation_plan-operating_point_rule-value").fill("")
         page.locator("#save-usecase").click()
         expect(page.locator("#usecase-status")).to_have_text("draft")
         page.locator("#submit-review").click()
@@ -88,8 +101,7 @@ def test_draft_review_publish_in_browser(chromium: Browser, node: Node) -> None:
         _sign_in(page, base, "ann-author")
         page.goto(base + "/usecases/pair-browser-case")
         page.locator("#revise").click()
-        revised = {**outputs, "inputs": {**outputs["inputs"], "views": ["PA", "AP", "AP portable"]}}
-        page.locator("#f-technical_specifications").fill(yaml.safe_dump(revised))
+        page.locator("#f-technical_specifications-inputs-views").fill("PA\nAP\nAP portable")
         page.locator("#save-usecase").click()
         expect(page.locator(".page-head")).to_contain_text("version 2")
         page.locator("#diff-link").click()
@@ -101,5 +113,6 @@ def test_draft_review_publish_in_browser(chromium: Browser, node: Node) -> None:
         page.goto(base + "/usecases/pair-browser-case")
         page.locator("#publish").click()
         expect(page.locator("#usecase-status")).to_have_text("published")
+        expect(page.locator("body")).to_contain_text("youden")
         page.goto(base + "/usecases?status=published&q=browser")
         expect(page.locator("#usecase-table")).to_contain_text("pair-browser-case")
