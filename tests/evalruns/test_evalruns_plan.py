@@ -21,8 +21,10 @@ from pair.evalruns.plan import FLAG, plan_check
 from pair.usecases import service as usecases
 from pair.usecases.spec import load_file
 from tests.evalruns.evalrun_data import demo_setup
+from tests.web.test_pages import HTML, sign_in
 
 N_BOOT = 200
+PASSWORD = "Ward7-Lumen-Quartz-Plan"
 SHIPPED = Path(usecases.__file__).parent / "data" / "shipped" / "covid19-cxr-pattern.yaml"
 
 
@@ -55,7 +57,7 @@ def test_run_takes_the_plan_and_flags_below_minimum(
 ) -> None:
     from pair.web.app import create_app
 
-    data, _ = demo_setup(node, shared_data, tmp_path)
+    data, _ = demo_setup(node, shared_data, tmp_path, PASSWORD)
     publish_demo_use_case(node, minimum=1.0)
     client = TestClient(create_app(node))
     ev = {"Authorization": f"Bearer {data.evaluator_token}"}
@@ -87,6 +89,13 @@ def test_run_takes_the_plan_and_flags_below_minimum(
     assert html.status_code == 200
     assert 'id="use-case-plan"' in html.text
     assert "Below the use case's minimum acceptable performance" in html.text
+    # the portal's run page shows the same check
+    portal = TestClient(create_app(node))
+    sign_in(portal, "eva", PASSWORD)
+    page = portal.get(f"/evaluations/{body['id']}", headers=HTML)
+    assert page.status_code == 200
+    assert 'id="use-case-plan"' in page.text
+    assert FLAG.replace("'", "&#39;") in page.text
 
 
 def test_explicit_options_override_the_plan(
