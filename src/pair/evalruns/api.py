@@ -21,6 +21,7 @@ from pair.core.node import Node
 from pair.evalruns import service
 from pair.evalruns.models import EvaluationRun, RunStatus
 from pair.evalruns.multiclass import label_classes
+from pair.evalruns.plan import plan_check
 from pair.evalruns.rows import RunOptions
 from pair.evalruns.truth import map_label_csv
 from pair.web.deps import SessionDep, get_node, require_roles
@@ -50,6 +51,8 @@ class RunOut(BaseModel):
 
 class RunDetail(RunOut):
     result: dict[str, Any] | None
+    # the declared use case's plan against the result: primary metric, CI, minimum, flag
+    use_case_check: dict[str, Any] | None = None
 
 
 def run_out(run: EvaluationRun) -> RunOut:
@@ -85,7 +88,7 @@ def create_and_start(
     *,
     algorithm: str,
     cohort: str,
-    truth: str,
+    truth: str | None,
     compare: str | None,
     labels: bytes | None,
     options: RunOptions,
@@ -116,8 +119,10 @@ def create_and_start(
 @router.post("", response_model=RunOut, status_code=202)
 def create(
     algorithm: str = Form(..., description="ID or ID@VERSION"),
-    truth: str = Form(
-        ..., description="rt-pcr | report:MODULE:VALUE[,VALUE] | report:MODULE (classes) | csv"
+    truth: str | None = Form(
+        None,
+        description="rt-pcr | report:MODULE:VALUE[,VALUE] | report:MODULE (classes) | csv; "
+        "left out: the truth_spec of the algorithm's use case plan",
     ),
     cohort: str = Form("", description="cohort query, e.g. modality=CR,DX;covid19_positive=Yes,No"),
     compare: str | None = Form(None),
@@ -162,7 +167,11 @@ def one(
     run_id: int, session: Session = SessionDep, actor: Actor = Depends(can_evaluate)
 ) -> RunDetail:
     run = service.get_run(session, actor, run_id)
-    return RunDetail(**run_out(run).model_dump(), result=run.result)
+    return RunDetail(
+        **run_out(run).model_dump(),
+        result=run.result,
+        use_case_check=plan_check(run.options or {}, run.result),
+    )
 
 
 @router.post("/{run_id}/resume", response_model=RunOut, status_code=202)

@@ -15,6 +15,7 @@ from pair.accounts.models import Facility
 from pair.audit.service import Actor
 from pair.cli.common import DataDir, console, err_console, handle_errors, node_for
 from pair.core.errors import Invalid
+from pair.evalruns.plan import plan_check
 
 
 def _facility_id(session: object, facility: str | None) -> int:
@@ -34,12 +35,13 @@ def evaluate(
     data_dir: DataDir,
     algorithm: Annotated[str, typer.Option(help="Algorithm ID or ID@VERSION.")],
     truth: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="rt-pcr | report:MODULE:VALUE[,VALUE] | report:MODULE (multiclass: the "
-            "category is the class) | csv (with --labels)."
+            "category is the class) | csv (with --labels). Left out: the truth of the "
+            "algorithm's use case plan."
         ),
-    ],
+    ] = None,
     cohort: Annotated[
         str, typer.Option(help="e.g. 'modality=CR,DX;covid19_positive=Yes,No;date=20200101-'.")
     ] = "",
@@ -128,6 +130,10 @@ def evaluate(
         console.print(f"failed {f['case_id']} ({f['algorithm']}): {f['error']}", highlight=False)
     for table in result_tables(result):
         console.print(table)
+    check = plan_check(run.options or {}, run.result)
+    if check is not None:
+        taken = ", ".join(check["from_plan"]) or "nothing"
+        console.print(f"use case {check['ref']} (from its plan: {taken}): {check['message']}")
     for line in summary_lines(result):
         console.print(line, highlight=False)
     if out is not None:

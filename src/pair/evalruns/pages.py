@@ -164,7 +164,7 @@ async def run_create(
             actor,
             algorithm=str(form.get("algorithm", "")),
             cohort=_cohort_from(form),
-            truth=truth,
+            truth=truth or None,
             compare=str(form.get("compare", "")) or None,
             labels=label_bytes or None,
             options={

@@ -31,6 +31,7 @@ from pair.evalruns.models import EvaluationRun, RunStatus
 from pair.evalruns.multiclass import (
     check_run_inputs,
 )
+from pair.evalruns.plan import apply_plan, plan_check
 from pair.evalruns.rows import (
     RunOptions,
     with_defaults,
@@ -53,7 +54,7 @@ def create_run(
     *,
     algorithm: str,
     cohort: str,
-    truth: str,
+    truth: str | None,
     compare: str | None = None,
     labels: dict[str, Any] | None = None,
     facility_id: int | None = None,
@@ -67,12 +68,14 @@ def create_run(
     if actor.facility_id is not None and facility != actor.facility_id:
         raise Forbidden("You can only evaluate on your own facility's cases.")
     parsed = parse_cohort(cohort)
+    a = algorithms.get_algorithm(session, *algorithms.parse_ref(algorithm))
+    b = algorithms.get_algorithm(session, *algorithms.parse_ref(compare)) if compare else None
+    truth, opts = apply_plan(
+        session, Manifest.model_validate(a.manifest), truth, with_defaults(options)
+    )
     spec = check_spec(truth)
     if spec == "csv" and not labels:
         raise Invalid("Truth source csv needs a label file.")
-    a = algorithms.get_algorithm(session, *algorithms.parse_ref(algorithm))
-    b = algorithms.get_algorithm(session, *algorithms.parse_ref(compare)) if compare else None
-    opts = with_defaults(options)
     check_run_inputs(
         Manifest.model_validate(a.manifest),
         a.ref,
@@ -109,7 +112,12 @@ def create_run(
         "evaluation.create",
         "evaluation_run",
         str(run.id),
-        detail={"algorithm": a.ref, "compare": b.ref if b else None, "truth": spec},
+        detail={
+            "algorithm": a.ref,
+            "compare": b.ref if b else None,
+            "truth": spec,
+            "use_case": opts.get("use_case", {}).get("ref"),
+        },
     )
     return run
 
@@ -184,6 +192,7 @@ def report_context(session: Session, run: EvaluationRun) -> EvaluationContext:
         preprocessing=m.input.describe(),
         deidentification="Images de-identified on ingest by the PAIR node (pair.deid profile)",
         date_range=f"{min(dates)}-{max(dates)}" if dates else None,
+        plan_check=plan_check(run.options or {}, run.result),
     )
 
 

@@ -1,5 +1,6 @@
-"""Portal pages for use cases: browse/search, view, author and revise (one field per Define-AI
-section, listed from the JSON Schema), review with comments, and a diff between versions."""
+"""Portal pages for use cases: browse/search, view, author and revise (one input per scalar
+field, built from the JSON Schema by ``pair.usecases.form``), review with comments, and a diff
+between versions."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pair.accounts.policy import Action
 from pair.audit.service import Actor
 from pair.core.errors import Invalid
 from pair.usecases import export, service
+from pair.usecases import form as authoring
 from pair.usecases.spec import SHIPPED_DIR, load_file, schema
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, page_actor, page_may
@@ -46,27 +48,9 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=100)
 
 
-def _form_values(document: dict[str, Any]) -> dict[str, str]:
-    return {sec["key"]: _yaml(document.get(sec["key"], "")) for sec in sections()}
-
-
 async def _raw(request: Request) -> dict[str, str]:
     form = await request.form()
-    return {sec["key"]: str(form.get(sec["key"], "")) for sec in sections()}
-
-
-def _document(raw: dict[str, str]) -> dict[str, Any]:
-    """The form's sections parsed as YAML (a syntax error names the section and line)."""
-    doc: dict[str, Any] = {"schema_version": 1}
-    for key, text in raw.items():
-        try:
-            doc[key] = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            msg = f"{key}: not valid YAML{where}"
-            raise Invalid(msg + ".", details=[msg]) from None
-    return doc
+    return {f.name: str(form.get(f.name, "")) for f in authoring.all_fields()}
 
 
 @router.get("/usecases")
@@ -83,9 +67,16 @@ def browse(
 def _author_form(
     request: Request, raw: dict[str, str], action: str, title: str, error: Any = None
 ) -> Response:
-    ctx = {"sections": sections(), "values": raw, "action": action, "title": title}
+    ctx: dict[str, Any] = {
+        "sections": authoring.sections(),
+        "values": raw,
+        "action": action,
+        "title": title,
+        "errors": {},
+    }
     if error is not None:
         ctx["flash"], ctx["flash_kind"], ctx["problems"] = error.message, "error", error.details
+        ctx["errors"] = authoring.field_errors(list(error.details or []))
     return render(request, "usecases/edit.html", ctx, 422 if error is not None else 200)
 
 
@@ -93,7 +84,7 @@ def _author_form(
 def new_form(request: Request, _: Actor = Depends(page_actor)) -> Response:
     doc = load_file(TEMPLATE_FILE).document
     doc["overview"] = {**doc["overview"], "id": "", "title": ""}
-    return _author_form(request, _form_values(doc), "/usecases/new", "New use case")
+    return _author_form(request, authoring.values(doc), "/usecases/new", "New use case")
 
 
 @router.post("/usecases/new")
@@ -102,7 +93,7 @@ async def create(
 ) -> Response:
     raw = await _raw(request)
     try:
-        row = service.create_draft(session, actor, _document(raw))
+        row = service.create_draft(session, actor, authoring.document(raw))
     except Invalid as exc:
         session.rollback()
         return _author_form(request, raw, "/usecases/new", "New use case", exc)
@@ -138,7 +129,7 @@ def edit_form(
 ) -> Response:
     row = service.get(session, usecase_id)
     action = f"/usecases/{usecase_id}/edit"
-    return _author_form(request, _form_values(row.document), action, f"Revise {usecase_id}")
+    return _author_form(request, authoring.values(row.document), action, f"Revise {usecase_id}")
 
 
 @router.post("/usecases/{usecase_id}/edit")
@@ -150,7 +141,7 @@ async def revise(
 ) -> Response:
     raw = await _raw(request)
     try:
-        service.revise(session, actor, usecase_id, _document(raw))
+        service.revise(session, actor, usecase_id, authoring.document(raw))
     except Invalid as exc:
         session.rollback()
         action = f"/usecases/{usecase_id}/edit"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -32,6 +34,8 @@ class EvaluationContext(BaseModel):
     protocol: str | None = None
     threshold_source: str | None = "manifest"
     date_range: str | None = None
+    # the declared use case's plan checked against the result (``pair.evalruns.plan``)
+    plan_check: dict[str, Any] | None = None
 
     @property
     def algorithm(self) -> str | None:
