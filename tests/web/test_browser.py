@@ -92,7 +92,7 @@ def sign_in(page: Page, base: str, user: str) -> None:
 
 
 def nav(page: Page, name: str) -> Locator:
-    return page.get_by_role("navigation", name="Main").get_by_role("link", name=name)
+    return page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True)
 
 
 def sign_out(page: Page) -> None:
