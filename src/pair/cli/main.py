@@ -9,8 +9,8 @@ from pair.algorithms.cli import algorithm_app
 from pair.cli.serve import serve
 from pair.clinical.cli import clinical_app
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
-from pair.evalruns.cli import evaluate
 from pair.evaluation.cli import evaluation_app
+from pair.evaluation.runs.cli import evaluate
 from pair.reporting.cli import report_app
 from pair.repository.cli import register as register_repository
 from pair.synth.cli import synth

@@ -59,7 +59,7 @@ def serve(
         workers.warm_up()
         console.print(f"{n_ingest} ingest worker process(es) ready")
     from pair.algorithms.sandbox import WorkerPool
-    from pair.evalruns.service import resume_interrupted
+    from pair.evaluation.runs.service import resume_interrupted
 
     pool = WorkerPool(
         idle_s=settings.inference_worker_idle_s, max_idle=settings.inference_max_idle_workers

@@ -24,7 +24,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.cde.api import router as cde_router
     from pair.clinical.api import router as clinical_router
     from pair.deid.api import router as deid_router
-    from pair.evalruns.api import router as evalruns_router
+    from pair.evaluation.runs.api import router as evalruns_router
     from pair.reporting.api import router as reporting_router
     from pair.repository.api import router as repository_router
     from pair.repository.burned_in import router as burned_in_router
@@ -75,7 +75,7 @@ def install_portal(app: FastAPI) -> None:
     from pair.admin.pages import router as admin_pages
     from pair.cde.pages import router as cde_pages
     from pair.clinical.pages import router as clinical_pages
-    from pair.evalruns.pages import router as evalruns_pages
+    from pair.evaluation.runs.pages import router as evalruns_pages
     from pair.reporting.pages import router as reporting_pages
     from pair.repository.pages import router as repository_pages
     from pair.usecases.pages import router as usecases_pages

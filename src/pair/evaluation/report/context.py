@@ -34,7 +34,7 @@ class EvaluationContext(BaseModel):
     protocol: str | None = None
     threshold_source: str | None = "manifest"
     date_range: str | None = None
-    # the declared use case's plan checked against the result (``pair.evalruns.plan``)
+    # the declared use case's plan checked against the result (``pair.evaluation.runs.plan``)
     plan_check: dict[str, Any] | None = None
 
     @property

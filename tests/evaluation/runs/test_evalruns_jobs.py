@@ -17,11 +17,11 @@ from pair.audit.service import Actor
 from pair.core.config import get_settings
 from pair.core.errors import Conflict
 from pair.core.node import Node, open_node
-from pair.evalruns import jobs, service
-from pair.evalruns.models import EvaluationRun, RunStatus
+from pair.evaluation.runs import jobs, service
+from pair.evaluation.runs.models import EvaluationRun, RunStatus
 from tests.algorithms.algo_builders import manifest, slow_model, write_package
 from tests.conftest import LiveNode
-from tests.evalruns.evalrun_data import create_demo_run, demo_setup, ingest_shared_images
+from tests.evaluation.runs.evalrun_data import create_demo_run, demo_setup, ingest_shared_images
 
 
 def _bare_run(node: Node) -> int:

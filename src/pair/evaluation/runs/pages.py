@@ -15,10 +15,10 @@ from pair.audit.service import Actor, record
 from pair.clinical.dictionary import load_dictionary
 from pair.core.errors import Invalid, PairError
 from pair.core.node import Node
-from pair.evalruns import service
-from pair.evalruns.api import create_and_start, worker_pool
-from pair.evalruns.cohort import Cohort, parse_cohort
-from pair.evalruns.models import RunStatus
+from pair.evaluation.runs import service
+from pair.evaluation.runs.api import create_and_start, worker_pool
+from pair.evaluation.runs.cohort import Cohort, parse_cohort
+from pair.evaluation.runs.models import RunStatus
 from pair.reporting.loader import all_modules
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, get_node, page_roles
@@ -33,7 +33,7 @@ MODALITIES = ("CR", "DX", "CT")
 
 def _algorithms_page(request: Request, session: Session, **extra: Any) -> Response:
     ctx = {"algorithms": algorithms.list_algorithms(session), **extra}
-    return render(request, "evalruns/algorithms.html", ctx, extra.pop("status", 200))
+    return render(request, "runs/algorithms.html", ctx, extra.pop("status", 200))
 
 
 @router.get("/algorithms")
@@ -82,7 +82,7 @@ async def algorithm_upload(
 def run_list(
     request: Request, session: Session = SessionDep, actor: Actor = Depends(evaluator)
 ) -> Response:
-    return render(request, "evalruns/runs.html", {"runs": service.list_runs(session, actor)})
+    return render(request, "runs/runs.html", {"runs": service.list_runs(session, actor)})
 
 
 def _enum_values(name: str) -> list[str]:
@@ -110,7 +110,7 @@ def _form_context(session: Session, values: dict[str, Any]) -> dict[str, Any]:
 def run_form(
     request: Request, session: Session = SessionDep, _: Actor = Depends(evaluator)
 ) -> Response:
-    return render(request, "evalruns/new.html", _form_context(session, {"n_boot": 2000}))
+    return render(request, "runs/new.html", _form_context(session, {"n_boot": 2000}))
 
 
 def _cohort_from(form: Any) -> str:
@@ -181,7 +181,7 @@ async def run_create(
         ctx["details"] = (
             exc.details if isinstance(exc, PairError) and isinstance(exc.details, list) else []
         )
-        return render(request, "evalruns/new.html", ctx, 422)
+        return render(request, "runs/new.html", ctx, 422)
     return RedirectResponse(f"/evaluations/{run_id}", status_code=303)
 
 
@@ -213,4 +213,4 @@ def run_page(
         ctx.update(r=result, ctx=context, checklist=task.checklist(context, result))
         ctx["multiclass"] = task.name == "multiclass"
         record(session, actor, "evaluation.view", "evaluation_run", str(run_id))
-    return render(request, "evalruns/run.html", ctx)
+    return render(request, "runs/run.html", ctx)

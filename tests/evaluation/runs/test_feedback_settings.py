@@ -14,11 +14,11 @@ from pydantic import SecretStr
 from pair.core.config import get_settings
 from pair.core.errors import Invalid
 from pair.core.node import Node
-from pair.evalruns import service
-from pair.evalruns.models import EvaluationRun
 from pair.evaluation import feedback as fb
+from pair.evaluation.runs import service
+from pair.evaluation.runs.models import EvaluationRun
 from tests.conftest import free_port
-from tests.evalruns.evalrun_data import create_demo_run, demo_setup
+from tests.evaluation.runs.evalrun_data import create_demo_run, demo_setup
 
 
 def test_feedback_settings_from_environment(

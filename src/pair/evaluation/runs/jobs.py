@@ -29,9 +29,9 @@ from sqlalchemy import and_, or_, select, update
 
 from pair.core.errors import Conflict, NotFound
 from pair.core.node import Node
-from pair.evalruns.models import EvaluationRun, RunStatus
+from pair.evaluation.runs.models import EvaluationRun, RunStatus
 
-log = logging.getLogger("pair.evalruns")
+log = logging.getLogger("pair.evaluation.runs")
 
 HEARTBEAT_S = 5.0
 STALE_S = 30.0

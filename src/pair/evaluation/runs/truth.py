@@ -7,7 +7,7 @@
   not": ``report:rsna-cxr-covid:typical``).
 * ``report:MODULE`` — the report category itself as a class label, for multiclass algorithms
   (e.g. ``report:rsna-ct-covid``: typical / indeterminate / atypical / negative), mapped to the
-  manifest's classes by ``pair.evalruns.classes``.
+  manifest's classes by ``pair.evaluation.runs.classes``.
 * ``csv`` — an uploaded label CSV with a ``label`` column and one key column: ``study_uid``
   (de-identified), ``series_uid`` (de-identified), ``accession_number`` or ``patient_id``
   (originals, mapped locally through the private mapping store and never stored). For a
@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session
 from pair.algorithms.manifest import OutputClass
 from pair.core.errors import Invalid
 from pair.deid.models import PrivatePatientIdentity, PrivateStudyIdentity
-from pair.evalruns.classes import allowed_names, match_class, module_class_map
-from pair.evalruns.cohort import CohortCase
+from pair.evaluation.runs.classes import allowed_names, match_class, module_class_map
+from pair.evaluation.runs.cohort import CohortCase
 from pair.reporting.service import final_labels
 
 KEY_COLUMNS = ("study_uid", "series_uid", "accession_number", "patient_id")

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from pair.algorithms.manifest import Manifest
 from pair.core.errors import Invalid
-from pair.evalruns.rows import GROUP_COLUMNS, RunOptions
+from pair.evaluation.runs.rows import GROUP_COLUMNS, RunOptions
 from pair.usecases.service import in_force
 
 FLAG = "below the use case's minimum acceptable performance"

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from pair.core.node import Node
-from tests.evalruns.evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
+from tests.evaluation.runs.evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
 from tests.portal_data import PASSWORD
 from tests.web.test_browser import browser, nav, serve_app, shot, sign_in
 

@@ -18,12 +18,12 @@ from pair.algorithms.sandbox import WorkerPool
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid
 from pair.core.node import Node
-from pair.evalruns import service
-from pair.evalruns.models import EvaluationRun, RunStatus
-from pair.evalruns.multiclass import label_classes
-from pair.evalruns.plan import plan_check
-from pair.evalruns.rows import RunOptions
-from pair.evalruns.truth import map_label_csv
+from pair.evaluation.runs import service
+from pair.evaluation.runs.models import EvaluationRun, RunStatus
+from pair.evaluation.runs.multiclass import label_classes
+from pair.evaluation.runs.plan import plan_check
+from pair.evaluation.runs.rows import RunOptions
+from pair.evaluation.runs.truth import map_label_csv
 from pair.web.deps import SessionDep, get_node, require_roles
 from pair.web.headers import REPORT_CSP
 

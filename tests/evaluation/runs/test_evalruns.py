@@ -28,16 +28,16 @@ from pair.audit.service import Actor
 from pair.cli.main import app as cli_app
 from pair.core.errors import Invalid
 from pair.core.node import Node, open_node
-from pair.evalruns import service
-from pair.evalruns.cohort import Cohort, parse_cohort
-from pair.evalruns.models import EvaluationRun
-from pair.evalruns.rows import GROUP_COLUMNS, CaseRow
-from pair.evalruns.truth import map_label_csv
 from pair.evaluation import feedback as fb
 from pair.evaluation.evaluate import evaluate_scores
+from pair.evaluation.runs import service
+from pair.evaluation.runs.cohort import Cohort, parse_cohort
+from pair.evaluation.runs.models import EvaluationRun
+from pair.evaluation.runs.rows import GROUP_COLUMNS, CaseRow
+from pair.evaluation.runs.truth import map_label_csv
 from pair.repository.models import Instance, Series
 from tests.conftest import free_port
-from tests.evalruns.evalrun_data import (
+from tests.evaluation.runs.evalrun_data import (
     DEMO_DIR,
     create_demo_run,
     demo_setup,
@@ -511,7 +511,7 @@ def test_interrupted_run_resumes(sqlite_node: Node, shared_data: Path, tmp_path:
 def test_portal_form_to_cohort_query() -> None:
     from starlette.datastructures import FormData
 
-    from pair.evalruns.pages import _cohort_from
+    from pair.evaluation.runs.pages import _cohort_from
 
     form = FormData(
         [

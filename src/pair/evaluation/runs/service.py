@@ -1,10 +1,10 @@
 """Create, list, start and resume evaluation runs; build their report context and feedback.
 
-``execute_run`` (``pair.evalruns.execute``) is the one code path for the CLI (synchronous, with
+``execute_run`` (``runs.execute``) is the one code path for the CLI (synchronous, with
 a progress bar), the API and the portal (a background thread). It is resumable: inference
 results are cached per algorithm version x instance by ``pair.algorithms.runner``, so running a
 crashed or interrupted run again only computes what is missing. One executor at a time: see
-``pair.evalruns.jobs``.
+``pair.evaluation.runs.jobs``.
 """
 
 from __future__ import annotations
@@ -22,23 +22,23 @@ from pair.algorithms.runner import WorkerPool
 from pair.audit.service import Actor, record
 from pair.core.errors import Forbidden, Invalid, NotFound
 from pair.core.node import Node
-from pair.evalruns import jobs
-from pair.evalruns.cohort import parse_cohort
-from pair.evalruns.execute import (
+from pair.evaluation.report.context import EvaluationContext
+from pair.evaluation.result import AnyResult, load_result
+from pair.evaluation.runs import jobs
+from pair.evaluation.runs.cohort import parse_cohort
+from pair.evaluation.runs.execute import (
     execute_run,  # re-exported: the CLI and tests call service.execute_run
 )
-from pair.evalruns.models import EvaluationRun, RunStatus
-from pair.evalruns.multiclass import (
+from pair.evaluation.runs.models import EvaluationRun, RunStatus
+from pair.evaluation.runs.multiclass import (
     check_run_inputs,
 )
-from pair.evalruns.plan import apply_plan, plan_check
-from pair.evalruns.rows import (
+from pair.evaluation.runs.plan import apply_plan, plan_check
+from pair.evaluation.runs.rows import (
     RunOptions,
     with_defaults,
 )
-from pair.evalruns.truth import check_spec, describe_spec
-from pair.evaluation.report.context import EvaluationContext
-from pair.evaluation.result import AnyResult, load_result
+from pair.evaluation.runs.truth import check_spec, describe_spec
 
 RUN_ROLES = frozenset({Role.ADMIN.value, Role.EVALUATOR.value})
 

@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from pair.audit.service import Actor
 from pair.core.errors import Invalid
 from pair.core.node import Node
-from pair.evalruns import service
-from pair.evalruns.plan import FLAG, plan_check
+from pair.evaluation.runs import service
+from pair.evaluation.runs.plan import FLAG, plan_check
 from pair.usecases import service as usecases
 from pair.usecases.spec import load_file
-from tests.evalruns.evalrun_data import demo_setup
+from tests.evaluation.runs.evalrun_data import demo_setup
 from tests.web.test_pages import HTML, sign_in
 
 N_BOOT = 200

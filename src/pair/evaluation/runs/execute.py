@@ -1,7 +1,7 @@
 """Execute one evaluation run: cohort and truth, inference, the case table, the statistics.
 
 ``execute_run`` is the one code path for the CLI, the API and the portal (see
-``pair.evalruns.service``); its stages are: select the cohort and resolve the truth, run the
+``pair.evaluation.runs.service``); its stages are: select the cohort and resolve the truth, run the
 algorithm(s) (cached per algorithm version x instance, so a resumed run only computes what is
 missing), build the typed case table, and hand it to the task's statistics.
 """
@@ -23,25 +23,25 @@ from pair.algorithms.runner import Case, WorkerPool, run_inference
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound
 from pair.core.node import Node
-from pair.evalruns import jobs
-from pair.evalruns.cohort import CohortCase, parse_cohort, select_cohort
-from pair.evalruns.models import EvaluationRun, RunStatus
-from pair.evalruns.multiclass import (
+from pair.evaluation.evaluate import evaluate_scores
+from pair.evaluation.result import AnyResult
+from pair.evaluation.runs import jobs
+from pair.evaluation.runs.cohort import CohortCase, parse_cohort, select_cohort
+from pair.evaluation.runs.models import EvaluationRun, RunStatus
+from pair.evaluation.runs.multiclass import (
     case_probabilities,
     evaluate_class_cases,
     output_classes,
     reader_probabilities,
 )
-from pair.evalruns.rows import (
+from pair.evaluation.runs.rows import (
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
     CaseRow,
     RunOptions,
     group_columns,
 )
-from pair.evalruns.truth import describe_spec, resolve_truth
-from pair.evaluation.evaluate import evaluate_scores
-from pair.evaluation.result import AnyResult
+from pair.evaluation.runs.truth import describe_spec, resolve_truth
 from pair.evaluation.stats.bootstrap import patients_repeat
 
 Progress = Callable[[int, int], None]

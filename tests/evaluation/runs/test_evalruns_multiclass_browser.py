@@ -13,9 +13,9 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from pair.core.node import Node
-from tests.evalruns.evalrun_data import NodeData
-from tests.evalruns.multiclass_data import ALGO_ID, NAMES, category_package, write_reports
-from tests.evalruns.test_evalruns_browser import live
+from tests.evaluation.runs.evalrun_data import NodeData
+from tests.evaluation.runs.multiclass_data import ALGO_ID, NAMES, category_package, write_reports
+from tests.evaluation.runs.test_evalruns_browser import live
 from tests.web.test_browser import browser, sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]

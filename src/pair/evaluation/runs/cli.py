@@ -15,7 +15,7 @@ from pair.accounts.models import Facility
 from pair.audit.service import Actor
 from pair.cli.common import DataDir, console, err_console, handle_errors, node_for
 from pair.core.errors import Invalid
-from pair.evalruns.plan import plan_check
+from pair.evaluation.runs.plan import plan_check
 
 
 def _facility_id(session: object, facility: str | None) -> int:
@@ -71,11 +71,11 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate an algorithm on this node's cases: main table on screen, report in --out."""
-    from pair.evalruns import service
-    from pair.evalruns.multiclass import label_classes
-    from pair.evalruns.rows import RunOptions
-    from pair.evalruns.truth import map_label_csv
     from pair.evaluation.report.render import write_report
+    from pair.evaluation.runs import service
+    from pair.evaluation.runs.multiclass import label_classes
+    from pair.evaluation.runs.rows import RunOptions
+    from pair.evaluation.runs.truth import map_label_csv
     from pair.evaluation.task import result_tables, summary_lines
 
     node = node_for(data_dir)

@@ -25,18 +25,18 @@ from pair.audit.service import Actor
 from pair.cli.main import app as cli_app
 from pair.core.errors import Invalid
 from pair.core.node import Node, open_node
-from pair.evalruns import service
-from pair.evalruns.models import EvaluationRun
-from pair.evalruns.multiclass import label_classes
-from pair.evalruns.rows import GROUP_COLUMNS, CaseRow
-from pair.evalruns.truth import map_label_csv
 from pair.evaluation import feedback as fb
 from pair.evaluation.evaluate_multiclass import evaluate_classes
 from pair.evaluation.report.render import render_html
 from pair.evaluation.result import MulticlassResult
+from pair.evaluation.runs import service
+from pair.evaluation.runs.models import EvaluationRun
+from pair.evaluation.runs.multiclass import label_classes
+from pair.evaluation.runs.rows import GROUP_COLUMNS, CaseRow
+from pair.evaluation.runs.truth import map_label_csv
 from pair.repository.models import Instance, Series
-from tests.evalruns.evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
-from tests.evalruns.multiclass_data import (
+from tests.evaluation.runs.evalrun_data import DEMO_DIR, NodeData, ingest_shared_images, label_csv
+from tests.evaluation.runs.multiclass_data import (
     ALGO_ID,
     CLASSES,
     NAMES,

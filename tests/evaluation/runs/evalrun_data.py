@@ -98,7 +98,7 @@ def demo_setup(
 
 def create_demo_run(node: Node, actor: Actor, n_boot: int) -> int:
     """A queued run of the demo algorithm on the whole cohort against RT-PCR."""
-    from pair.evalruns import service
+    from pair.evaluation.runs import service
 
     with node.db.session() as s:
         return service.create_run(

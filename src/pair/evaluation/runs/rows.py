@@ -24,7 +24,7 @@ class RunOptions(TypedDict, total=False):
     target_sensitivity: float | None  # extra operating point (binary)
     compare_threshold: float | None  # comparator's threshold (binary)
     compare_report: str | None  # compare with the readers' report category (MODULE[:VALUES])
-    use_case: dict[str, Any]  # the declared use case's evaluation plan (``pair.evalruns.plan``)
+    use_case: dict[str, Any]  # the declared use case's evaluation plan (``runs.plan``)
 
 
 def with_defaults(options: RunOptions | None) -> RunOptions:

@@ -15,17 +15,17 @@ from sqlalchemy.orm import Session
 from pair.algorithms import service as algorithms
 from pair.algorithms.manifest import Manifest, OutputClass, OutputKind
 from pair.core.errors import Invalid
-from pair.evalruns.classes import allowed_names, module_class_map
-from pair.evalruns.rows import (
+from pair.evaluation.evaluate_multiclass import evaluate_classes
+from pair.evaluation.result import MulticlassResult
+from pair.evaluation.runs.classes import allowed_names, module_class_map
+from pair.evaluation.runs.rows import (
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
     CaseRow,
     RunOptions,
     group_columns,
 )
-from pair.evalruns.truth import check_class_labels, is_class_spec
-from pair.evaluation.evaluate_multiclass import evaluate_classes
-from pair.evaluation.result import MulticlassResult
+from pair.evaluation.runs.truth import check_class_labels, is_class_spec
 
 
 def output_classes(manifest: Manifest) -> list[OutputClass] | None:
