@@ -20,6 +20,13 @@ class Role(enum.StrEnum):
     # node-wide administration, granted only from the command line (see accounts.policy)
     NODE_OPERATOR = "node-operator"
     PANEL = "panel"  # use-case panel member: publishes and retires AI use cases
+    # consortium roles at the hub (see docs/hub.md): the hub operator approves member facilities
+    # and issues/revokes their site credentials (granted only from the command line, like the
+    # node operator); a site node is the service account a member site's PAIR node pushes and
+    # pulls with; a registry analyst queries the national registry (counts, cohorts, exports)
+    HUB_OPERATOR = "hub-operator"
+    SITE_NODE = "site-node"
+    REGISTRY_ANALYST = "registry-analyst"
 
 
 class Facility(TimestampMixin, Base):

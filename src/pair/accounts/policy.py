@@ -90,7 +90,8 @@ SELF_ACTIONS = frozenset(
 # The operator may act on other users' accounts except by minting credentials for them.
 OPERATOR_NOT_FOR_OTHERS = frozenset({Action.TOKEN_CREATE})
 # Roles the API and portal may grant; node-operator only comes from the command line.
-GRANTABLE_ROLES = tuple(r.value for r in Role if r is not Role.NODE_OPERATOR)
+CLI_ONLY_ROLES = frozenset({Role.NODE_OPERATOR.value, Role.HUB_OPERATOR.value})
+GRANTABLE_ROLES = tuple(r.value for r in Role if r.value not in CLI_ONLY_ROLES)
 
 
 def is_system(actor: Actor) -> bool:
@@ -186,6 +187,6 @@ def scope(actor: Actor, action: Action) -> int | None:
 
 
 def grantable(role: str, *, allow_operator: bool = False) -> None:
-    """Refuse granting the node-operator role outside the command line."""
-    if role == Role.NODE_OPERATOR.value and not allow_operator:
-        raise Forbidden("The node-operator role can only be granted from the command line.")
+    """Refuse granting the node-wide roles (node-operator, hub-operator) outside the command line."""
+    if role in CLI_ONLY_ROLES and not allow_operator:
+        raise Forbidden(f"The {role} role can only be granted from the command line.")
