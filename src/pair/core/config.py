@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # pair serve: processes that parse, de-identify and store incoming instances (None: none on
     # machines with 1-2 cores, else cores - 1, at most 4; 0: in the serving process itself)
     ingest_workers: int | None = Field(default=None, ge=0, le=64)
+    # consortium: a site pushes to and pulls from its hub over HTTP(S) with the bearer token of
+    # its site-node account at the hub (docs/hub.md); empty: not a member of any hub
+    hub_url: str = ""
+    hub_token: SecretStr = SecretStr("")
     # the hub that receives signed evaluation feedback (docs/evaluation.md); empty: not configured
     feedback_url: str = ""
     feedback_token: SecretStr = SecretStr("")
