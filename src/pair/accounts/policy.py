@@ -187,6 +187,6 @@ def scope(actor: Actor, action: Action) -> int | None:
 
 
 def grantable(role: str, *, allow_operator: bool = False) -> None:
-    """Refuse granting the node-wide roles (node-operator, hub-operator) outside the command line."""
+    """Refuse granting the node-wide roles (node- and hub-operator) outside the command line."""
     if role in CLI_ONLY_ROLES and not allow_operator:
         raise Forbidden(f"The {role} role can only be granted from the command line.")
