@@ -85,6 +85,14 @@ _SERVICE: Callable[[World], int] = lambda w: w.users["alpha-service"]  # noqa: E
 _NEW = lambda prefix: lambda w: fresh(prefix)  # noqa: E731
 A, L, N = Scope.A_OBJECT, Scope.LIST, Scope.NONE
 ADM_OP = ADMIN | OP
+
+
+def _wado(w: World) -> dict[str, str]:
+    a = w.ids["A"]
+    return {"requestType": "WADO", "studyUID": a.study, "seriesUID": a.series,
+            "objectUID": a.instance, "contentType": "application/dicom"}  # fmt: skip
+
+
 _UPLOAD: Body = lambda w, who: {"files": [("files", ("note.txt", b"not dicom"))]}  # noqa: E731
 _STOW: Body = lambda w, who: {"content": b"x", "headers": {"content-type": "text/plain"}}  # noqa: E731
 
@@ -175,9 +183,13 @@ TABLE: dict[tuple[str, str], Rule] = {
             "/series/{series}/instances/{instance}/rendered",
             "/series/{series}/instances/{instance}/frames/{frames}",
             "/series/{series}/instances/{instance}/frames/{frame}/rendered",
+            "/series/{series}/instances/{instance}/thumbnail",
+            "/series/{series}/instances/{instance}/frames/{frame}/thumbnail",
             "/series/{series}/instances/{instance}/bulkdata/{tag}",
         )
     },
+    # WADO-URI: facility A's object by its UIDs in the query
+    ("GET", "/wado"): r(MEMBERS, A, 200, lenient=True, body=lambda w, who: {"params": _wado(w)}),
     # ---- cases and clinical data ----
     ("GET", "/api/cases"): r(MEMBERS, L, 200),
     # the clinical data dictionary: field definitions only, no data

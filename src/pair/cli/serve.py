@@ -90,6 +90,7 @@ def serve(
         port=port,
         log_level=level.lower(),
         access_log=False,
+        proxy_headers=False,  # the app applies them itself (pair.web.urls.ForwardedHeaders)
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
     server = uvicorn.Server(config)

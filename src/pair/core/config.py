@@ -6,13 +6,15 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -71,6 +73,15 @@ class Settings(BaseSettings):
     max_inflated_request_bytes: int = Field(default=4 * 1024**3, gt=0)
     max_zip_members: int = Field(default=20_000, gt=0)
     max_decoded_pixel_bytes: int = Field(default=512 * 1024**2, gt=0)
+    # browser origins (scheme://host[:port]) allowed to call /dicomweb, /wado and /api from
+    # another origin, e.g. an OHIF viewer served elsewhere (docs/viewers.md); comma-separated;
+    # empty: no cross-origin access (same-origin use needs nothing)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # X-Forwarded-Host/-Proto/-Prefix are honoured only from these peer addresses (the reverse
+    # proxy in front of the node), for the absolute URLs DICOMweb answers contain
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"]
+    )
     session_cookie_secure: bool = False  # the portal's cookie only over HTTPS (set behind TLS)
     # sign-in (docs/security.md): server-side portal sessions end after this long unused, and
     # at the latest this long after sign-in
@@ -113,6 +124,32 @@ class Settings(BaseSettings):
     feedback_backoff_s: float = Field(default=0.5, ge=0)
     # algorithm packages and the inference sandbox, from PAIR_ALGORITHM_* (not PAIR_ALGORITHMS__*)
     algorithms: AlgorithmSettings = Field(default_factory=AlgorithmSettings)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> list[str]:
+        """``https://a.example,https://b.example`` -> exact origins; paths and ``*`` refused."""
+        items = _comma_list(value)
+        for origin in items:
+            parts = urlsplit(origin)
+            if (
+                "*" in origin
+                or parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    f"CORS origin {origin!r} must be scheme://host[:port], e.g. "
+                    "https://viewer.example.org (no path, no wildcard)."
+                )
+        return [o.lower() for o in items]
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_ips(cls, value: Any) -> list[str]:
+        return _comma_list(value)
 
     @classmethod
     def settings_customise_sources(
@@ -222,3 +259,12 @@ def get_settings(data_dir: Path | str | None = None, **overrides: object) -> Set
     if data_dir is not None:
         overrides["data_dir"] = Path(data_dir)
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _comma_list(value: Any) -> list[str]:
+    """A list setting given as ``a,b`` in the environment (or already a list)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return [str(item).strip() for item in value]

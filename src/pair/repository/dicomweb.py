@@ -37,13 +37,14 @@ from pair.repository.responses import (
     study_json,
 )
 from pair.web.deps import SessionDep, current_actor, get_node, require_roles
+from pair.web.urls import public_base_url
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 stow_roles = require_roles(Role.DATA_MANAGER)
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/dicomweb"
+    return public_base_url(request) + "/dicomweb"
 
 
 def _json(items: list[dict[str, Any]], q: QidoQuery) -> Response:
@@ -236,6 +237,11 @@ def retrieve_frames(
     return StreamingResponse(stream_related(parts, boundary), media_type=media)
 
 
+def _accept(request: Request, accept: str | None) -> str:
+    """PS3.18 8.3.3.1: an ``accept`` query parameter takes precedence over the header."""
+    return accept if accept else request.headers.get("accept", "")
+
+
 @router.get(
     "/studies/{study}/series/{series}/instances/{instance}/rendered",
     summary="WADO-RS: rendered instance (first frame)",
@@ -253,11 +259,12 @@ def retrieve_rendered(
     window: str | None = None,
     viewport: str | None = None,
     quality: int | None = None,
+    accept: str | None = None,
     node: Node = Depends(get_node),
     session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
-    opts = RenderOptions.from_query(request.headers.get("accept", ""), window, viewport, quality)
+    opts = RenderOptions.from_query(_accept(request, accept), window, viewport, quality)
     row = retrieve.require_instances(session, _facility(actor), study, series, instance)[0]
     _audit(session, actor, "wado.rendered", study)
     data = render(
@@ -268,26 +275,35 @@ def retrieve_rendered(
 
 @router.get("/studies/{study}/series/{series}/thumbnail", summary="Series thumbnail")
 @router.get("/studies/{study}/thumbnail", summary="Study thumbnail")
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+    summary="Instance thumbnail (PS3.18 10.4.1.1)",
+)
+@router.get(
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/thumbnail",
+    summary="Frame thumbnail (PS3.18 10.4.1.1)",
+)
 def retrieve_thumbnail(
     request: Request,
     study: str,
     series: str | None = None,
+    instance: str | None = None,
+    frame: int = 1,
     viewport: str | None = None,
+    accept: str | None = None,
     node: Node = Depends(get_node),
     session: Session = SessionDep,
     actor: Actor = Depends(current_actor),
 ) -> Response:
-    opts = RenderOptions.from_query(
-        request.headers.get("accept", ""), None, viewport or "128,128", None
-    )
-    rows = [
-        r for r in retrieve.require_instances(session, _facility(actor), study, series) if r.rows
-    ]
-    if not rows:
+    """A small rendering chosen by the node: the middle image of a study or series."""
+    opts = RenderOptions.from_query(_accept(request, accept), None, viewport or "128,128", None)
+    rows = retrieve.require_instances(session, _facility(actor), study, series, instance)
+    renderable = [r for r in rows if r.rows]
+    if not renderable:
         raise NotFound("No renderable instance in this study/series.")
     _audit(session, actor, "wado.thumbnail", study)
-    ds = retrieve.read_dataset(node, rows[len(rows) // 2])
-    data = render(ds, 1, opts, node.settings.max_decoded_pixel_bytes)
+    ds = retrieve.read_dataset(node, renderable[len(renderable) // 2])
+    data = render(ds, frame, opts, node.settings.max_decoded_pixel_bytes)
     return Response(data, media_type=opts.media_type, headers={"Cache-Control": "private"})
 
 

@@ -217,7 +217,16 @@ def parse_frame_list(frames: str) -> list[int]:
     return numbers
 
 
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
 def frames(node: Node, row: Instance, numbers: list[int], accept: str) -> list[tuple[bytes, str]]:
+    """Frame parts as asked: the stored encoding, or decoded (Explicit VR Little Endian).
+
+    ``transfer-syntax=*`` (what OHIF asks for) lets the node send the frames as stored, with
+    the actual transfer syntax on each part; a named syntax must be the stored one or Explicit
+    VR Little Endian, anything else is a 406 that names what is offered (PS3.18 8.7.3).
+    """
     ds = read_dataset(node, row)
     if "PixelData" not in ds:
         raise NotFound("This instance has no pixel data.")
@@ -227,35 +236,59 @@ def frames(node: Node, row: Instance, numbers: list[int], accept: str) -> list[t
         raise NotFound(f"Frame(s) {missing} do not exist; the instance has {count} frame(s).")
     ts = UID(row.transfer_syntax_uid)
     wanted = _frame_media_types(accept)
+    types = {media for media, _ in wanted}
     native = COMPRESSED_MEDIA.get(str(ts)) if ts.is_compressed else None
-    if native is not None and native in wanted:
+    as_stored = ts.is_compressed and any(
+        syntax in ("*", str(ts)) and media in (native, "application/octet-stream", "*/*")
+        for media, syntax in wanted
+    )
+    if as_stored or (native is not None and (native, None) in wanted):
         with pixel_errors("decoded"):
             encoded = list(generate_frames(ds.PixelData, number_of_frames=count))
         if len(encoded) < max(numbers):
             raise PixelDataUnreadable(
                 f"The pixel data holds {len(encoded)} encoded frame(s), not {count}."
             )
-        return [(encoded[n - 1], f"{native}; transfer-syntax={ts}") for n in numbers]
-    if wanted and not wanted & {"application/octet-stream", "*/*", "multipart/*"}:
-        offered = ", ".join(filter(None, ["application/octet-stream", native]))
+        media = native if native is not None and native in types else "application/octet-stream"
+        return [(encoded[n - 1], f"{media}; transfer-syntax={ts}") for n in numbers]
+    decoded_ok = {None, "*", EXPLICIT_LE} | ({str(ts)} if not ts.is_compressed else set())
+    if wanted and not any(
+        media in ("application/octet-stream", "*/*", "multipart/*") and syntax in decoded_ok
+        for media, syntax in wanted
+    ):
+        offered = ", ".join(
+            filter(
+                None,
+                [
+                    f"application/octet-stream (transfer-syntax {EXPLICIT_LE})",
+                    f"{native or 'application/octet-stream'} (transfer-syntax {ts})"
+                    if ts.is_compressed
+                    else None,
+                ],
+            )
+        )
         raise NotAcceptable(f"Frames of this instance are offered as {offered} only.")
+    label = "application/octet-stream"
+    if any(syntax is not None for _, syntax in wanted):  # the client named one: say which
+        label += f"; transfer-syntax={EXPLICIT_LE}"
     check_decoded(ds, len(numbers), node.settings.max_decoded_pixel_bytes)
     out = []
     for n in numbers:  # only the frames asked for are decoded
         ds.pixel_array_options(index=n - 1)
         with pixel_errors("decoded"):
             data = np.ascontiguousarray(ds.pixel_array).tobytes()
-        out.append((data, "application/octet-stream"))
+        out.append((data, label))
     return out
 
 
-def _frame_media_types(accept: str) -> set[str]:
-    """The frame media types an Accept header asks for: multipart/related's ``type`` counts."""
-    wanted = set()
+def _frame_media_types(accept: str) -> set[tuple[str, str | None]]:
+    """(media type, transfer-syntax) pairs an Accept asks for; multipart/related's ``type``."""
+    wanted: set[tuple[str, str | None]] = set()
     for item in filter(str.strip, accept.split(",")):
         mt = parse_media_type(item)
+        syntax = mt.params.get("transfer-syntax")
         if mt.type == "multipart/related":
-            wanted.add(mt.params.get("type", "application/octet-stream").lower())
+            wanted.add((mt.params.get("type", "application/octet-stream").lower(), syntax))
         else:
-            wanted.add(mt.type)
+            wanted.add((mt.type, syntax))
     return wanted

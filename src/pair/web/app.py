@@ -8,11 +8,13 @@ from fastapi.staticfiles import StaticFiles
 import pair
 from pair.algorithms.sandbox import WorkerPool
 from pair.core.node import Node
+from pair.web.cors import CorsMiddleware
 from pair.web.errors import install_error_handlers
 from pair.web.headers import SecurityHeadersMiddleware
 from pair.web.sessions import ServerSessionMiddleware
 from pair.web.templating import PACKAGE_ROOT, register_nav
 from pair.web.urlguard import NulGuard
+from pair.web.urls import ForwardedHeaders
 
 
 def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
@@ -29,6 +31,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.repository.api import router as repository_router
     from pair.repository.burned_in import router as burned_in_router
     from pair.repository.dicomweb import router as dicomweb_router
+    from pair.repository.wado_uri import router as wado_uri_router
     from pair.usecases.api import router as usecases_router
     from pair.usecases.service import ensure_shipped
 
@@ -43,7 +46,11 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.state.worker_pool = worker_pool
     app.add_middleware(ServerSessionMiddleware, node=node)
     app.add_middleware(NulGuard)  # before sessions and routes: a NUL in the URL is a 400
-    app.add_middleware(SecurityHeadersMiddleware)  # outermost: also on errors and static files
+    app.add_middleware(SecurityHeadersMiddleware)  # also on errors and static files
+    # outermost: a cross-origin viewer can read the node's errors (PAIR_CORS_ORIGINS)
+    app.add_middleware(CorsMiddleware, origins=node.settings.cors_origins)
+    # the proxy's client address, scheme and host, believed from PAIR_FORWARDED_ALLOW_IPS only
+    app.add_middleware(ForwardedHeaders, trusted=node.settings.forwarded_allow_ips)
     install_error_handlers(app)
     with node.db.session() as session:  # shipped use cases are published from the first request
         ensure_shipped(session)
@@ -59,6 +66,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(burned_in_router)
     app.include_router(repository_router)
     app.include_router(dicomweb_router)
+    app.include_router(wado_uri_router)
     app.include_router(cde_router)
     app.include_router(reporting_router)
     app.include_router(algorithms_router)
