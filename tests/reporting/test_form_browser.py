@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -74,6 +75,13 @@ def test_report_form_in_browser(
     case_typical = world.cases["HOSPA-00001"]
     report_url = open_report(page, base, case_typical, "COVID-19 chest CT (RSNA consensus)")
     expect(page.locator("#preview-findings")).to_be_visible()
+    # an empty form previews no category: it says what is still needed
+    expect(page.locator("#preview-impression")).to_have_text(
+        "No category until the required findings are answered."
+    )
+    expect(page.locator("#preview-missing")).to_contain_text("Still needed: Ground glass opacity")
+    expect(page.locator("#comp-category")).to_have_text("—")
+    expect(page.locator("#preview-title")).to_have_text("Report preview")
     expect(page.locator('[data-element="ggo_side"]')).to_be_hidden()
     expect(page.locator('[data-element="ggo"] .cde-inferred')).to_have_text("inferred code")
     choose(page, "ggo", "present")
@@ -101,6 +109,7 @@ def test_report_form_in_browser(
         "Signed version 1 (final); the DICOM SR is stored in the study"
     )
     expect(page.locator("#report-status")).to_have_text("final")
+    expect(page.locator("#preview-title")).to_have_text("Signed report")
     expect(page.locator("#preview-impression")).to_contain_text(SENTENCE["typical"])
     expect(page.locator('[data-element="ggo"] input[value="present"]')).to_be_disabled()
     report_id = int(report_url.rsplit("/", 1)[1])
@@ -120,13 +129,19 @@ def test_report_form_in_browser(
     expect(page).to_have_url(re.compile(rf"/reports/{report_id}$"))
 
     # downloads: text, FHIR and DICOM SR of the signed version
-    text = page.request.get(f"{base}/api/reports/{report_id}/download/text?version=1")
-    assert SENTENCE["typical"] in text.text()
+    text = page.request.get(f"{base}/api/reports/{report_id}/download/text?version=1").text()
+    assert SENTENCE["typical"] in text
+    assert f"Study UID: {study_uid}" in text and "Patient (pseudonym): " in text
+    assert re.search(r"Study date: \d{4}-\d{2}-\d{2}", text), text
+    hl7 = page.request.get(f"{base}/api/reports/{report_id}/download/hl7?version=1")
+    assert hl7.status == 200 and hl7.text().startswith("MSH|")
     fhir = page.request.get(f"{base}/api/reports/{report_id}/download/fhir?version=1").json()
     assert fhir["resourceType"] == "Bundle"
     sr = page.request.get(f"{base}/api/reports/{report_id}/download/sr?version=1").body()
     assert sr[128:132] == b"DICM"
     expect(page.locator("#versions-table")).to_contain_text("DICOM SR")
+    expect(page.locator("#versions-table")).to_contain_text("HL7 v2 ORU")
+    expect(page.locator(".study-line")).not_to_contain_text("\\")
 
     # amend: a reason is required; a new draft version, the signed one stays
     page.get_by_label("Reason for the amendment").fill("Lymphadenopathy not described")
@@ -172,7 +187,7 @@ def test_report_form_in_browser(
     choose(page, "override_category", "indeterminate")
     expect(page.locator('[data-element="override_reason"]')).to_be_visible()
     expect(page.locator("#preview-impression")).to_have_text(
-        SENTENCE["indeterminate"] + " [Cov19Ind]"
+        "No category until the required findings are answered."
     )
     expect(page.locator("#preview-missing")).to_contain_text("Reason for overriding")
     page.get_by_role("button", name="Sign report").click()
@@ -184,8 +199,29 @@ def test_report_form_in_browser(
         "Consolidation pattern with prior imaging suggests COVID-19"
     )
     expect(page.locator("#err-override_reason")).to_be_hidden()
+    expect(page.locator("#preview-impression")).to_have_text(
+        SENTENCE["indeterminate"] + " [Cov19Ind]"
+    )
+    # indeterminate against findings that give atypical: signing asks for a confirmation that
+    # names both; declining keeps the draft, accepting signs
+    asked: list[str] = []
+
+    def answer(accept: bool) -> None:
+        def handler(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        page.once("dialog", handler)
+
+    answer(False)
+    page.get_by_role("button", name="Sign report").click()
+    expect(page.get_by_role("button", name="Sign report")).to_be_enabled()
+    assert asked and "Indeterminate appearance" in asked[0] and "Atypical appearance" in asked[0]
+    expect(page.locator("#report-status")).to_have_text("draft")
+    answer(True)
     page.get_by_role("button", name="Sign report").click()
     expect(page.locator("#report-status")).to_have_text("final")
+    assert len(asked) == 2
     expect(page.locator("#preview-findings")).to_contain_text(
         "Reason: Consolidation pattern with prior imaging suggests COVID-19"
     )

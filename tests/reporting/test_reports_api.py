@@ -55,7 +55,10 @@ def test_modules_and_form_definition(world: Any) -> None:
         headers=w.h("res1"),
         json={"inputs": {"ggo": "present"}},
     ).json()
-    assert not live["complete"] and "ggo_side" in live["missing"] and live["endpoint"]
+    # an incomplete draft has no category yet: nothing is previewed as if it were a finding
+    assert not live["complete"] and "ggo_side" in live["missing"]
+    assert live["endpoint"] == "" and live["sections"] == {}
+    assert all(v is None for v in live["computed"].values())
     full = w.client.post(
         "/api/reports/modules/rsna-ct-covid/evaluate",
         headers=w.h("res1"),
@@ -190,8 +193,21 @@ def test_report_lifecycle(world: Any) -> None:
         ).status_code
         == 409
     )
-    result2 = w.client.post(f"/api/reports/{rid}/sign", headers=w.h("rad1")).json()
+    # the assigned category contradicts the findings: a 409 names both, nothing is signed
+    refused = w.client.post(f"/api/reports/{rid}/sign", headers=w.h("rad1"))
+    assert refused.status_code == 409, refused.text
+    message = refused.json()["message"]
+    assert "Atypical appearance" in message and "Typical appearance" in message
+    assert refused.json()["details"]["contradiction"]["computed"] == "typical"
+    result2 = w.client.post(
+        f"/api/reports/{rid}/sign", headers=w.h("rad1"), json={"confirm_override": True}
+    ).json()
     assert (result2["status"], result2["version"]) == ("amended", 2)
+    signed_v2 = w.client.get(f"/api/reports/{rid}/versions", headers=w.h("rad1")).json()[1]
+    assert "Category assigned by the radiologist: Atypical appearance" in signed_v2["text"]
+    assert "(computed from findings: Typical appearance)" in signed_v2["text"]
+    assert signed_v2["evaluation"]["contradiction"]["assigned"] == "atypical"
+    assert signed_v2["evaluation"]["override_confirmed_by"]
     versions = w.client.get(f"/api/reports/{rid}/versions", headers=w.h("rad1")).json()
     assert [(v["version"], v["status"]) for v in versions] == [(1, "final"), (2, "amended")]
     assert TYPICAL in versions[0]["text"] and ATYPICAL in versions[1]["text"]

@@ -47,6 +47,11 @@ class UpdateInputs(BaseModel):
 
 class SignBody(BaseModel):
     expected_revision: int | None = Field(default=None, description=REVISION_HELP)
+    confirm_override: bool = Field(
+        default=False,
+        description="Sign although the assigned category contradicts the findings (a 409 "
+        "names the contradiction first).",
+    )
 
 
 class PreviewBody(BaseModel):
@@ -268,6 +273,7 @@ def sign(
         report_id,
         sr_store(node, actor, facility_id),
         body.expected_revision if body else None,
+        confirm_override=body.confirm_override if body else False,
     )
     return asdict(result)
 

@@ -128,6 +128,8 @@ def _element_xml(parent: ET.Element, el: Element, seq: int) -> None:
         attrs[f"{P}digits"] = str(el.digits)
     if el.type == "computed" and el.value_type:
         attrs[f"{P}valueType"] = el.value_type
+    if el.overrides:
+        attrs[f"{P}overrides"] = el.overrides
     node = _sub(parent, _TYPE_TAG[el.type], **attrs)
     if el.cde and el.coded and el.type != "computed":
         _codable(node, el.label, el.cde)
@@ -425,6 +427,7 @@ def _element_dict(node: ET.Element, reader: _Reader) -> dict[str, Any]:
         (f"{P}maxChoices", "max_choices", int),
         (f"{P}maxLength", "max_length", int),
         (f"{P}valueType", "value_type", str),
+        (f"{P}overrides", "overrides", str),
     ):
         if node.get(attr) is not None:
             d[key] = conv(node.get(attr, ""))

@@ -35,6 +35,8 @@ class Evaluation:
     sections: dict[str, str]
     ignored: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    # an override that contradicts the computed value: {element, assigned, computed} + labels
+    contradiction: dict[str, str] | None = None
 
     @property
     def complete(self) -> bool:
@@ -65,6 +67,7 @@ class Evaluation:
             "ignored": self.ignored,
             "missing": self.missing,
             "complete": self.complete,
+            "contradiction": self.contradiction,
         }
 
 
@@ -270,22 +273,24 @@ def evaluate(
             )
     _raise(module, problems)
 
-    endpoint_id = _walk(module.rules, ctx)
     order = [e.id for e in module.elements]
-    if endpoint_id is None and missing:  # incomplete draft: no endpoint yet
+    if missing:
+        # an incomplete draft has no endpoint and no computed result yet: a category computed
+        # from unanswered findings would read as a finding ("Negative for pneumonia")
         return Evaluation(
             module_id=module.id,
             module_version=module.version,
             values={k: values[k] for k in order if k in values},
             relevant=[k for k in order if k in relevant],
             required=required,
-            computed=computed,
+            computed=dict.fromkeys(computed),
             endpoint="",
             endpoint_label="",
             sections={},
             ignored=sorted(k for k in provided if k not in relevant),
             missing=missing,
         )
+    endpoint_id = _walk(module.rules, ctx)
     if endpoint_id is None:
         raise Invalid(
             f"module {module.key}: no rule branch matches these inputs and the "
@@ -307,7 +312,28 @@ def evaluate(
         sections=sections,
         ignored=sorted(k for k in provided if k not in relevant),
         missing=missing,
+        contradiction=_contradiction(module, values, computed),
     )
+
+
+def _contradiction(
+    module: Module, values: Mapping[str, Any], computed: Mapping[str, Any]
+) -> dict[str, str] | None:
+    """The first override whose value differs from the computed value it overrides."""
+    for el in module.elements:
+        if el.overrides is None or values.get(el.id) is None:
+            continue
+        target = module.element(el.overrides)
+        assigned, derived = values[el.id], computed.get(el.overrides)
+        if derived is not None and assigned != derived:
+            return {
+                "element": el.id,
+                "assigned": str(assigned),
+                "assigned_label": format_value(el, assigned),
+                "computed": str(derived),
+                "computed_label": format_value(target, derived),
+            }
+    return None
 
 
 def _raise(module: Module, problems: list[dict[str, str]]) -> None:

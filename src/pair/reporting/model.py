@@ -86,6 +86,9 @@ class Element(_Strict):
     expression: str | None = None
     decision: ValueDecision | None = None
     source: Source | None = None
+    # an input that overrides a computed element (the radiologist's category against the one
+    # the findings give): signing a contradiction needs an explicit confirmation
+    overrides: str | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> Element:
@@ -346,6 +349,12 @@ def check_references(module: Module, cat: Catalog) -> list[str]:
         els[el.id] = el
     for i, el in enumerate(module.elements):
         _check_cde(el, cat, out)
+        if el.overrides is not None:
+            target = els.get(el.overrides)
+            if target is None or target.type != "computed" or not el.is_input:
+                out.append(f"element {el.id}: overrides must name a computed element")
+            elif {c.value for c in el.choices} - {c.value for c in target.choices}:
+                out.append(f"element {el.id}: its choices must be choices of {el.overrides}")
         for name in ("relevant_if", "required_if"):
             cond = getattr(el, name)
             if cond is not None:

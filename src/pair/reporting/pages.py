@@ -34,7 +34,13 @@ from pair.web.templating import render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
 SECTIONS = ("findings", "impression", "recommendation")
-DOWNLOADS = (("text", "Text"), ("fhir", "FHIR R4 JSON"), ("sr", "DICOM SR"), ("coded", "CDE JSON"))
+DOWNLOADS = (
+    ("text", "Text"),
+    ("fhir", "FHIR R4 JSON"),
+    ("sr", "DICOM SR"),
+    ("coded", "CDE JSON"),
+    ("hl7", "HL7 v2 ORU"),
+)
 
 
 def _cde_status(code: str | None) -> str:
@@ -106,6 +112,8 @@ def _context(session: Session, actor: Actor, report: Report) -> dict[str, Any]:
         "can_amend": version.status != "draft" and actor.role in service.EDITORS,
         "downloads": DOWNLOADS,
         "summary": module.summary_element,
+        "missing_labels": [module.element(e).label for e in (ev.missing if ev else [])],
+        "modalities": [m for m in (study.modalities or "").split("\\") if m],
     }
 
 

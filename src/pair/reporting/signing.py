@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from pair.accounts.models import Role
 from pair.audit.service import Actor, record, record_change
-from pair.core.errors import PairError
+from pair.core.errors import Conflict, PairError
 from pair.core.node import Node
 from pair.reporting.engine import evaluate
 from pair.reporting.models import ReportVersion
@@ -27,20 +27,40 @@ StoreInstance = Callable[[Dataset], Any]
 
 
 def sign(
-    session: Session, actor: Actor, report_id: int, expected_revision: int | None = None
+    session: Session,
+    actor: Actor,
+    report_id: int,
+    expected_revision: int | None = None,
+    *,
+    confirm_override: bool = False,
 ) -> tuple[ReportVersion, Dataset | None]:
-    """Sign the draft version; returns it and its SR (None when the study has no images)."""
+    """Sign the draft version; returns it and its SR (None when the study has no images).
+
+    A category assigned against the one the findings give is signed only when the radiologist
+    confirms it (``confirm_override``); the confirmation is kept with the signed evaluation and
+    in the audit log, and the narrative states both categories and the reason.
+    """
     require_role(actor, (Role.RADIOLOGIST.value,), "sign reports")
     report = for_change(session, actor, report_id, expected_revision)
     version = editable_draft(report)
     module = module_of(report)
     ev = evaluate(module, version.inputs)  # strict: every required value present
+    if ev.contradiction is not None and not confirm_override:
+        c = ev.contradiction
+        raise Conflict(
+            f"The category you assigned ({c['assigned_label']}) contradicts the findings, which "
+            f"give {c['computed_label']}. Confirm the override to sign: the report will state "
+            "both categories and your reason.",
+            details={"contradiction": c, "confirm_with": "confirm_override"},
+        )
     version.suggestions = outcomes(list(version.suggestions), ev)
     version.status = "final" if version.version == 1 else "amended"
     version.signed_by = actor.user_id
     version.signed_by_name = actor.user_name
     version.signed_at = datetime.now(UTC)
     version.evaluation = ev.to_dict()
+    if ev.contradiction is not None:
+        version.evaluation["override_confirmed_by"] = actor.user_name
     report.status = version.status
     save(session, report, version.signed_at)  # before any query could autoflush it
     ctx = context(session, report, version)
@@ -58,6 +78,7 @@ def sign(
             "version": version.version,
             "status": version.status,
             "suggestions": [s["outcome"] for s in version.suggestions],
+            "override_confirmed": ev.contradiction,
         },
     )
     record_change(session, report.facility_id, "report.signed", "report", str(report.id))
@@ -82,6 +103,8 @@ def sign_and_store(
     report_id: int,
     store_instance: StoreInstance | None,
     expected_revision: int | None = None,
+    *,
+    confirm_override: bool = False,
 ) -> SignResult:
     """Sign in one transaction, then hand the SR to ``store_instance`` (the repository).
 
@@ -89,7 +112,9 @@ def sign_and_store(
     store leaves the report signed with ``sr_stored`` false and the reason returned.
     """
     with node.db.session() as session:
-        version, dataset = sign(session, actor, report_id, expected_revision)
+        version, dataset = sign(
+            session, actor, report_id, expected_revision, confirm_override=confirm_override
+        )
         result = SignResult(
             report_id,
             version.version,

@@ -11,11 +11,23 @@ from pair.reporting.outputs.context import ReportContext, coded_observations
 STATUS_LINE = {"draft": "DRAFT - not signed", "final": "Final", "amended": "Amended"}
 
 
+def dicom_date(value: str) -> str:
+    """DICOM DA ``YYYYMMDD`` as ``YYYY-MM-DD`` (anything else as it is)."""
+    v = value.strip()
+    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else v
+
+
 def narrative(module: Module, ev: Evaluation, ctx: ReportContext) -> str:
-    """Plain-text report: header, sections, signature line."""
-    head = [module.label]
+    """Plain-text report: header (who and which study, de-identified), sections, signature.
+
+    The header carries what a reader needs to put the text back with its images: the
+    pseudonym, the study UID, the accession number and the study date.
+    """
+    head = [module.label, f"Patient (pseudonym): {ctx.patient_id}", f"Study UID: {ctx.study_uid}"]
+    if ctx.accession_number:
+        head.append(f"Accession number: {ctx.accession_number}")
     if ctx.study_date:
-        head.append(f"Study date: {ctx.study_date}")
+        head.append(f"Study date: {dicom_date(ctx.study_date)}")
     head.append(f"Status: {STATUS_LINE.get(ctx.status, ctx.status)} (version {ctx.version})")
     body = ev.text
     sign = ""

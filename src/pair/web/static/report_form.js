@@ -109,7 +109,8 @@
     });
     ["findings", "impression", "recommendation"].forEach(function (name) {
       const p = document.getElementById("preview-" + name);
-      if (p) p.textContent = ev.sections[name] || "";
+      const waiting = name === "impression" && ev.missing.length ? "No category until the required findings are answered." : "";
+      if (p) p.textContent = ev.sections[name] || waiting;
     });
     const missing = document.getElementById("preview-missing");
     missing.textContent = ev.missing.length ? "Still needed: " + ev.missing.map(function (id) {
@@ -195,7 +196,18 @@
         return serial(function () { dirty = true; return saveNow(); });
       }).then(function (saved) {
         if (!saved) { signButton.disabled = false; return; }
-        return serial(function () { return api("POST", "/api/reports/" + reportId + "/sign", { expected_revision: revision }); }).then(function (r) {
+        const signWith = function (confirmOverride) {
+          return serial(function () { return api("POST", "/api/reports/" + reportId + "/sign", { expected_revision: revision, confirm_override: confirmOverride }); });
+        };
+        return signWith(false).then(function (r) {
+          // a category assigned against the findings is signed only after an explicit yes
+          if (r.status === 409 && r.data && r.data.details && r.data.details.contradiction) {
+            if (!window.confirm(r.data.message)) { signButton.disabled = false; return null; }
+            return signWith(true);
+          }
+          return r;
+        }).then(function (r) {
+          if (r === null || r === undefined) return;
           if (!r.ok) {
             signButton.disabled = false;
             showErrors(r.data, "Signing failed (HTTP " + r.status + ").");
