@@ -22,17 +22,19 @@ from pair.accounts.models import Role
 from pair.audit.service import Actor, record
 from pair.cde.catalog import catalog
 from pair.core.errors import Conflict, Invalid, NotFound, PairError
-from pair.reporting import service
+from pair.reporting import service, worklist
 from pair.reporting.engine import Evaluation, evaluate
 from pair.reporting.loader import get_module, modules
 from pair.reporting.model import Element, Module
 from pair.reporting.models import Report, ReportVersion
 from pair.repository.models import Study
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep, page_actor
-from pair.web.templating import render
+from pair.web.deps import SessionDep, page_actor, page_roles
+from pair.web.templating import register_home_cards, register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
+register_nav("Worklist", "/worklist", roles=(Role.RADIOLOGIST.value,), order=15)
+register_home_cards(worklist.home_cards)
 SECTIONS = ("findings", "impression", "recommendation")
 DOWNLOADS = (
     ("text", "Text"),
@@ -115,6 +117,25 @@ def _context(session: Session, actor: Actor, report: Report) -> dict[str, Any]:
         "missing_labels": [module.element(e).label for e in (ev.missing if ev else [])],
         "modalities": [m for m in (study.modalities or "").split("\\") if m],
     }
+
+
+@router.get("/worklist")
+def worklist_page(
+    request: Request,
+    queue: str = "unreported",
+    session: Session = SessionDep,
+    actor: Actor = Depends(page_roles(Role.RADIOLOGIST)),
+) -> Response:
+    """The four reporting queues of the actor's facility, one shown at a time."""
+    rows = worklist.items(session, actor.facility_id, actor.user_id, queue)
+    ctx = {
+        "queue": queue,
+        "queues": worklist.QUEUES,
+        "counts": worklist.counts(session, actor.facility_id, actor.user_id),
+        "rows": rows,
+        "limit": worklist.LIMIT,
+    }
+    return render(request, "reporting/worklist.html", ctx)
 
 
 @router.get("/reports/{report_id}")

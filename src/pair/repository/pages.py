@@ -14,7 +14,7 @@ from pair.audit.service import Actor
 from pair.repository.models import Patient, QuarantineItem, Study
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, page_roles, page_user
-from pair.web.templating import register_nav, render
+from pair.web.templating import home_cards, register_nav, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
 register_nav("Upload", "/upload", roles=(Role.DATA_MANAGER.value,), order=20)
@@ -29,7 +29,7 @@ def home(
     """Counts for the user's facility (every page is facility-scoped, as DICOMweb is)."""
     counts: dict[str, Any] = {}
     if user.role == Role.NODE_OPERATOR:  # the operator sees no facility's data
-        return render(request, "home.html", {"counts": counts})
+        return render(request, "home.html", {"counts": counts, "cards": []})
     for label, model in (("cases", Patient), ("studies", Study)):
         stmt = select(func.count()).select_from(model).where(model.facility_id == user.facility_id)
         counts[label] = session.scalar(stmt) or 0
@@ -42,7 +42,8 @@ def home(
             )
         )
         counts["quarantine"] = session.scalar(pending) or 0
-    return render(request, "home.html", {"counts": counts})
+    cards = home_cards(session, user)  # other capabilities' counts (the reporting worklist)
+    return render(request, "home.html", {"counts": counts, "cards": cards})
 
 
 @router.get("/upload")

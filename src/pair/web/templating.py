@@ -7,6 +7,7 @@ Templates are looked up in ``pair/web/templates`` first and then in every capabi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session
 
 import pair
 from pair.web.csrf import csrf_token
@@ -41,6 +43,30 @@ def register_nav(label: str, href: str, roles: tuple[str, ...] = (), order: int 
         return
     _NAV.append(NavItem(label, href, frozenset(roles), order))
     _NAV.sort(key=lambda i: (i.order, i.label))
+
+
+@dataclass(frozen=True)
+class HomeCard:
+    """A number on the home page that links to where the work is."""
+
+    label: str
+    value: int
+    href: str
+    warn: bool = False
+
+
+HomeCards = Callable[[Session, Any], list[HomeCard]]
+_HOME: list[HomeCards] = []
+
+
+def register_home_cards(cards: HomeCards) -> None:
+    """Capabilities add counts to the home page (called with the session and the user)."""
+    if cards not in _HOME:
+        _HOME.append(cards)
+
+
+def home_cards(session: Session, user: Any) -> list[HomeCard]:
+    return [card for cards in _HOME for card in cards(session, user)]
 
 
 def nav_for(role: str | None) -> list[NavItem]:
