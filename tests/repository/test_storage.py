@@ -70,6 +70,7 @@ def test_a_batch_whose_files_cannot_be_stored_is_rejected_whole(node: Node) -> N
     from pair.accounts.models import Facility
     from pair.repository.ingest import Outcome, Payload, Preparer, commit_prepared
     from pair.repository.models import Instance
+    from pair.repository.storage import Stores
     from tests.factories import ct_instance, to_bytes
 
     with node.db.session() as session:
@@ -80,7 +81,10 @@ def test_a_batch_whose_files_cannot_be_stored_is_rejected_whole(node: Node) -> N
             Payload(to_bytes(ct_instance(study_uid=study, series_uid=series, index=i)))
             for i in (1, 2, 3)
         ]
-        preparer = Preparer(node, session, session.get(Facility, facility.id), "test")
+        facility_row = session.get(Facility, facility.id)
+        assert facility_row is not None
+        stores = Stores.for_settings(node.settings)
+        preparer = Preparer(node, session, facility_row, "test", stores)
         prepared = [preparer.prepare(p) for p in payloads]
         Path(preparer._pending[1][1].tmp).unlink()
         preparer.finish()
