@@ -57,14 +57,18 @@ def test_evaluate_is_a_task_method_and_the_one_way_to_a_result() -> None:
     cases = Cases(y, p, clusters=patients, names=("a", "b"))
     binary = TASKS["binary"].evaluate(cases, Options(n_boot=100, seed=3, threshold=0.4))
     direct = evaluate_scores(y, p, 0.4, clusters=patients, names=("a", "b"), n_boot=100, seed=3)
-    assert binary.task == "binary" and binary.model_dump(exclude=STAMP) == direct.model_dump(exclude=STAMP)
+    assert binary.task == "binary" and binary.model_dump(exclude=STAMP) == direct.model_dump(
+        exclude=STAMP
+    )
     probs = np.column_stack([1 - p, p])
     options = Options(n_boot=100, seed=3, classes=("neg", "pos"), class_labels=("N", "P"))
     multi = TASKS["multiclass"].evaluate(Cases(y, probs, clusters=patients), options)
     expected = evaluate_classes(
         y, probs, ["neg", "pos"], class_labels=["N", "P"], clusters=patients, n_boot=100, seed=3
     )
-    assert multi.task == "multiclass" and multi.model_dump(exclude=STAMP) == expected.model_dump(exclude=STAMP)
+    assert multi.task == "multiclass" and multi.model_dump(exclude=STAMP) == expected.model_dump(
+        exclude=STAMP
+    )
     root = Path(pair.evaluation.__path__[0])
     callers = sorted(
         str(path.relative_to(root))
