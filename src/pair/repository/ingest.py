@@ -132,8 +132,10 @@ def ingest_batch(
     """Ingest several instances in one transaction; returns after the commit (acknowledged).
 
     ``expected_study_uid`` (STOW-RS to ``/studies/{study}``) rejects instances of other studies.
-    Stage one runs once; stage two (the index transaction) is retried on conflicts with
-    concurrent batches (``pair.repository.commit``). A batch that fails leaves no file behind.
+    Stage one runs once, and again only when a concurrent batch undid it (a de-identification
+    mapping insert lost a race, or a failing twin removed a shared file before this batch held
+    it); stage two (the index transaction) alone is retried on conflicts with concurrent
+    batches (``pair.repository.commit``). A batch that fails leaves no file behind.
     ``stores``: where files go (the node's stores by default).
     """
     stores = stores or Stores.for_settings(node.settings)
