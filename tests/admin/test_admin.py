@@ -14,6 +14,7 @@ from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from pair.core.node import Node
 from pair.repository import ingest, quarantine
+from pair.repository import service as repository_service
 from pair.repository.models import QuarantineItem
 from tests.portal_data import PASSWORD, build_world
 
@@ -76,14 +77,14 @@ def test_quarantine_review_and_reject_are_audited_and_scoped(node: Node) -> None
         s.flush()
         item_id, other_id = item.id, other.id
     with node.db.session() as s:
-        total, items = service.list_quarantine(s, world.facilities["A"], "pending")
+        total, items = repository_service.list_quarantine(s, world.facilities["A"], "pending")
         assert total == 1 and items[0].id == item_id
         review = quarantine.review(node, s, item_id, actor)
         assert review["original_kept"] is False and review["elements"][0]["masked_value"] == ""
         with pytest.raises(NotFound):  # another facility's item
             quarantine.review(node, s, other_id, actor)
         with pytest.raises(Invalid):
-            service.list_quarantine(s, world.facilities["A"], "lost")
+            repository_service.list_quarantine(s, world.facilities["A"], "lost")
     with pytest.raises(Conflict):
         quarantine.rerun_and_store(node, item_id, actor)
     quarantine.reject(node, item_id, actor, "burned-in name")
@@ -94,7 +95,7 @@ def test_quarantine_review_and_reject_are_audited_and_scoped(node: Node) -> None
         assert done.review_note == "burned-in name"
         actions = set(s.scalars(select(AuditEvent.action)))
         assert {"quarantine.review", "quarantine.reject"} <= actions
-        assert service.list_quarantine(s, world.facilities["A"], "rejected")[0] == 1
+        assert repository_service.list_quarantine(s, world.facilities["A"], "rejected")[0] == 1
     with pytest.raises(NotFound):
         quarantine.reject(node, item_id, actor)
     with pytest.raises(NotFound):

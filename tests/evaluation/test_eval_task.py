@@ -13,10 +13,19 @@ from pair.evaluation.evaluate_multiclass import evaluate_classes
 from pair.evaluation.result import EvaluationResult, MulticlassResult
 from pair.evaluation.stats.bootstrap import patients_repeat
 from pair.evaluation.stats.compare import clustered_mcnemar_warning
-from pair.evaluation.task import TASKS, BinaryTask, MulticlassTask
+from pair.evaluation.task import TASKS, BinaryTask, Cases, MulticlassTask, Options
 from tests.evaluation.eval_reference import synthetic
 
-METHODS = ("tables", "summary_lines", "figures", "checklist", "checklist_answer", "feedback")
+STAMP = {"created_at"}  # when the result was made
+METHODS = (
+    "evaluate",
+    "tables",
+    "summary_lines",
+    "figures",
+    "checklist",
+    "checklist_answer",
+    "feedback",
+)
 
 
 def test_each_result_model_names_its_task() -> None:
@@ -38,6 +47,36 @@ def test_no_result_type_branches_outside_the_models() -> None:
             if pattern.search(path.read_text(encoding="utf-8")):
                 offenders.append(str(path))
     assert offenders == []
+
+
+def test_evaluate_is_a_task_method_and_the_one_way_to_a_result() -> None:
+    """Both tasks evaluate the same case table shape; producers (offline CLI, runs) call the
+    task, not the statistics functions behind it."""
+    y, p = synthetic(80, 5)
+    patients = np.repeat(np.arange(40), 2)
+    cases = Cases(y, p, clusters=patients, names=("a", "b"))
+    binary = TASKS["binary"].evaluate(cases, Options(n_boot=100, seed=3, threshold=0.4))
+    direct = evaluate_scores(y, p, 0.4, clusters=patients, names=("a", "b"), n_boot=100, seed=3)
+    assert binary.task == "binary" and binary.model_dump(exclude=STAMP) == direct.model_dump(
+        exclude=STAMP
+    )
+    probs = np.column_stack([1 - p, p])
+    options = Options(n_boot=100, seed=3, classes=("neg", "pos"), class_labels=("N", "P"))
+    multi = TASKS["multiclass"].evaluate(Cases(y, probs, clusters=patients), options)
+    expected = evaluate_classes(
+        y, probs, ["neg", "pos"], class_labels=["N", "P"], clusters=patients, n_boot=100, seed=3
+    )
+    assert multi.task == "multiclass" and multi.model_dump(exclude=STAMP) == expected.model_dump(
+        exclude=STAMP
+    )
+    root = Path(pair.evaluation.__path__[0])
+    callers = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if re.search(r"\bevaluate_(scores|classes)\(", path.read_text(encoding="utf-8"))
+        and path.name not in ("evaluate.py", "evaluate_multiclass.py", "task.py")
+    )
+    assert callers == []
 
 
 def test_one_clustering_rule_and_one_mcnemar_caveat_for_both_tasks() -> None:
@@ -76,3 +115,20 @@ def test_class_names_are_unique_across_evaluation_and_reporting() -> None:
                 if isinstance(node, ast.ClassDef):
                     seen.setdefault(node.name, []).append(str(path))
     assert {k: v for k, v in seen.items() if len(v) > 1} == {}
+
+
+def test_build_sr_names_one_function() -> None:
+    """``outputs.sr.build_sr`` builds an SR from a module's evaluation; the SR of a stored
+    report version is ``rendering.version_sr`` (they shared the name ``build_sr``)."""
+    import ast
+
+    import pair.reporting
+
+    found = sorted(
+        str(path.relative_to(Path(pkg.__path__[0])))
+        for pkg in (pair.evaluation, pair.reporting)
+        for path in Path(pkg.__path__[0]).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name == "build_sr"
+    )
+    assert found == ["outputs/sr.py"]

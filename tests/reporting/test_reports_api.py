@@ -223,7 +223,7 @@ def test_report_lifecycle(world: Any) -> None:
         system = Actor.system()
         rec = service.load_report(s, system, rid)
         first = rec.versions[0]
-        ds = service.build_sr(first, service.context(s, rec, first))
+        ds = service.version_sr(first, service.context(s, rec, first))
         assert ds.SOPInstanceUID == result["sr_sop_instance_uid"]  # rebuilt identically
         assert (ds.PatientID, ds.StudyInstanceUID) == ("GH-0001", w.study_uid)
         labels = service.final_labels(s, w.facility["a"])

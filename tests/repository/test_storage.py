@@ -70,6 +70,7 @@ def test_a_batch_whose_files_cannot_be_stored_is_rejected_whole(node: Node) -> N
     from pair.accounts.models import Facility
     from pair.repository.ingest import Outcome, Payload, Preparer, commit_prepared
     from pair.repository.models import Instance
+    from pair.repository.storage import Stores
     from tests.factories import ct_instance, to_bytes
 
     with node.db.session() as session:
@@ -80,7 +81,10 @@ def test_a_batch_whose_files_cannot_be_stored_is_rejected_whole(node: Node) -> N
             Payload(to_bytes(ct_instance(study_uid=study, series_uid=series, index=i)))
             for i in (1, 2, 3)
         ]
-        preparer = Preparer(node, session, session.get(Facility, facility.id), "test")
+        facility_row = session.get(Facility, facility.id)
+        assert facility_row is not None
+        stores = Stores.for_settings(node.settings)
+        preparer = Preparer(node, session, facility_row, "test", stores)
         prepared = [preparer.prepare(p) for p in payloads]
         Path(preparer._pending[1][1].tmp).unlink()
         preparer.finish()
@@ -90,4 +94,51 @@ def test_a_batch_whose_files_cannot_be_stored_is_rejected_whole(node: Node) -> N
         assert commit_prepared(session, facility.id, prepared) == []
         assert session.scalar(select(func.count()).select_from(Instance)) == 0
     assert not list(node.settings.tmp_dir.glob("*.part"))
+    assert not list(node.settings.storage_dir.glob("??/??/*.dcm"))
+
+
+def test_stage_one_decides_quarantine_and_writes_to_the_stores_it_is_given(
+    node: Node, tmp_path: Path
+) -> None:
+    """Residual PHI is decided once, in stage one (stage two only adds the row), and ingest
+    writes to the stores handed in, not to ones it looks up."""
+    from pair.accounts import service as accounts
+    from pair.audit.service import Actor
+    from pair.repository.ingest import Outcome, Payload, ingest_batch
+    from pair.repository.models import QuarantineItem
+    from pair.repository.prepare import prepare_batch
+    from pair.repository.storage import Stores
+    from tests.factories import ct_instance, leaky_instance, to_bytes
+
+    with node.db.session() as session:
+        facility = accounts.create_facility(session, "Given Stores", "GIVEN")
+        session.flush()
+        facility_id = facility.id
+    stores = Stores(
+        ContentStore(tmp_path / "content", tmp_path / "tmp"),
+        ContentStore(tmp_path / "held", tmp_path / "tmp"),
+    )
+    clean = ct_instance(study_uid=generate_uid(), series_uid=generate_uid())
+    payloads = [Payload(to_bytes(leaky_instance()), "leaky"), Payload(to_bytes(clean), "clean")]
+    leaky, stored = prepare_batch(node, stores, facility_id, "test", None, payloads)
+    assert (
+        leaky.result.outcome is Outcome.QUARANTINED and leaky.result.reason_code == "residual_phi"
+    )
+    assert leaky.result.quarantine_id is None and leaky.quarantine is not None
+    assert stored.result.outcome is Outcome.STORED and stored.record is not None
+    assert stores.quarantine.path(leaky.quarantine["storage_path"]).exists()
+    assert stores.content.path(stored.record.instance["storage_path"]).exists()
+
+    actor = Actor.system("test", facility_id=facility_id)
+    again = [
+        Payload(to_bytes(leaky_instance()), "leaky"),
+        Payload(to_bytes(ct_instance(study_uid=generate_uid(), series_uid=generate_uid()))),
+    ]
+    held, new = ingest_batch(node, facility_id, again, "test", actor, stores=stores)
+    assert held.outcome is Outcome.QUARANTINED and held.quarantine_id is not None
+    assert new.outcome is Outcome.STORED
+    with node.db.session() as session:
+        item = session.get(QuarantineItem, held.quarantine_id)
+        assert item is not None and stores.quarantine.path(item.storage_path).exists()
+    assert len(stores.content.iter_relative()) == 2  # the clean instances, none elsewhere
     assert not list(node.settings.storage_dir.glob("??/??/*.dcm"))

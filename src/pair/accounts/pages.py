@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 from pair.accounts import websessions
 from pair.accounts.models import Role
 from pair.accounts.sessions_api import change_password, lifetimes
-from pair.admin.pages import TABS
 from pair.audit.service import Actor
 from pair.core.errors import PairError
 from pair.core.node import Node
+from pair.web.admin_shell import TABS
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, get_node, page_any_actor, page_roles
 from pair.web.sessions import current_session_id, flash, redirect_with_flash

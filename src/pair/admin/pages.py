@@ -11,20 +11,16 @@ from sqlalchemy.orm import Session
 
 from pair.accounts import service as accounts
 from pair.accounts.models import Role
-from pair.accounts.policy import GRANTABLE_ROLES, Action, scope
+from pair.accounts.policy import GRANTABLE_ROLES, Action
 from pair.admin import service
 from pair.audit.service import Actor
 from pair.core.errors import Invalid, PairError
-from pair.core.node import Node
-from pair.repository import quarantine as quarantine_review
+from pair.web.admin_shell import admin_only, render_admin
 from pair.web.csrf import csrf_protect
-from pair.web.deps import SessionDep, get_node, page_may
+from pair.web.deps import SessionDep
 from pair.web.sessions import redirect_with_flash
-from pair.web.templating import register_nav, render
+from pair.web.templating import register_nav
 
-# facility admins and the node operator; what each may do to which facility is decided by
-# ``pair.accounts.policy`` inside the services (another facility's objects are 404)
-admin_only = page_may(Action.USER_LIST)
 router = APIRouter(
     prefix="/admin",
     include_in_schema=False,
@@ -33,28 +29,10 @@ router = APIRouter(
 _ADMINS = (Role.ADMIN.value, Role.NODE_OPERATOR.value)
 register_nav("Admin", "/admin", roles=_ADMINS, order=80)
 register_nav("Audit log", "/admin/audit", roles=_ADMINS, order=90)
-TABS = [
-    ("Users", "/admin/users"),
-    ("Tokens", "/admin/tokens"),
-    ("AE titles", "/admin/ae-titles"),
-    ("De-identification", "/admin/deid"),
-    ("Quarantine", "/admin/quarantine"),
-    ("Audit log", "/admin/audit"),
-    ("Sessions", "/admin/sessions"),
-]
-
-
-def _tabs(request: Request) -> list[tuple[str, str]]:
-    """The operator reviews no quarantined instance (patient data): no such tab."""
-    user = getattr(request.state, "user", None)
-    if user is not None and user.role == Role.NODE_OPERATOR.value:
-        return [t for t in TABS if t[1] != "/admin/quarantine"]
-    return TABS
 
 
 def _page(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
-    ctx.setdefault("tabs", _tabs(request))
-    return render(request, f"admin/{name}", ctx, status)
+    return render_admin(request, f"admin/{name}", ctx, status)
 
 
 def _back(path: str, message: str) -> Response:
@@ -294,102 +272,6 @@ def deid_save(
             422,
         )
     return _back(f"/admin/deid?facility={facility_id}", "Profile saved.")
-
-
-# ---- quarantine ----
-
-
-@router.get("/quarantine")
-def quarantine(
-    request: Request,
-    status: str = "pending",
-    offset: int = 0,
-    session: Session = SessionDep,
-    actor: Actor = Depends(admin_only),
-) -> Response:
-    total, items = service.list_quarantine(
-        session, scope(actor, Action.QUARANTINE_REVIEW), status or None, 25, max(0, offset)
-    )
-    return _page(
-        request,
-        "quarantine.html",
-        {
-            "items": items,
-            "total": total,
-            "status": status,
-            "statuses": service.QUARANTINE_STATUSES,
-            "offset": offset,
-            "limit": 25,
-        },
-    )
-
-
-@router.get("/quarantine/{item_id}")
-def quarantine_item(
-    request: Request,
-    item_id: int,
-    node: Node = Depends(get_node),
-    session: Session = SessionDep,
-    actor: Actor = Depends(admin_only),
-) -> Response:
-    item = quarantine_review.review(node, session, item_id, actor)
-    return _page(request, "quarantine_item.html", {"item": item})
-
-
-@router.get("/quarantine/{item_id}/preview.png")
-def quarantine_preview(
-    item_id: int,
-    node: Node = Depends(get_node),
-    session: Session = SessionDep,
-    actor: Actor = Depends(admin_only),
-) -> Response:
-    png = quarantine_review.preview_png(node, session, item_id, actor)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
-
-
-def _decided(decision: quarantine_review.Decision, done: str) -> Response:
-    if decision.outcome == "quarantined":
-        n = len(decision.reasons)
-        return _back(
-            f"/admin/quarantine/{decision.item_id}",
-            f"Quarantine item {decision.item_id} is still held: the re-scan found {n} "
-            "element(s) with residual PHI.",
-        )
-    return _back("/admin/quarantine", f"Quarantine item {decision.item_id} {done}.")
-
-
-@router.post("/quarantine/{item_id}/remove-and-store")
-def quarantine_remove_and_store(
-    item_id: int,
-    note: str = Form(""),
-    paths: list[str] = Form(default_factory=list),
-    node: Node = Depends(get_node),
-    actor: Actor = Depends(admin_only),
-) -> Response:
-    decision = quarantine_review.remove_and_store(node, item_id, actor, note, paths or None)
-    return _decided(decision, "stored without the flagged elements")
-
-
-@router.post("/quarantine/{item_id}/rerun-and-store")
-def quarantine_rerun_and_store(
-    item_id: int,
-    note: str = Form(""),
-    node: Node = Depends(get_node),
-    actor: Actor = Depends(admin_only),
-) -> Response:
-    decision = quarantine_review.rerun_and_store(node, item_id, actor, note)
-    return _decided(decision, "de-identified again with the strict profile and stored")
-
-
-@router.post("/quarantine/{item_id}/reject")
-def quarantine_reject(
-    item_id: int,
-    note: str = Form(""),
-    node: Node = Depends(get_node),
-    actor: Actor = Depends(admin_only),
-) -> Response:
-    quarantine_review.reject(node, item_id, actor, note)
-    return _back("/admin/quarantine", f"Quarantine item {item_id} rejected.")
 
 
 # ---- audit log ----

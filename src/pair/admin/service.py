@@ -16,10 +16,6 @@ from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound
 from pair.deid import service as deid_service
 from pair.deid.profile import default_profile_text, profile_for, profile_warnings
-from pair.repository import quarantine
-from pair.repository.models import QuarantineItem
-
-QUARANTINE_STATUSES = quarantine.STATUSES
 
 
 def set_user_active(session: Session, user_id: int, active: bool, actor: Actor) -> User:
@@ -69,27 +65,6 @@ def deid_warnings(profile_text: str | None) -> list[str]:
         return profile_warnings(profile_for(profile_text))
     except Invalid:
         return []
-
-
-# ---- quarantine queue ------------------------------------------------------------------
-
-
-def list_quarantine(
-    session: Session,
-    facility_id: int | None,
-    status: str | None = "pending",
-    limit: int = 25,
-    offset: int = 0,
-) -> tuple[int, list[QuarantineItem]]:
-    stmt = select(QuarantineItem).where(QuarantineItem.facility_id == facility_id)
-    if status:
-        if status not in QUARANTINE_STATUSES:
-            allowed = ", ".join(QUARANTINE_STATUSES)
-            raise Invalid(f"Unknown status {status!r}; use one of {allowed}.")
-        stmt = stmt.where(QuarantineItem.status == status)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    items = session.scalars(stmt.order_by(QuarantineItem.id.desc()).limit(limit).offset(offset))
-    return total, list(items)
 
 
 # ---- audit log view ----------------------------------------------------------------------

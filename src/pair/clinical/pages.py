@@ -1,9 +1,8 @@
-"""Portal pages for cases: browser, case page with clinical data, series viewer."""
+"""Portal pages for cases: browser and case page with clinical data (the series viewer is the
+repository's, ``pair.repository.pages``)."""
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -12,10 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pair.accounts import service as accounts
-from pair.audit.service import Actor, record
+from pair.audit.service import Actor
 from pair.clinical import service
 from pair.clinical.dictionary import load_dictionary
-from pair.core.errors import Invalid, NotFound
+from pair.core.errors import Invalid
+from pair.repository.cases import facility_scope, get_case
 from pair.repository.models import Instance, Series, Study
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, page_actor
@@ -67,7 +67,7 @@ def case_browser(
         result = service.list_cases(session, actor, q)
     except Invalid as exc:
         error, result = exc.message, service.CaseResult(0, [])
-    scope = service.facility_scope(actor)
+    scope = facility_scope(actor)
     modality_stmt = select(Series.modality).join(Study, Study.id == Series.study_pk).distinct()
     if scope is not None:
         modality_stmt = modality_stmt.where(Study.facility_id == scope)
@@ -89,7 +89,7 @@ def case_browser(
 
 
 def _case_context(session: Session, actor: Actor, case_id: int) -> dict[str, Any]:
-    patient = service.get_case(session, actor, case_id)
+    patient = get_case(session, actor, case_id)
     studies = []
     study_rows = service.case_studies(session, patient)
     for study in study_rows:
@@ -156,53 +156,3 @@ async def case_clinical_save(
         ctx["flash"], ctx["flash_kind"] = exc.message, "error"
         return render(request, "clinical/case.html", ctx, 422)
     return RedirectResponse(f"/cases/{case_id}?saved=1", status_code=303)
-
-
-@router.get("/viewer/{study_uid}/{series_uid}")
-def viewer(
-    study_uid: str,
-    series_uid: str,
-    request: Request,
-    session: Session = SessionDep,
-    actor: Actor = Depends(page_actor),
-) -> Response:
-    series = session.scalar(select(Series).where(Series.series_uid == series_uid))
-    if series is None or series.study.study_uid != study_uid:
-        raise NotFound("No such series in this study.")
-    patient = service.get_case(session, actor, series.study.patient_pk)
-    instances = list(
-        session.scalars(
-            select(Instance)
-            .where(Instance.series_pk == series.id)
-            .order_by(Instance.instance_number, Instance.id)
-        )
-    )
-    record(session, actor, "series.view", "series", series_uid)
-    return render(
-        request,
-        "clinical/viewer.html",
-        {
-            "case": patient,
-            "study": series.study,
-            "series": series,
-            "instances": [i.sop_instance_uid for i in instances],
-            "modality": series.modality,
-        },
-    )
-
-
-@router.get("/viewer/dictionary.json")
-def tag_names(_: Actor = Depends(page_actor)) -> Response:
-    """Tag -> keyword for the header panel (from pydicom's data dictionary), cached a day."""
-    return Response(
-        _tag_names_json(),
-        media_type="application/json",
-        headers={"Cache-Control": "private, max-age=86400"},
-    )
-
-
-@lru_cache(maxsize=1)
-def _tag_names_json() -> str:
-    from pydicom.datadict import DicomDictionary
-
-    return json.dumps({f"{tag:08X}": entry[4] for tag, entry in DicomDictionary.items()})

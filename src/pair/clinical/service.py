@@ -14,26 +14,12 @@ from pair.accounts.models import Facility, Role
 from pair.audit.service import Actor, record, record_change
 from pair.clinical.dictionary import FieldError, Value, load_dictionary
 from pair.clinical.models import ClinicalRecord
-from pair.core.errors import Forbidden, Invalid, NotFound
+from pair.core.errors import Forbidden, Invalid
+from pair.repository.cases import facility_scope, get_case
 from pair.repository.models import Patient, Series, Study
 
 SORT_KEYS = ("pseudonym", "first_study", "last_study", "studies", "age", "sex", "covid")
 WRITE_ROLES = frozenset({Role.ADMIN.value, Role.DATA_MANAGER.value})
-
-
-def facility_scope(actor: Actor) -> int | None:
-    """Every user, admins included, sees their own facility's cases (as DICOMweb does);
-    ``search_cases(session, None, ...)`` is the node-wide form for hub/registry code."""
-    return actor.facility_id
-
-
-def get_case(session: Session, actor: Actor, case_id: int) -> Patient:
-    """The case if the actor may see it; another facility's case reads as 'not found'."""
-    patient = session.get(Patient, case_id)
-    scope = facility_scope(actor)
-    if patient is None or (scope is not None and patient.facility_id != scope):
-        raise NotFound(f"No case {case_id} in your facility.")
-    return patient
 
 
 def clinical_of(session: Session, patient: Patient) -> dict[str, Value]:

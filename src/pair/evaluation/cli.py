@@ -55,28 +55,30 @@ def scores_cmd(
     pdf: Annotated[bool, typer.Option(help="Also write report.pdf.")] = False,
 ) -> None:
     """Evaluate binary scores from a CSV and print the main table."""
-    from pair.evaluation.evaluate import evaluate_scores
     from pair.evaluation.report.render import write_report
     from pair.evaluation.tables import load_scores_csv
-    from pair.evaluation.task import result_tables, summary_lines
+    from pair.evaluation.task import TASKS, Cases, Options, result_tables, summary_lines
 
     table = load_scores_csv(csv_path, label, score, groups=group, cluster=cluster, compare=compare)
-    result = evaluate_scores(
+    cases = Cases(
         table.y,
         table.scores,
-        threshold,
         groups=table.groups or None,
         clusters=table.clusters,
-        prevalence=prevalence,
-        target_sensitivity=target_sensitivity,
-        compare_scores=table.compare,
-        compare_threshold=compare_threshold,
+        compare=table.compare,
         names=(score, compare or "comparator"),
-        n_boot=n_boot,
-        seed=seed,
-        boot_method="bca" if bca else "percentile",
         exclusions=table.exclusions,
     )
+    options = Options(
+        n_boot=n_boot,
+        seed=seed,
+        threshold=threshold,
+        compare_threshold=compare_threshold,
+        prevalence=prevalence,
+        target_sensitivity=target_sensitivity,
+        boot_method="bca" if bca else "percentile",
+    )
+    result = TASKS["binary"].evaluate(cases, options)
     for t in result_tables(result):
         console.print(t)
     for line in summary_lines(result):

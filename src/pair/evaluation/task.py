@@ -1,18 +1,24 @@
 """One evaluation task interface with a binary and a multiclass implementation.
 
-Every consumer of a result (terminal tables, report figures and template, checklist, feedback,
-PDF summary page) asks ``task_for(result)`` for the task and calls the same methods, so adding
-a task means adding one implementation here rather than a branch in each consumer.
+Every producer of a result (``pair offline-evaluation evaluate``, evaluation runs) calls the
+task's ``evaluate`` with the same case table (``Cases``) and options, and every consumer of a
+result (terminal tables, report figures and template, checklist, feedback, PDF summary page)
+asks ``task_for(result)`` for the task and calls the same methods, so adding a task means
+adding one implementation here rather than a branch in each producer and consumer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+import numpy as np
 from matplotlib.figure import Figure
 from rich.table import Table
 
+from pair.evaluation.evaluate import evaluate_scores
+from pair.evaluation.evaluate_multiclass import evaluate_classes
 from pair.evaluation.feedback_payload import binary_payload, multiclass_payload
 from pair.evaluation.report import figures
 from pair.evaluation.report import multiclass as mc_report
@@ -24,6 +30,7 @@ from pair.evaluation.report.checklist import (
 )
 from pair.evaluation.report.context import EvaluationContext
 from pair.evaluation.result import AnyResult, EvaluationResult, MulticlassResult, TaskName
+from pair.evaluation.stats.bootstrap import Method
 from pair.evaluation.tables import (
     binary_summary_lines,
     confusion_table,
@@ -36,11 +43,44 @@ R = TypeVar("R", EvaluationResult, MulticlassResult)
 R_contra = TypeVar("R_contra", EvaluationResult, MulticlassResult, contravariant=True)
 
 
+@dataclass(frozen=True)
+class Cases:
+    """The case table every task evaluates, one entry per case."""
+
+    y: np.ndarray  # the reference: 0/1 (binary) or the class index (multiclass)
+    output: np.ndarray  # the algorithm: a score (binary) or a probability vector (multiclass)
+    groups: Mapping[str, Any] | None = None  # subgroup column -> one value per case
+    clusters: np.ndarray | None = None  # patient ids (several cases per patient)
+    compare: np.ndarray | None = None  # a comparator's output, same shape as ``output``
+    names: tuple[str, str] = ("algorithm", "comparator")
+    exclusions: Mapping[str, int] | None = None  # reason -> cases left out before evaluation
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to evaluate; the task-specific fields are read only by their task."""
+
+    n_boot: int = 2000
+    seed: int = 0
+    # binary: the declared operating threshold and what else to report
+    threshold: float = 0.5
+    compare_threshold: float | None = None
+    prevalence: float | None = None
+    target_sensitivity: float | None = None
+    boot_method: Method = "percentile"
+    # multiclass: the output classes, in probability-vector order
+    classes: tuple[str, ...] = ()
+    class_labels: tuple[str, ...] | None = None
+    ordinal: bool = False
+
+
 class EvaluationTask(Protocol[R_contra]):
-    """What every task offers for its result type."""
+    """What every task offers for its result type (``evaluate`` makes one)."""
 
     name: ClassVar[TaskName]
     template: ClassVar[str]  # the HTML report template
+
+    def evaluate(self, cases: Cases, options: Options) -> EvaluationResult | MulticlassResult: ...
 
     def tables(self, r: R_contra) -> list[Table]: ...
 
@@ -80,6 +120,24 @@ class BinaryTask(_Task[EvaluationResult]):
 
     name: ClassVar[TaskName] = "binary"
     template: ClassVar[str] = "evaluation_report.html"
+
+    def evaluate(self, cases: Cases, options: Options) -> EvaluationResult:
+        return evaluate_scores(
+            cases.y,
+            cases.output,
+            options.threshold,
+            groups=cases.groups,
+            clusters=cases.clusters,
+            prevalence=options.prevalence,
+            target_sensitivity=options.target_sensitivity,
+            compare_scores=cases.compare,
+            compare_threshold=options.compare_threshold,
+            names=cases.names,
+            n_boot=options.n_boot,
+            seed=options.seed,
+            boot_method=options.boot_method,
+            exclusions=cases.exclusions,
+        )
 
     def tables(self, r: EvaluationResult) -> list[Table]:
         return [main_table(r)]
@@ -124,6 +182,22 @@ class MulticlassTask(_Task[MulticlassResult]):
 
     name: ClassVar[TaskName] = "multiclass"
     template: ClassVar[str] = "evaluation_report_multiclass.html"
+
+    def evaluate(self, cases: Cases, options: Options) -> MulticlassResult:
+        return evaluate_classes(
+            cases.y,
+            cases.output,
+            list(options.classes),
+            class_labels=None if options.class_labels is None else list(options.class_labels),
+            ordinal=options.ordinal,
+            groups=cases.groups,
+            clusters=cases.clusters,
+            n_boot=options.n_boot,
+            seed=options.seed,
+            exclusions=cases.exclusions,
+            compare_probabilities=cases.compare,
+            names=cases.names,
+        )
 
     def tables(self, r: MulticlassResult) -> list[Table]:
         return [multiclass_table(r), confusion_table(r)]
@@ -184,8 +258,10 @@ def summary_lines(r: AnyResult) -> list[str]:
 __all__: Sequence[str] = [
     "TASKS",
     "BinaryTask",
+    "Cases",
     "EvaluationTask",
     "MulticlassTask",
+    "Options",
     "result_tables",
     "summary_lines",
     "task_for",

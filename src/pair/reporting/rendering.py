@@ -81,7 +81,7 @@ def _evaluation(report: Report, version: ReportVersion, strict: bool) -> Evaluat
     return evaluate(module_of(report), version.inputs, allow_missing=not strict)
 
 
-def build_sr(
+def version_sr(
     report_version: ReportVersion,
     study_context: ReportContext,
     previous: list[Dataset] | None = None,
@@ -108,14 +108,14 @@ def build_sr(
     return sr.build_sr(module, evaluate(module, report_version.inputs), ctx, previous or ())
 
 
-def build_sr_with_previous(session: Session, report: Report, version: ReportVersion) -> Dataset:
+def version_sr_with_previous(session: Session, report: Report, version: ReportVersion) -> Dataset:
     """The SR of ``version``; an amendment's SR references the SR of the version it replaces."""
     previous: list[Dataset] = []
     signed_before = [v for v in report.versions if v.version < version.version and v.signed_at]
     if signed_before:
         prev = signed_before[-1]
-        previous.append(build_sr(prev, context(session, report, prev)))
-    return build_sr(version, context(session, report, version), previous)
+        previous.append(version_sr(prev, context(session, report, prev)))
+    return version_sr(version, context(session, report, version), previous)
 
 
 def render(
@@ -150,5 +150,5 @@ def render(
         data = text.coded_json(module, ev, ctx) if fmt == "coded" else fhir.bundle(module, ev, ctx)
         return json.dumps(data, indent=2).encode(), media, name
     buf = BytesIO()
-    build_sr_with_previous(session, report, version).save_as(buf, enforce_file_format=True)
+    version_sr_with_previous(session, report, version).save_as(buf, enforce_file_format=True)
     return buf.getvalue(), media, name

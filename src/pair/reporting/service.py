@@ -21,7 +21,7 @@ from pair.reporting.records import (
     load_report,
     module_of,
 )
-from pair.reporting.rendering import FORMATS, MAX_EVIDENCE, build_sr, context, render
+from pair.reporting.rendering import FORMATS, MAX_EVIDENCE, context, render, version_sr
 from pair.reporting.signing import SignResult, StoreInstance, sign, sign_and_store
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "SignResult",
     "StoreInstance",
     "amend",
-    "build_sr",
     "context",
     "create_draft",
     "current",
@@ -46,4 +45,5 @@ __all__ = [
     "sign",
     "sign_and_store",
     "update_draft",
+    "version_sr",
 ]

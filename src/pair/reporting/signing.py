@@ -20,7 +20,7 @@ from pair.reporting.engine import evaluate
 from pair.reporting.models import ReportVersion
 from pair.reporting.outputs import text
 from pair.reporting.records import editable_draft, for_change, module_of, require_role, save
-from pair.reporting.rendering import build_sr_with_previous, context
+from pair.reporting.rendering import context, version_sr_with_previous
 from pair.reporting.validation import outcomes
 
 StoreInstance = Callable[[Dataset], Any]
@@ -65,7 +65,7 @@ def sign(
     save(session, report, version.signed_at)  # before any query could autoflush it
     ctx = context(session, report, version)
     version.text = text.narrative(module, ev, ctx)
-    dataset = build_sr_with_previous(session, report, version) if ctx.evidence else None
+    dataset = version_sr_with_previous(session, report, version) if ctx.evidence else None
     if dataset is not None:
         version.sr_sop_instance_uid = str(dataset.SOPInstanceUID)
     record(

@@ -162,7 +162,9 @@ def list_quarantine(
 ) -> list[QuarantineOut]:
     if status not in (*quarantine.STATUSES, "all"):
         raise BadRequest(f"status must be one of {', '.join(quarantine.STATUSES)} or all.")
-    items = service.list_quarantine(session, actor.facility_id or 0, status)
+    _, items = service.list_quarantine(
+        session, actor.facility_id or 0, None if status == "all" else status
+    )
     record(session, actor, "quarantine.list", "quarantine_item", "", detail={"n": len(items)})
     return [QuarantineOut.model_validate(i, from_attributes=True) for i in items]
 

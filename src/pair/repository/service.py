@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Facility
@@ -17,6 +17,7 @@ from pair.audit.service import Actor
 from pair.core.config import Settings
 from pair.core.errors import BadRequest, Invalid, LimitExceeded
 from pair.core.node import Node
+from pair.repository import quarantine
 from pair.repository.inflation import InflationBudget, open_archive, read_member
 from pair.repository.ingest import IngestResult, Outcome, Payload, ingest_batch
 from pair.repository.models import ImportedFile, QuarantineItem
@@ -215,9 +216,20 @@ def _upload_payload(
 
 
 def list_quarantine(
-    session: Session, facility_id: int, status: str = "pending"
-) -> list[QuarantineItem]:
+    session: Session,
+    facility_id: int | None,
+    status: str | None = "pending",
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[int, list[QuarantineItem]]:
+    """One facility's quarantine queue, newest first: (total, one page); ``status`` None is
+    every status."""
     stmt = select(QuarantineItem).where(QuarantineItem.facility_id == facility_id)
-    if status != "all":
+    if status:
+        if status not in quarantine.STATUSES:
+            allowed = ", ".join(quarantine.STATUSES)
+            raise Invalid(f"Unknown status {status!r}; use one of {allowed}.")
         stmt = stmt.where(QuarantineItem.status == status)
-    return list(session.scalars(stmt.order_by(QuarantineItem.id.desc())))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    items = session.scalars(stmt.order_by(QuarantineItem.id.desc()).limit(limit).offset(offset))
+    return total, list(items)

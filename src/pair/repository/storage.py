@@ -14,6 +14,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pair.core.config import Settings
 
 _counter = itertools.count()
 _stores: dict[tuple[str, str], ContentStore] = {}
@@ -194,3 +198,18 @@ class ContentStore:
             p.unlink(missing_ok=True)
             count += 1
         return count
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The repository's two stores, handed to ingest's stages (never looked up by them)."""
+
+    content: ContentStore
+    quarantine: ContentStore
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Stores:
+        return cls(
+            ContentStore.at(settings.storage_dir, settings.tmp_dir),
+            ContentStore.at(settings.quarantine_dir, settings.tmp_dir),
+        )

@@ -16,27 +16,26 @@ import signal
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
 
-from pair.accounts.models import Facility
 from pair.core.config import Settings
-from pair.core.errors import NotFound
 from pair.core.node import Node, open_node
-
-if TYPE_CHECKING:
-    from pair.repository.ingest import Payload, Prepared
+from pair.repository.outcomes import Payload
+from pair.repository.prepare import WORKERS_ATTACHMENT, Prepared, prepare_batch
+from pair.repository.storage import Stores
 
 log = logging.getLogger("pair.ingest.workers")
 
+# the worker process's node and stores, opened once by ``_init_worker``
 _node: Node | None = None
+_stores: Stores | None = None
 
 
 def _init_worker(settings: Settings) -> None:
-    global _node
+    global _node, _stores
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops the pool itself
     _node = open_node(settings=settings, migrate_db=False)
-    # load the pipeline (pydicom, the de-identification tables) now, not on the first task
-    import pair.repository.ingest  # noqa: F401
+    _stores = Stores.for_settings(settings)
+    # load the pipeline's tables (de-identification, scanner) now, not on the first task
     from pair.deid.engine import safe_private_dictionary
     from pair.deid.scanner import scanner_config
     from pair.deid.table import table_config
@@ -54,16 +53,9 @@ def _ping(linger_s: float) -> int:
 def prepare_chunk(
     facility_id: int, source: str, expected_study_uid: str | None, payloads: list[Payload]
 ) -> list[Prepared]:
-    """Run stage one for ``payloads`` in this worker; mappings commit with the chunk."""
-    from pair.repository.ingest import Preparer
-
-    assert _node is not None, "ingest worker not initialised"
-    with _node.db.session() as session:
-        facility = session.get(Facility, facility_id)
-        if facility is None:
-            raise NotFound(f"No facility with id {facility_id}.")
-        preparer = Preparer(_node, session, facility, source, expected_study_uid)
-        return preparer.prepare_all(payloads)
+    """Run stage one for ``payloads`` in this worker (the serving process's very function)."""
+    assert _node is not None and _stores is not None, "ingest worker not initialised"
+    return prepare_batch(_node, _stores, facility_id, source, expected_study_uid, payloads)
 
 
 def default_worker_count(cpus: int | None = None) -> int:
@@ -147,8 +139,6 @@ class IngestWorkers:
 
 def attach_workers(node: Node, workers: IngestWorkers | None) -> None:
     """Give the node this pool (``pair serve``); it closes the pool when the node closes."""
-    from pair.repository.ingest import WORKERS_ATTACHMENT
-
     if workers is None:
         node.attachments.pop(WORKERS_ATTACHMENT, None)
     else:

@@ -85,6 +85,7 @@ def install_portal(app: FastAPI) -> None:
     from pair.clinical.pages import router as clinical_pages
     from pair.evaluation.runs.pages import router as evalruns_pages
     from pair.reporting.pages import router as reporting_pages
+    from pair.repository.pages import quarantine_router
     from pair.repository.pages import router as repository_pages
     from pair.usecases.pages import router as usecases_pages
     from pair.web.pages import render_error
@@ -97,6 +98,7 @@ def install_portal(app: FastAPI) -> None:
     app.include_router(repository_pages)
     app.include_router(clinical_pages)
     app.include_router(admin_pages)
+    app.include_router(quarantine_router)
     app.include_router(admin_router)
     app.include_router(account_router)
     app.include_router(evalruns_pages)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -23,14 +24,12 @@ from pair.algorithms.runner import Case, WorkerPool, run_inference
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid, NotFound
 from pair.core.node import Node
-from pair.evaluation.evaluate import evaluate_scores
 from pair.evaluation.result import AnyResult
 from pair.evaluation.runs import jobs
 from pair.evaluation.runs.cohort import CohortCase, parse_cohort, select_cohort
 from pair.evaluation.runs.models import EvaluationRun, RunStatus
 from pair.evaluation.runs.multiclass import (
     case_probabilities,
-    evaluate_class_cases,
     output_classes,
     reader_probabilities,
 )
@@ -43,6 +42,7 @@ from pair.evaluation.runs.rows import (
 )
 from pair.evaluation.runs.truth import describe_spec, resolve_truth
 from pair.evaluation.stats.bootstrap import patients_repeat
+from pair.evaluation.task import TASKS, Cases, Options
 
 Progress = Callable[[int, int], None]
 
@@ -269,30 +269,50 @@ def evaluate_cases(
     *,
     compare: bool,
 ) -> AnyResult:
-    """``evaluate_scores`` on the case table: patient clusters when a patient has several cases.
-
-    Multiclass algorithms go to ``evaluate_class_cases`` (class-index ``y``, ``probs``)."""
-    if output_classes(manifest) is not None:
-        return evaluate_class_cases(rows, manifest, exclusions, opts, names if compare else None)
+    """The task's ``evaluate`` on the case table (binary scores, or multiclass probability
+    vectors against class indices): patient clusters when a patient has several cases."""
     if not rows:
         raise Invalid(f"No case left to evaluate (excluded: {exclusions or 'none selected'}).")
     y = np.array([r["y"] for r in rows], dtype=np.int64)
-    s = np.array([r["score"] for r in rows], dtype=np.float64)
     patients = [r["patient"] for r in rows]
-    clustered = patients_repeat(patients)
+    boot = Options(
+        n_boot=int(opts.get("n_boot", DEFAULT_N_BOOT)), seed=int(opts.get("seed", DEFAULT_SEED))
+    )
+    classes = output_classes(manifest)
+    if classes is not None:
+        cases = Cases(
+            y,
+            np.array([r["probs"] for r in rows], dtype=np.float64),
+            groups=group_columns(rows),
+            clusters=np.array(patients, dtype=object),
+            compare=np.array([r["probs_compare"] for r in rows], dtype=np.float64)
+            if compare
+            else None,
+            names=names if compare else ("algorithm", "comparator"),
+            exclusions=exclusions,
+        )
+        options = replace(
+            boot,
+            classes=tuple(c.name for c in classes),
+            class_labels=tuple(c.label for c in classes),
+            ordinal=manifest.output.ordinal,
+        )
+        return TASKS["multiclass"].evaluate(cases, options)
     threshold = manifest.output.recommended_threshold
-    return evaluate_scores(
+    cases = Cases(
         y,
-        s,
-        0.5 if threshold is None else threshold,
+        np.array([r["score"] for r in rows], dtype=np.float64),
         groups=group_columns(rows),
-        clusters=np.array(patients, dtype=object) if clustered else None,
-        compare_scores=np.array([r["score_compare"] for r in rows]) if compare else None,
+        clusters=np.array(patients, dtype=object) if patients_repeat(patients) else None,
+        compare=np.array([r["score_compare"] for r in rows]) if compare else None,
+        names=names,
+        exclusions=exclusions,
+    )
+    options = replace(
+        boot,
+        threshold=0.5 if threshold is None else threshold,
         compare_threshold=opts.get("compare_threshold"),
         prevalence=opts.get("prevalence"),
         target_sensitivity=opts.get("target_sensitivity"),
-        names=names,
-        n_boot=int(opts.get("n_boot", DEFAULT_N_BOOT)),
-        seed=int(opts.get("seed", DEFAULT_SEED)),
-        exclusions=exclusions,
     )
+    return TASKS["binary"].evaluate(cases, options)

@@ -1,30 +1,20 @@
-"""Evaluation runs of multiclass algorithms: input checks, case rows and the statistics call.
+"""Evaluation runs of multiclass algorithms: input checks and case rows.
 
-Kept apart from ``service.execute_run`` so the run machinery stays one code path: the run
+Kept apart from ``execute.execute_run`` so the run machinery stays one code path: the run
 resolves class-index truth, stores each case's probability vector (``probs``, manifest class
-order) and hands the rows to ``evaluate_class_cases``.
+order) and hands the rows to the multiclass task's ``evaluate`` (``execute.evaluate_cases``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from sqlalchemy.orm import Session
 
 from pair.algorithms import service as algorithms
 from pair.algorithms.manifest import Manifest, OutputClass, OutputKind
 from pair.core.errors import Invalid
-from pair.evaluation.evaluate_multiclass import evaluate_classes
-from pair.evaluation.result import MulticlassResult
 from pair.evaluation.runs.classes import allowed_names, module_class_map
-from pair.evaluation.runs.rows import (
-    DEFAULT_N_BOOT,
-    DEFAULT_SEED,
-    CaseRow,
-    RunOptions,
-    group_columns,
-)
 from pair.evaluation.runs.truth import check_class_labels, is_class_spec
 
 
@@ -126,34 +116,3 @@ def case_probabilities(classes: list[OutputClass], outputs: dict[str, float] | N
     if outputs is None:
         raise Invalid("a multiclass case needs its class outputs")
     return [float(outputs[c.name]) for c in classes]
-
-
-def evaluate_class_cases(
-    rows: list[CaseRow],
-    manifest: Manifest,
-    exclusions: dict[str, int],
-    opts: RunOptions,
-    names: tuple[str, str] | None = None,
-) -> MulticlassResult:
-    """``evaluate_classes`` on the case table (``y`` = class index, ``probs`` = vector);
-    with ``names`` the rows' ``probs_compare`` are the second algorithm's vectors."""
-    if not rows:
-        raise Invalid(f"No case left to evaluate (excluded: {exclusions or 'none selected'}).")
-    classes = manifest.output.classes
-    patients = [r["patient"] for r in rows]
-    return evaluate_classes(
-        np.array([r["y"] for r in rows], dtype=np.int64),
-        np.array([r["probs"] for r in rows], dtype=np.float64),
-        [c.name for c in classes],
-        class_labels=[c.label for c in classes],
-        ordinal=manifest.output.ordinal,
-        groups=group_columns(rows),
-        clusters=np.array(patients, dtype=object),
-        n_boot=int(opts.get("n_boot", DEFAULT_N_BOOT)),
-        seed=int(opts.get("seed", DEFAULT_SEED)),
-        exclusions=exclusions,
-        compare_probabilities=None
-        if names is None
-        else np.array([r["probs_compare"] for r in rows], dtype=np.float64),
-        names=names or ("algorithm", "comparator"),
-    )
