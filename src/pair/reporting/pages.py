@@ -28,6 +28,7 @@ from pair.reporting.loader import get_module, modules
 from pair.reporting.model import Element, Module
 from pair.reporting.models import Report, ReportVersion
 from pair.repository.models import Study
+from pair.repository.viewer import series_strip
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, page_actor, page_roles
 from pair.web.templating import register_home_cards, register_nav, render
@@ -114,6 +115,7 @@ def _context(session: Session, actor: Actor, report: Report) -> dict[str, Any]:
         "can_amend": version.status != "draft" and actor.role in service.EDITORS,
         "downloads": DOWNLOADS,
         "summary": module.summary_element,
+        "image_series": next(iter(series_strip(session, study)), None),
         "missing_labels": [module.element(e).label for e in (ev.missing if ev else [])],
         "modalities": [m for m in (study.modalities or "").split("\\") if m],
     }

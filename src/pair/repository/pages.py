@@ -18,6 +18,7 @@ from pair.audit.service import Actor, record
 from pair.core.errors import NotFound
 from pair.core.node import Node
 from pair.repository import quarantine as quarantine_review
+from pair.repository import viewer as viewer_data
 from pair.repository.cases import get_case
 from pair.repository.models import Instance, Patient, QuarantineItem, Series, Study
 from pair.repository.service import list_quarantine
@@ -76,9 +77,11 @@ def viewer(
     study_uid: str,
     series_uid: str,
     request: Request,
+    report: int | None = None,
     session: Session = SessionDep,
     actor: Actor = Depends(page_actor),
 ) -> Response:
+    """One series; ``report`` (a report id of this study) adds the way back to the form."""
     series = session.scalar(select(Series).where(Series.series_uid == series_uid))
     if series is None or series.study.study_uid != study_uid:
         raise NotFound("No such series in this study.")
@@ -100,6 +103,9 @@ def viewer(
             "series": series,
             "instances": [i.sop_instance_uid for i in instances],
             "modality": series.modality,
+            "presets": viewer_data.window_presets(series.modality),
+            "strip": viewer_data.series_strip(session, series.study),
+            "report_id": report,
         },
     )
 
