@@ -54,10 +54,25 @@ def declared_use_case(session: Session, algorithm_id: str, version: str) -> str 
     return Manifest.model_validate(row.manifest).use_case_id
 
 
-def threshold_for(
-    session: Session, algorithm_id: str, version: str, named_in_feedback: str | None
-) -> Threshold | None:
-    uc_id = declared_use_case(session, algorithm_id, version) or named_in_feedback
+def named_in_feedback(session: Session, algorithm_id: str, version: str) -> str | None:
+    """The use case the newest feedback of this version names (the version's, not a site's)."""
+    return session.scalar(
+        select(PerfFeedback.use_case_id)
+        .where(
+            PerfFeedback.algorithm_id == algorithm_id,
+            PerfFeedback.algorithm_version == version,
+            PerfFeedback.use_case_id.is_not(None),
+        )
+        .order_by(PerfFeedback.id.desc())
+        .limit(1)
+    )
+
+
+def threshold_for(session: Session, algorithm_id: str, version: str) -> Threshold | None:
+    """The plan's minimum for this algorithm version (None: no published use case)."""
+    uc_id = declared_use_case(session, algorithm_id, version) or named_in_feedback(
+        session, algorithm_id, version
+    )
     if not uc_id:
         return None
     try:
@@ -146,7 +161,7 @@ def refresh(
     rows = latest_per_period(session, algorithm_id, version, facility_id)
     if not rows:
         return []
-    threshold = threshold_for(session, algorithm_id, version, rows[-1].use_case_id)
+    threshold = threshold_for(session, algorithm_id, version)
     if threshold is None or threshold.metric not in specs():
         return []  # no plan in force, or a metric local evaluation does not report
     label = spec(threshold.metric).label

@@ -171,7 +171,7 @@ def summary(
     feedback = alerting.latest_per_period(session, algorithm_id, version)
     reported = {m.metric for row in feedback for m in row.metrics}
     available = [m for m in specs() if m in reported]
-    threshold = alerting.threshold_for(session, algorithm_id, version, feedback[-1].use_case_id)
+    threshold = alerting.threshold_for(session, algorithm_id, version)
     if metric is None:
         preferred = [threshold.primary_metric, threshold.metric] if threshold else []
         metric = next((m for m in preferred if m in available), available[0] if available else "")
