@@ -31,7 +31,7 @@ def forest(s: Summary) -> Figure | None:
     if not s.sites and s.pooled is None:
         return None
     labels = [f"{r.name} ({r.period}, n={r.n if r.n is not None else '?'})" for r in s.sites]
-    height = 1.6 + 0.42 * (len(s.sites) + 2)
+    height = 2.0 + 0.42 * (len(s.sites) + 2)
     fig, ax = plt.subplots(figsize=(7.5, height), dpi=110)
     ys: list[float] = [float(y) for y in range(len(s.sites) + 1, 1, -1)]
     for y, r in zip(ys, s.sites, strict=True):
@@ -56,8 +56,8 @@ def forest(s: Summary) -> Figure | None:
     ax.set_xlabel(s.metric_label)
     ax.set_ylim(0, max(ys) + 0.8)
     ax.set_title(f"{s.algorithm_name} {s.version}: {s.metric_label} by site", fontsize=10)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower left", fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # below the axis: never over a site or the diamond
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=7)
     fig.tight_layout()
     uri = data_uri(png_bytes(fig))
     plt.close(fig)
@@ -88,7 +88,7 @@ def drift(s: Summary, site: SiteRow) -> Figure:
     CUSUM on a second axis when the threshold is on this metric."""
     pts = site.series
     xs = list(range(len(pts)))
-    fig, ax = plt.subplots(figsize=(7.0, 3.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.0, 3.6), dpi=110)
     ax.errorbar(
         xs,
         [p.value for p in pts],
@@ -123,7 +123,7 @@ def drift(s: Summary, site: SiteRow) -> Figure:
         ax2 = ax.twinx()
         ax2.step(xs, cusum, where="mid", color="grey", alpha=0.6, label="lower CUSUM")
         ax2.set_ylabel("lower CUSUM", color="grey")
-    ax.legend(loc="lower left", fontsize=7)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, fontsize=7)
     fig.tight_layout()
     uri = data_uri(png_bytes(fig))
     plt.close(fig)
