@@ -11,8 +11,8 @@ from pair.clinical.cli import clinical_app
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
 from pair.evaluation.cli import evaluation_app
 from pair.evaluation.runs.cli import evaluate
-from pair.reporting.cli import report_app
 from pair.registry.performance.cli import register as register_performance_registry
+from pair.reporting.cli import report_app
 from pair.repository.cli import register as register_repository
 from pair.synth.cli import synth
 from pair.usecases.cli import usecase_app
