@@ -3,6 +3,7 @@ the lower CUSUM on crafted series, and the period a feedback is filed under."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -143,3 +144,28 @@ def test_period_comes_from_the_evaluation_dates(
     p = {"evaluation_period": period, "created_at": "2026-05-17T10:00:00+00:00"}
     got, first = period_of(p, granularity)
     assert (got, first.isoformat()) == (label, start)
+
+
+def test_site_payload_names_months_and_the_use_case_not_days() -> None:
+    """The site side (feedback_payload): the cohort's first and last study month, and the use
+    case of the plan the run followed."""
+    from pair.evaluation import feedback as fb
+    from pair.evaluation.evaluate import evaluate_scores
+    from pair.evaluation.report.context import EvaluationContext
+    from tests.evaluation.eval_reference import synthetic
+
+    y, p = synthetic(120, 3)
+    r = evaluate_scores(y, p, 0.5, n_boot=50)
+    ctx = EvaluationContext(
+        algorithm_id="a",
+        algorithm_version="1",
+        date_range="20251230-20260203",
+        plan_check={"ref": "pair-covid19-cxr-pattern@1"},
+    )
+    payload = fb.build_feedback_payload(r, ctx)
+    assert payload["evaluation_period"] == {"start": "2025-12", "end": "2026-02"}
+    assert payload["use_case_id"] == "pair-covid19-cxr-pattern"
+    assert "20251230" not in json.dumps(payload) and "2026-02-03" not in json.dumps(payload)
+    fb.validate_envelope(fb.sign_payload(payload, bytes(32), "k"))
+    bare = fb.build_feedback_payload(r, EvaluationContext(algorithm_id="a", algorithm_version="1"))
+    assert bare["evaluation_period"] is None and bare["use_case_id"] is None
