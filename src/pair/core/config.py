@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     hub_url: str = ""
     hub_token: SecretStr = SecretStr("")
     # the hub that receives signed evaluation feedback (docs/evaluation.md): the hub's
-    # ``https://HUB/api/registry/feedback`` (docs/performance-registry.md); empty: not configured
+    # ``https://HUB/api/registry/feedback`` (docs/performance-registry.md); empty: hub_url's,
+    # with hub_token
     feedback_url: str = ""
     feedback_token: SecretStr = SecretStr("")
     feedback_key_id: str | None = None  # key id in the signature; default: site_id

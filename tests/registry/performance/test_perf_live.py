@@ -65,8 +65,9 @@ def test_site_submit_reaches_the_hub(sqlite_node: Node, shared_data: Path, tmp_p
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secret + "\n")
-        site.settings.feedback_url = hub.base_url + "/api/registry/feedback"
-        site.settings.feedback_token = SecretStr(hub.tokens["node-hospa"])
+        # the site's hub credential is enough: the feedback goes to the hub's registry endpoint
+        site.settings.hub_url = hub.base_url + "/"
+        site.settings.hub_token = SecretStr(hub.tokens["node-hospa"])
         site.settings.feedback_retries, site.settings.feedback_backoff_s = 1, 0.0
         with site.db.session() as s:
             run = s.get(EvaluationRun, run_id)
@@ -75,7 +76,7 @@ def test_site_submit_reaches_the_hub(sqlite_node: Node, shared_data: Path, tmp_p
             assert out["status_code"] == 201 and out["attempts"] == 1
             # a retried delivery of the same envelope is acknowledged, not duplicated
             env = service.feedback_envelope(site, s, run)
-        url, token = site.settings.feedback_url, hub.tokens["node-hospa"]
+        url, token = hub.base_url + "/api/registry/feedback", hub.tokens["node-hospa"]
         assert fb.submit_feedback(env, url, token, retries=0).status_code == 201
         again = fb.submit_feedback(env, url, token, retries=0)
         assert again.status_code == 200 and again.body["status"] == "duplicate"
