@@ -89,6 +89,10 @@ def test_refusals_idempotency_and_what_is_stored(hub: tuple[TestClient, Hub], no
         leaky = {**copy.deepcopy(p), "site": site}
         r = _post(client, w, "node-HOSPA", _raw_envelope(leaky, key))
         assert r.status_code == 422 and "aggregate-only" in r.json()["message"]
+    long_version = copy.deepcopy(p)
+    long_version["algorithm"]["version"] = "9" * 101
+    r = _post(client, w, "node-HOSPA", sign(long_version, key))
+    assert r.status_code == 422 and "versions of at most 100" in r.json()["message"]
     r = _post(client, w, "node-HOSPA", env, **{"Idempotency-Key": "another-id"})
     assert r.status_code == 400
     big = b'{"payload": {}, "signature": {}, "pad": "' + b"x" * (1024 * 1024) + b'"}'

@@ -34,6 +34,7 @@ from pair.registry.performance.metrics import readings
 from pair.registry.performance.models import PerfFeedback, PerfFeedbackSecret, PerfMetric
 
 SECRET_BYTES = 32
+MAX_ID, MAX_VERSION = 200, 100  # the registry's columns (the schema allows 500)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,11 @@ def _check(session: Session, actor: Actor, envelope: dict[str, Any], key_header:
     algorithm = payload["algorithm"]
     if not algorithm.get("id") or not algorithm.get("version"):
         raise Invalid("payload.algorithm: id and version are required by the registry.")
+    if len(algorithm["id"]) > MAX_ID or len(algorithm["version"]) > MAX_VERSION:
+        raise Invalid(
+            f"payload.algorithm: the registry keeps ids of at most {MAX_ID} and versions of at "
+            f"most {MAX_VERSION} characters."
+        )
     return str(envelope["signature"].get("key_id", ""))
 
 
