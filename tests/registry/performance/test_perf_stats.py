@@ -169,3 +169,22 @@ def test_site_payload_names_months_and_the_use_case_not_days() -> None:
     fb.validate_envelope(fb.sign_payload(payload, bytes(32), "k"))
     bare = fb.build_feedback_payload(r, EvaluationContext(algorithm_id="a", algorithm_version="1"))
     assert bare["evaluation_period"] is None and bare["use_case_id"] is None
+
+
+def test_multiclass_feedback_gives_accuracy_and_weighted_kappa() -> None:
+    """A real multiclass payload: accuracy with its counts, linear weighted kappa with its CI."""
+    from pair.evaluation import feedback as fb
+    from pair.evaluation.evaluate_multiclass import evaluate_classes
+    from pair.registry.performance.metrics import readings
+    from tests.evaluation.test_eval_multiclass_result import CLASSES, _context, _data
+
+    y, p, _ = _data(120, seed=5)
+    r = evaluate_classes(y, p, CLASSES, ordinal=True)
+    payload = fb.build_feedback_payload(r, _context())
+    got = {x.metric: x for x in readings(payload)}
+    assert set(got) == {"accuracy", "weighted_kappa"}
+    assert got["accuracy"].n == 120
+    assert got["accuracy"].events == sum(r.evaluation.confusion[i][i] for i in range(len(CLASSES)))
+    kappa = r.kappa_linear
+    assert kappa is not None
+    assert (got["weighted_kappa"].value, got["weighted_kappa"].lower) == (kappa.value, kappa.lower)
