@@ -338,6 +338,17 @@ TABLE: dict[tuple[str, str], Rule] = {
     ),
     ("POST", "/admin/quarantine/{item_id}/reject"): r(ADMIN, A, 303, body=_form(note="")),
     ("GET", "/admin/audit"): r(ADM_OP, L, 200),
+    # ---- performance registry (hub): site-node accounts file feedback (none in this world);
+    # evaluators and admins read their own site's rows and the pooled estimate; the node
+    # operator reads none (registry analysts and hub operators: tests/registry/performance)
+    ("POST", "/api/registry/feedback"): r(NOBODY, N, 201, lenient=True, body=_json()),
+    ("GET", "/api/registry/performance/algorithms"): r(EVALUATORS, N, 200),
+    ("GET", "/api/registry/performance/algorithms/{algorithm_id}"): r(
+        EVALUATORS, N, 200, lenient=True
+    ),
+    ("GET", "/api/registry/performance/alerts"): r(EVALUATORS, N, 200),
+    ("GET", "/registry/performance"): r(EVALUATORS, N, 200),
+    ("GET", "/registry/performance/{algorithm_id}"): r(EVALUATORS, N, 200, lenient=True),
 }
 PUBLIC_MOUNTS = {"/static"}
 

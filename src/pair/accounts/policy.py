@@ -60,13 +60,32 @@ class Action(enum.StrEnum):
     QUARANTINE_REVIEW = "quarantine.review"
     AUDIT_READ = "audit.read"
     USECASE_PUBLISH = "usecase.publish"
+    # performance registry (pair.registry.performance, at the hub)
+    PERF_FEEDBACK_SUBMIT = "perf.feedback.submit"
+    PERF_READ = "perf.read"
+    PERF_READ_ALL_SITES = "perf.read-all-sites"
 
 
 # Clinical decisions that belong to a role, not to administration: neither a facility admin nor
 # the node operator may take them (publishing an AI use case is the thoracic panel's call).
 PANEL_ACTIONS = frozenset({Action.USECASE_PUBLISH})
+# ---- performance registry (AI performance registry at the hub) ----
+# Decided by role alone, never by the admin/operator defaults below: a member site's service
+# account (site-node) files its own facility's evaluation feedback; registry analysts and hub
+# operators read every site's rows; a facility's evaluators and admins read their own site's
+# rows and the pooled estimate but no other site's named rows (docs/performance-registry.md).
+PERF_ACTIONS = frozenset(
+    {Action.PERF_FEEDBACK_SUBMIT, Action.PERF_READ, Action.PERF_READ_ALL_SITES}
+)
+PERF_ROLE_ACTIONS: dict[str, frozenset[Action]] = {
+    Role.SITE_NODE.value: frozenset({Action.PERF_FEEDBACK_SUBMIT}),
+    Role.REGISTRY_ANALYST.value: frozenset({Action.PERF_READ, Action.PERF_READ_ALL_SITES}),
+    Role.HUB_OPERATOR.value: frozenset({Action.PERF_READ, Action.PERF_READ_ALL_SITES}),
+    Role.EVALUATOR.value: frozenset({Action.PERF_READ}),
+    Role.ADMIN.value: frozenset({Action.PERF_READ}),
+}
 # A facility admin may do all of these, in its own facility only.
-ADMIN_ACTIONS = frozenset(Action) - {Action.FACILITY_CREATE} - PANEL_ACTIONS
+ADMIN_ACTIONS = frozenset(Action) - {Action.FACILITY_CREATE} - PANEL_ACTIONS - PERF_ACTIONS
 # What the node operator may do in any facility: administration, never patient data.
 OPERATOR_ACTIONS = (
     frozenset(Action)
@@ -76,6 +95,7 @@ OPERATOR_ACTIONS = (
         Action.QUARANTINE_REVIEW,
     }
     - PANEL_ACTIONS
+    - PERF_ACTIONS
 )
 # What every user may do to its own account (``owner_id`` equal to the actor's user id).
 SELF_ACTIONS = frozenset(
@@ -111,6 +131,10 @@ def facility_of(user: User) -> int | None:
 def check_role(actor: Actor, action: Action) -> None:
     """Route-level check: could ``actor``'s role ever do ``action`` (before loading objects)?"""
     if is_system(actor):
+        return
+    if action in PERF_ACTIONS:
+        if action not in PERF_ROLE_ACTIONS.get(actor.role, frozenset()):
+            raise Forbidden(f"Your role ({actor.role or 'none'}) may not do {action.value}.")
         return
     if is_operator(actor):
         if action in OPERATOR_ACTIONS:

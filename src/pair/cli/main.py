@@ -11,6 +11,7 @@ from pair.clinical.cli import clinical_app
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
 from pair.evaluation.cli import evaluation_app
 from pair.evaluation.runs.cli import evaluate
+from pair.registry.performance.cli import register as register_performance_registry
 from pair.reporting.cli import report_app
 from pair.repository.cli import register as register_repository
 from pair.synth.cli import synth
@@ -30,6 +31,9 @@ app.add_typer(clinical_app, name="clinical")
 app.add_typer(report_app, name="report")
 app.add_typer(algorithm_app, name="algorithm")
 app.add_typer(usecase_app, name="usecase")
+registry_app = typer.Typer(help="National registry at the hub.", no_args_is_help=True)
+register_performance_registry(registry_app)
+app.add_typer(registry_app, name="registry")
 app.command("serve")(serve)
 register_repository(app)
 app.command("deid")(deid)

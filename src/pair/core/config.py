@@ -116,12 +116,20 @@ class Settings(BaseSettings):
     # its site-node account at the hub (docs/hub.md); empty: not a member of any hub
     hub_url: str = ""
     hub_token: SecretStr = SecretStr("")
-    # the hub that receives signed evaluation feedback (docs/evaluation.md); empty: not configured
+    # the hub that receives signed evaluation feedback (docs/evaluation.md): the hub's
+    # ``https://HUB/api/registry/feedback`` (docs/performance-registry.md); empty: hub_url's,
+    # with hub_token
     feedback_url: str = ""
     feedback_token: SecretStr = SecretStr("")
     feedback_key_id: str | None = None  # key id in the signature; default: site_id
     feedback_retries: int = Field(default=3, ge=0, le=10)
     feedback_backoff_s: float = Field(default=0.5, ge=0)
+    # AI performance registry at the hub (docs/performance-registry.md): feedback is filed under
+    # the calendar month or quarter of its evaluation period; the lower CUSUM against the use
+    # case's minimum uses reference value k and decision limit h (standard-error units)
+    perf_period: Literal["month", "quarter"] = "quarter"
+    perf_cusum_k: float = Field(default=0.5, ge=0, le=5)
+    perf_cusum_h: float = Field(default=4.0, gt=0, le=50)
     # algorithm packages and the inference sandbox, from PAIR_ALGORITHM_* (not PAIR_ALGORITHMS__*)
     algorithms: AlgorithmSettings = Field(default_factory=AlgorithmSettings)
 

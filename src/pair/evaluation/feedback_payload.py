@@ -52,6 +52,7 @@ FORBIDDEN_KEYS = {
     "roc_empirical",
 }
 _UID = re.compile(r"^\d+(\.\d+){3,}$")
+_DATE = re.compile(r"(\d{4})-?(\d{2})-?\d{2}")
 
 
 def _est(e: Estimate | None) -> dict[str, Any] | None:
@@ -60,7 +61,18 @@ def _est(e: Estimate | None) -> dict[str, Any] | None:
     return {"value": e.value, "lower": e.lower, "upper": e.upper, "method": e.method}
 
 
+def _months(date_range: str | None) -> dict[str, str] | None:
+    """The cohort's first and last study month (YYYY-MM): coarse enough to name no study day,
+    fine enough for the hub to file the feedback under a month or quarter."""
+    found = _DATE.findall(date_range or "")
+    if not found:
+        return None
+    months = sorted(f"{y}-{m}" for y, m in found)
+    return {"start": months[0], "end": months[-1]}
+
+
 def _header(context: EvaluationContext, site: dict[str, str] | None, kind: str) -> dict[str, Any]:
+    ref = (context.plan_check or {}).get("ref")
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -75,6 +87,8 @@ def _header(context: EvaluationContext, site: dict[str, str] | None, kind: str) 
         },
         "site": dict(site or {}),
         "reference_standard": context.truth_source,
+        "evaluation_period": _months(context.date_range),
+        "use_case_id": str(ref).split("@")[0] if ref else None,
     }
 
 

@@ -217,13 +217,20 @@ def submit_feedback(
     node: Node, session: Session, run: EvaluationRun, comment: str | None = None
 ) -> dict[str, Any]:
     """POST the signed feedback to the hub in the settings (``PAIR_FEEDBACK_URL``, bearer
-    ``PAIR_FEEDBACK_TOKEN``), with ``PAIR_FEEDBACK_RETRIES`` retries and exponential backoff."""
+    ``PAIR_FEEDBACK_TOKEN``; by default the consortium hub's ``/api/registry/feedback`` with the
+    site's hub credential, ``PAIR_HUB_URL`` / ``PAIR_HUB_TOKEN``), with
+    ``PAIR_FEEDBACK_RETRIES`` retries and exponential backoff."""
     from pair.evaluation import feedback as fb
 
     settings = node.settings
-    url, token = settings.feedback_url, settings.feedback_token.get_secret_value()
+    hub = settings.hub_url.rstrip("/")
+    url = settings.feedback_url or (f"{hub}/api/registry/feedback" if hub else "")
+    token = settings.feedback_token.get_secret_value() or settings.hub_token.get_secret_value()
     if not url or not token:
-        raise Invalid("No feedback hub configured: set PAIR_FEEDBACK_URL and PAIR_FEEDBACK_TOKEN.")
+        raise Invalid(
+            "No feedback hub configured: set PAIR_HUB_URL and PAIR_HUB_TOKEN (or "
+            "PAIR_FEEDBACK_URL and PAIR_FEEDBACK_TOKEN)."
+        )
     envelope = feedback_envelope(node, session, run, comment)
     res = fb.submit_feedback(
         envelope,

@@ -1,0 +1,1 @@
+"""National registry at the hub."""
