@@ -194,6 +194,7 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/api/cases"): r(MEMBERS, L, 200),
     # the clinical data dictionary: field definitions only, no data
     ("GET", "/api/clinical/dictionary"): r(PUBLIC, N, 200),
+    ("GET", "/favicon.ico"): r(PUBLIC, N, 200),
     ("GET", "/api/cases/{case_id}/clinical"): r(MEMBERS, A, 200),
     ("PUT", "/api/cases/{case_id}/clinical"): r(WRITERS, A, 200, lenient=True, body=_json()),
     ("GET", "/api/cdes"): r(MEMBERS, N, 200),
@@ -338,6 +339,9 @@ TABLE: dict[tuple[str, str], Rule] = {
     ),
     ("POST", "/admin/quarantine/{item_id}/reject"): r(ADMIN, A, 303, body=_form(note="")),
     ("GET", "/admin/audit"): r(ADM_OP, L, 200),
+    # patient images: the facility's admin only (the operator reviews no patient data)
+    ("GET", "/admin/burned-in"): r(ADMIN, L, 200),
+    ("GET", "/admin/audit/export.csv"): r(ADM_OP, L, 200),
     # ---- performance registry (hub): site-node accounts file feedback (none in this world);
     # evaluators and admins read their own site's rows and the pooled estimate; the node
     # operator reads none (registry analysts and hub operators: tests/registry/performance)

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from pair.accounts import service as accounts
 from pair.accounts.models import Role
 from pair.accounts.policy import GRANTABLE_ROLES, Action
-from pair.admin import service
-from pair.audit.service import Actor
+from pair.admin import audit_view, service
+from pair.audit.service import Actor, record
 from pair.core.errors import Invalid, PairError
 from pair.web.admin_shell import admin_only, render_admin
 from pair.web.csrf import csrf_protect
@@ -286,13 +286,10 @@ def _date(value: str | None) -> date | None:
         raise Invalid(f"Not a date: {value!r} (use YYYY-MM-DD).") from None
 
 
-@router.get("/audit")
-def audit(
-    request: Request, session: Session = SessionDep, actor: Actor = Depends(admin_only)
-) -> Response:
+def _audit_query(request: Request) -> service.AuditQuery:
     p = request.query_params
     offset = int(p["offset"]) if p.get("offset", "").isdigit() else 0
-    q = service.AuditQuery(
+    return service.AuditQuery(
         user=p.get("user") or None,
         action=p.get("action") or None,
         object_type=p.get("object_type") or None,
@@ -302,8 +299,44 @@ def audit(
         limit=50,
         offset=offset,
     )
+
+
+@router.get("/audit")
+def audit(
+    request: Request, session: Session = SessionDep, actor: Actor = Depends(admin_only)
+) -> Response:
+    q = _audit_query(request)
     total, events = service.search_audit(session, q, actor)
     facets = service.audit_facets(session, actor)
+    rows = [
+        {
+            "e": e,
+            "link": audit_view.object_link(e.object_type, e.object_id),
+            "detail": audit_view.detail_rows(e.detail),
+        }
+        for e in events
+    ]
+    export = "/admin/audit/export.csv"
+    if request.url.query:
+        export += "?" + request.url.query
     return _page(
-        request, "audit.html", {"q": q, "total": total, "events": events, "facets": facets}
+        request,
+        "audit.html",
+        {"q": q, "total": total, "rows": rows, "facets": facets, "export_url": export},
+    )
+
+
+@router.get("/audit/export.csv")
+def audit_export(
+    request: Request, session: Session = SessionDep, actor: Actor = Depends(admin_only)
+) -> Response:
+    """The filtered events as CSV (what the page shows, every page of it)."""
+    q = _audit_query(request)
+    record(session, actor, "audit.export", "audit", "", detail={"filters": request.url.query})
+    # built before returning: the request's session closes when this function returns
+    body = "".join(audit_view.export_csv(session, q, actor))
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="pair-audit.csv"'},
     )

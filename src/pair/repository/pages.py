@@ -13,12 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Role, User
-from pair.accounts.policy import Action, scope
+from pair.accounts.policy import Action, check_role, scope
 from pair.audit.service import Actor, record
 from pair.core.errors import NotFound
 from pair.core.node import Node
 from pair.repository import quarantine as quarantine_review
 from pair.repository import viewer as viewer_data
+from pair.repository.burned_in import burned_in_review
 from pair.repository.cases import get_case
 from pair.repository.models import Instance, Patient, QuarantineItem, Series, Study
 from pair.repository.service import list_quarantine
@@ -125,6 +126,28 @@ def _tag_names_json() -> str:
     from pydicom.datadict import DicomDictionary
 
     return json.dumps({f"{tag:08X}": entry[4] for tag, entry in DicomDictionary.items()})
+
+
+# ---- burned-in text review (an administration tab) ----
+
+
+@router.get("/admin/burned-in")
+def burned_in_page(
+    request: Request,
+    offset: int = 0,
+    session: Session = SessionDep,
+    actor: Actor = Depends(admin_only),
+) -> Response:
+    """Stored instances whose pixels may carry burned-in text: thumbnails, reasons, viewer."""
+    check_role(actor, Action.DEID_BURNED_IN_REVIEW)  # the operator sees no patient images
+    if actor.facility_id is None:
+        raise NotFound("This account belongs to no facility.")
+    rows = burned_in_review(session, actor.facility_id, actor, limit=51, offset=max(0, offset))
+    return render_admin(
+        request,
+        "repository/burned_in.html",
+        {"rows": rows[:50], "more": len(rows) > 50, "offset": max(0, offset)},
+    )
 
 
 # ---- quarantine review (an administration tab) ----

@@ -222,12 +222,12 @@ def list_quarantine(
     limit: int | None = None,
     offset: int = 0,
 ) -> tuple[int, list[QuarantineItem]]:
-    """One facility's quarantine queue, newest first: (total, one page); ``status`` None is
-    every status."""
+    """One facility's quarantine queue, newest first: (total, one page); ``status`` None (or
+    "all") is every status."""
     stmt = select(QuarantineItem).where(QuarantineItem.facility_id == facility_id)
-    if status:
+    if status and status != "all":
         if status not in quarantine.STATUSES:
-            allowed = ", ".join(quarantine.STATUSES)
+            allowed = ", ".join(("all", *quarantine.STATUSES))
             raise Invalid(f"Unknown status {status!r}; use one of {allowed}.")
         stmt = stmt.where(QuarantineItem.status == status)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0

@@ -27,16 +27,17 @@ TABS = [
     ("AE titles", "/admin/ae-titles"),
     ("De-identification", "/admin/deid"),
     ("Quarantine", "/admin/quarantine"),
+    ("Burned-in review", "/admin/burned-in"),
     ("Audit log", "/admin/audit"),
     ("Sessions", "/admin/sessions"),
 ]
 
 
 def admin_tabs(request: Request) -> list[tuple[str, str]]:
-    """The operator reviews no quarantined instance (patient data): no such tab."""
+    """The operator reviews no quarantined or flagged instance (patient data): no such tabs."""
     user = getattr(request.state, "user", None)
     if user is not None and user.role == Role.NODE_OPERATOR.value:
-        return [t for t in TABS if t[1] != "/admin/quarantine"]
+        return [t for t in TABS if t[1] not in ("/admin/quarantine", "/admin/burned-in")]
     return TABS
 
 

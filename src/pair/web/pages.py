@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from pair.accounts import service as accounts
@@ -17,7 +17,7 @@ from pair.core.node import Node
 from pair.web.csrf import csrf_protect, csrf_token
 from pair.web.deps import SESSION_USER_KEY, SessionDep, client_address, get_node
 from pair.web.sessions import flash
-from pair.web.templating import render
+from pair.web.templating import PACKAGE_ROOT, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
 
@@ -51,6 +51,16 @@ def _safe_next(target: str | None) -> str:
     if target and target.startswith("/") and not target.startswith("//"):
         return target
     return "/"
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico on their own; answer it instead of logging a 404."""
+    return FileResponse(
+        PACKAGE_ROOT / "web" / "static" / "favicon.ico",
+        media_type="image/x-icon",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
 
 
 @router.get("/login")
