@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pair.accounts.models import Facility
@@ -65,7 +65,7 @@ def registry_cohort(
     """Counts for everyone who reads the registry; the drill-down and exports for analysts."""
     context: dict[str, Any] = {
         "sites": list(session.scalars(select(Facility).order_by(Facility.code))),
-        "modalities": sorted(m for m in session.scalars(select(distinct(Series.modality))) if m),
+        "modalities": sorted(m for m in session.scalars(select(Series.modality).distinct()) if m),
         "dictionary": load_dictionary(),
         "report_modules": {
             mid: [c.value for c in m.by_id[m.summary_element].choices]

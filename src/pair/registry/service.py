@@ -27,8 +27,10 @@ MAX_PAGE = 500
 
 @dataclass
 class SiteCount:
+    """Sites are named by their consortium code in aggregated views (open to every member
+    facility's users), not by the facility's name."""
+
     code: str
-    name: str
     studies: int
     patients: int
 
@@ -59,7 +61,6 @@ def counts_of(session: Session, studies: list[CohortStudy]) -> CohortCounts:
     by_site = [
         SiteCount(
             f.code,
-            f.name,
             len(per_site.get(f.id, [])),
             len({s.patient_pk for s in per_site.get(f.id, [])}),
         )
