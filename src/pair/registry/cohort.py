@@ -8,9 +8,10 @@ checked against the data it names, so a misspelt field, code or category is a pr
 * ``cdes``: CDE element id → value codes (or numbers) from the CDE catalog (``pair.cde``);
 * ``sites`` (facility codes), ``modalities``, study dates and submission (received) dates.
 
-Patient-level criteria use the same dictionary rules and JSON columns as the case browser's
-search (``pair.clinical.service.search_cases``); report and CDE criteria use the signed labels
-evaluation uses (``pair.reporting.labels.final_labels``). The same parser serves the pages,
+Clinical criteria compile through ``pair.clinical.service.clinical_conditions``, the same
+conditions the case browser's search (``search_cases``, and through it evaluation cohorts)
+uses; report and CDE criteria use the signed labels evaluation uses
+(``pair.reporting.labels.final_labels``). The same parser serves the pages,
 the API query string and the CLI (``key=value`` terms).
 """
 
@@ -30,6 +31,7 @@ from pair.accounts.models import Facility
 from pair.cde.catalog import catalog
 from pair.clinical.dictionary import load_dictionary
 from pair.clinical.models import ClinicalRecord
+from pair.clinical.service import clinical_conditions
 from pair.core.errors import Invalid, NotFound
 from pair.reporting.labels import CaseLabel, final_labels
 from pair.reporting.loader import modules
@@ -310,19 +312,9 @@ def select_studies(session: Session, q: CohortQuery) -> list[CohortStudy]:
         stmt = stmt.where(Study.created_at >= _day_start(q.submitted_from))
     if q.submitted_to:
         stmt = stmt.where(Study.created_at < _day_start(q.submitted_to + timedelta(days=1)))
+    for cond in clinical_conditions(q.clinical, q.age_min, q.age_max):
+        stmt = stmt.where(cond)
     dictionary = load_dictionary()
-    for name, values in q.clinical.items():
-        f = dictionary.get(name)
-        if f is not None and f.type == "boolean":
-            wanted = {v == "true" for v in values}
-            stmt = stmt.where(ClinicalRecord.data[name].as_boolean().in_(wanted))
-        else:
-            stmt = stmt.where(ClinicalRecord.data[name].as_string().in_(values))
-    age = ClinicalRecord.data["age_at_index"].as_integer()
-    if q.age_min is not None:
-        stmt = stmt.where(age >= q.age_min)
-    if q.age_max is not None:
-        stmt = stmt.where(age < q.age_max)
     rows = session.execute(stmt).all()
     by_study: dict[str, list[CaseLabel]] = {}
     for lab in final_labels(session, None):
