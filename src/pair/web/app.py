@@ -27,8 +27,8 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.clinical.api import router as clinical_router
     from pair.deid.api import router as deid_router
     from pair.evaluation.runs.api import router as evalruns_router
-    from pair.registry.performance.api import router as perf_registry_router
     from pair.registry.api import router as registry_router
+    from pair.registry.performance.api import router as perf_registry_router
     from pair.reporting.api import router as reporting_router
     from pair.repository.api import router as repository_router
     from pair.repository.burned_in import router as burned_in_router
@@ -88,8 +88,8 @@ def install_portal(app: FastAPI) -> None:
     from pair.cde.pages import router as cde_pages
     from pair.clinical.pages import router as clinical_pages
     from pair.evaluation.runs.pages import router as evalruns_pages
-    from pair.registry.performance.pages import router as perf_registry_pages
     from pair.registry.pages import router as registry_pages
+    from pair.registry.performance.pages import router as perf_registry_pages
     from pair.reporting.pages import router as reporting_pages
     from pair.repository.pages import quarantine_router
     from pair.repository.pages import router as repository_pages
