@@ -19,7 +19,11 @@ from pair.registry.cohort import parse_terms
 from pair.registry.export import FORMATS, KINDS, export_cohort
 from pair.registry.quality import quality_report
 
-registry_app = typer.Typer(help="National registry at the hub: cohorts, exports, data quality.")
+registry_app = typer.Typer(
+    help="National registry at the hub: cohorts, exports, data quality, DICOM-download "
+    "approvals; AI performance registry.",
+    no_args_is_help=True,
+)
 Where = Annotated[
     list[str] | None,
     typer.Option("--where", "-w", help="Criterion key=value (repeat; e.g. site=HOSPA)."),
@@ -125,6 +129,7 @@ def revoke(user: Annotated[str, typer.Argument()], data_dir: DataDir) -> None:
 @registry_app.command("approvals")
 @handle_errors
 def approvals(data_dir: DataDir) -> None:
+    """List DICOM-download approvals (approved and revoked)."""
     with node_for(data_dir).db.session() as s:
         for name, row in service.approvals(s):
             state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "approved"
