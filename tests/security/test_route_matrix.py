@@ -263,6 +263,19 @@ TABLE: dict[tuple[str, str], Rule] = {
             ("POST", "/feedback/submit"),
         )
     },
+    # ---- national registry (pair.registry): aggregates for every facility member, sites by
+    # code only; case rows/exports for registry analysts and the hub operator (no account of
+    # either in this world: NOBODY); the DICOM zip also needs an approval (researchers: 403)
+    ("GET", "/api/registry/cohort"): r(MEMBERS, N, 200),
+    ("POST", "/api/registry/cohort"): r(MEMBERS, N, 200, body=_json()),
+    ("GET", "/api/registry/dashboard"): r(MEMBERS, N, 200),
+    ("GET", "/api/registry/cohort/studies"): r(NOBODY, N, 200),
+    ("GET", "/api/registry/exports/{filename}"): r(NOBODY, N, 200),
+    ("GET", "/api/registry/dicom.zip"): r(NOBODY, N, 200),
+    ("GET", "/api/registry/quality"): r(WRITERS, L, 200),
+    ("GET", "/registry"): r(MEMBERS, N, 200),
+    ("GET", "/registry/cohort"): r(MEMBERS, N, 200),
+    ("GET", "/registry/quality"): r(WRITERS, L, 200),
     # ---- portal pages and forms ----
     ("GET", "/"): r(ANY, N, 200),
     ("GET", "/cases"): r(MEMBERS, L, 200),
@@ -380,6 +393,7 @@ def _path_values(w: World, method: str, template: str) -> dict[str, Any]:
         "algorithm_id": "no-such-algorithm",
         "version": "1.0.0",
         "usecase_id": "pair-covid19-cxr-pattern",
+        "filename": "studies.csv",
     }
     names = [p.strip("{}") for p in template.split("/") if p.startswith("{")]
     for name in names:

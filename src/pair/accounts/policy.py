@@ -64,6 +64,12 @@ class Action(enum.StrEnum):
     PERF_FEEDBACK_SUBMIT = "perf.feedback.submit"
     PERF_READ = "perf.read"
     PERF_READ_ALL_SITES = "perf.read-all-sites"
+    # ---- national registry at the hub (issue 13, pair.registry; roles in REGISTRY_ROLES) ----
+    REGISTRY_VIEW = "registry.view"  # aggregated dashboards and cohort counts
+    REGISTRY_QUERY = "registry.query"  # case-level drill-down, CSV/Parquet/UID-manifest exports
+    REGISTRY_QUALITY = "registry.quality"  # data-quality report (own site, or every site)
+    REGISTRY_DICOM = "registry.dicom"  # DICOM zip; also needs the hub operator's approval row
+    REGISTRY_APPROVE = "registry.approve"  # approve/revoke DICOM download (hub operator, CLI)
 
 
 # Clinical decisions that belong to a role, not to administration: neither a facility admin nor
@@ -84,8 +90,32 @@ PERF_ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     Role.EVALUATOR.value: frozenset({Action.PERF_READ}),
     Role.ADMIN.value: frozenset({Action.PERF_READ}),
 }
+# ---- national registry (issue 13): who reads the hub's registry. MIDRC-like: aggregated views
+# for every registered data user of a member facility; case-level rows and exports for registry
+# analysts and the hub operator; DICOM files only for approved analysts/researchers
+# (``pair registry approve``). Facility admins and data managers see their own site's quality.
+_FACILITY_DATA_ROLES = frozenset(
+    {
+        Role.ADMIN.value,
+        Role.DATA_MANAGER.value,
+        Role.RADIOLOGIST.value,
+        Role.EVALUATOR.value,
+        Role.RESEARCHER.value,
+    }
+)
+_REGISTRY_READERS = frozenset({Role.REGISTRY_ANALYST.value, Role.HUB_OPERATOR.value})
+REGISTRY_ROLES: dict[Action, frozenset[str]] = {
+    Action.REGISTRY_VIEW: _FACILITY_DATA_ROLES | _REGISTRY_READERS,
+    Action.REGISTRY_QUERY: _REGISTRY_READERS,
+    Action.REGISTRY_QUALITY: _REGISTRY_READERS | {Role.ADMIN.value, Role.DATA_MANAGER.value},
+    Action.REGISTRY_DICOM: frozenset({Role.REGISTRY_ANALYST.value, Role.RESEARCHER.value}),
+    Action.REGISTRY_APPROVE: frozenset({Role.HUB_OPERATOR.value}),
+}
+REGISTRY_ACTIONS = frozenset(REGISTRY_ROLES)
 # A facility admin may do all of these, in its own facility only.
-ADMIN_ACTIONS = frozenset(Action) - {Action.FACILITY_CREATE} - PANEL_ACTIONS - PERF_ACTIONS
+ADMIN_ACTIONS = (
+    frozenset(Action) - {Action.FACILITY_CREATE} - PANEL_ACTIONS - PERF_ACTIONS - REGISTRY_ACTIONS
+)
 # What the node operator may do in any facility: administration, never patient data.
 OPERATOR_ACTIONS = (
     frozenset(Action)
@@ -96,6 +126,7 @@ OPERATOR_ACTIONS = (
     }
     - PANEL_ACTIONS
     - PERF_ACTIONS
+    - REGISTRY_ACTIONS
 )
 # What every user may do to its own account (``owner_id`` equal to the actor's user id).
 SELF_ACTIONS = frozenset(
@@ -136,7 +167,10 @@ def check_role(actor: Actor, action: Action) -> None:
         if action not in PERF_ROLE_ACTIONS.get(actor.role, frozenset()):
             raise Forbidden(f"Your role ({actor.role or 'none'}) may not do {action.value}.")
         return
-    if is_operator(actor):
+    if action in REGISTRY_ACTIONS:  # national registry: by role alone (see REGISTRY_ROLES)
+        if actor.role in REGISTRY_ROLES[action]:
+            return
+    elif is_operator(actor):
         if action in OPERATOR_ACTIONS:
             return
     elif (

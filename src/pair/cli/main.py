@@ -11,6 +11,7 @@ from pair.clinical.cli import clinical_app
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
 from pair.evaluation.cli import evaluation_app
 from pair.evaluation.runs.cli import evaluate
+from pair.registry.cli import registry_app
 from pair.registry.performance.cli import register as register_performance_registry
 from pair.reporting.cli import report_app
 from pair.repository.cli import register as register_repository
@@ -31,8 +32,7 @@ app.add_typer(clinical_app, name="clinical")
 app.add_typer(report_app, name="report")
 app.add_typer(algorithm_app, name="algorithm")
 app.add_typer(usecase_app, name="usecase")
-registry_app = typer.Typer(help="National registry at the hub.", no_args_is_help=True)
-register_performance_registry(registry_app)
+register_performance_registry(registry_app)  # pair registry perf ... next to query/export
 app.add_typer(registry_app, name="registry")
 app.command("serve")(serve)
 register_repository(app)

@@ -3,6 +3,7 @@ one reusable cohort search used by the portal, the API, evaluation, training and
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -136,6 +137,29 @@ def _clinical_value(name: str) -> ColumnElement[Any]:
     return ClinicalRecord.data[name].as_string()
 
 
+def clinical_conditions(
+    values: Mapping[str, Sequence[str]], age_min: int | None = None, age_max: int | None = None
+) -> list[ColumnElement[bool]]:
+    """Conditions on ``ClinicalRecord`` (joined by the caller) shared by every cohort query:
+    each field takes one of its listed values (already checked against the dictionary);
+    ``age_max`` is exclusive. Used by the case search and the registry's ``CohortQuery``."""
+    dictionary = load_dictionary()
+    conds: list[ColumnElement[bool]] = []
+    for name, wanted in values.items():
+        f = dictionary.get(name)
+        if f is not None and f.type == "boolean":
+            flags = [v.lower() == "true" for v in wanted]
+            conds.append(ClinicalRecord.data[name].as_boolean().in_(flags))
+        else:
+            conds.append(_clinical_value(name).in_(list(wanted)))
+    age = ClinicalRecord.data["age_at_index"].as_integer()
+    if age_min is not None:
+        conds.append(age >= age_min)
+    if age_max is not None:
+        conds.append(age < age_max)
+    return conds
+
+
 def _study_filter(q: CaseQuery) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     if q.study_date_from:
@@ -159,6 +183,7 @@ def _filtered(q: CaseQuery, scope: int | None) -> Select[Any]:
     study_conds = _study_filter(q)
     if study_conds:
         stmt = stmt.where(exists().where(Study.patient_pk == Patient.id, and_(*study_conds)))
+    values: dict[str, list[str]] = {}
     for name in ("covid19_positive", "sex"):
         value = getattr(q, name)
         if value:
@@ -166,7 +191,7 @@ def _filtered(q: CaseQuery, scope: int | None) -> Select[Any]:
             if f is None or value not in f.values:
                 allowed = ", ".join(f.values) if f else ""
                 raise Invalid(f"Filter {name}={value!r} is not allowed; use one of: {allowed}.")
-            stmt = stmt.where(_clinical_value(name) == value)
+            values[name] = [value]
     age_min, age_max = q.age_min, q.age_max
     if q.age_band:
         band = dictionary.age_band(q.age_band)
@@ -174,11 +199,8 @@ def _filtered(q: CaseQuery, scope: int | None) -> Select[Any]:
             bands = ", ".join(b.label for b in dictionary.age_bands)
             raise Invalid(f"Unknown age band {q.age_band!r}; use one of: {bands}.")
         age_min, age_max = band.min, band.max
-    age = ClinicalRecord.data["age_at_index"].as_integer()
-    if age_min is not None:
-        stmt = stmt.where(age >= age_min)
-    if age_max is not None:
-        stmt = stmt.where(age < age_max)
+    for cond in clinical_conditions(values, age_min, age_max):
+        stmt = stmt.where(cond)
     if q.text:
         like = f"%{q.text.strip().lower()}%"
         stmt = stmt.where(

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     perf_period: Literal["month", "quarter"] = "quarter"
     perf_cusum_k: float = Field(default=0.5, ge=0, le=5)
     perf_cusum_h: float = Field(default=4.0, gt=0, le=50)
+    # national registry (docs/registry.md): a case received more than this many days after its
+    # study date is a late submission; a DICOM zip holds at most this many instances
+    registry_late_days: int = Field(default=30, ge=1, le=3650)
+    registry_max_zip_files: int = Field(default=20_000, ge=1)
     # algorithm packages and the inference sandbox, from PAIR_ALGORITHM_* (not PAIR_ALGORITHMS__*)
     algorithms: AlgorithmSettings = Field(default_factory=AlgorithmSettings)
 
