@@ -70,6 +70,33 @@ class Action(enum.StrEnum):
     REGISTRY_QUALITY = "registry.quality"  # data-quality report (own site, or every site)
     REGISTRY_DICOM = "registry.dicom"  # DICOM zip; also needs the hub operator's approval row
     REGISTRY_APPROVE = "registry.approve"  # approve/revoke DICOM download (hub operator, CLI)
+    # ---- sharing / hub membership (pair.sharing, docs/hub.md) ----
+    HUB_MEMBER_MANAGE = "hub.member.manage"  # hub operator: approve, revoke, reissue members
+    HUB_PUSH = "hub.push"  # a member site's node account: push its facility's data to the hub
+    SHARING_POLICY_SET = "sharing.policy.set"  # facility admin: what the facility shares
+    SHARING_STATUS = "sharing.status"  # outbox progress and backlog of one's facility
+    SHARING_CASE = "sharing.case"  # "share this case" on a case page
+
+
+# ---- sharing / hub membership: actions that belong to one role only (never to a facility
+# admin or the node operator by default), and what other roles get besides admins ----
+ROLE_ONLY_ACTIONS: dict[str, frozenset[Action]] = {
+    Role.HUB_OPERATOR.value: frozenset({Action.HUB_MEMBER_MANAGE}),
+    Role.SITE_NODE.value: frozenset({Action.HUB_PUSH}),
+}
+# node-wide objects (membership registrations) decided by role, not by facility
+NODE_WIDE_ROLE_ACTIONS = frozenset({Action.HUB_MEMBER_MANAGE})
+SHARING_MEMBER_ACTIONS: dict[str, frozenset[Action]] = {
+    Role.DATA_MANAGER.value: frozenset({Action.SHARING_STATUS, Action.SHARING_CASE}),
+}
+_ROLE_ONLY = frozenset().union(*ROLE_ONLY_ACTIONS.values())
+
+
+def _role_grants(actor: Actor, action: Action) -> bool:
+    role = actor.role or ""
+    return action in ROLE_ONLY_ACTIONS.get(role, frozenset()) or action in (
+        SHARING_MEMBER_ACTIONS.get(role, frozenset())
+    )
 
 
 # Clinical decisions that belong to a role, not to administration: neither a facility admin nor
@@ -114,7 +141,12 @@ REGISTRY_ROLES: dict[Action, frozenset[str]] = {
 REGISTRY_ACTIONS = frozenset(REGISTRY_ROLES)
 # A facility admin may do all of these, in its own facility only.
 ADMIN_ACTIONS = (
-    frozenset(Action) - {Action.FACILITY_CREATE} - PANEL_ACTIONS - PERF_ACTIONS - REGISTRY_ACTIONS
+    frozenset(Action)
+    - {Action.FACILITY_CREATE}
+    - PANEL_ACTIONS
+    - PERF_ACTIONS
+    - REGISTRY_ACTIONS
+    - _ROLE_ONLY
 )
 # What the node operator may do in any facility: administration, never patient data.
 OPERATOR_ACTIONS = (
@@ -127,6 +159,8 @@ OPERATOR_ACTIONS = (
     - PANEL_ACTIONS
     - PERF_ACTIONS
     - REGISTRY_ACTIONS
+    - _ROLE_ONLY
+    - {Action.SHARING_POLICY_SET, Action.SHARING_CASE, Action.SHARING_STATUS}
 )
 # What every user may do to its own account (``owner_id`` equal to the actor's user id).
 SELF_ACTIONS = frozenset(
@@ -177,6 +211,7 @@ def check_role(actor: Actor, action: Action) -> None:
         action in SELF_ACTIONS
         or (actor.role == Role.ADMIN.value and action in ADMIN_ACTIONS)
         or (actor.role == Role.PANEL.value and action in PANEL_ACTIONS)
+        or _role_grants(actor, action)
     ):
         return
     raise Forbidden(f"Your role ({actor.role or 'none'}) may not do {action.value}.")
@@ -213,11 +248,15 @@ def authorize(
         if action in OPERATOR_NOT_FOR_OTHERS and owner_id is not None and not mine:
             raise Forbidden(f"The node operator may not do {action.value} for other users.")
         raise Forbidden(f"The node operator may not do {action.value}.")
+    if action in NODE_WIDE_ROLE_ACTIONS and _role_grants(actor, action):
+        return
     if facility_id is None or facility_id != actor.facility_id:
         raise NotFound(missing)
     if owner_id is not None and owner_id == actor.user_id and action in SELF_ACTIONS:
         return
     if actor.role == Role.ADMIN.value and action in ADMIN_ACTIONS:
+        return
+    if _role_grants(actor, action):
         return
     if action in SELF_ACTIONS:
         raise Forbidden(f"Only admins may do {action.value} for other users.")

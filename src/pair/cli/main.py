@@ -15,6 +15,7 @@ from pair.registry.cli import registry_app
 from pair.registry.performance.cli import register as register_performance_registry
 from pair.reporting.cli import report_app
 from pair.repository.cli import register as register_repository
+from pair.sharing.cli import hub_app, share_app
 from pair.synth.cli import synth
 from pair.usecases.cli import usecase_app
 
@@ -34,6 +35,8 @@ app.add_typer(algorithm_app, name="algorithm")
 app.add_typer(usecase_app, name="usecase")
 register_performance_registry(registry_app)  # pair registry perf ... next to query/export
 app.add_typer(registry_app, name="registry")
+app.add_typer(hub_app, name="hub")
+app.add_typer(share_app, name="share")
 app.command("serve")(serve)
 register_repository(app)
 app.command("deid")(deid)

@@ -31,13 +31,32 @@ def serve(
     ae_title: Annotated[
         str, typer.Option(envvar="PAIR_AE_TITLE", help="This node's AE title.")
     ] = "PAIR",
+    role: Annotated[
+        str,
+        typer.Option(envvar="PAIR_ROLE", help="site (pushes to its hub) or hub (docs/hub.md)."),
+    ] = "site",
+    hub_url: Annotated[
+        str,
+        typer.Option(
+            envvar="PAIR_HUB_URL",
+            help="A site's hub (https; its credential comes from PAIR_HUB_TOKEN only).",
+        ),
+    ] = "",
 ) -> None:
     """Start the HTTP server and the DICOM listener; SIGINT/SIGTERM stop both cleanly."""
     from pair.accounts.service import validate_ae_title
 
     validate_ae_title(ae_title)
+    if role not in ("site", "hub"):
+        raise Invalid(f"--role must be site or hub, not {role!r}.")
     settings = get_settings(
-        data_dir, host=host, port=port, dicom_port=dicom_port, ae_title=ae_title
+        data_dir,
+        host=host,
+        port=port,
+        dicom_port=dicom_port,
+        ae_title=ae_title,
+        role=role,
+        hub_url=hub_url,
     )
     level = settings.log_level.upper()
     if level not in _LEVELS:
@@ -67,6 +86,7 @@ def serve(
     if settings.inference_spare_worker:
         pool.prestart(settings.algorithms)
     app = create_app(node, worker_pool=pool)
+    pusher = _start_pusher(node)
     stop_resume = threading.Event()
     resumed = resume_interrupted(node, pool, stop_resume)
     if resumed:
@@ -79,6 +99,8 @@ def serve(
             dimse = start_dimse_server(node, host=host, port=dicom_port, ae_title=ae_title)
         except OSError as exc:
             stop_resume.set()
+            if pusher is not None:
+                pusher.stop()
             pool.close()
             node.close()
             reason = exc.strerror or str(exc)
@@ -101,7 +123,7 @@ def serve(
             stopped.set()
             server.should_exit = True
 
-    console.print(f"PAIR node serving http://{host}:{port}/ (data dir {data_dir})")
+    console.print(f"PAIR {role} serving http://{host}:{port}/ (data dir {data_dir})")
     # uvicorn captures SIGINT/SIGTERM while serving, then restores these handlers and re-raises
     # the signal to them; the DICOM listener is stopped in ``finally`` either way.
     signal.signal(signal.SIGINT, stop)
@@ -110,8 +132,26 @@ def serve(
         server.run()
     finally:
         stop_resume.set()
+        if pusher is not None:
+            pusher.stop()
         if dimse is not None:
             dimse.shutdown(grace_s=settings.shutdown_grace_s)
         pool.close()
         node.close()
         console.print("PAIR node stopped")
+
+
+def _start_pusher(node: Any) -> Any:
+    """A site with a hub pushes its outbox in the background (pair.sharing.pusher)."""
+    settings = node.settings
+    if settings.role != "site" or not settings.hub_url:
+        return None
+    from pair.sharing.pusher import Pusher, check_hub_url
+
+    check_hub_url(settings.hub_url)
+    if not settings.hub_token.get_secret_value():
+        raise Invalid("A site with PAIR_HUB_URL needs its credential in PAIR_HUB_TOKEN.")
+    pusher = Pusher(node)
+    pusher.start()
+    console.print(f"pushing to hub {settings.hub_url}")
+    return pusher

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     # its site-node account at the hub (docs/hub.md); empty: not a member of any hub
     hub_url: str = ""
     hub_token: SecretStr = SecretStr("")
+    # the site's outbox pusher (pair.sharing): a CA bundle to verify a hub with a private CA,
+    # the pause between rounds, the retry backoff (exponential with jitter) and the batch size
+    hub_ca_file: str = ""
+    hub_push_interval_s: float = Field(default=5.0, gt=0)
+    hub_backoff_s: float = Field(default=1.0, gt=0)
+    hub_backoff_max_s: float = Field(default=300.0, gt=0)
+    hub_push_batch: int = Field(default=20, ge=1, le=500)
     # the hub that receives signed evaluation feedback (docs/evaluation.md): the hub's
     # ``https://HUB/api/registry/feedback`` (docs/performance-registry.md); empty: hub_url's,
     # with hub_token

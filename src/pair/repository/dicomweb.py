@@ -40,7 +40,7 @@ from pair.web.deps import SessionDep, current_actor, get_node, require_roles
 from pair.web.urls import public_base_url
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
-stow_roles = require_roles(Role.DATA_MANAGER)
+stow_roles = require_roles(Role.DATA_MANAGER, Role.SITE_NODE)  # a member site pushes to its hub
 
 
 def _base(request: Request) -> str:

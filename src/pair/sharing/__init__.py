@@ -1,1 +1,1 @@
-"""Consortium sharing: hub membership (joining, credentials) and the site outbox that pushes to the hub."""
+"""Consortium sharing: hub membership (joining, credentials) and the site outbox to the hub."""

@@ -34,6 +34,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.repository.burned_in import router as burned_in_router
     from pair.repository.dicomweb import router as dicomweb_router
     from pair.repository.wado_uri import router as wado_uri_router
+    from pair.sharing.api import router as sharing_router
     from pair.usecases.api import router as usecases_router
     from pair.usecases.service import ensure_shipped
 
@@ -77,6 +78,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(usecases_router)
     app.include_router(perf_registry_router)
     app.include_router(registry_router)
+    app.include_router(sharing_router)
     install_portal(app)
     return app
 
@@ -93,6 +95,7 @@ def install_portal(app: FastAPI) -> None:
     from pair.reporting.pages import router as reporting_pages
     from pair.repository.pages import quarantine_router
     from pair.repository.pages import router as repository_pages
+    from pair.sharing.pages import router as sharing_pages
     from pair.usecases.pages import router as usecases_pages
     from pair.web.pages import render_error
     from pair.web.pages import router as portal_router
@@ -110,6 +113,7 @@ def install_portal(app: FastAPI) -> None:
     app.include_router(evalruns_pages)
     app.include_router(reporting_pages)
     app.include_router(cde_pages)
+    app.include_router(sharing_pages)
     app.include_router(usecases_pages)
     app.include_router(perf_registry_pages)
     app.include_router(registry_pages)
