@@ -366,6 +366,34 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/api/registry/performance/alerts"): r(EVALUATORS, N, 200),
     ("GET", "/registry/performance"): r(EVALUATORS, N, 200),
     ("GET", "/registry/performance/{algorithm_id}"): r(EVALUATORS, N, 200, lenient=True),
+    # ---- sharing / hub membership (pair.sharing). The world's node is a site: the hub routes
+    # are refused by role first (hub-operator and site-node have no account here), and the
+    # open registration answers 404 on a site ("not a hub") ----
+    ("POST", "/api/hub/registrations"): r(
+        PUBLIC, N, lenient=True, body=_json(name=_NEW("Joining "), code="JOIN1")
+    ),
+    ("GET", "/api/hub/members"): r(NOBODY, N),
+    ("POST", "/api/hub/members/{member_id}/{decision}"): r(NOBODY, N),
+    ("POST", "/api/hub/clinical"): r(
+        NOBODY, N, body=_json(idempotency_key="k1", study_uids=["1.2.3"], data={})
+    ),
+    ("POST", "/api/hub/reports"): r(
+        NOBODY,
+        N,
+        body=_json(
+            idempotency_key="k2", study_uid="1.2.3", module_id="corads", version=1, status="final"
+        ),
+    ),
+    ("GET", "/api/sharing"): r(WRITERS, L, 200),
+    ("PUT", "/api/sharing/policy"): r(ADMIN, L, 200, body=_json(mode="none")),
+    ("POST", "/api/sharing/retry"): r(ADMIN, L, 200),
+    ("POST", "/api/cases/{case_id}/share"): r(WRITERS, A, 200),
+    ("GET", "/sharing"): r(WRITERS, L, 200),
+    ("POST", "/sharing/policy"): r(ADMIN, L, 303, body=_form(mode="none")),
+    ("POST", "/sharing/retry"): r(ADMIN, L, 303),
+    ("POST", "/cases/{case_id}/share"): r(WRITERS, A, 303),
+    ("GET", "/hub/members"): r(NOBODY, N),
+    ("POST", "/hub/members/{member_id}/{decision}"): r(NOBODY, N),
 }
 PUBLIC_MOUNTS = {"/static"}
 
@@ -394,6 +422,8 @@ def _path_values(w: World, method: str, template: str) -> dict[str, Any]:
         "version": "1.0.0",
         "usecase_id": "pair-covid19-cxr-pattern",
         "filename": "studies.csv",
+        "member_id": 1,
+        "decision": "approve",
     }
     names = [p.strip("{}") for p in template.split("/") if p.startswith("{")]
     for name in names:

@@ -318,7 +318,7 @@ class Pusher:
                 outcome = push_once(self.node, self.hub)
                 if any(outcome.values()):
                     log.info("hub push round: %s", outcome)
-            except Exception:
+            except Exception:  # a bad round is logged; the loop must go on
                 log.exception("hub push round failed")
             self.stop_event.wait(self.node.settings.hub_push_interval_s)
 
