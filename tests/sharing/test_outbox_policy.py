@@ -1,0 +1,146 @@
+"""The diff-based outbox: what each sharing policy queues, manual shares, no duplicates on a
+second pass, and nothing the PHI scanner quarantined (real ingest pipeline, both databases)."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+
+from pair.accounts import service as accounts
+from pair.audit.service import Actor
+from pair.clinical.dictionary import load_dictionary
+from pair.clinical.service import store_clinical
+from pair.core.errors import Forbidden, Invalid, NotFound
+from pair.core.node import Node
+from pair.reporting.models import Report, ReportVersion
+from pair.repository.ingest import Outcome, Payload, ingest_batch
+from pair.repository.models import Instance, Patient, QuarantineItem, Study
+from pair.sharing import outbox
+from pair.sharing.models import OutboxItem
+from tests.factories import ct_instance, leaky_instance, to_bytes
+
+
+def _ingest(node: Node, facility_id: int, mrn: str, n: int = 2) -> tuple[int, set[str]]:
+    """A case of ``n`` CT instances through the real pipeline: (patient id, stored SOP UIDs)."""
+    study, series = generate_uid(), generate_uid()
+    datasets = [
+        ct_instance(study_uid=study, series_uid=series, index=i, patient={"PatientID": mrn})
+        for i in range(1, n + 1)
+    ]
+    actor = Actor.system("test", facility_id=facility_id)
+    payloads = [Payload(to_bytes(ds), str(i)) for i, ds in enumerate(datasets)]
+    results = ingest_batch(node, facility_id, payloads, "test", actor)
+    assert all(r.outcome is Outcome.STORED for r in results)
+    with node.db.session() as s:
+        uid = results[0].study_uid
+        patient_pk = s.scalar(select(Study.patient_pk).where(Study.study_uid == uid))
+        assert patient_pk is not None
+    return patient_pk, {r.sop_instance_uid for r in results}
+
+
+def _keys(node: Node, facility_id: int, kind: str) -> set[str]:
+    with node.db.session() as s:
+        return set(
+            s.scalars(
+                select(OutboxItem.object_key).where(
+                    OutboxItem.facility_id == facility_id, OutboxItem.kind == kind
+                )
+            )
+        )
+
+
+def _enqueue(node: Node, facility_id: int) -> dict[str, int]:
+    with node.db.session() as s:
+        return outbox.enqueue_pending(s, facility_id)
+
+
+def test_policies_queue_what_they_share_and_never_the_quarantine(node: Node) -> None:
+    with node.db.session() as s:
+        fa = accounts.create_facility(s, "Hospital A", "HOSPA").id
+        fb = accounts.create_facility(s, "Hospital B", "HOSPB").id
+        admin_a = accounts.actor_for(
+            accounts.create_user(s, s.get(accounts.Facility, fa), "adm-a", "admin")
+        )  # type: ignore[arg-type]
+        rad_a = accounts.actor_for(
+            accounts.create_user(s, s.get(accounts.Facility, fa), "rad-a", "radiologist")
+        )  # type: ignore[arg-type]
+        admin_b = accounts.actor_for(
+            accounts.create_user(s, s.get(accounts.Facility, fb), "adm-b", "admin")
+        )  # type: ignore[arg-type]
+    positive, positive_uids = _ingest(node, fa, "MRN-POS")
+    reported, reported_uids = _ingest(node, fa, "MRN-REP")
+    actor = Actor.system("test", facility_id=fa)
+    (leak,) = ingest_batch(node, fa, [Payload(to_bytes(leaky_instance()), "x")], "test", actor)
+    assert leak.outcome is Outcome.QUARANTINED
+    with node.db.session() as s:
+        data, errors = load_dictionary().validate(
+            {"test_method": "RT-PCR", "test_result_text": "Positive"}
+        )
+        assert not errors
+        patient = s.get(Patient, positive)
+        assert patient is not None
+        store_clinical(s, Actor.system(), patient, data)
+        study_uid = s.scalar(select(Study.study_uid).where(Study.patient_pk == reported))
+        report = Report(
+            facility_id=fa,
+            study_uid=study_uid,
+            module_id="corads",
+            module_version="1",
+            status="final",
+        )
+        s.add(report)
+        s.flush()
+        s.add(ReportVersion(report_id=report.id, version=1, status="final", module_version="1"))
+        quarantined = set(s.scalars(select(QuarantineItem.sop_instance_uid)))
+        stored = set(s.scalars(select(Instance.sop_instance_uid)))
+    assert quarantined and not quarantined & stored
+
+    # default: a hospital shares nothing until its admin opts in
+    assert sum(_enqueue(node, fa).values()) == 0
+    with node.db.session() as s:
+        assert outbox.get_policy(s, fa) == "none"
+        with pytest.raises(Forbidden):
+            outbox.set_policy(s, rad_a, "all")
+        with pytest.raises(Invalid):
+            outbox.set_policy(s, admin_a, "everything")
+        outbox.set_policy(s, admin_a, "covid_positive")
+    _enqueue(node, fa)
+    assert _keys(node, fa, "instance") == positive_uids
+    assert len(_keys(node, fa, "clinical")) == 1
+    assert _keys(node, fa, "report") == set()
+
+    with node.db.session() as s:
+        outbox.set_policy(s, admin_a, "reported")
+    _enqueue(node, fa)
+    assert _keys(node, fa, "instance") == positive_uids | reported_uids
+    assert len(_keys(node, fa, "report")) == 1
+
+    with node.db.session() as s:
+        outbox.set_policy(s, admin_a, "all")
+    assert sum(_enqueue(node, fa).values()) == 0  # everything stored is queued already, once
+    assert _keys(node, fa, "instance") == stored
+    assert not _keys(node, fa, "instance") & quarantined
+
+    # manual share: another facility's admin cannot reach the case (404), nothing queued for B
+    with node.db.session() as s, pytest.raises(NotFound):
+        outbox.share_case(s, admin_b, positive)
+    assert _keys(node, fb, "instance") == set()
+
+
+def test_manual_share_sends_one_case_whatever_the_policy(node: Node) -> None:
+    with node.db.session() as s:
+        fa = accounts.create_facility(s, "Hospital A", "HOSPA")
+        dm = accounts.actor_for(accounts.create_user(s, fa, "dm-a", "data-manager"))
+        fa_id = fa.id
+    case, uids = _ingest(node, fa_id, "MRN-ONE")
+    _ingest(node, fa_id, "MRN-TWO")
+    with node.db.session() as s:
+        added = outbox.share_case(s, dm, case)
+        assert added["instance"] == 2
+        assert outbox.share_case(s, dm, case)["instance"] == 0
+    assert _keys(node, fa_id, "instance") == uids
+    with node.db.session() as s:
+        status = outbox.sharing_status(s, dm)
+        assert status.policy == "none"
+        assert status.counts["instance"] == {"queued": 2}
