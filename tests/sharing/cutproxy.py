@@ -3,6 +3,7 @@ the answer reaches the site: the hub stored the data, the site never learned it 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -81,8 +82,6 @@ class CutProxy:
 def _shut(sock: socket.socket) -> None:
     """Shut down before closing: a plain close() leaves a recv() blocked in another thread
     (and the peer) waiting."""
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()
