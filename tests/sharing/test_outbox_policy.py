@@ -57,17 +57,12 @@ def _enqueue(node: Node, facility_id: int) -> dict[str, int]:
 
 def test_policies_queue_what_they_share_and_never_the_quarantine(node: Node) -> None:
     with node.db.session() as s:
-        fa = accounts.create_facility(s, "Hospital A", "HOSPA").id
-        fb = accounts.create_facility(s, "Hospital B", "HOSPB").id
-        admin_a = accounts.actor_for(
-            accounts.create_user(s, s.get(accounts.Facility, fa), "adm-a", "admin")
-        )  # type: ignore[arg-type]
-        rad_a = accounts.actor_for(
-            accounts.create_user(s, s.get(accounts.Facility, fa), "rad-a", "radiologist")
-        )  # type: ignore[arg-type]
-        admin_b = accounts.actor_for(
-            accounts.create_user(s, s.get(accounts.Facility, fb), "adm-b", "admin")
-        )  # type: ignore[arg-type]
+        hosp_a = accounts.create_facility(s, "Hospital A", "HOSPA")
+        hosp_b = accounts.create_facility(s, "Hospital B", "HOSPB")
+        fa, fb = hosp_a.id, hosp_b.id
+        admin_a = accounts.actor_for(accounts.create_user(s, hosp_a, "adm-a", "admin"))
+        rad_a = accounts.actor_for(accounts.create_user(s, hosp_a, "rad-a", "radiologist"))
+        admin_b = accounts.actor_for(accounts.create_user(s, hosp_b, "adm-b", "admin"))
     positive, positive_uids = _ingest(node, fa, "MRN-POS")
     reported, reported_uids = _ingest(node, fa, "MRN-REP")
     actor = Actor.system("test", facility_id=fa)

@@ -42,6 +42,12 @@ def serve(
             help="A site's hub (https; its credential comes from PAIR_HUB_TOKEN only).",
         ),
     ] = "",
+    ssl_certfile: Annotated[
+        str, typer.Option(envvar="PAIR_SSL_CERTFILE", help="Serve HTTPS with this certificate.")
+    ] = "",
+    ssl_keyfile: Annotated[
+        str, typer.Option(envvar="PAIR_SSL_KEYFILE", help="The certificate's private key.")
+    ] = "",
 ) -> None:
     """Start the HTTP server and the DICOM listener; SIGINT/SIGTERM stop both cleanly."""
     from pair.accounts.service import validate_ae_title
@@ -49,6 +55,8 @@ def serve(
     validate_ae_title(ae_title)
     if role not in ("site", "hub"):
         raise Invalid(f"--role must be site or hub, not {role!r}.")
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise Invalid("HTTPS needs both --ssl-certfile and --ssl-keyfile.")
     settings = get_settings(
         data_dir,
         host=host,
@@ -114,6 +122,8 @@ def serve(
         access_log=False,
         proxy_headers=False,  # the app applies them itself (pair.web.urls.ForwardedHeaders)
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        ssl_certfile=ssl_certfile or None,
+        ssl_keyfile=ssl_keyfile or None,
     )
     server = uvicorn.Server(config)
     stopped = threading.Event()
@@ -123,7 +133,8 @@ def serve(
             stopped.set()
             server.should_exit = True
 
-    console.print(f"PAIR {role} serving http://{host}:{port}/ (data dir {data_dir})")
+    scheme = "https" if ssl_certfile else "http"
+    console.print(f"PAIR {role} serving {scheme}://{host}:{port}/ (data dir {data_dir})")
     # uvicorn captures SIGINT/SIGTERM while serving, then restores these handlers and re-raises
     # the signal to them; the DICOM listener is stopped in ``finally`` either way.
     signal.signal(signal.SIGINT, stop)
