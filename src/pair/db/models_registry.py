@@ -14,8 +14,8 @@ from pair.evaluation.runs import models as _evalruns  # noqa: F401
 from pair.registry import models as _registry  # noqa: F401
 from pair.registry.performance import models as _perfreg  # noqa: F401
 from pair.reporting import models as _reporting  # noqa: F401
-from pair.sharing import models as _sharing  # noqa: F401
 from pair.repository import models as _repository  # noqa: F401
+from pair.sharing import models as _sharing  # noqa: F401
 from pair.usecases import models as _usecases  # noqa: F401
 
 metadata = Base.metadata
