@@ -166,3 +166,35 @@ def test_push_reports_and_clinical_once(tmp_path: Path, database_url: str) -> No
         hub_client.close()
         site.close()
         hub.close()
+
+
+def test_share_this_case_from_the_portal_and_api(tmp_path: Path) -> None:
+    site = open_node(tmp_path / "site")
+    try:
+        with site.db.session() as s:
+            fa = accounts.create_facility(s, "Hospital A", "HOSPA")
+            tokens = {
+                role: accounts.create_token(s, accounts.create_user(s, fa, f"u-{role}", role))[1]
+                for role in ("admin", "data-manager", "researcher")
+            }
+            fa_id = fa.id
+        study, series = generate_uid(), generate_uid()
+        payload = Payload(to_bytes(ct_instance(study_uid=study, series_uid=series)), "1")
+        (result,) = ingest_batch(site, fa_id, [payload], "t", Actor.system("t", facility_id=fa_id))
+        with site.db.session() as s:
+            case = s.scalar(select(Study.patient_pk).where(Study.study_uid == result.study_uid))
+        c = TestClient(create_app(site))
+        auth = {role: {"Authorization": f"Bearer {t}"} for role, t in tokens.items()}
+        assert "Share this case" in c.get(f"/cases/{case}", headers=auth["data-manager"]).text
+        assert "Share this case" not in c.get(f"/cases/{case}", headers=auth["researcher"]).text
+        assert c.post(f"/api/cases/{case}/share", headers=auth["researcher"]).status_code == 403
+        shared = c.post(f"/api/cases/{case}/share", headers=auth["data-manager"])
+        assert shared.status_code == 200 and shared.json()["queued"]["instance"] == 1
+        status = c.get("/api/sharing", headers=auth["admin"]).json()
+        assert status["policy"] == "none" and status["counts"]["instance"] == {"queued": 1}
+        page = c.get("/sharing", headers=auth["admin"])
+        assert page.status_code == 200 and "Save policy" in page.text
+        assert "Save policy" not in c.get("/sharing", headers=auth["data-manager"]).text
+        assert c.get("/api/sharing", headers=auth["researcher"]).status_code == 403
+    finally:
+        site.close()
