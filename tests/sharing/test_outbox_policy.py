@@ -139,3 +139,32 @@ def test_manual_share_sends_one_case_whatever_the_policy(node: Node) -> None:
         status = outbox.sharing_status(s, dm)
         assert status.policy == "none"
         assert status.counts["instance"] == {"queued": 2}
+
+
+def test_feedback_of_finished_runs_is_queued_once_the_facility_shares(node: Node) -> None:
+    from pair.evaluation.runs.models import EvaluationRun, RunStatus
+
+    with node.db.session() as s:
+        fa = accounts.create_facility(s, "Hospital A", "HOSPA").id
+        done = EvaluationRun(
+            facility_id=fa,
+            algorithm_id="demo",
+            algorithm_version="1.0.0",
+            truth_source="clinical",
+            status=RunStatus.DONE,
+        )
+        running = EvaluationRun(
+            facility_id=fa,
+            algorithm_id="demo",
+            algorithm_version="1.0.0",
+            truth_source="clinical",
+            status=RunStatus.RUNNING,
+        )
+        s.add_all([done, running])
+        s.flush()
+        done_id = done.id
+    assert _enqueue(node, fa)["feedback"] == 0  # policy none: nothing, not even aggregates
+    with node.db.session() as s:
+        outbox.set_policy(s, Actor.system(facility_id=fa), "reported", fa)
+    assert _enqueue(node, fa)["feedback"] == 1
+    assert _keys(node, fa, "feedback") == {str(done_id)}

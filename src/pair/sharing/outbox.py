@@ -127,8 +127,15 @@ def shared_cases(session: Session, facility_id: int) -> set[int]:
 
 def _candidates(session: Session, facility_id: int, cases: set[int]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {kind: set() for kind in KINDS}
-    if not cases:
-        return found
+    # aggregate evaluation feedback (no case data) goes once the facility shares at all
+    found["feedback"] |= {
+        str(run_id)
+        for run_id in session.scalars(
+            select(EvaluationRun.id).where(
+                EvaluationRun.facility_id == facility_id, EvaluationRun.status == RunStatus.DONE
+            )
+        )
+    }
     ids = sorted(cases)
     for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
         found["instance"] |= set(
@@ -156,15 +163,6 @@ def _candidates(session: Session, facility_id: int, cases: set[int]) -> dict[str
             )
         ):
             found["report"].add(f"{report_id}v{version}")
-    # aggregate evaluation feedback (no case data) goes once the facility shares at all
-    found["feedback"] |= {
-        str(run_id)
-        for run_id in session.scalars(
-            select(EvaluationRun.id).where(
-                EvaluationRun.facility_id == facility_id, EvaluationRun.status == RunStatus.DONE
-            )
-        )
-    }
     return found
 
 

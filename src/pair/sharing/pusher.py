@@ -239,10 +239,14 @@ def _push_json(node: Node, session: Session, hub: HubClient, item: OutboxItem) -
     if body is None:
         _failed(item, f"The {item.kind} is no longer at this site.")
         return
-    if item.kind != "feedback":
+    headers = {"Idempotency-Key": item.idempotency_key}
+    if item.kind == "feedback":  # as pair.evaluation.feedback.submit_feedback sends it
+        sig = body["signature"]
+        headers["X-PAIR-Signature"] = f"{sig['alg']} {sig['key_id']}:{sig['value']}"
+    else:
         body["idempotency_key"] = item.idempotency_key
     try:
-        resp = hub.client.post(path, json=body, headers={"Idempotency-Key": item.idempotency_key})
+        resp = hub.client.post(path, json=body, headers=headers)
     except httpx.HTTPError as exc:
         _retry(node.settings, [item], f"{type(exc).__name__}: {exc}")
         return
