@@ -65,8 +65,13 @@ def test_register_approve_revoke_reissue(tmp_path: Path, database_url: str) -> N
         # a site node manages nothing at the hub
         assert c.get("/api/hub/members", headers=token).status_code == 403
 
+        # a token the account minted for itself does not survive the revocation either
+        minted = c.post("/api/tokens", json={"user": approved["user"]}, headers=token)
+        assert minted.status_code == 201, minted.text
+        own = {"Authorization": f"Bearer {minted.json()['token']}"}
         assert c.post(f"/api/hub/members/{member_id}/revoke", headers=op).status_code == 200
         assert c.get("/api/me", headers=token).status_code == 401
+        assert c.get("/api/me", headers=own).status_code == 401
         again = c.post(f"/api/hub/members/{member_id}/reissue", headers=op).json()
         assert c.get("/api/me", headers=token).status_code == 401
         fresh = {"Authorization": f"Bearer {again['token']}"}

@@ -133,10 +133,16 @@ def reject(session: Session, actor: Actor, ref: str | int) -> HubMember:
     return member
 
 
-def _revoke_current(session: Session, member: HubMember) -> None:
-    token = session.get(ApiToken, member.token_id) if member.token_id else None
-    if token is not None and token.revoked_at is None:
-        token.revoked_at = datetime.now(UTC)
+def _revoke_all(session: Session, member: HubMember) -> None:
+    """Every token of the site-node account, not only the issued one: the account may have
+    minted tokens for itself (as any user may), and none of them may outlive a revocation."""
+    if member.user_id is None:
+        return
+    now = datetime.now(UTC)
+    for token in session.scalars(
+        select(ApiToken).where(ApiToken.user_id == member.user_id, ApiToken.revoked_at.is_(None))
+    ):
+        token.revoked_at = now
 
 
 def revoke(session: Session, actor: Actor, ref: str | int) -> HubMember:
@@ -144,7 +150,10 @@ def revoke(session: Session, actor: Actor, ref: str | int) -> HubMember:
     member = get_member(session, actor, ref)
     if member.status not in (MemberStatus.APPROVED, MemberStatus.REVOKED):
         raise Conflict(f"Registration {member.code} is {member.status}: nothing to revoke.")
-    _revoke_current(session, member)
+    _revoke_all(session, member)
+    user = session.get(accounts.User, member.user_id) if member.user_id else None
+    if user is not None:
+        user.active = False
     _decided(member, actor, MemberStatus.REVOKED)
     _audit(session, actor, "hub.member.revoke", member)
     return member
@@ -155,11 +164,13 @@ def reissue(session: Session, actor: Actor, ref: str | int) -> Credential:
     member = get_member(session, actor, ref)
     if member.status not in (MemberStatus.APPROVED, MemberStatus.REVOKED):
         raise Conflict(f"Registration {member.code} is {member.status}: approve it first.")
-    _revoke_current(session, member)
+    _revoke_all(session, member)
+    user = session.get(accounts.User, member.user_id) if member.user_id else None
+    if user is not None:
+        user.active = True
     plain = _issue(session, member)
     _decided(member, actor, MemberStatus.APPROVED)
     _audit(session, actor, "hub.member.reissue", member)
-    user = session.get(accounts.User, member.user_id)
     assert user is not None
     return Credential(member, user.name, plain)
 
