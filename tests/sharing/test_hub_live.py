@@ -2,10 +2,11 @@
 (`pair serve --role site`, PAIR_HUB_URL through a proxy that can cut connections), each with its
 own data dir and database.
 
-One scenario, in order: the site pushes while the hub is down (items wait with an error), the
-hub comes up and the first answer is cut after the hub stored the batch (the site retries: no
-loss, no duplicates), the policy filters what leaves, the quarantined instance never leaves, one
-facility's credential cannot write another's cases, and a revoked credential is refused (401).
+One scenario, in order: the site pushes while the hub is down (items wait with an error; the
+site is killed and restarted and goes on from its outbox table), the hub comes up and its first
+answer is cut after it stored the batch (the site retries: no loss, no duplicates), the policy
+filters what leaves, the quarantined instance never leaves, one facility's credential cannot
+write another's cases, and a revoked credential is refused (401).
 """
 
 from __future__ import annotations
@@ -151,6 +152,12 @@ def test_site_pushes_to_hub_through_outage_cut_and_revocation(
         _wait("a failed attempt", lambda: any(i["attempts"] > 0 for i in status()["items"]))
         st = status()
         assert st["counts"]["instance"] == {"queued": 3} and st["last_error"]
+        # the site is killed and restarted: the outbox resumes from its table
+        site.kill9()
+        site.start()
+        tries = max(i["attempts"] for i in st["items"])
+        _wait("attempts resumed", lambda: max(i["attempts"] for i in status()["items"]) > tries)
+        assert status()["counts"]["instance"] == {"queued": 3}
 
         # the hub comes up; its first answer is cut after it stored the batch
         proxy.cut_next = 1
