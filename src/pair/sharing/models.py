@@ -9,8 +9,9 @@ no hook and a restarted node resumes from the table alone.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pair.db.base import Base, TimestampMixin, utcnow
@@ -89,6 +90,9 @@ class OutboxItem(TimestampMixin, Base):
     next_attempt_s: Mapped[float] = mapped_column(Float, default=0.0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # what is sent, when it must be byte-identical on every attempt (signed feedback carries
+    # its creation time): built once, committed before the first attempt
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class HubReceipt(TimestampMixin, Base):

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from pair.clinical.models import ClinicalRecord
 from pair.core.config import Settings
-from pair.core.errors import Invalid
+from pair.core.errors import Invalid, PairError
 from pair.core.node import Node
 from pair.reporting.models import Report, ReportVersion
 from pair.repository.ingest import content_store
@@ -212,20 +212,36 @@ def _report_body(session: Session, item: OutboxItem) -> dict[str, Any] | None:
     }
 
 
-def _feedback_body(node: Node, session: Session, item: OutboxItem) -> dict[str, Any] | None:
-    """The run's signed feedback, with the outbox item's key as its feedback id (a resend is
-    recognisable at the hub)."""
+def _prepare_feedback(node: Node) -> None:
+    """Sign each queued feedback item's envelope once, with the item's key as its feedback id,
+    and commit it before the first attempt: every resend is then byte-identical (the hub
+    acknowledges a repeat, and refuses the same id with other content)."""
     from pair.evaluation import feedback as fb
     from pair.evaluation.runs.models import EvaluationRun
     from pair.evaluation.runs.service import feedback_envelope
 
-    run = session.get(EvaluationRun, int(item.object_key))
-    if run is None:
-        return None
-    envelope = feedback_envelope(node, session, run)
-    payload = dict(envelope["payload"], feedback_id=str(uuid.UUID(item.idempotency_key)))
-    key = fb.load_key(node.settings.data_dir / "keys" / "feedback.key")
-    return fb.sign_payload(payload, key, envelope["signature"]["key_id"])
+    with node.db.session() as s:
+        items = s.scalars(
+            select(OutboxItem).where(
+                OutboxItem.kind == "feedback",
+                OutboxItem.status == OutboxStatus.QUEUED,
+                OutboxItem.payload.is_(None),
+            )
+        )
+        for item in items:
+            run = s.get(EvaluationRun, int(item.object_key))
+            if run is None:
+                _failed(item, "The evaluation run is no longer at this site.")
+                continue
+            try:
+                envelope = feedback_envelope(node, s, run)
+                payload = dict(
+                    envelope["payload"], feedback_id=str(uuid.UUID(item.idempotency_key))
+                )
+                key = fb.load_key(node.settings.data_dir / "keys" / "feedback.key")
+                item.payload = fb.sign_payload(payload, key, envelope["signature"]["key_id"])
+            except PairError as exc:  # e.g. a run whose result cannot be summarised
+                _failed(item, f"Feedback could not be built: {exc}")
 
 
 def _push_json(node: Node, session: Session, hub: HubClient, item: OutboxItem) -> None:
@@ -235,13 +251,14 @@ def _push_json(node: Node, session: Session, hub: HubClient, item: OutboxItem) -
     elif item.kind == "report":
         path, body = "/api/hub/reports", _report_body(session, item)
     else:
-        path, body = "/api/registry/feedback", _feedback_body(node, session, item)
+        path, body = "/api/registry/feedback", item.payload
     if body is None:
         _failed(item, f"The {item.kind} is no longer at this site.")
         return
     headers = {"Idempotency-Key": item.idempotency_key}
     if item.kind == "feedback":  # as pair.evaluation.feedback.submit_feedback sends it
         sig = body["signature"]
+        headers["Idempotency-Key"] = str(body["payload"]["feedback_id"])
         headers["X-PAIR-Signature"] = f"{sig['alg']} {sig['key_id']}:{sig['value']}"
     else:
         body["idempotency_key"] = item.idempotency_key
@@ -268,6 +285,7 @@ def push_once(node: Node, hub: HubClient, *, enqueue: bool = True) -> dict[str, 
         if enqueue:
             for facility_id in s.scalars(select(Facility.id)):
                 enqueue_pending(s, facility_id)
+    _prepare_feedback(node)
     batch = node.settings.hub_push_batch
     outcome = {OutboxStatus.SENT: 0, OutboxStatus.FAILED: 0, "retry": 0}
     for kind in KINDS:

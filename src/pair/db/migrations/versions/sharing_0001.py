@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("next_attempt_s", sa.Float(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("payload", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["facility_id"], ["facility.id"], name=op.f("fk_sharing_outbox_facility_id_facility")
