@@ -47,7 +47,10 @@ def evaluate(
     ] = "",
     labels: Annotated[
         Path | None,
-        typer.Option(help="Label CSV: label + one of study_uid/series_uid/accession/patient_id."),
+        typer.Option(
+            help="Label CSV: a label column and one key column: study_uid, series_uid, "
+            "accession_number or patient_id."
+        ),
     ] = None,
     compare: Annotated[
         str | None, typer.Option(help="Second algorithm ID[@VERSION] on the same cases.")

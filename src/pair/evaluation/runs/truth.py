@@ -255,7 +255,21 @@ def map_label_csv(
         )
     key = keys[0]
     out: dict[str, dict[str, int | str]] = {"series": {}, "studies": {}, "patients": {}}
+    first_row: dict[tuple[str, str], int] = {}  # (table, de-identified key) -> row giving it
     errors: list[str] = []
+
+    def put(table: str, mapped_key: str, y: int | str, n: int) -> None:
+        """One label per key: a second row with another label is a conflict (rows named,
+        values not: they may be original identifiers)."""
+        earlier = first_row.setdefault((table, mapped_key), n)
+        if earlier != n and out[table][mapped_key] != y:
+            errors.append(
+                f"rows {earlier} and {n}: the same {key} has different labels "
+                f"({out[table][mapped_key]!r} and {y!r}); keep one"
+            )
+            return
+        out[table][mapped_key] = y
+
     for n, row in enumerate(reader, start=2):
         value = (row.get(key) or "").strip()
         y: int | str | None
@@ -278,9 +292,9 @@ def map_label_csv(
             )
             continue
         if key == "series_uid":
-            out["series"][value] = y
+            put("series", value, y, n)
         elif key == "study_uid":
-            out["studies"][value] = y
+            put("studies", value, y, n)
         elif key == "accession_number":
             found = session.scalars(
                 select(PrivateStudyIdentity.study_uid).where(
@@ -291,7 +305,7 @@ def map_label_csv(
             if not found:
                 errors.append(f"row {n}: accession number not found in this facility")
             for uid in found:
-                out["studies"][uid] = y
+                put("studies", uid, y, n)
         else:
             pseudonym = session.scalar(
                 select(PrivatePatientIdentity.pseudonym).where(
@@ -302,7 +316,7 @@ def map_label_csv(
             if pseudonym is None:
                 errors.append(f"row {n}: patient id not found in this facility")
             else:
-                out["patients"][pseudonym] = y
+                put("patients", pseudonym, y, n)
     if errors:
         shown = "; ".join(errors[:20]) + (
             f"; and {len(errors) - 20} more" if len(errors) > 20 else ""
