@@ -410,7 +410,7 @@ def test_demo_registers_the_demo_algorithm(sqlite_node: Node) -> None:
     register_demo_algorithm(sqlite_node)
     register_demo_algorithm(sqlite_node)  # idempotent: an already prepared demo dir
     with sqlite_node.db.session() as s:
-        assert [a.ref for a in algorithms.list_algorithms(s)] == ["demo-cxr-opacity@1.0.0"]
+        assert [a.ref for a in algorithms.list_algorithms(s)] == ["demo-synth-cxr@1.0.0"]
 
 
 def test_report_truth_and_report_comparison(
