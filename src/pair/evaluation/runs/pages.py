@@ -15,7 +15,7 @@ from pair.audit.service import Actor, record
 from pair.clinical.dictionary import load_dictionary
 from pair.core.errors import Invalid, PairError
 from pair.core.node import Node
-from pair.evaluation.runs import service
+from pair.evaluation.runs import export, service
 from pair.evaluation.runs.api import create_and_start, worker_pool
 from pair.evaluation.runs.cohort import Cohort, parse_cohort
 from pair.evaluation.runs.models import RunStatus
@@ -211,6 +211,7 @@ def run_page(
         finally:
             figures.close(figs)
         ctx.update(r=result, ctx=context, checklist=task.checklist(context, result))
+        ctx["errors"] = export.errors(export.case_rows(run))
         ctx["multiclass"] = task.name == "multiclass"
         record(session, actor, "evaluation.view", "evaluation_run", str(run_id))
     return render(request, "runs/run.html", ctx)
