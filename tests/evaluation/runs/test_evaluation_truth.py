@@ -119,3 +119,16 @@ def test_a_working_score_is_not_flagged() -> None:
 def test_docs_name_the_default_threshold() -> None:
     docs = (Path(__file__).resolve().parents[3] / "docs" / "evaluation.md").read_text()
     assert "default threshold 0.5 (not declared)" in docs
+
+
+def test_report_truth_categories_are_checked_against_the_module() -> None:
+    from pair.evaluation.runs.truth import check_spec
+
+    # labels and any case are accepted and stored as the module's values
+    assert check_spec("report:rsna-cxr-covid:Typical appearance,ATYPICAL") == (
+        "report:rsna-cxr-covid:typical,atypical"
+    )
+    with pytest.raises(Invalid, match=r"'typical' is not a category of report module 'corads'"):
+        check_spec("report:corads:typical")
+    with pytest.raises(Invalid, match="There is no report module 'nope'"):
+        check_spec("report:nope")
