@@ -96,7 +96,7 @@ def module_categories(module_id: str) -> list[tuple[str, str]] | None:
         module = get_module(module_id)
     except NotFound as exc:
         known = ", ".join(sorted({m.id for m in all_modules().values()}))
-        raise Invalid(f"There is no report module {module_id!r}; use one of: {known}.") from exc
+        raise Invalid(f"{exc.message.rstrip('.')}; use one of: {known}.") from exc
     summary = module.by_id.get(module.summary_element) if module.summary_element else None
     if summary is None or not summary.choices:
         return None
