@@ -1,10 +1,19 @@
-"""Train PAIR's DEMO algorithm on synthetic images and write it as an algorithm package.
+"""Train PAIR's DEMO algorithms on synthetic images and write them as algorithm packages.
 
-DEMO ONLY: the model learns to spot diffuse haze in the lungs of computer-made, chest-radiograph-
-like images. It has never seen a real radiograph and must never be used on patients. It exists so
+DEMO ONLY: the models learn to spot lung opacities in computer-made, chest-radiograph-like
+images. They have never seen a real radiograph and must never be used on patients. They exist so
 that submit → run → evaluate works out of the box.
 
-    PYTHONPATH=src /work/venv/bin/python scripts/train_demo_algorithm.py [--out DIR]
+    PYTHONPATH=src python scripts/train_demo_algorithm.py [--out DIR]            # demo-cxr-opacity
+    PYTHONPATH=src python scripts/train_demo_algorithm.py --source synth         # demo-synth-cxr
+
+``--source shapes`` (``demo-cxr-opacity``, used by the tests on the vendored radiographs) draws
+its own simple images. ``--source synth`` (``demo-synth-cxr``, registered by ``make demo``)
+renders radiographs with ``pair synth``'s own phantom, disease model and RT-PCR/category
+probabilities, from patients of a seed the demo never uses, and learns the RT-PCR result: on
+the demo's cohort it gives spread, imperfect scores (issue 15: the shapes model saturated at
+1.000 on every ``pair synth`` radiograph, a distribution shift, so the demo showed AUC 1.0
+with specificity 0).
 
 Reproducible: fixed seeds, deterministic single-threaded training; the same torch version
 produces the same model.onnx byte for byte.
@@ -26,9 +35,11 @@ from torch import nn
 from pair.algorithms.manifest import MANIFEST_NAME, Manifest
 from pair.algorithms.preprocess import normalize, resize, scale_to_unit
 
-OUT = Path(__file__).resolve().parents[1] / "src/pair/algorithms/data/demo-cxr-opacity"
+DATA = Path(__file__).resolve().parents[1] / "src/pair/algorithms/data"
+OUT = DATA / "demo-cxr-opacity"
 SEED = 20200311  # the day ACR posted its COVID-19 CT use case for comment
 RAW = 128  # synthetic "acquisition" size; the model sees 64x64 after preprocessing
+SYNTH_SIZE = 256  # pair synth radiographs rendered at this size for training (demo: 1024)
 
 MANIFEST = {
     "format_version": 1,
@@ -109,6 +120,48 @@ Everything. See above.
 """
 
 
+SYNTH_MANIFEST = {
+    **MANIFEST,
+    "id": "demo-synth-cxr",
+    "name": "DEMO chest radiograph COVID-19 classifier (pair synth phantom, not for clinical use)",
+    "description": (
+        "DEMO model trained only on radiographs rendered by PAIR's synthetic cohort generator "
+        "(pair synth) to predict the simulated RT-PCR result. It exists so that the demo node "
+        "shows an honest evaluation; its outputs on real images are meaningless."
+    ),
+}
+
+SYNTH_MODEL_CARD = """\
+# DEMO chest radiograph COVID-19 classifier (pair synth) — NOT FOR CLINICAL USE
+
+**This is a demonstration model.** It was trained by
+`scripts/train_demo_algorithm.py --source synth` only on radiographs rendered by PAIR's own
+synthetic cohort generator (`pair synth`: a chest phantom projected like a radiograph, with
+COVID-19-like lesions drawn from the RSNA category that the simulated RT-PCR result makes
+likely). Its target is the simulated RT-PCR result, which the image only partly reveals (RT-PCR
+positives without lesions, negatives with atypical lesions), so even a perfect reader of these
+images is imperfect. It has never seen a real radiograph.
+
+## Intended use
+The `make demo` node: an evaluation of this model on the demo's own synthetic cohort shows
+spread scores and an AUC with its confidence interval. The training patients come from a seed
+the demo does not use. Not a medical device; not for diagnosis, triage or any clinical decision.
+
+## Model
+- Input: one 64×64 grey image (`image`, float32, NCHW, dynamic batch), built from a DICOM
+  instance by: Modality LUT → 1st–99th percentile scaling → MONOCHROME1 inversion → area resize →
+  (x − 0.5) / 0.25.
+- Network: three 3×3 stride-2 convolutions (8, 16, 16 channels, ReLU), global max
+  pooling, one linear unit. Output `logit` [N, 1]; PAIR applies a sigmoid to get P(RT-PCR positive).
+- Training: {n_train} synthetic radiographs ({size}×{size}), {epochs} epochs, Adam, seed {seed}.
+- Synthetic held-out accuracy at threshold 0.5: {accuracy:.3f} ({n_test} images) — a statement
+  about the synthetic task only.
+
+## Limitations
+Everything. See above.
+"""
+
+
 def synthetic_image(rng: np.random.Generator, positive: bool) -> np.ndarray:
     """One chest-radiograph-like image in arbitrary detector units, ``RAW × RAW``.
 
@@ -165,6 +218,32 @@ def synthetic_image(rng: np.random.Generator, positive: bool) -> np.ndarray:
     return (img * gain + offset).astype(np.float32)
 
 
+def synth_radiograph(index: int) -> tuple[np.ndarray, bool]:
+    """One ``pair synth`` radiograph (MONOCHROME2) and its RT-PCR result, drawn as the generator
+    draws a patient: RT-PCR at 50 %, RSNA category given RT-PCR, disease, PA or AP view, and an
+    initial (1.0), milder (0.45) or worse (1.35) follow-up severity."""
+    from pair.synth import config
+    from pair.synth.anatomy import random_anatomy
+    from pair.synth.disease import sample_disease
+    from pair.synth.radiograph import RadiographRenderer
+    from pair.synth.sampling import weighted
+
+    clin = config.clinical()
+    rng = np.random.default_rng([SEED, index])
+    positive = bool(rng.random() < 0.5)
+    category = weighted(rng, clin["rsna_given_pcr"]["positive" if positive else "negative"])
+    extent = 0.0 if category == "negative" else float(rng.beta(1.6, 2.4))
+    anatomy = random_anatomy(rng, "M" if rng.random() < 0.5 else "F")
+    kinds = {"typical": clin["typical_kinds"], "atypical": clin["atypical_kinds"]}
+    disease = sample_disease(anatomy, rng, category, extent, kinds)
+    view = "AP" if rng.random() < 0.4 else "PA"
+    scale = float(rng.choice([1.0, 1.0, 0.45, 1.35]))
+    noise = 1.6 / np.sqrt(rng.uniform(1.5, 8.0))
+    renderer = RadiographRenderer(anatomy, SYNTH_SIZE)
+    img = renderer.render(disease, scale, view, SYNTH_SIZE, noise, rng)
+    return img.astype(np.float32), positive
+
+
 def to_input(raw: np.ndarray) -> np.ndarray:
     """The manifest's preprocessing, using PAIR's own functions (train == inference)."""
     spec = Manifest.model_validate(
@@ -179,6 +258,13 @@ def dataset(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tenso
     labels = rng.integers(0, 2, n)
     x = np.stack([to_input(synthetic_image(rng, bool(y))) for y in labels])
     return torch.from_numpy(x), torch.from_numpy(labels.astype(np.float32))[:, None]
+
+
+def synth_dataset(start: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [synth_radiograph(i) for i in range(start, start + n)]
+    x = np.stack([to_input(img) for img, _ in pairs])
+    y = np.array([float(p) for _, p in pairs], np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y)[:, None]
 
 
 class DemoNet(nn.Module):
@@ -200,13 +286,17 @@ class DemoNet(nn.Module):
         return self.head(self.features(x))  # type: ignore[no-any-return]
 
 
-def train(n_train: int, n_test: int, epochs: int) -> tuple[DemoNet, float]:
+def train(n_train: int, n_test: int, epochs: int, source: str = "shapes") -> tuple[DemoNet, float]:
     torch.manual_seed(SEED)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    rng = np.random.default_rng(SEED)
-    x, y = dataset(rng, n_train)
-    xt, yt = dataset(rng, n_test)
+    if source == "synth":
+        x, y = synth_dataset(0, n_train)
+        xt, yt = synth_dataset(n_train, n_test)
+    else:
+        rng = np.random.default_rng(SEED)
+        x, y = dataset(rng, n_train)
+        xt, yt = dataset(rng, n_test)
     model = DemoNet()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss_fn = nn.BCEWithLogitsLoss()
@@ -240,17 +330,21 @@ def export(model: DemoNet) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--n-train", type=int, default=2000)
+    parser.add_argument("--source", choices=("shapes", "synth"), default="shapes")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--n-train", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
-    n_test = 500
-    model, acc = train(args.n_train, n_test, args.epochs)
+    synth = args.source == "synth"
+    args.out = args.out or (DATA / "demo-synth-cxr" if synth else OUT)
+    args.n_train = args.n_train or (400 if synth else 2000)
+    n_test = 200 if synth else 500
+    model, acc = train(args.n_train, n_test, args.epochs, args.source)
     onnx_bytes = export(model)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "model.onnx").write_bytes(onnx_bytes)
     manifest = {
-        **MANIFEST,
+        **(SYNTH_MANIFEST if synth else MANIFEST),
         "model": {"file": "model.onnx", "sha256": hashlib.sha256(onnx_bytes).hexdigest()},
     }
     Manifest.model_validate(manifest)
@@ -259,9 +353,15 @@ def main() -> None:
         "scripts/train_demo_algorithm.py\n"
     )
     (args.out / MANIFEST_NAME).write_text(header + yaml.safe_dump(manifest, sort_keys=False))
+    card = SYNTH_MODEL_CARD if synth else MODEL_CARD
     (args.out / "README.md").write_text(
-        MODEL_CARD.format(
-            n_train=args.n_train, epochs=args.epochs, seed=SEED, accuracy=acc, n_test=n_test
+        card.format(
+            n_train=args.n_train,
+            epochs=args.epochs,
+            seed=SEED,
+            accuracy=acc,
+            n_test=n_test,
+            size=SYNTH_SIZE,
         )
     )
     print(f"wrote {args.out} (model {len(onnx_bytes)} bytes, synthetic accuracy {acc:.3f})")

@@ -23,6 +23,7 @@ DEMO_PASSWORD = "pair-demo-2026"
 DEMO_SITES = 3
 DEMO_PATIENTS = 6
 DEMO_SEED = 2020
+DEMO_ALGORITHM = "demo-synth-cxr"
 DEMO_USERS = [
     ("admin", "admin"),
     ("radiologist", "radiologist"),
@@ -69,18 +70,49 @@ def prepare(data_dir: Path, *, sites: int = DEMO_SITES, patients: int = DEMO_PAT
         )
     console.print(f"clinical data imported for {clinical.imported} cases")
     register_demo_algorithm(node)
+    evaluate_demo_algorithm(node, facility_ids[0])
     marker.write_text("ready\n")
     return node
 
 
 def register_demo_algorithm(node: Node) -> None:
-    """Register the shipped DEMO package (idempotent) so it appears under Algorithms."""
-    from pair.algorithms import DEMO_PACKAGE
+    """Register the DEMO package trained on ``pair synth`` radiographs (idempotent).
+
+    Not ``demo-cxr-opacity``: that model learnt simpler drawings and saturates at 1.000 on every
+    ``pair synth`` radiograph (a distribution shift), which made the demo's evaluation read
+    AUC 1.0 with specificity 0 (issue 15)."""
+    from pair.algorithms import DEMO_SYNTH_PACKAGE
     from pair.algorithms import service as algorithms
 
     with node.db.session() as s:
-        row = algorithms.add_algorithm(s, node, DEMO_PACKAGE, Actor.system("demo"))
+        row = algorithms.add_algorithm(s, node, DEMO_SYNTH_PACKAGE, Actor.system("demo"))
         console.print(f"demo algorithm {row.ref} registered (DEMO, not for clinical use)")
+
+
+def evaluate_demo_algorithm(node: Node, facility_id: int) -> int:
+    """One finished evaluation of the demo algorithm on the first site's radiographs against
+    RT-PCR, so the evaluator sees a real result (with its wide intervals) on first sign-in."""
+    from pair.evaluation.runs import service
+    from pair.evaluation.runs.execute import execute_run
+
+    actor = Actor(None, "evaluator", facility_id, "evaluator", "demo")
+    with node.db.session() as s:
+        run_id = service.create_run(
+            s,
+            actor,
+            algorithm=DEMO_ALGORITHM,
+            cohort="modality=CR,DX",
+            truth="rt-pcr",
+            options={"n_boot": 1000},
+        ).id
+    run = execute_run(node, run_id)
+    auc = (run.result or {}).get("auc") or {}
+    if auc:
+        console.print(
+            f"demo evaluation #{run_id} (site 1, login evaluator): AUC {auc['value']:.3f} "
+            f"(95% CI {auc['lower']:.3f}-{auc['upper']:.3f}) on {run.total} radiographs"
+        )
+    return run_id
 
 
 def main() -> None:

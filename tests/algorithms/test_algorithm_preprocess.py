@@ -21,6 +21,7 @@ from pair.algorithms.preprocess import (
     preprocess_dataset,
     preprocess_series,
     read_dataset,
+    voi_window,
 )
 from pair.algorithms.wrap import png_to_dicom
 from tests.algorithms.algo_builders import manifest
@@ -90,10 +91,68 @@ def test_minmax_and_voi_lut_scaling() -> None:
     assert out.min() == 0.0 and out.max() == pytest.approx(1.0)
     ds_w = make_ds(RAMP, WindowCenter=512, WindowWidth=256)
     out_w = preprocess_dataset(ds_w, spec(**{"input.scaling": {"kind": "voi_lut"}}))[0, 0]
-    np.testing.assert_allclose(out_w, np.clip((RAMP - 384.0) / 256.0, 0, 1), atol=1e-6)
+    # PS3.3 C.11.2.1.2.1 LINEAR: ((x - (c - 0.5)) / (w - 1) + 0.5), i.e. (x - 384) / 255
+    np.testing.assert_allclose(out_w, np.clip((RAMP - 384.0) / 255.0, 0, 1), atol=1e-6)
     # without a window in the file, voi_lut falls back to min-max
     out_n = preprocess_dataset(ds, spec(**{"input.scaling": {"kind": "voi_lut"}}))[0, 0]
     np.testing.assert_allclose(out_n, out, atol=1e-6)
+
+
+# PS3.3 C.11.2.1.2 with y_min = 0, y_max = 1, for c = 512, w = 256:
+#   LINEAR (C.11.2.1.2.1):  x <= c - 0.5 - (w-1)/2 = 384 -> 0; x > c - 0.5 + (w-1)/2 = 639 -> 1;
+#                                 else (x - (c - 0.5)) / (w - 1) + 0.5 = (x - 511.5) / 255 + 0.5
+#   LINEAR_EXACT (C.11.2.1.3.2):  x <= c - w/2 = 384 -> 0; x > c + w/2 = 640 -> 1;
+#                                 else (x - c) / w + 0.5 = (x - 512) / 256 + 0.5
+#   SIGMOID (C.11.2.1.3.1):       1 / (1 + exp(-4 (x - c) / w)) = 1 / (1 + exp(-(x - 512) / 64))
+VOI_X = np.array([383.0, 384.0, 385.0, 448.0, 511.5, 512.0, 576.0, 639.0, 640.0, 641.0])
+VOI_EXPECTED = {
+    # inside the window (x - 511.5) / 255 + 0.5 = (x - 384) / 255: 385 -> 1/255, 639 -> 1
+    "LINEAR": [0, 0, 1 / 255, 64 / 255, 0.5, 128 / 255, 192 / 255, 1, 1, 1],
+    "LINEAR_EXACT": [0, 0, 1 / 256, 0.25, 127.5 / 256, 0.5, 0.75, 255 / 256, 1, 1],
+    "SIGMOID": [
+        1 / (1 + np.exp(129 / 64)),
+        1 / (1 + np.exp(2.0)),
+        1 / (1 + np.exp(127 / 64)),
+        1 / (1 + np.exp(1.0)),  # 0.2689414
+        1 / (1 + np.exp(0.5 / 64)),
+        0.5,
+        1 / (1 + np.exp(-1.0)),  # 0.7310586
+        1 / (1 + np.exp(-127 / 64)),
+        1 / (1 + np.exp(-2.0)),
+        1 / (1 + np.exp(-129 / 64)),
+    ],
+}
+
+
+@pytest.mark.parametrize("function", sorted(VOI_EXPECTED))
+def test_voi_lut_functions_follow_ps33(function: str) -> None:
+    got = voi_window(VOI_X, 512.0, 256.0, function)
+    np.testing.assert_allclose(got, VOI_EXPECTED[function], atol=1e-6)
+    # the same through a dataset carrying the window and its VOI LUT Function
+    frame = VOI_X.astype(np.uint16).reshape(1, -1)  # 511.5 -> 511 in stored integers
+    ds = make_ds(frame, WindowCenter=512, WindowWidth=256, VOILUTFunction=function)
+    out = preprocess_dataset(
+        ds,
+        spec(
+            **{
+                "input.scaling": {"kind": "voi_lut"},
+                "input.size": {"height": 1, "width": VOI_X.size},
+            }
+        ),
+    )[0, 0, 0]
+    np.testing.assert_allclose(
+        out, voi_window(frame[0].astype(float), 512, 256, function), atol=1e-6
+    )
+
+
+def test_voi_lut_edge_cases() -> None:
+    # LINEAR with width 1 is a step at c - 0.5: x <= 99.5 -> 0, else 1
+    np.testing.assert_array_equal(voi_window(np.array([99.0, 100.0]), 100, 1, "LINEAR"), [0, 1])
+    with pytest.raises(PreprocessError, match="below 1"):
+        voi_window(np.array([1.0]), 100, 0.5, "LINEAR")
+    np.testing.assert_allclose(voi_window(np.array([100.0]), 100, 0.5, "LINEAR_EXACT"), [0.5])
+    with pytest.raises(PreprocessError, match="VOI LUT Function"):
+        voi_window(np.array([1.0]), 100, 10, "GAMMA")
 
 
 def test_monochrome1_inversion_and_opt_out() -> None:

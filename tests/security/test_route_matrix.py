@@ -259,6 +259,7 @@ TABLE: dict[tuple[str, str], Rule] = {
             ("GET", ""),
             ("POST", "/resume"),
             ("GET", "/report.html"),
+            ("GET", "/cases"),  # per-case export (issue 15)
             ("GET", "/feedback"),
             ("POST", "/feedback/submit"),
         )

@@ -91,19 +91,56 @@ def scale_to_unit(frame: np.ndarray, spec: InputSpec, ds: Dataset | None = None)
     elif isinstance(sc, PercentileScaling):
         lo, hi = (float(v) for v in np.percentile(frame, [sc.lower, sc.upper]))
     elif isinstance(sc, VoiLutScaling) and ds is not None and _has_voi(ds):
-        if "WindowCenter" in ds and "WindowWidth" in ds:
-            center = float(_first(ds.WindowCenter))
-            width = max(float(_first(ds.WindowWidth)), 1.0)
-            lo, hi = center - width / 2.0, center + width / 2.0
-        else:
-            frame = apply_voi_lut(frame, ds).astype(np.float32)
-            lo, hi = float(frame.min()), float(frame.max())
+        return image_voi(frame, ds)
     else:
         assert isinstance(sc, MinMaxScaling | VoiLutScaling)
         lo, hi = float(frame.min()), float(frame.max())
     if hi <= lo:
         return np.zeros_like(frame, dtype=np.float32)
     return np.clip((frame - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def voi_window(frame: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 windowing onto [0, 1] (y_min 0, y_max 1) by VOI LUT Function.
+
+    LINEAR (the default, C.11.2.1.2.1; width >= 1): 0 for x <= c - 0.5 - (w - 1) / 2,
+    1 for x > c - 0.5 + (w - 1) / 2, else ((x - (c - 0.5)) / (w - 1) + 0.5).
+    LINEAR_EXACT (C.11.2.1.3.2; width > 0): 0 for x <= c - w / 2, 1 for x > c + w / 2,
+    else (x - c) / w + 0.5. SIGMOID (C.11.2.1.3.1; width > 0): 1 / (1 + exp(-4 (x - c) / w)).
+    """
+    x = frame.astype(np.float64)
+    kind = (function or "LINEAR").strip().upper()
+    if kind == "SIGMOID":
+        if width <= 0:
+            raise PreprocessError("unsupported image", f"Window Width {width:g} for SIGMOID")
+        return (1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))).astype(np.float32)
+    if kind == "LINEAR_EXACT":
+        if width <= 0:
+            raise PreprocessError("unsupported image", f"Window Width {width:g} for LINEAR_EXACT")
+        y = (x - center) / width + 0.5
+        y = np.where(x <= center - width / 2, 0.0, np.where(x > center + width / 2, 1.0, y))
+        return y.astype(np.float32)
+    if kind != "LINEAR":
+        raise PreprocessError("unsupported image", f"VOI LUT Function {kind}")
+    if width < 1:
+        raise PreprocessError("unsupported image", f"Window Width {width:g} below 1 for LINEAR")
+    low, high = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+    if width == 1:  # a step: (w - 1) is 0 and the middle branch is empty
+        return (x > low).astype(np.float32)
+    y = (x - (center - 0.5)) / (width - 1) + 0.5
+    return np.where(x <= low, 0.0, np.where(x > high, 1.0, y)).astype(np.float32)
+
+
+def image_voi(frame: np.ndarray, ds: Dataset) -> np.ndarray:
+    """The image's first window (with its VOI LUT Function), else its VOI LUT Sequence
+    scaled by the LUT's output range (LUT Descriptor bits), onto [0, 1]."""
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        function = str(ds.get("VOILUTFunction", "") or "LINEAR")
+        return voi_window(frame, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+    lut = ds.VOILUTSequence[0]
+    bits = int(lut.LUTDescriptor[2]) or 16
+    out = apply_voi_lut(frame, ds).astype(np.float32) / float(2**bits - 1)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def _has_voi(ds: Dataset) -> bool:

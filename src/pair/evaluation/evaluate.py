@@ -15,6 +15,7 @@ import numpy as np
 from scipy import stats as sps
 
 from pair.core.errors import Invalid
+from pair.evaluation.flags import result_flags
 from pair.evaluation.result import (
     AucComparison,
     CalibrationResult,
@@ -55,6 +56,7 @@ from pair.evaluation.stats.roc import (
     interpolate_tpr,
     roc_curve,
     threshold_for_sensitivity,
+    threshold_for_specificity,
     youden_threshold,
 )
 from pair.evaluation.stats.weighted import (
@@ -206,6 +208,9 @@ def evaluate_scores(
     clusters: Any | None = None,
     prevalence: float | None = None,
     target_sensitivity: float | None = None,
+    target_specificity: float | None = None,
+    fixed_threshold: float | None = None,
+    threshold_source: str = "declared threshold",
     compare_scores: Any | None = None,
     compare_threshold: float | None = None,
     names: tuple[str, str] = ("algorithm", "comparator"),
@@ -221,6 +226,9 @@ def evaluate_scores(
 
     ``probabilities`` defaults to "all scores lie in [0, 1]"; calibration is only computed for
     probabilities. ``compare_scores`` may be a second algorithm or an ordinal reader category.
+    ``threshold_source`` says where ``threshold`` came from (e.g. a default, not declared);
+    ``fixed_threshold`` and ``target_specificity`` add the operating points a use case's plan
+    names (the latter chosen on this cohort, so optimistic).
     """
     check_level(level)
     y = as_labels(y_true)
@@ -240,7 +248,7 @@ def evaluate_scores(
     other = None if compare_scores is None else as_scores(compare_scores, y.size, "compare_scores")
 
     points: list[tuple[str, str, float, bool]] = [
-        ("manifest", "declared threshold", float(threshold), False)
+        ("manifest", threshold_source, float(threshold), False)
     ]
     points.append(("youden", "maximum Youden J on this cohort", youden_threshold(y, s), True))
     if target_sensitivity is not None:
@@ -252,6 +260,19 @@ def evaluate_scores(
                 True,
             )
         )
+    if target_specificity is not None:
+        points.append(
+            (
+                "target_specificity",
+                f"lowest threshold with specificity >= {target_specificity:g} on this cohort",
+                threshold_for_specificity(y, s, target_specificity),
+                True,
+            )
+        )
+    if fixed_threshold is not None:
+        if not np.isfinite(fixed_threshold):
+            raise Invalid(f"fixed_threshold must be a finite number, got {fixed_threshold}")
+        points.append(("fixed", "fixed threshold of the use case's plan", fixed_threshold, False))
 
     # The bootstrap works in score order: weights are drawn for the sorted cases, so the
     # per-resample sort/gather disappears (every statistic is order-invariant).
@@ -386,10 +407,12 @@ def evaluate_scores(
     if primary.width is not None and primary.width > WIDE_CI:
         warnings.append(f"The AUC CI is wider than {WIDE_CI}: the cohort is too small to judge.")
     if any(same for *_, same in points[1:]):
+        chosen = ", ".join(name.replace("_", "-") for name, _, _, same in points if same)
         warnings.append(
-            "Youden and target-sensitivity thresholds were chosen on this cohort; "
-            "their metrics are optimistic. Validate them on new cases."
+            f"Thresholds chosen on this cohort ({chosen}): their metrics are measured on the "
+            "same cases they were chosen on, so they are optimistic. Validate them on new cases."
         )
+    warnings.extend(result_flags(y, s, dl.auc, points[1][2]))
     small = [f"{r.variable}={r.level}" for r in subgroups if r.too_small]
     if small:
         warnings.append("Subgroups too small to say anything: " + ", ".join(small))

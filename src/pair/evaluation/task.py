@@ -64,9 +64,12 @@ class Options:
     seed: int = 0
     # binary: the declared operating threshold and what else to report
     threshold: float = 0.5
+    threshold_source: str = "declared threshold"  # or "default threshold 0.5 (not declared)"
     compare_threshold: float | None = None
     prevalence: float | None = None
     target_sensitivity: float | None = None
+    target_specificity: float | None = None  # a use case plan's rule (chosen on the data)
+    fixed_threshold: float | None = None  # a use case plan's fixed operating point
     boot_method: Method = "percentile"
     # multiclass: the output classes, in probability-vector order
     classes: tuple[str, ...] = ()
@@ -130,6 +133,9 @@ class BinaryTask(_Task[EvaluationResult]):
             clusters=cases.clusters,
             prevalence=options.prevalence,
             target_sensitivity=options.target_sensitivity,
+            target_specificity=options.target_specificity,
+            fixed_threshold=options.fixed_threshold,
+            threshold_source=options.threshold_source,
             compare_scores=cases.compare,
             compare_threshold=options.compare_threshold,
             names=cases.names,

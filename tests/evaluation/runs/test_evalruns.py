@@ -289,7 +289,16 @@ def test_cli_evaluate(tmp_path: Path, shared_data: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert "48 of 48 series" in r.output and "AUC" in r.output and "youden" in r.output
-    assert {p.name for p in out.iterdir()} >= {"report.html", "result.json", "feedback.json"}
+    assert {p.name for p in out.iterdir()} >= {
+        "report.html",
+        "result.json",
+        "feedback.json",
+        "cases.csv",
+        "cases.json",
+    }
+    cases = json.loads((out / "cases.json").read_text())
+    assert len(cases) == 48 and {c["truth"] for c in cases} == {"positive", "negative"}
+    assert (out / "cases.csv").read_text().count("\n") == 49
     envelope = json.loads((out / "feedback.json").read_text())
     key = fb.load_key(data_dir / "keys" / "feedback.key")
     assert fb.verify_signature(envelope, key)
@@ -378,6 +387,25 @@ def test_api(
     failed = _wait(client, r.json()["id"], ev)
     assert failed["status"] == "failed"
     assert "no final rsna-cxr-covid report (comparison)" in failed["error"]
+    # per-case export: one row per case, outcomes agreeing with the manifest point's counts
+    assert client.get(f"/api/evaluations/{failed['id']}/cases", headers=ev).status_code == 409
+    assert client.get(f"/api/evaluations/{run_id}/cases", headers=rad).status_code == 403
+    bad_format = client.get(f"/api/evaluations/{run_id}/cases?format=xml", headers=ev)
+    assert bad_format.status_code == 422 and "csv, json" in bad_format.json()["message"]
+    rows = client.get(f"/api/evaluations/{run_id}/cases?format=json", headers=ev).json()
+    assert len(rows) == data.n_images
+    manifest = body["result"]["operating_points"][0]
+    for outcome in ("tp", "fp", "tn", "fn"):
+        n = sum(r["outcome"] == outcome.upper() for r in rows)
+        assert n == manifest["confusion"][outcome]
+    fp = next(r for r in rows if r["outcome"] in ("FP", "FN"))
+    assert fp["viewer"] == f"/viewer/{fp['study_uid']}/{fp['case']}"
+    assert (fp["prediction"] == "positive") == (fp["score"] >= manifest["threshold"])
+    as_csv = client.get(f"/api/evaluations/{run_id}/cases", headers=ev)
+    assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
+    lines = as_csv.text.splitlines()
+    assert lines[0].startswith("pseudonym,study_uid,case,score,truth,prediction,outcome")
+    assert len(lines) == data.n_images + 1
     html = client.get(f"/api/evaluations/{run_id}/report.html", headers=ev)
     assert html.status_code == 200 and "data:image/png;base64" in html.text
     envelope = client.get(f"/api/evaluations/{run_id}/feedback", headers=ev).json()
@@ -410,7 +438,7 @@ def test_demo_registers_the_demo_algorithm(sqlite_node: Node) -> None:
     register_demo_algorithm(sqlite_node)
     register_demo_algorithm(sqlite_node)  # idempotent: an already prepared demo dir
     with sqlite_node.db.session() as s:
-        assert [a.ref for a in algorithms.list_algorithms(s)] == ["demo-cxr-opacity@1.0.0"]
+        assert [a.ref for a in algorithms.list_algorithms(s)] == ["demo-synth-cxr@1.0.0"]
 
 
 def test_report_truth_and_report_comparison(

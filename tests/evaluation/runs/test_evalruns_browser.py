@@ -110,6 +110,21 @@ def test_submit_run_report(
     with page.expect_download() as dl:
         page.locator("#dl-feedback").click()
     assert '"signature"' in Path(dl.value.path()).read_text()
+    # per-case export and the false positives/negatives, each linked to the viewer
+    with page.expect_download() as dl:
+        page.locator("#dl-cases-csv").click()
+    lines = Path(dl.value.path()).read_text().splitlines()
+    assert lines[0].startswith("pseudonym,study_uid,case,score,truth,prediction,outcome")
+    assert len(lines) == 49
+    wrong = [ln for ln in lines[1:] if ",FP," in ln or ",FN," in ln]
+    links = page.locator("#errors a", has_text="open in viewer")
+    expect(links).to_have_count(len(wrong))
+    if wrong:
+        href = links.first.get_attribute("href") or ""
+        assert href.startswith("/viewer/")
+        links.first.click()
+        expect(page).to_have_url(base + href)
+        page.go_back()
 
     nav(page, "Evaluations").click()
     expect(page.locator("#runs-table")).to_contain_text("done")

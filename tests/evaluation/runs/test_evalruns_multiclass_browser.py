@@ -47,12 +47,14 @@ def test_multiclass_submit_run_report(
     page.get_by_label("Truth source").select_option("report")
     page.get_by_label("Report module (truth)").select_option("rsna-cxr-covid")
     # positive categories filled in: a binary truth for a multiclass model is refused
-    page.get_by_label("Positive categories").fill("typical")
+    boxes = page.get_by_role("group", name="Positive categories of rsna-cxr-covid")
+    boxes.get_by_label("Typical appearance", exact=True).check()
     page.get_by_role("button", name="Start evaluation").click()
     expect(page.locator(".alert-error")).to_contain_text("gives binary labels")
-    page.get_by_label("Truth source").select_option("report")
-    page.get_by_label("Report module (truth)").select_option("rsna-cxr-covid")
-    page.get_by_label("Positive categories").fill("")
+    # the form comes back with the choices made, the category still ticked
+    expect(page.get_by_label("Truth source")).to_have_value("report")
+    expect(boxes.get_by_label("Typical appearance", exact=True)).to_be_checked()
+    boxes.get_by_label("Typical appearance", exact=True).uncheck()
     page.get_by_role("button", name="Start evaluation").click()
 
     expect(page).to_have_url(f"{base}/evaluations/1")

@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from pair.audit.service import Actor
 from pair.core.errors import Invalid
 from pair.core.node import Node
+from pair.evaluation.evaluate import evaluate_scores
 from pair.evaluation.runs import service
 from pair.evaluation.runs.plan import FLAG, plan_check
 from pair.usecases import service as usecases
@@ -28,11 +30,19 @@ PASSWORD = "Ward7-Lumen-Quartz-Plan"
 SHIPPED = Path(usecases.__file__).parent / "data" / "shipped" / "covid19-cxr-pattern.yaml"
 
 
-def publish_demo_use_case(node: Node, minimum: float, truth_spec: str | None = "rt-pcr") -> None:
+def publish_demo_use_case(
+    node: Node,
+    minimum: float,
+    truth_spec: str | None = "rt-pcr",
+    rule: dict[str, Any] | None = None,
+    metric: str = "auroc",
+) -> None:
     doc: dict[str, Any] = dict(load_file(SHIPPED).document)
     doc["overview"] = {**doc["overview"], "id": "pair-demo-cxr-opacity"}
     plan = dict(doc["evaluation_plan"])
-    plan["minimum_performance"] = {"metric": "auroc", "value": minimum, "bound": "ci_lower"}
+    plan["minimum_performance"] = {"metric": metric, "value": minimum, "bound": "ci_lower"}
+    if rule is not None:
+        plan["operating_point_rule"] = rule
     plan.pop("truth_spec", None)  # the shipped CXR use case has one; each test decides
     if truth_spec:
         plan["truth_spec"] = truth_spec
@@ -137,3 +147,59 @@ def test_plan_without_truth_spec_needs_a_truth(
     publish_demo_use_case(node, minimum=0.8, truth_spec=None)
     with node.db.session() as s, pytest.raises(Invalid, match="no truth_spec for local evaluation"):
         service.create_run(s, actor, algorithm="demo-cxr-opacity", cohort="", truth=None)
+
+
+# Hand-made cohort for the operating-point rules: 5 negatives, 5 positives.
+Y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+S = np.array([0.05, 0.1, 0.2, 0.35, 0.6, 0.3, 0.5, 0.7, 0.8, 0.9])
+
+
+@pytest.mark.parametrize(
+    ("rule", "option", "point", "threshold", "same_data"),
+    [
+        # specificity >= 0.8 allows one false positive of five: the lowest such threshold is
+        # 0.5 (called positive: 0.6 | 0.5 0.7 0.8 0.9): sensitivity 4/5, specificity 4/5
+        ({"kind": "target_specificity", "value": 0.8}, "target_specificity", 0.8, 0.5, True),
+        ({"kind": "fixed", "value": 0.65}, "fixed_threshold", 0.65, 0.65, False),
+        # Youden J: t=0.5 gives 0.8 + 0.8 - 1 = 0.6, the first maximum from the top
+        ({"kind": "youden"}, None, None, 0.5, True),
+    ],
+)
+def test_plan_operating_point_rule_is_applied(
+    sqlite_node: Node,
+    shared_data: Path,
+    tmp_path: Path,
+    rule: dict[str, Any],
+    option: str | None,
+    point: float | None,
+    threshold: float,
+    same_data: bool,
+) -> None:
+    node = sqlite_node
+    _, actor = demo_setup(node, shared_data, tmp_path)
+    publish_demo_use_case(node, minimum=0.7, rule=rule, metric="specificity")
+    with node.db.session() as s:
+        run = service.create_run(s, actor, algorithm="demo-cxr-opacity", cohort="", truth=None)
+        opts = dict(run.options)
+    assert opts["use_case"]["from_plan"] == ["truth", "operating_point"]
+    if option is not None:
+        assert opts[option] == point
+    result = evaluate_scores(
+        Y,
+        S,
+        0.5,
+        target_specificity=opts.get("target_specificity"),
+        fixed_threshold=opts.get("fixed_threshold"),
+        n_boot=50,
+    ).model_dump(mode="json")
+    check = plan_check(opts, result)
+    assert check is not None
+    used = check["operating_point"]
+    assert used["threshold"] == pytest.approx(threshold)
+    assert used["chosen_on_same_data"] is same_data
+    name = {"fixed": "fixed", "youden": "youden"}.get(rule["kind"], rule["kind"])
+    assert used["name"] == name
+    ops = {op["name"]: op for op in result["operating_points"]}
+    assert check["estimate"]["value"] == ops[name]["specificity"]["value"]
+    if same_data:
+        assert "chosen on the same cases, so optimistic" in check["message"]

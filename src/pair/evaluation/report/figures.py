@@ -61,7 +61,13 @@ def roc_figure(r: EvaluationResult) -> Figure:
         color="tab:blue",
         label=f"ROC, AUC {r.auc.value:.3f}",
     )
-    markers = {"manifest": "o", "youden": "s", "target_sensitivity": "^"}
+    markers = {
+        "manifest": "o",
+        "youden": "s",
+        "target_sensitivity": "^",
+        "target_specificity": "v",
+        "fixed": "D",
+    }
     for op in r.operating_points:
         if op.sensitivity.value is None or op.specificity.value is None:
             continue

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from pair.algorithms.sandbox import WorkerPool
 from pair.audit.service import Actor, record
 from pair.core.errors import Conflict, Invalid
 from pair.core.node import Node
-from pair.evaluation.runs import service
+from pair.evaluation.runs import export, service
 from pair.evaluation.runs.models import EvaluationRun, RunStatus
 from pair.evaluation.runs.multiclass import label_classes
 from pair.evaluation.runs.plan import plan_check
@@ -202,6 +202,27 @@ def report_html(
     html = render_html(service.result_of(run), service.report_context(session, run))
     record(session, actor, "evaluation.report", "evaluation_run", str(run_id))
     return HTMLResponse(html, headers={"Content-Security-Policy": REPORT_CSP})
+
+
+@router.get("/{run_id}/cases")
+def cases(
+    run_id: int,
+    format: str = "csv",
+    session: Session = SessionDep,
+    actor: Actor = Depends(can_evaluate),
+) -> Response:
+    """Per-case export (pseudonym, study, case, score, truth, prediction, outcome, viewer
+    link) as CSV or JSON; 409 until the run is done."""
+    if format not in export.FORMATS:
+        raise Invalid(f"Unknown format {format!r}; use one of: {', '.join(export.FORMATS)}.")
+    run = service.get_run(session, actor, run_id)
+    rows = export.case_rows(run)
+    record(session, actor, "evaluation.cases", "evaluation_run", str(run_id))
+    name = f"evaluation-{run_id}-cases.{format}"
+    disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if format == "json":
+        return JSONResponse(rows, headers=disposition)
+    return Response(export.to_csv(rows), media_type="text/csv; charset=utf-8", headers=disposition)
 
 
 @router.get("/{run_id}/feedback")

@@ -15,6 +15,7 @@ from pair.accounts.models import Facility
 from pair.audit.service import Actor
 from pair.cli.common import DataDir, console, err_console, handle_errors, node_for
 from pair.core.errors import Invalid
+from pair.evaluation.runs import export
 from pair.evaluation.runs.plan import plan_check
 
 
@@ -47,7 +48,10 @@ def evaluate(
     ] = "",
     labels: Annotated[
         Path | None,
-        typer.Option(help="Label CSV: label + one of study_uid/series_uid/accession/patient_id."),
+        typer.Option(
+            help="Label CSV: a label column and one key column: study_uid, series_uid, "
+            "accession_number or patient_id."
+        ),
     ] = None,
     compare: Annotated[
         str | None, typer.Option(help="Second algorithm ID[@VERSION] on the same cases.")
@@ -61,7 +65,11 @@ def evaluate(
     ] = None,
     facility: Annotated[str | None, typer.Option(help="Facility name, code or id.")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Write report.html, result.json, feedback.json here.")
+        Path | None,
+        typer.Option(
+            help="Write report.html, result.json, feedback.json and the per-case "
+            "cases.csv / cases.json (pseudonym, case, score, truth, prediction) here."
+        ),
     ] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
     seed: Annotated[int, typer.Option()] = 0,
@@ -144,4 +152,7 @@ def evaluate(
         files = write_report(result, ctx, out)
         (out / "feedback.json").write_text(json.dumps(envelope, indent=2), encoding="utf-8")
         (out / "failures.json").write_text(json.dumps(run.failures, indent=2), encoding="utf-8")
+        rows = export.case_rows(run)
+        (out / "cases.csv").write_text(export.to_csv(rows), encoding="utf-8")
+        (out / "cases.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
         console.print(f"report written to {files.html}", highlight=False)

@@ -179,8 +179,20 @@ def _patients(session: Session, facility_id: int | None, c: Cohort) -> dict[int,
     return out
 
 
+AGE_UNITS_PER_YEAR = {"D": 365.25, "W": 52.1775, "M": 12.0, "Y": 1.0}  # PS3.5 6.2 AS units
+
+
+def header_age_years(value: str | None) -> int | None:
+    """Completed years from an Age String (PS3.5 6.2: ``nnnD|W|M|Y``, e.g. ``045Y``); None when
+    absent or malformed."""
+    text = (value or "").strip().upper()
+    if len(text) != 4 or not text[:3].isdigit() or text[3] not in AGE_UNITS_PER_YEAR:
+        return None
+    return int(int(text[:3]) / AGE_UNITS_PER_YEAR[text[3]])
+
+
 def age_band_of(age: Any) -> str:
-    if not isinstance(age, int):
+    if not isinstance(age, int) or isinstance(age, bool):
         return ""
     band = next((b for b in load_dictionary().age_bands if b.min <= age < b.max), None)
     return band.label if band else ""
@@ -244,7 +256,9 @@ def select_cohort(
                 manufacturer=series.manufacturer,
                 study_date=study.study_date,
                 sex=str(sex or ""),
-                age_band=age_band_of(clinical.get("age_at_index")),
+                # the clinical record first; else PatientAge, which de-identification keeps
+                age_band=age_band_of(clinical.get("age_at_index"))
+                or age_band_of(header_age_years(study.patient_age)),
                 clinical=clinical,
                 paths=paths[series.id],
                 shas=shas[series.id],

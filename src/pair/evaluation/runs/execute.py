@@ -36,9 +36,11 @@ from pair.evaluation.runs.multiclass import (
 from pair.evaluation.runs.rows import (
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
+    DEFAULT_THRESHOLD,
     CaseRow,
     RunOptions,
     group_columns,
+    threshold_source,
 )
 from pair.evaluation.runs.truth import describe_spec, resolve_truth
 from pair.evaluation.stats.bootstrap import patients_repeat
@@ -310,9 +312,12 @@ def evaluate_cases(
     )
     options = replace(
         boot,
-        threshold=0.5 if threshold is None else threshold,
+        threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+        threshold_source=threshold_source(threshold),
         compare_threshold=opts.get("compare_threshold"),
         prevalence=opts.get("prevalence"),
         target_sensitivity=opts.get("target_sensitivity"),
+        target_specificity=opts.get("target_specificity"),
+        fixed_threshold=opts.get("fixed_threshold"),
     )
     return TASKS["binary"].evaluate(cases, options)

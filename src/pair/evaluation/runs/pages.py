@@ -15,7 +15,8 @@ from pair.audit.service import Actor, record
 from pair.clinical.dictionary import load_dictionary
 from pair.core.errors import Invalid, PairError
 from pair.core.node import Node
-from pair.evaluation.runs import service
+from pair.evaluation.runs import export, service
+from pair.evaluation.runs import truth as truth_rules
 from pair.evaluation.runs.api import create_and_start, worker_pool
 from pair.evaluation.runs.cohort import Cohort, parse_cohort
 from pair.evaluation.runs.models import RunStatus
@@ -102,6 +103,11 @@ def _form_context(session: Session, values: dict[str, Any]) -> dict[str, Any]:
         "sex_values": _enum_values("sex"),
         "age_bands": [b.label for b in d.age_bands],
         "modules": [m for m, _ in modules],
+        # truth by report category: only modules whose summary is a category, each with its
+        # categories (the form shows the chosen module's as checkboxes)
+        "truth_modules": {
+            m: cats for m, _ in modules if (cats := truth_rules.module_categories(m)) is not None
+        },
         "v": values,
     }
 
@@ -135,6 +141,25 @@ def _cohort_from(form: Any) -> str:
     return parse_cohort(query).to_query()  # precise errors for the typed part too
 
 
+def _n_boot(form: Any) -> int:
+    text = str(form.get("n_boot") or 2000).strip()
+    if not text.isdigit() or not 100 <= int(text) <= 10000:
+        raise Invalid(
+            f"Bootstrap resamples must be a whole number from 100 to 10000, not {text!r}."
+        )
+    return int(text)
+
+
+def _sentences(details: Any) -> list[str]:
+    """Error details as lines a person reads: a list of strings as it is, a mapping as
+    "key: value" lines, anything else left out (the message already says what is wrong)."""
+    if isinstance(details, list):
+        return [str(d) for d in details]
+    if isinstance(details, dict):
+        return [f"{k}: {v}" for k, v in details.items()]
+    return []
+
+
 @router.post("/evaluations/new")
 async def run_create(
     request: Request,
@@ -144,16 +169,23 @@ async def run_create(
 ) -> Response:
     form = await request.form()
     truth = str(form.get("truth", ""))
+    module = str(form.get("truth_module", "")).strip()
+    # only the chosen module's category boxes count (the others are disabled in the browser,
+    # but a form posted without JavaScript may carry them): values are "MODULE:VALUE"
+    chosen = [
+        str(v).split(":", 1)[1]
+        for v in form.getlist("truth_values")
+        if str(v).startswith(f"{module}:")
+    ]
     if truth == "report":
-        cats = str(form.get("truth_values", "")).strip()
-        truth = f"report:{form.get('truth_module', '')}" + (f":{cats}" if cats else "")
+        truth = f"report:{module}" + (f":{','.join(chosen)}" if chosen else "")
     labels = form.get("labels")
     label_bytes = (
         await labels.read() if labels is not None and not isinstance(labels, str) else None
     )
     values = {
         k: form.getlist(k)
-        if k in ("modality", "covid19_positive", "sex", "age_band")
+        if k in ("modality", "covid19_positive", "sex", "age_band", "truth_values")
         else form.get(k)
         for k in form
         if k != "labels"
@@ -168,19 +200,19 @@ async def run_create(
             compare=str(form.get("compare", "")) or None,
             labels=label_bytes or None,
             options={
-                "n_boot": int(str(form.get("n_boot") or 2000)),
+                "n_boot": _n_boot(form),
                 "seed": 0,
                 "compare_report": str(form.get("compare_report", "")).strip() or None,
             },
             pool=worker_pool(request),
         )
     except (PairError, ValueError) as exc:
-        message = exc.message if isinstance(exc, PairError) else str(exc)
         ctx = _form_context(session, values)
-        ctx["flash"], ctx["flash_kind"] = message, "error"
-        ctx["details"] = (
-            exc.details if isinstance(exc, PairError) and isinstance(exc.details, list) else []
-        )
+        if isinstance(exc, PairError):
+            ctx["flash"], ctx["details"] = exc.message, _sentences(exc.details)
+        else:  # e.g. a pydantic ValidationError: never show its repr
+            ctx["flash"], ctx["details"] = "The evaluation settings could not be read.", []
+        ctx["flash_kind"] = "error"
         return render(request, "runs/new.html", ctx, 422)
     return RedirectResponse(f"/evaluations/{run_id}", status_code=303)
 
@@ -211,6 +243,7 @@ def run_page(
         finally:
             figures.close(figs)
         ctx.update(r=result, ctx=context, checklist=task.checklist(context, result))
+        ctx["errors"] = export.errors(export.case_rows(run))
         ctx["multiclass"] = task.name == "multiclass"
         record(session, actor, "evaluation.view", "evaluation_run", str(run_id))
     return render(request, "runs/run.html", ctx)

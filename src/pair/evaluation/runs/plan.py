@@ -1,12 +1,17 @@
 """A run of an algorithm bound to a published use case follows the use case's evaluation plan.
 
 ``apply_plan`` (at ``create_run``) fills what the caller left out from the plan: the truth
-source (``truth_spec``) and the operating point (``target_sensitivity`` rule); explicit options
-win, and the stored snapshot says which values came from the plan. ``plan_check`` reads the
-plan's primary metric and its confidence interval from the finished result and compares it with
-the minimum acceptable performance: a run is flagged when the point estimate is below the
-minimum, and the check says separately whether the interval's lower bound is below it too. No
-new statistics: only estimates the evaluation already computed are read.
+source (``truth_spec``) and the operating point rule (``fixed``: that threshold;
+``target_sensitivity`` / ``target_specificity``: the threshold reaching that value on the
+evaluation data, reported as chosen on the same data, i.e. optimistic; ``youden``: the maximum
+Youden J, always computed; ``manifest_threshold``: the package's own); explicit options win, and
+the stored snapshot says which values came from the plan. The plan's operating point is the one
+whose sensitivity, specificity or accuracy ``plan_check`` compares with the minimum.
+
+``plan_check`` reads the plan's primary metric and its confidence interval from the finished
+result and compares it with the minimum acceptable performance: a run is flagged when the point
+estimate is below the minimum, and the check says separately whether the interval's lower bound
+is below it too. No new statistics: only estimates the evaluation already computed are read.
 """
 
 from __future__ import annotations
@@ -21,8 +26,30 @@ from pair.evaluation.runs.rows import GROUP_COLUMNS, RunOptions
 from pair.usecases.service import in_force
 
 FLAG = "below the use case's minimum acceptable performance"
+THRESHOLD_METRICS = ("sensitivity", "specificity", "accuracy")
 # plan subgroup name -> case-table column (the node's facility is the case table's site)
 SUBGROUP_COLUMN = {"facility": "site"}
+# plan operating-point rule -> the run option that adds its operating point
+RULE_OPTION = {
+    "fixed": "fixed_threshold",
+    "target_sensitivity": "target_sensitivity",
+    "target_specificity": "target_specificity",
+}
+# plan operating-point rule -> the operating point's name in the result
+RULE_POINT = {
+    "manifest_threshold": "manifest",
+    "fixed": "fixed",
+    "target_sensitivity": "target_sensitivity",
+    "target_specificity": "target_specificity",
+    "youden": "youden",
+}
+
+
+def plan_point(result: dict[str, Any], rule: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The operating point the plan's rule names (the manifest's when the rule names none)."""
+    ops = {op["name"]: op for op in result.get("operating_points", [])}
+    name = RULE_POINT.get((rule or {}).get("kind", ""), "manifest")
+    return ops.get(name) or ops.get("manifest")
 
 
 def apply_plan(
@@ -48,12 +75,15 @@ def apply_plan(
             "but no truth_spec for local evaluation."
         )
     rule = plan["operating_point_rule"]
-    if rule["kind"] == "target_sensitivity" and rule.get("value") is not None:
-        if opts.get("target_sensitivity") is None:
-            opts["target_sensitivity"] = float(rule["value"])
+    option = RULE_OPTION.get(rule["kind"])
+    if option is not None and rule.get("value") is not None:
+        if opts.get(option) is None:
+            opts[option] = float(rule["value"])  # type: ignore[literal-required]
             from_plan.append("operating_point")
         else:
             explicit.append("operating_point")
+    elif rule["kind"] == "youden":
+        from_plan.append("operating_point")
     minimum = plan["minimum_performance"]
     opts["use_case"] = {
         "ref": uc.ref,
@@ -72,7 +102,9 @@ def apply_plan(
     return truth, opts
 
 
-def _estimate(result: dict[str, Any], metric: str) -> dict[str, Any] | None:
+def _estimate(
+    result: dict[str, Any], metric: str, rule: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The stored estimate (value, lower, upper) of ``metric``; None when not computed."""
     if result.get("kind") == "multiclass":
         ev = result.get("evaluation") or {}
@@ -83,9 +115,8 @@ def _estimate(result: dict[str, Any], metric: str) -> dict[str, Any] | None:
         return None
     if metric == "auroc":
         return result.get("auc")
-    ops = {op["name"]: op for op in result.get("operating_points", [])}
-    point = ops.get("target_sensitivity") or ops.get("manifest")
-    if point is not None and metric in ("sensitivity", "specificity", "accuracy"):
+    point = plan_point(result, rule)
+    if point is not None and metric in THRESHOLD_METRICS:
         return point.get(metric)
     return None
 
@@ -108,12 +139,25 @@ def plan_check(options: dict[str, Any], result: dict[str, Any] | None) -> dict[s
     if result is None:
         return check
     metric, minimum = plan["minimum"]["metric"], plan["minimum"]["value"]
-    est = _estimate(result, metric)
+    rule = plan.get("operating_point_rule")
+    est = _estimate(result, metric, rule)
     if est is None or est.get("value") is None:
         check["message"] = f"{metric} is not computed by local evaluation; no check made."
         return check
     value, lower, upper = est["value"], est.get("lower"), est.get("upper")
     check["estimate"] = {"metric": metric, "value": value, "lower": lower, "upper": upper}
+    point = plan_point(result, rule) if metric in THRESHOLD_METRICS else None
+    at = ""
+    if point is not None and result.get("kind") != "multiclass":
+        check["operating_point"] = {
+            "name": point["name"],
+            "source": point["source"],
+            "threshold": point["threshold"],
+            "chosen_on_same_data": point["chosen_on_same_data"],
+        }
+        at = f" at the {point['name']} operating point (threshold {point['threshold']:.4g}"
+        at += "; chosen on the same cases, so optimistic)" if point["chosen_on_same_data"] else ")"
+        metric = metric + at
     check["below_minimum"] = value < minimum
     check["ci_lower_below_minimum"] = None if lower is None else lower < minimum
     level = f"{100 * float(result.get('level', 0.95)):g}% CI"

@@ -13,6 +13,15 @@ import numpy as np
 DEFAULT_N_BOOT = 2000
 DEFAULT_SEED = 0
 GROUP_COLUMNS = ("sex", "age_band", "manufacturer", "site", "modality")
+# the operating point of a binary package without output.recommended_threshold (docs/evaluation.md)
+DEFAULT_THRESHOLD = 0.5
+
+
+def threshold_source(declared: float | None) -> str:
+    """How the report names the package's operating point: declared, or the default."""
+    if declared is None:
+        return f"default threshold {DEFAULT_THRESHOLD:g} (not declared)"
+    return "declared threshold"
 
 
 class RunOptions(TypedDict, total=False):
@@ -22,6 +31,8 @@ class RunOptions(TypedDict, total=False):
     seed: int
     prevalence: float | None  # planning prevalence for PPV/NPV (binary)
     target_sensitivity: float | None  # extra operating point (binary)
+    target_specificity: float | None  # extra operating point (binary), from a use case plan
+    fixed_threshold: float | None  # extra operating point (binary), from a use case plan
     compare_threshold: float | None  # comparator's threshold (binary)
     compare_report: str | None  # compare with the readers' report category (MODULE[:VALUES])
     use_case: dict[str, Any]  # the declared use case's evaluation plan (``runs.plan``)

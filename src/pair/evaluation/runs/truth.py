@@ -27,10 +27,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pair.algorithms.manifest import OutputClass
-from pair.core.errors import Invalid
+from pair.core.errors import Invalid, NotFound
 from pair.deid.models import PrivatePatientIdentity, PrivateStudyIdentity
 from pair.evaluation.runs.classes import allowed_names, match_class, module_class_map
 from pair.evaluation.runs.cohort import CohortCase
+from pair.reporting.loader import all_modules, get_module
 from pair.reporting.service import final_labels
 
 KEY_COLUMNS = ("study_uid", "series_uid", "accession_number", "patient_id")
@@ -88,16 +89,51 @@ def describe_spec(spec: str) -> str:
     return "Uploaded label CSV (site reference labels)"
 
 
+def module_categories(module_id: str) -> list[tuple[str, str]] | None:
+    """(value, label) of each category of a report module's summary element; None when the
+    summary is not a category (e.g. a severity total). Unknown module: ``Invalid``."""
+    try:
+        module = get_module(module_id)
+    except NotFound as exc:
+        known = ", ".join(sorted({m.id for m in all_modules().values()}))
+        raise Invalid(f"{exc.message.rstrip('.')}; use one of: {known}.") from exc
+    summary = module.by_id.get(module.summary_element) if module.summary_element else None
+    if summary is None or not summary.choices:
+        return None
+    return [(ch.value, ch.label) for ch in summary.choices]
+
+
+def check_report_values(module_id: str, values: list[str]) -> list[str]:
+    """The module's category values for ``values`` (value or label, any case); a value that
+    is no category of the module is refused with the module's categories."""
+    categories = module_categories(module_id)
+    if categories is None:
+        return values
+    lookup = {k.strip().lower(): v for v, label in categories for k in (v, label)}
+    unknown = [v for v in values if v.strip().lower() not in lookup]
+    if unknown:
+        shown = ", ".join(f"{v} ({label})" for v, label in categories)
+        raise Invalid(
+            f"{', '.join(repr(u) for u in unknown)} "
+            f"{'is not a category' if len(unknown) == 1 else 'are not categories'} of report "
+            f"module {module_id!r}; its categories are: {shown}."
+        )
+    return [lookup[v.strip().lower()] for v in values]
+
+
 def check_spec(spec: str) -> str:
-    """Validate a truth spec string; returns it normalised."""
+    """Validate a truth spec string (report modules and their categories included); returns it
+    normalised."""
     spec = spec.strip()
     if spec in ("rt-pcr", "csv"):
         return spec
     if spec.startswith("report:"):
         parts = spec.split(":", 2)
         if len(parts) == 3 and parts[1] and parts[2].strip(","):
-            return spec
+            values = [v.strip() for v in parts[2].split(",") if v.strip()]
+            return f"report:{parts[1]}:{','.join(check_report_values(parts[1], values))}"
         if len(parts) == 2 and parts[1]:
+            module_categories(parts[1])
             return spec
     raise Invalid(
         f"Unknown truth source {spec!r}; use rt-pcr, report:MODULE:VALUE[,VALUE] "
@@ -255,7 +291,21 @@ def map_label_csv(
         )
     key = keys[0]
     out: dict[str, dict[str, int | str]] = {"series": {}, "studies": {}, "patients": {}}
+    first_row: dict[tuple[str, str], int] = {}  # (table, de-identified key) -> row giving it
     errors: list[str] = []
+
+    def put(table: str, mapped_key: str, y: int | str, n: int) -> None:
+        """One label per key: a second row with another label is a conflict (rows named,
+        values not: they may be original identifiers)."""
+        earlier = first_row.setdefault((table, mapped_key), n)
+        if earlier != n and out[table][mapped_key] != y:
+            errors.append(
+                f"rows {earlier} and {n}: the same {key} has different labels "
+                f"({out[table][mapped_key]!r} and {y!r}); keep one"
+            )
+            return
+        out[table][mapped_key] = y
+
     for n, row in enumerate(reader, start=2):
         value = (row.get(key) or "").strip()
         y: int | str | None
@@ -278,9 +328,9 @@ def map_label_csv(
             )
             continue
         if key == "series_uid":
-            out["series"][value] = y
+            put("series", value, y, n)
         elif key == "study_uid":
-            out["studies"][value] = y
+            put("studies", value, y, n)
         elif key == "accession_number":
             found = session.scalars(
                 select(PrivateStudyIdentity.study_uid).where(
@@ -291,7 +341,7 @@ def map_label_csv(
             if not found:
                 errors.append(f"row {n}: accession number not found in this facility")
             for uid in found:
-                out["studies"][uid] = y
+                put("studies", uid, y, n)
         else:
             pseudonym = session.scalar(
                 select(PrivatePatientIdentity.pseudonym).where(
@@ -302,7 +352,7 @@ def map_label_csv(
             if pseudonym is None:
                 errors.append(f"row {n}: patient id not found in this facility")
             else:
-                out["patients"][pseudonym] = y
+                put("patients", pseudonym, y, n)
     if errors:
         shown = "; ".join(errors[:20]) + (
             f"; and {len(errors) - 20} more" if len(errors) > 20 else ""

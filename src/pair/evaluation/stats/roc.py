@@ -155,3 +155,18 @@ def labels_and_scores(y_true: Any, scores: Any) -> tuple[IntArray, FloatArray]:
     """Validated pair, for callers that need both."""
     y = as_labels(y_true)
     return y, as_scores(scores, y.size)
+
+
+def threshold_for_specificity(y_true: Any, scores: Any, target: float) -> float:
+    """Lowest threshold whose specificity reaches ``target`` (best sensitivity given target).
+
+    When even the highest score gives too many false positives, a threshold just above it
+    (nothing called positive, specificity 1) is returned."""
+    if not 0.0 < target <= 1.0:
+        raise Invalid(f"target specificity must be in (0, 1], got {target}")
+    curve = roc_curve(y_true, scores)
+    ok = np.nonzero(1.0 - curve.fpr >= target - 1e-12)[0]
+    k = int(ok[-1])
+    if k == 0:
+        return float(np.nextafter(curve.thresholds[1], np.inf))
+    return float(curve.thresholds[k])
