@@ -34,18 +34,19 @@ def list_studies(
     ]
 
 
-@router.get("/studies/{pk}")
-def one(pk: int, session: Session = SessionDep, actor: Actor = Depends(federated_reader)) -> dict[str, Any]:
-    return service.summary(service.get_study(session, actor, pk))
+@router.get("/studies/{study_pk}")
+def one(study_pk: int, session: Session = SessionDep, actor: Actor = Depends(federated_reader)) -> dict[str, Any]:
+    return service.summary(service.get_study(session, actor, study_pk))
 
 
-@router.get("/studies/{pk}/figures/{name}.png")
-def figure(
-    pk: int, name: str, session: Session = SessionDep, actor: Actor = Depends(federated_reader)
+@router.get("/studies/{study_pk}/figures/{figure}")
+def figure_png(
+    study_pk: int, figure: str, session: Session = SessionDep, actor: Actor = Depends(federated_reader)
 ) -> Response:
-    if name not in plots.FIGURES:
-        raise NotFound(f"No figure {name!r}; figures: {', '.join(plots.FIGURES)}.")
-    png = plots.figure_png(service.summary(service.get_study(session, actor, pk)), name)
+    """One figure as PNG: curves, bars, matrix or timing."""
+    if figure not in plots.FIGURES:
+        raise NotFound(f"No figure {figure!r}; figures: {', '.join(plots.FIGURES)}.")
+    png = plots.figure_png(service.summary(service.get_study(session, actor, study_pk)), figure)
     if png is None:
-        raise NotFound(f"Figure {name!r} has no data for this study.")
+        raise NotFound(f"Figure {figure!r} has no data for this study.")
     return Response(png, media_type="image/png")

@@ -158,6 +158,29 @@ def _store(
             console.print(f"registered algorithm {algo} {version}")
 
 
+@fl_app.command("prepare-site")
+@handle_errors
+def prepare_site_cmd(
+    study: StudyArg,
+    site: Annotated[str, typer.Option(help="This site's name in the study.")],
+    out: Annotated[Path, typer.Option(help="Folder for site.npz / site.json (stays here).")],
+    data_dir: DataDir,
+    facility: Annotated[str | None, typer.Option(help="Facility name, code or id.")] = None,
+) -> None:
+    """Prepare this site's training data from its node (cohort query, labels, preprocessing)."""
+    from pair.accounts import service as accounts
+    from pair.federated.site_data import prepare_site
+
+    s = load_study(study)
+    node = node_for(data_dir)
+    with node.db.session() as session:
+        if facility is None:
+            raise Invalid("name this site's facility with --facility")
+        facility_id = accounts.get_facility(session, facility).id
+        data = prepare_site(session, node.settings.storage_dir, facility_id, s, site, out)
+    console.print(f"{site}: {len(data)} cases ({data.positives} positive) written to {out}")
+
+
 @fl_app.command("import")
 @handle_errors
 def import_cmd(

@@ -37,9 +37,9 @@ def studies(
     return render(request, "federated/list.html", {"studies": rows})
 
 
-@router.get("/federated/{pk}")
+@router.get("/federated/{study_pk}")
 def study(
-    pk: int, request: Request, session: Session = SessionDep, actor: Actor = Depends(page_federated)
+    study_pk: int, request: Request, session: Session = SessionDep, actor: Actor = Depends(page_federated)
 ) -> Response:
-    s = service.summary(service.get_study(session, actor, pk))
+    s = service.summary(service.get_study(session, actor, study_pk))
     return render(request, "federated/study.html", {"s": s, "figures": plots.figure_uris(s)})
