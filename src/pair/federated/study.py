@@ -48,6 +48,7 @@ class InputSpec(_Strict):
 class ModelSpec(_Strict):
     architecture: Architecture = "small_cnn"
     width: int = Field(16, ge=4, le=128, description="channels of the first layer")
+    norm: Literal["batch", "group"] = "batch"
 
 
 class LabelSource(_Strict):
@@ -74,7 +75,10 @@ class SiteSpec(_Strict):
     @classmethod
     def _cohort(cls, v: str) -> str:
         if v:
-            parse_cohort(v)  # raises Invalid naming the bad term
+            try:
+                parse_cohort(v)
+            except Invalid as exc:  # names the bad term; reported with the field path
+                raise ValueError(exc.message) from None
         return v
 
 
@@ -146,6 +150,11 @@ class Study(_Strict):
             )
         if self.input.modality == "CXR" and self.input.slices != 1:
             raise ValueError("input.slices must be 1 for CXR; use modality CT for a 2.5D slab")
+        if self.privacy.dp is not None and self.model.norm == "batch":
+            raise ValueError(
+                "differential privacy needs model.norm: group (BatchNorm running statistics "
+                "would leave the site un-noised)"
+            )
         if self.model.architecture == "cnn25d" and self.input.modality != "CT":
             raise ValueError("model cnn25d needs input.modality CT")
         return self

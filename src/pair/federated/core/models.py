@@ -11,10 +11,18 @@ import torch
 from torch import nn
 
 
-def _conv_block(cin: int, cout: int) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    """BatchNorm, or GroupNorm with one group (no running statistics: what DP training needs,
+    since every shared tensor is then a noised parameter)."""
+    if kind == "group":
+        return nn.GroupNorm(1, channels)
+    return nn.BatchNorm2d(channels)
+
+
+def _conv_block(cin: int, cout: int, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        _norm(norm, cout),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
     )
@@ -23,12 +31,12 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 class SmallCNN(nn.Module):
     """Three conv blocks and a linear head; input size free (global average pooling)."""
 
-    def __init__(self, in_channels: int = 1, width: int = 16) -> None:
+    def __init__(self, in_channels: int = 1, width: int = 16, norm: str = "batch") -> None:
         super().__init__()
         self.features = nn.Sequential(
-            _conv_block(in_channels, width),
-            _conv_block(width, width * 2),
-            _conv_block(width * 2, width * 4),
+            _conv_block(in_channels, width, norm),
+            _conv_block(width, width * 2, norm),
+            _conv_block(width * 2, width * 4, norm),
         )
         self.head = nn.Linear(width * 4, 1)
 
@@ -38,15 +46,15 @@ class SmallCNN(nn.Module):
 
 
 class _Basic(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, norm: str) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = _norm(norm, cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.bn2 = _norm(norm, cout)
         self.down: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -61,11 +69,11 @@ class ResNet18(nn.Module):
     Global average pooling makes the input size configurable.
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 64) -> None:
+    def __init__(self, in_channels: int = 1, width: int = 64, norm: str = "batch") -> None:
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
-            nn.BatchNorm2d(width),
+            _norm(norm, width),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1),
         )
@@ -74,7 +82,7 @@ class ResNet18(nn.Module):
         for i, mult in enumerate((1, 2, 4, 8)):
             cout = width * mult
             stride = 1 if i == 0 else 2
-            stages += [_Basic(cin, cout, stride), _Basic(cout, cout, 1)]
+            stages += [_Basic(cin, cout, stride, norm), _Basic(cout, cout, 1, norm)]
             cin = cout
         self.stages = nn.Sequential(*stages)
         self.head = nn.Linear(cin, 1)
@@ -90,8 +98,8 @@ class Slab25D(SmallCNN):
     The first layer sees all slices at once, so through-plane context costs no 3-D convolutions.
     """
 
-    def __init__(self, in_channels: int = 5, width: int = 16) -> None:
-        super().__init__(in_channels=in_channels, width=width)
+    def __init__(self, in_channels: int = 5, width: int = 16, norm: str = "batch") -> None:
+        super().__init__(in_channels=in_channels, width=width, norm=norm)
 
 
 _ARCHITECTURES: dict[str, type[nn.Module]] = {
@@ -104,19 +112,23 @@ _ARCHITECTURES: dict[str, type[nn.Module]] = {
 class StudyNet(nn.Module):
     """The network a study asks for, built from plain arguments (what engines serialise)."""
 
-    def __init__(self, architecture: str = "small_cnn", in_channels: int = 1, width: int = 16):
+    def __init__(
+        self, architecture: str = "small_cnn", in_channels: int = 1, width: int = 16, norm: str = "batch"
+    ) -> None:
         super().__init__()
         if architecture not in _ARCHITECTURES:
             raise ValueError(f"unknown architecture {architecture!r}; use {sorted(_ARCHITECTURES)}")
-        self.net = _ARCHITECTURES[architecture](in_channels=in_channels, width=width)
+        if norm not in ("batch", "group"):
+            raise ValueError(f"unknown norm {norm!r}; use batch or group")
+        self.net = _ARCHITECTURES[architecture](in_channels=in_channels, width=width, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
-def model_args(architecture: str, slices: int, width: int) -> dict[str, object]:
+def model_args(architecture: str, slices: int, width: int, norm: str = "batch") -> dict[str, object]:
     """The constructor arguments of ``StudyNet`` for a study's model and input."""
-    return {"architecture": architecture, "in_channels": slices, "width": width}
+    return {"architecture": architecture, "in_channels": slices, "width": width, "norm": norm}
 
 
 def parameter_bytes(state: dict[str, torch.Tensor]) -> int:

@@ -28,7 +28,9 @@ from pair.federated.study import Study
 
 
 def build_model(study: Study) -> StudyNet:
-    return StudyNet(**model_args(study.model.architecture, study.input.slices, study.model.width))  # type: ignore[arg-type]
+    return StudyNet(**model_args(
+        study.model.architecture, study.input.slices, study.model.width, study.model.norm
+    ))  # type: ignore[arg-type]
 
 
 def train_config(study: Study, round_no: int, site_index: int) -> TrainConfig:

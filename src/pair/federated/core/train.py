@@ -109,7 +109,7 @@ def local_train(
                     if p.grad is not None:
                         p.grad += c_global[name] - c_local[name]
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
             steps += 1
     return TrainResult(total / max(count, 1), count, steps, time.perf_counter() - start)

@@ -29,7 +29,9 @@ TRAIN_TASK = "train"
 
 
 def _model_config(study: Study) -> dict[str, Any]:
-    args = model_args(study.model.architecture, study.input.slices, study.model.width)
+    args = model_args(
+        study.model.architecture, study.input.slices, study.model.width, study.model.norm
+    )
     return {"class_path": MODEL_CLASS, "args": args}
 
 
