@@ -69,7 +69,7 @@ def test_models_shapes_and_resnet18_size() -> None:
 def test_patient_split_is_deterministic_and_patient_level(tmp_path: Path) -> None:
     data = toy_data(40)
     train, val = patient_split(data, 0.25, seed=3)
-    again_train, again_val = patient_split(data, 0.25, seed=3)
+    _again_train, again_val = patient_split(data, 0.25, seed=3)
     assert list(val.patients) == list(again_val.patients)
     assert set(train.patients).isdisjoint(set(val.patients))
     assert len(set(val.patients)) == math.ceil(0.25 * 20)
@@ -86,7 +86,7 @@ def test_patient_split_is_deterministic_and_patient_level(tmp_path: Path) -> Non
     back = load_site(tmp_path / "s")
     assert np.array_equal(back.images, data.images) and list(back.patients) == list(data.patients)
     assert not list((tmp_path / "s").glob("*.part"))
-    with pytest.raises(Invalid, match="no site.npz"):
+    with pytest.raises(Invalid, match=r"no site\.npz"):
         load_site(tmp_path / "missing")
     with pytest.raises(Invalid, match="labels must be 0 or 1"):
         SiteData(data.images[:2], np.array([0, 2]), data.patients[:2])

@@ -59,9 +59,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulationResult]:
     before = {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
     records: list[dict] = []
     result = simulate(STUDY, sites, root / "ws", progress=records.append)
-    left = [
-        p for p in psutil.Process(os.getpid()).children(recursive=True) if p.pid not in before
-    ]
+    left = [p for p in psutil.Process(os.getpid()).children(recursive=True) if p.pid not in before]
     for p in left:  # recorded and stopped, then reported as a failure below
         p.kill()
     assert not left, f"simulator left processes: {[p.pid for p in left]}"
@@ -141,7 +139,9 @@ def test_metrics_stored_per_site_and_round(
 
 def _client(node: Node, facility_id: int, name: str, role: str) -> dict[str, str]:
     with node.db.session() as s:
-        user = accounts.create_user(s, s.get(Facility, facility_id), name, role, PASSWORD)
+        facility = s.get(Facility, facility_id)
+        assert facility is not None
+        user = accounts.create_user(s, facility, name, role, PASSWORD)
         return {"Authorization": f"Bearer {accounts.create_token(s, user, 't')[1]}"}
 
 
@@ -163,7 +163,10 @@ def test_portal_and_api_visibility(sqlite_node: Node, sim: SimulationResult) -> 
     for name in ("curves", "bars", "matrix", "timing"):
         png = client.get(f"/api/federated/studies/{pk}/figures/{name}", headers=evaluator)
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG"), name
-    assert client.get(f"/api/federated/studies/{pk}/figures/nope", headers=evaluator).status_code == 404
+    assert (
+        client.get(f"/api/federated/studies/{pk}/figures/nope", headers=evaluator).status_code
+        == 404
+    )
     # another facility's evaluator: the study does not exist for it
     assert client.get("/api/federated/studies", headers=outsider).json() == []
     assert client.get(f"/api/federated/studies/{pk}", headers=outsider).status_code == 404
@@ -183,8 +186,12 @@ def test_closed_loop_registered_model_evaluates_on_real_radiographs(
     assert sim.global_model_path is not None
     with node.db.session() as s:
         facility = s.get(Facility, data.facility_id)
+        assert facility is not None
         row = service.record_run(
-            s, STUDY, sim.metrics_path, cross_site_path=sim.cross_site_path,
+            s,
+            STUDY,
+            sim.metrics_path,
+            cross_site_path=sim.cross_site_path,
             site_facilities={"site-1": facility.name},
         )
         algo, version = service.register_global_model(
@@ -192,13 +199,19 @@ def test_closed_loop_registered_model_evaluates_on_real_radiographs(
         )
         assert (algo, version) == ("fl-sim-tiny", f"1.{row.id}.0")
         assert row.algorithm_id == algo
-    manifest_text = next((node.settings.data_dir / "algorithms" / algo / version).glob("*.yaml")).read_text()
+    manifest_text = next(
+        (node.settings.data_dir / "algorithms" / algo / version).glob("*.yaml")
+    ).read_text()
     assert "sim-tiny v1" in manifest_text and STUDY.digest() in manifest_text
     actor = Actor(None, "eva", data.facility_id, "evaluator", "test")
     with node.db.session() as s:
         run_id = runs.create_run(
-            s, actor, algorithm=f"{algo}@{version}", cohort="covid19_positive=Yes,No",
-            truth="rt-pcr", options={"n_boot": 50},
+            s,
+            actor,
+            algorithm=f"{algo}@{version}",
+            cohort="covid19_positive=Yes,No",
+            truth="rt-pcr",
+            options={"n_boot": 50},
         ).id
     run = runs.execute_run(node, run_id)
     assert run.status == "done" and run.failures == [] and run.total == data.n_images
@@ -206,20 +219,27 @@ def test_closed_loop_registered_model_evaluates_on_real_radiographs(
     assert result.cohort.n_cases == data.n_images
 
 
-def test_site_data_from_node_reads_real_radiographs(sqlite_node: Node, shared_data: Path, tmp_path: Path) -> None:
+def test_site_data_from_node_reads_real_radiographs(
+    sqlite_node: Node, shared_data: Path, tmp_path: Path
+) -> None:
     node = sqlite_node
     data = ingest_shared_images(node, shared_data, tmp_path)
     study = Study.model_validate(
-        {**STUDY.to_dict(), "sites": [{"name": "site-1", "cohort": "modality=CR,DX;covid19_positive=Yes,No"}],
-         "training": {**STUDY.to_dict()["training"], "min_sites": 1}}
+        {
+            **STUDY.to_dict(),
+            "sites": [{"name": "site-1", "cohort": "modality=CR,DX;covid19_positive=Yes,No"}],
+            "training": {**STUDY.to_dict()["training"], "min_sites": 1},
+        }
     )
     with node.db.session() as s:
         before = s.scalar(select(func.count()).select_from(Instance))
-        site, skipped = site_data_from_node(s, node.settings.storage_dir, data.facility_id, study, "site-1")
+        site, skipped = site_data_from_node(
+            s, node.settings.storage_dir, data.facility_id, study, "site-1"
+        )
         assert s.scalar(select(func.count()).select_from(Instance)) == before
     assert len(site) == data.n_images and skipped == {}
     assert site.images.shape == (data.n_images, 1, 32, 32)
-    assert 0.0 <= float(site.images.min()) and float(site.images.max()) <= 1.0
+    assert float(site.images.min()) >= 0.0 and float(site.images.max()) <= 1.0
     rows = list(csv.DictReader((shared_data / "labels.csv").open(encoding="utf-8")))
     assert int(site.labels.sum()) == sum(r["label"] == "covid" for r in rows)  # RT-PCR Yes
     assert not set(site.patients) & set(data.labels)  # pseudonyms, never the original keys

@@ -26,8 +26,21 @@ def federated_reader(actor: Actor = Depends(authenticated_actor)) -> Actor:
 def list_studies(
     session: Session = SessionDep, actor: Actor = Depends(federated_reader)
 ) -> list[dict[str, Any]]:
-    keys = ("id", "study_id", "version", "run_name", "title", "strategy", "mode", "status",
-            "sites", "rounds_planned", "rounds_done", "engine", "algorithm")
+    keys = (
+        "id",
+        "study_id",
+        "version",
+        "run_name",
+        "title",
+        "strategy",
+        "mode",
+        "status",
+        "sites",
+        "rounds_planned",
+        "rounds_done",
+        "engine",
+        "algorithm",
+    )
     return [
         {k: v for k, v in service.summary(r).items() if k in keys}
         for r in service.list_studies(session, actor)
@@ -35,13 +48,18 @@ def list_studies(
 
 
 @router.get("/studies/{study_pk}")
-def one(study_pk: int, session: Session = SessionDep, actor: Actor = Depends(federated_reader)) -> dict[str, Any]:
+def one(
+    study_pk: int, session: Session = SessionDep, actor: Actor = Depends(federated_reader)
+) -> dict[str, Any]:
     return service.summary(service.get_study(session, actor, study_pk))
 
 
 @router.get("/studies/{study_pk}/figures/{figure}")
 def figure_png(
-    study_pk: int, figure: str, session: Session = SessionDep, actor: Actor = Depends(federated_reader)
+    study_pk: int,
+    figure: str,
+    session: Session = SessionDep,
+    actor: Actor = Depends(federated_reader),
 ) -> Response:
     """One figure as PNG: curves, bars, matrix or timing."""
     if figure not in plots.FIGURES:

@@ -104,7 +104,9 @@ def simulate_cmd(
     workspace: Annotated[Path | None, typer.Option(help="FLARE workspace (default: temp).")] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", "-d", envvar="PAIR_DATA_DIR", help="Hub data dir: store metrics."),
+        typer.Option(
+            "--data-dir", "-d", envvar="PAIR_DATA_DIR", help="Hub data dir: store metrics."
+        ),
     ] = None,
     run_name: str = "default",
     facility: Annotated[list[str] | None, typer.Option(help="SITE=FACILITY mapping.")] = None,
@@ -121,8 +123,12 @@ def simulate_cmd(
     own_ws = workspace is None
     ws = workspace or Path(tempfile.mkdtemp(prefix="pair-fl-"))
     try:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=console) as progress:
             task = progress.add_task(f"{s.id}", total=s.training.rounds * len(s.site_names))
             result = simulate(s, folders, ws, progress=_progress_printer(s, progress, task))
@@ -144,10 +150,17 @@ def _store(
     node = node_for(data_dir)
     with node.db.session() as session:
         row = service.record_run(
-            session, s, result.metrics_path, cross_site_path=result.cross_site_path,
-            mode="simulator", run_name=run_name, site_facilities=facilities,
+            session,
+            s,
+            result.metrics_path,
+            cross_site_path=result.cross_site_path,
+            mode="simulator",
+            run_name=run_name,
+            site_facilities=facilities,
         )
-        console.print(f"stored federated study run {row.id} ({row.rounds_done} rounds, {row.status})")
+        console.print(
+            f"stored federated study run {row.id} ({row.rounds_done} rounds, {row.status})"
+        )
         if register:
             if result.global_model_path is None:
                 raise Invalid("the run left no global model to register")
@@ -199,10 +212,17 @@ def import_cmd(
     node = node_for(data_dir)
     with node.db.session() as session:
         row = service.record_run(
-            session, s, metrics, cross_site_path=cross_site, mode=mode, run_name=run_name,
+            session,
+            s,
+            metrics,
+            cross_site_path=cross_site,
+            mode=mode,
+            run_name=run_name,
             site_facilities=_pairs(facility or []),
         )
-        console.print(f"stored federated study run {row.id} ({row.rounds_done} rounds, {row.status})")
+        console.print(
+            f"stored federated study run {row.id} ({row.rounds_done} rounds, {row.status})"
+        )
 
 
 @fl_app.command("export")

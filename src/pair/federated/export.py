@@ -10,7 +10,7 @@ model hash) goes into the manifest description and the model card.
 from __future__ import annotations
 
 import hashlib
-import io
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +45,23 @@ def onnx_bytes(study: Study, state: dict[str, Any]) -> bytes:
     set_state(model, state)
     model.eval()
     size = study.input.size
-    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "model.onnx"
+        _export(model, study.input.slices, size, target)
+        return target.read_bytes()
+
+
+def _export(model: torch.nn.Module, channels: int, size: int, target: Path) -> None:
     torch.onnx.export(
         model,
-        (torch.zeros(1, study.input.slices, size, size),),
-        buf,
+        (torch.zeros(1, channels, size, size),),
+        target,
         input_names=["image"],
         output_names=["logit"],
         dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}},
         opset_version=17,
         dynamo=False,
     )
-    return buf.getvalue()
 
 
 def manifest_for(

@@ -18,8 +18,13 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)]
 register_nav(
     "Federated",
     "/federated",
-    roles=(Role.ADMIN.value, Role.EVALUATOR.value, Role.RESEARCHER.value,
-           Role.REGISTRY_ANALYST.value, Role.HUB_OPERATOR.value),
+    roles=(
+        Role.ADMIN.value,
+        Role.EVALUATOR.value,
+        Role.RESEARCHER.value,
+        Role.REGISTRY_ANALYST.value,
+        Role.HUB_OPERATOR.value,
+    ),
     order=65,
 )
 
@@ -39,7 +44,10 @@ def studies(
 
 @router.get("/federated/{study_pk}")
 def study(
-    study_pk: int, request: Request, session: Session = SessionDep, actor: Actor = Depends(page_federated)
+    study_pk: int,
+    request: Request,
+    session: Session = SessionDep,
+    actor: Actor = Depends(page_federated),
 ) -> Response:
     s = service.summary(service.get_study(session, actor, study_pk))
     return render(request, "federated/study.html", {"s": s, "figures": plots.figure_uris(s)})

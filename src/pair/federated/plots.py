@@ -21,7 +21,9 @@ Summary = dict[str, Any]
 
 
 def _series(s: Summary, site: str, key: str) -> tuple[list[int], list[float]]:
-    pts = [(r["round"], r[key]) for r in s["site_rounds"] if r["site"] == site and r[key] is not None]
+    pts = [
+        (r["round"], r[key]) for r in s["site_rounds"] if r["site"] == site and r[key] is not None
+    ]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -43,8 +45,12 @@ def curves_figure(s: Summary) -> Figure:
 
 def bars_figure(s: Summary) -> Figure:
     rows = s["per_site"]
-    kinds = [("local_only_auc", "local only"), ("local_auc", "site model (last round)"),
-             ("federated_auc", "federated"), ("pooled_auc", "pooled")]
+    kinds = [
+        ("local_only_auc", "local only"),
+        ("local_auc", "site model (last round)"),
+        ("federated_auc", "federated"),
+        ("pooled_auc", "pooled"),
+    ]
     kinds = [k for k in kinds if any(r[k[0]] is not None for r in rows)]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     x = np.arange(len(rows))
@@ -56,8 +62,12 @@ def bars_figure(s: Summary) -> Figure:
             lo = [r["federated_auc_lower"] for r in rows]
             hi = [r["federated_auc_upper"] for r in rows]
             if all(v is not None for v in lo + hi):
-                err = np.array([[v - a for v, a in zip(vals, lo, strict=True)],
-                                [b - v for v, b in zip(vals, hi, strict=True)]])
+                err = np.array(
+                    [
+                        [v - a for v, a in zip(vals, lo, strict=True)],
+                        [b - v for v, b in zip(vals, hi, strict=True)],
+                    ]
+                )
                 ax.errorbar(x + j * width, vals, yerr=err, fmt="none", ecolor="black", capsize=3)
         del bars
     ax.set_xticks(x + width * (len(kinds) - 1) / 2, [r["site"] for r in rows])
@@ -81,10 +91,14 @@ def matrix_figure(s: Summary) -> Figure | None:
     im = ax.imshow(grid, vmin=0.5, vmax=1.0, cmap="viridis")
     for (i, j), v in np.ndenumerate(grid):
         if not np.isnan(v):
-            ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white" if v < 0.8 else "black")
+            ax.text(
+                j, i, f"{v:.3f}", ha="center", va="center", color="white" if v < 0.8 else "black"
+            )
     ax.set_xticks(range(len(sites)), sites)
     ax.set_yticks(range(len(models)), models)
-    ax.set(xlabel="Evaluated on (validation data of)", ylabel="Model", title="Generalizability (AUC)")
+    ax.set(
+        xlabel="Evaluated on (validation data of)", ylabel="Model", title="Generalizability (AUC)"
+    )
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
@@ -93,8 +107,12 @@ def matrix_figure(s: Summary) -> Figure | None:
 def timing_figure(s: Summary) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
     rounds = s["rounds"]
-    axes[0].bar([r["round"] for r in rounds], [r["wall_s"] for r in rounds], color="grey",
-                label="round wall time")
+    axes[0].bar(
+        [r["round"] for r in rounds],
+        [r["wall_s"] for r in rounds],
+        color="grey",
+        label="round wall time",
+    )
     for i, site in enumerate(s["sites"]):
         x, y = _series(s, site, "train_seconds")
         axes[0].plot(x, y, "-o", ms=3, color=f"C{i}", label=f"{site} training")

@@ -342,7 +342,9 @@ def register_global_model(
         "global_model_sha256": row.final_model_sha256,
     }
     version = f"{study.version}.{row.id}.0"
-    folder = write_package(study, load_global_model(model_path), work / "package", provenance, version)
+    folder = write_package(
+        study, load_global_model(model_path), work / "package", provenance, version
+    )
     algorithm = submit_algorithm(session, node, folder, actor).algorithm
     row.algorithm_id, row.algorithm_version = algorithm.algorithm_id, algorithm.version
     session.flush()

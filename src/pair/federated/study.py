@@ -199,7 +199,9 @@ def parse_study(data: Any, origin: str) -> Study:
         return Study.model_validate(data)
     except ValidationError as exc:
         problems = [f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise Invalid(f"{origin}: invalid study: " + "; ".join(problems), details=problems) from None
+        raise Invalid(
+            f"{origin}: invalid study: " + "; ".join(problems), details=problems
+        ) from None
 
 
 def load_study(path: Path) -> Study:

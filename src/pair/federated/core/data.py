@@ -82,8 +82,13 @@ def save_site(folder: Path, data: SiteData, info: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    summary = {**info, "cases": len(data), "positives": data.positives,
-               "patients": int(len(np.unique(data.patients))), "shape": list(data.images.shape[1:])}
+    summary = {
+        **info,
+        "cases": len(data),
+        "positives": data.positives,
+        "patients": len(np.unique(data.patients)),
+        "shape": list(data.images.shape[1:]),
+    }
     (folder / INFO_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True), encoding="utf-8")
 
 
@@ -91,7 +96,9 @@ def load_site(folder: Path) -> SiteData:
     """Read a site folder (read-only: the arrays are copied out, the files never touched)."""
     path = Path(folder) / DATA_FILE
     if not path.is_file():
-        raise Invalid(f"{folder}: no {DATA_FILE}; prepare the site data first (pair fl prepare-site)")
+        raise Invalid(
+            f"{folder}: no {DATA_FILE}; prepare the site data first (pair fl prepare-site)"
+        )
     with np.load(path, allow_pickle=False) as z:
         return SiteData(
             np.asarray(z["images"], np.float32),

@@ -7,6 +7,8 @@ build the architecture without importing a study file.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -54,7 +56,9 @@ class _Basic(nn.Module):
         self.bn2 = _norm(norm, cout)
         self.down: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
+            self.down = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -113,7 +117,11 @@ class StudyNet(nn.Module):
     """The network a study asks for, built from plain arguments (what engines serialise)."""
 
     def __init__(
-        self, architecture: str = "small_cnn", in_channels: int = 1, width: int = 16, norm: str = "batch"
+        self,
+        architecture: str = "small_cnn",
+        in_channels: int = 1,
+        width: int = 16,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         if architecture not in _ARCHITECTURES:
@@ -126,7 +134,7 @@ class StudyNet(nn.Module):
         return self.net(x)
 
 
-def model_args(architecture: str, slices: int, width: int, norm: str = "batch") -> dict[str, object]:
+def model_args(architecture: str, slices: int, width: int, norm: str = "batch") -> dict[str, Any]:
     """The constructor arguments of ``StudyNet`` for a study's model and input."""
     return {"architecture": architecture, "in_channels": slices, "width": width, "norm": norm}
 

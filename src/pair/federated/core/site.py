@@ -28,9 +28,11 @@ from pair.federated.study import Study
 
 
 def build_model(study: Study) -> StudyNet:
-    return StudyNet(**model_args(
-        study.model.architecture, study.input.slices, study.model.width, study.model.norm
-    ))  # type: ignore[arg-type]
+    return StudyNet(
+        **model_args(
+            study.model.architecture, study.input.slices, study.model.width, study.model.norm
+        )
+    )  # type: ignore[arg-type]
 
 
 def train_config(study: Study, round_no: int, site_index: int) -> TrainConfig:
@@ -85,7 +87,9 @@ class SiteRunner:
         metrics = _prefixed("global_val_", evaluate(self.model, self.val))
         cfg = train_config(self.study, round_no, self.index)
         if fedprox_mu is not None:
-            cfg = TrainConfig(cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.seed, fedprox_mu)
+            cfg = TrainConfig(
+                cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.seed, fedprox_mu
+            )
         result = local_train(self.model, self.train, cfg)
         metrics.update(_prefixed("val_", evaluate(self.model, self.val)))
         state = get_state(self.model)
@@ -96,7 +100,8 @@ class SiteRunner:
             gen = torch.Generator().manual_seed(cfg.seed + 17)
             noised, norm = clip_and_noise(update, dp.clip_norm, dp.noise_multiplier, gen)
             state = {
-                k: (reference[k] + noised[k]).to(state[k].dtype) if state[k].is_floating_point()
+                k: (reference[k] + noised[k]).to(state[k].dtype)
+                if state[k].is_floating_point()
                 else state[k]
                 for k in state
             }

@@ -98,8 +98,7 @@ def local_train(
             objective = loss
             if reference is not None:
                 prox = sum(
-                    ((p - r) ** 2).sum()
-                    for p, r in zip(model.parameters(), reference, strict=True)
+                    ((p - r) ** 2).sum() for p, r in zip(model.parameters(), reference, strict=True)
                 )
                 objective = loss + cfg.fedprox_mu / 2 * prox
             objective.backward()
