@@ -246,3 +246,16 @@ def test_site_data_from_node_reads_real_radiographs(
     assert np.isfinite(site.images).all()
     with node.db.session() as s, pytest.raises(NotFound):
         service.get_study(s, Actor.system("test"), 12345)
+
+
+def test_build_recipe_per_strategy() -> None:
+    from pair.federated.flare.recipe import build_recipe, supports_cross_site_eval
+
+    base = STUDY.to_dict()
+    for name, cse in (("fedavg", True), ("fedprox", True), ("fedopt", False)):
+        study = parse_study({**base, "strategy": {"name": name}}, "t")
+        recipe = build_recipe(study, site_data={"site-1": "/srv/site-1"})
+        assert type(recipe).__name__.lower().startswith(name)
+        assert supports_cross_site_eval(recipe) is cse
+    with pytest.raises(Invalid, match="scaffold is not yet supported"):
+        build_recipe(parse_study({**base, "strategy": {"name": "scaffold"}}, "t"))

@@ -57,6 +57,8 @@ class SiteRunner:
     val: SiteData = field(init=False)
     releases: int = 0
     local_state: State | None = None
+    c_local: State | None = None  # SCAFFOLD control variate of this site
+    scaffold_delta: State | None = None  # its change in the last round (what is sent)
 
     def __post_init__(self) -> None:
         seed_everything(self.study.training.seed, self.study.training.threads)
@@ -79,9 +81,16 @@ class SiteRunner:
         return evaluate(self.model, self.val)
 
     def round(
-        self, global_state: dict[str, Any], round_no: int, fedprox_mu: float | None = None
+        self,
+        global_state: dict[str, Any],
+        round_no: int,
+        fedprox_mu: float | None = None,
+        c_global: dict[str, Any] | None = None,
     ) -> tuple[State, dict[str, float], int]:
-        """Returns (parameters to send, metrics, local steps used as aggregation weight)."""
+        """Returns (parameters to send, metrics, local steps used as aggregation weight).
+
+        c_global: SCAFFOLD server control; the site's control delta is then in ``scaffold_delta``.
+        """
         set_state(self.model, global_state)
         reference = get_state(self.model)
         metrics = _prefixed("global_val_", evaluate(self.model, self.val))
@@ -90,7 +99,10 @@ class SiteRunner:
             cfg = TrainConfig(
                 cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.seed, fedprox_mu
             )
-        result = local_train(self.model, self.train, cfg)
+        controls = self._controls(c_global) if c_global is not None else None
+        result = local_train(self.model, self.train, cfg, scaffold=controls)
+        if controls is not None:
+            self._update_controls(controls, reference, result.steps, cfg.lr)
         metrics.update(_prefixed("val_", evaluate(self.model, self.val)))
         state = get_state(self.model)
         self.local_state = state
@@ -120,3 +132,29 @@ class SiteRunner:
             bytes_sent=float(parameter_bytes(state)),
         )
         return state, metrics, result.steps
+
+    def _controls(self, c_global: dict[str, Any]) -> tuple[State, State]:
+        names = [n for n, _ in self.model.named_parameters()]
+        params = dict(self.model.named_parameters())
+        glob = {
+            n: torch.as_tensor(c_global[n]).to(params[n].dtype)
+            if n in c_global
+            else torch.zeros_like(params[n].detach())
+            for n in names
+        }
+        if self.c_local is None:
+            self.c_local = {n: torch.zeros_like(params[n].detach()) for n in names}
+        return glob, self.c_local
+
+    def _update_controls(
+        self, controls: tuple[State, State], reference: State, steps: int, lr: float
+    ) -> None:
+        """SCAFFOLD option II: c_i+ = c_i − c + (x − y_i) / (K·lr); keeps Δc_i to send."""
+        c_global, c_local = controls
+        params = dict(self.model.named_parameters())
+        new = {
+            n: c_local[n] - c_global[n] + (reference[n] - params[n].detach()) / (max(steps, 1) * lr)
+            for n in c_local
+        }
+        self.scaffold_delta = {n: new[n] - c_local[n] for n in new}
+        self.c_local = new

@@ -25,6 +25,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     import nvflare.client as flare
+    from nvflare.app_common.app_constant import AlgorithmConstants
     from nvflare.app_common.utils.fedprox_utils import get_fedprox_mu
 
     from pair.federated.core.site import SiteRunner
@@ -51,16 +52,30 @@ def main(argv: list[str] | None = None) -> None:
             continue
         round_no = int(incoming.current_round or 0)
         mu = get_fedprox_mu(incoming) if study.strategy.name == "fedprox" else None
-        state, metrics, steps = runner.round(incoming.params, round_no, mu or None)
-        metrics["bytes_received"] = float(metrics["bytes_sent"])  # one full model came in
-        flare.send(
-            flare.FLModel(
-                params=state,
-                metrics=metrics,
-                meta={"NUM_STEPS_CURRENT_ROUND": steps, "pair_site": site, "pair_round": round_no},
-            )
+        c_global = (incoming.meta or {}).get(AlgorithmConstants.SCAFFOLD_CTRL_GLOBAL)
+        if study.strategy.name == "scaffold" and c_global is None:
+            c_global = {}  # first round: zero server control
+        state, metrics, steps = runner.round(
+            incoming.params, round_no, mu or None, c_global=c_global
         )
+        metrics["bytes_received"] = float(metrics["bytes_sent"])  # one full model came in
+        meta: dict[str, object] = {
+            "NUM_STEPS_CURRENT_ROUND": steps,
+            "pair_site": site,
+            "pair_round": round_no,
+        }
+        if runner.scaffold_delta is not None:
+            meta[AlgorithmConstants.SCAFFOLD_CTRL_DIFF] = {
+                k: v.numpy() for k, v in runner.scaffold_delta.items()
+            }
+        flare.send(flare.FLModel(params=state, metrics=metrics, meta=meta))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception:  # FLARE's in-process runner hides the cause; the site log keeps it
+        import traceback
+
+        traceback.print_exc()
+        raise

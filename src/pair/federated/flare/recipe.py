@@ -2,7 +2,7 @@
 
 Strategy → recipe: fedavg → ``FedAvgRecipe``; fedprox → ``FedProxRecipe`` (mu sent with every
 task, applied by PAIR's client script); fedopt → ``FedOptRecipe`` (server SGD with momentum);
-scaffold → ``ScaffoldRecipe`` (control variates in the client script). Every recipe gets PAIR's
+scaffold → refused for now (see ``_strategy_recipe``). Every recipe gets PAIR's
 client script (``pair.federated.flare.client``), per-site arguments, the hub metric recorder,
 optional FLARE privacy filters and cross-site evaluation.
 
@@ -20,6 +20,7 @@ from typing import Any
 from nvflare.recipe.secrets import PotentialSecretWarning
 from nvflare.recipe.spec import Recipe
 
+from pair.core.errors import Invalid
 from pair.federated.core.models import model_args
 from pair.federated.study import Study
 
@@ -67,9 +68,13 @@ def _strategy_recipe(study: Study, job_name: str, initial_ckpt: str | None) -> R
             "args": {"lr": study.strategy.server_lr, "momentum": study.strategy.server_momentum},
         }
         return FedOptRecipe(**kwargs, device="cpu", optimizer_args=optimizer)
-    from nvflare.app_opt.pt.recipes.scaffold import ScaffoldRecipe
-
-    return ScaffoldRecipe(**kwargs)
+    # SCAFFOLD: the core computes control variates (core.site.SiteRunner, option II) and the
+    # client script sends them, but a FLARE 2.9 ScaffoldRecipe run with PAIR's script failed in
+    # testing (sites' results rejected); refuse it rather than run a broken job.
+    raise Invalid(
+        "strategy scaffold is not yet supported on FLARE (the control-variate exchange with "
+        "FLARE's ScaffoldRecipe fails); use fedavg, fedprox or fedopt"
+    )
 
 
 def _site_args(study: Study, site_data: Mapping[str, str | Path] | None) -> dict[str, dict]:
@@ -120,9 +125,15 @@ def build_recipe(
     # FLARE's own recipe utilities add server components through ``_job`` the same way.
     recipe._job.to_server(recorder, id="pair_metrics")
     _add_privacy_filters(recipe, study)
-    if cross_site_eval:
+    if cross_site_eval and supports_cross_site_eval(recipe):
         add_cross_site_evaluation(recipe)
     return recipe
+
+
+def supports_cross_site_eval(recipe: Recipe) -> bool:
+    """FLARE 2.9 adds cross-site evaluation only to recipes that declare their framework
+    (FedAvg, FedProx); FedOpt and SCAFFOLD runs have no generalizability matrix yet."""
+    return getattr(recipe, "framework", None) is not None
 
 
 def _add_privacy_filters(recipe: Recipe, study: Study) -> None:
