@@ -212,3 +212,21 @@ def test_core_does_not_import_flare() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     for path in Path(__file__).parents[2].joinpath("src/pair/federated/core").glob("*.py"):
         assert "nvflare" not in path.read_text(encoding="utf-8"), path
+
+
+def test_cli_validate_reports_errors_without_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pair.cli.main import app
+
+    runner = CliRunner()
+    good = example_studies()[0]
+    ok = runner.invoke(app, ["fl", "validate", str(good)])
+    assert ok.exit_code == 0 and load_study(good).digest() in ok.output.replace("\n", "")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema: pair-federated-study/1\nid: Bad Id\nuse_case: x\nsites: []\n")
+    res = runner.invoke(app, ["fl", "validate", str(bad)])
+    assert res.exit_code == 2 and "study id must be lower-case" in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+    sites = runner.invoke(app, ["fl", "simulate", str(good), "--sites", str(tmp_path)])
+    assert sites.exit_code == 2 and "no site.npz" in " ".join(sites.output.split())
