@@ -43,6 +43,7 @@ NOBODY: frozenset[str] = frozenset()  # a role the world has no account of (the 
 EDITORS = frozenset({"admin", "radiologist"})
 WRITERS = frozenset({"admin", "data-manager"})
 EVALUATORS = frozenset({"admin", "evaluator"})
+FEDERATED = frozenset({"admin", "evaluator", "researcher"})
 # what an allowed identity may get when the request is well-formed for authorization but not
 # for the route's own purpose (a draft already signed, a run that does not exist, ...)
 LENIENT = frozenset({400, 404, 406, 409, 413, 415, 422})
@@ -277,6 +278,16 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/registry"): r(MEMBERS, N, 200),
     ("GET", "/registry/cohort"): r(MEMBERS, N, 200),
     ("GET", "/registry/quality"): r(WRITERS, L, 200),
+    # ---- federated studies (accounts.policy federated block): hub roles and the admins,
+    # evaluators and researchers of participating facilities; the world has no study, so the
+    # study routes answer an allowed role 404 (as for another consortium's study) ----
+    ("GET", "/api/federated/studies"): r(FEDERATED, N, 200),
+    ("GET", "/api/federated/studies/{study_pk}"): r(FEDERATED, N, 200, lenient=True),
+    ("GET", "/api/federated/studies/{study_pk}/figures/{figure}"): r(
+        FEDERATED, N, 200, lenient=True
+    ),
+    ("GET", "/federated"): r(FEDERATED, N, 200),
+    ("GET", "/federated/{study_pk}"): r(FEDERATED, N, 200, lenient=True),
     # ---- portal pages and forms ----
     ("GET", "/"): r(ANY, N, 200),
     ("GET", "/cases"): r(MEMBERS, L, 200),
@@ -425,6 +436,8 @@ def _path_values(w: World, method: str, template: str) -> dict[str, Any]:
         "filename": "studies.csv",
         "member_id": 1,
         "decision": "approve",
+        "study_pk": 999999,
+        "figure": "curves",
     }
     names = [p.strip("{}") for p in template.split("/") if p.startswith("{")]
     for name in names:

@@ -29,6 +29,7 @@ Threat model
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pair.accounts.models import Role
@@ -76,6 +77,8 @@ class Action(enum.StrEnum):
     SHARING_POLICY_SET = "sharing.policy.set"  # facility admin: what the facility shares
     SHARING_STATUS = "sharing.status"  # outbox progress and backlog of one's facility
     SHARING_CASE = "sharing.case"  # "share this case" on a case page
+    # federated learning (issue 14): aggregate metrics of federated studies at the hub
+    FEDERATED_READ = "federated.read"
 
 
 # ---- sharing / hub membership: actions that belong to one role only (never to a facility
@@ -287,3 +290,40 @@ def grantable(role: str, *, allow_operator: bool = False) -> None:
     """Refuse granting the node-wide roles (node- and hub-operator) outside the command line."""
     if role in CLI_ONLY_ROLES and not allow_operator:
         raise Forbidden(f"The {role} role can only be granted from the command line.")
+
+
+# --- federated learning (issue 14) ---------------------------------------------------------
+# A federated study is a consortium object at the hub, not one facility's. Its records hold
+# aggregate metrics only (no case, image or pseudonym). Who sees a study run:
+# * the hub operator and registry analysts (consortium-wide roles): every study;
+# * admins, evaluators and researchers of a facility that took part (a study site mapped to
+#   that facility): that study;
+# * everyone else: nothing; the study is answered like a missing one (404).
+# Studies are created and registered from the command line only (system actor).
+FEDERATED_HUB_ROLES = frozenset({Role.HUB_OPERATOR.value, Role.REGISTRY_ANALYST.value})
+FEDERATED_SITE_ROLES = frozenset({Role.ADMIN.value, Role.EVALUATOR.value, Role.RESEARCHER.value})
+FEDERATED_ACTIONS = frozenset({Action.FEDERATED_READ})
+
+
+def check_federated_role(actor: Actor, action: Action) -> None:
+    """Route-level check for the federated pages and API."""
+    if action not in FEDERATED_ACTIONS:
+        raise Forbidden(f"{action.value} is not a federated action.")
+    if is_system(actor) or actor.role in FEDERATED_HUB_ROLES | FEDERATED_SITE_ROLES:
+        return
+    raise Forbidden(f"Your role ({actor.role or 'none'}) may not do {action.value}.")
+
+
+def authorize_federated(
+    actor: Actor,
+    action: Action,
+    participant_facilities: Iterable[int],
+    *,
+    missing: str = "Not found.",
+) -> None:
+    """Allow ``action`` on a study run whose sites map to ``participant_facilities``."""
+    check_federated_role(actor, action)
+    if is_system(actor) or actor.role in FEDERATED_HUB_ROLES:
+        return
+    if actor.facility_id is None or actor.facility_id not in set(participant_facilities):
+        raise NotFound(missing)

@@ -11,6 +11,7 @@ from pair.clinical.cli import clinical_app
 from pair.deid.cli import deid, deid_export_mapping, deid_profile
 from pair.evaluation.cli import evaluation_app
 from pair.evaluation.runs.cli import evaluate
+from pair.federated.cli import fl_app
 from pair.registry.cli import registry_app
 from pair.registry.performance.cli import register as register_performance_registry
 from pair.reporting.cli import report_app
@@ -37,6 +38,7 @@ register_performance_registry(registry_app)  # pair registry perf ... next to qu
 app.add_typer(registry_app, name="registry")
 app.add_typer(hub_app, name="hub")
 app.add_typer(share_app, name="share")
+app.add_typer(fl_app, name="fl")
 app.command("serve")(serve)
 register_repository(app)
 app.command("deid")(deid)

@@ -11,6 +11,7 @@ from pair.clinical import models as _clinical  # noqa: F401
 from pair.db.base import Base
 from pair.deid import models as _deid  # noqa: F401
 from pair.evaluation.runs import models as _evalruns  # noqa: F401
+from pair.federated import models as _federated  # noqa: F401
 from pair.registry import models as _registry  # noqa: F401
 from pair.registry.performance import models as _perfreg  # noqa: F401
 from pair.reporting import models as _reporting  # noqa: F401

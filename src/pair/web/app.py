@@ -27,6 +27,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.clinical.api import router as clinical_router
     from pair.deid.api import router as deid_router
     from pair.evaluation.runs.api import router as evalruns_router
+    from pair.federated.api import router as federated_router
     from pair.registry.api import router as registry_router
     from pair.registry.performance.api import router as perf_registry_router
     from pair.reporting.api import router as reporting_router
@@ -79,6 +80,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(perf_registry_router)
     app.include_router(registry_router)
     app.include_router(sharing_router)
+    app.include_router(federated_router)
     install_portal(app)
     return app
 
@@ -90,6 +92,7 @@ def install_portal(app: FastAPI) -> None:
     from pair.cde.pages import router as cde_pages
     from pair.clinical.pages import router as clinical_pages
     from pair.evaluation.runs.pages import router as evalruns_pages
+    from pair.federated.pages import router as federated_pages
     from pair.registry.pages import router as registry_pages
     from pair.registry.performance.pages import router as perf_registry_pages
     from pair.reporting.pages import router as reporting_pages
@@ -117,3 +120,4 @@ def install_portal(app: FastAPI) -> None:
     app.include_router(usecases_pages)
     app.include_router(perf_registry_pages)
     app.include_router(registry_pages)
+    app.include_router(federated_pages)

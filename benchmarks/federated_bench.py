@@ -1,0 +1,233 @@
+"""Local-only vs FedAvg vs FedProx vs pooled training on synthetic multi-site radiographs.
+
+Data: ``pair synth`` radiographs from three site archetypes (different COVID-19 prevalence,
+portable-AP fraction, detector noise, tone curve and blur; ``pair.federated.core.synthetic``),
+labels = RT-PCR. Each site is split by patient (``patient_split``, 30 % validation).
+
+Training uses PAIR's engine-agnostic core (``SiteRunner``: the code FLARE's client script runs)
+with in-process aggregation weighted by local steps, as FLARE's FedAvg does; the FLARE run itself
+(process start-up, messaging) is timed separately with ``--flare``. Every method gets the same
+number of local epochs in total (rounds × local epochs). Reported per method: AUC on each site's
+validation split and overall (all sites' validation cases together) as the mean over seeds with
+the seed range and the DeLong 95 % CI of the first seed; bytes per round; wall time.
+
+    PYTHONPATH=src python benchmarks/federated_bench.py --out /tmp/fl-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pair.evaluation.stats.roc import auc_ci_delong
+from pair.federated.core.data import SiteData, load_site, patient_split, pool
+from pair.federated.core.models import parameter_bytes
+from pair.federated.core.site import SiteRunner, build_model, train_config
+from pair.federated.core.synthetic import write_synthetic_sites
+from pair.federated.core.train import get_state, local_train, predict, seed_everything, set_state
+from pair.federated.study import Study, parse_study
+
+METHODS = ("local-only", "fedavg", "fedprox", "pooled")
+
+
+def make_study(seed: int, rounds: int, size: int, strategy: str, sites: list[str]) -> Study:
+    return parse_study(
+        {
+            "schema": "pair-federated-study/1",
+            "id": f"bench-{strategy}",
+            "use_case": "covid19-cxr",
+            "model": {"architecture": "small_cnn", "width": 8},
+            "input": {"size": size},
+            "sites": [{"name": s} for s in sites],
+            "strategy": {"name": "fedprox" if strategy == "fedprox" else "fedavg", "mu": 0.01},
+            "training": {
+                "rounds": rounds,
+                "local_epochs": 1,
+                "batch_size": 16,
+                "lr": 0.05,
+                "min_sites": len(sites),
+                "validation_fraction": 0.3,
+                "seed": seed,
+                "threads": 1,
+            },
+        },
+        "benchmark",
+    )
+
+
+def average(states: list[dict[str, torch.Tensor]], weights: list[int]) -> dict[str, torch.Tensor]:
+    total = float(sum(weights))
+    out = {}
+    for k, v in states[0].items():
+        acc = torch.zeros_like(v, dtype=torch.float64)
+        for s, w in zip(states, weights, strict=True):
+            acc += s[k].double() * (w / total)
+        out[k] = acc.to(v.dtype)
+    return out
+
+
+def federated(study: Study, data: dict[str, SiteData]) -> tuple[Any, dict[str, SiteRunner], int]:
+    runners = {name: SiteRunner(study, name, d) for name, d in data.items()}
+    seed_everything(study.training.seed, 1)
+    state = get_state(build_model(study))
+    for r in range(study.training.rounds):
+        results = [runners[n].round(state, r) for n in runners]
+        state = average([res[0] for res in results], [res[2] for res in results])
+    model = build_model(study)
+    set_state(model, state)
+    return model, runners, parameter_bytes(state)
+
+
+def centralised(study: Study, train: SiteData, site_index: int) -> Any:
+    seed_everything(study.training.seed, 1)
+    model = build_model(study)
+    for r in range(study.training.rounds):
+        local_train(model, train, train_config(study, r, site_index))
+    return model
+
+
+def score(models: dict[str, Any], vals: dict[str, SiteData]) -> dict[str, Any]:
+    """AUC (+ DeLong CI) per site (model of that site on its validation data) and overall."""
+    out: dict[str, Any] = {}
+    ys, ps = [], []
+    for site, val in vals.items():
+        p = predict(models[site], val)
+        ci = auc_ci_delong(val.labels, p)
+        out[site] = {"auc": ci.auc, "lower": ci.lower, "upper": ci.upper}
+        ys.append(val.labels)
+        ps.append(p)
+    ci = auc_ci_delong(np.concatenate(ys), np.concatenate(ps))
+    out["overall"] = {"auc": ci.auc, "lower": ci.lower, "upper": ci.upper}
+    return out
+
+
+def run_seed(seed: int, data: dict[str, SiteData], rounds: int, size: int) -> dict[str, Any]:
+    names = list(data)
+    res: dict[str, Any] = {}
+    base = make_study(seed, rounds, size, "fedavg", names)
+    splits = {n: patient_split(d, 0.3, seed) for n, d in data.items()}
+    vals = {n: s[1] for n, s in splits.items()}
+    t = time.perf_counter()
+    local = {n: centralised(base, splits[n][0], i) for i, n in enumerate(names)}
+    res["local-only"] = {**score(local, vals), "seconds": time.perf_counter() - t}
+    for strategy in ("fedavg", "fedprox"):
+        t = time.perf_counter()
+        study = make_study(seed, rounds, size, strategy, names)
+        model, _, nbytes = federated(study, data)
+        res[strategy] = {
+            **score(dict.fromkeys(names, model), vals),
+            "seconds": time.perf_counter() - t,
+            "bytes_per_round": 2 * nbytes * len(names),
+        }
+    t = time.perf_counter()
+    pooled = centralised(base, pool([s[0] for s in splits.values()]), 0)
+    res["pooled"] = {
+        **score(dict.fromkeys(names, pooled), vals),
+        "seconds": time.perf_counter() - t,
+    }
+    return res
+
+
+def flare_run(out: Path, sites: dict[str, Path], rounds: int, size: int) -> dict[str, Any]:
+    """The same FedAvg study through FLARE's simulator: wall time and recorded traffic."""
+    from pair.federated import service
+    from pair.federated.flare.simulate import simulate
+
+    study = make_study(0, rounds, size, "fedavg", list(sites))
+    t = time.perf_counter()
+    result = simulate(study, sites, out / "flare-ws", cross_site_eval=False)
+    seconds = time.perf_counter() - t
+    recs = service.read_records(result.metrics_path)
+    rounds_rec = [r for r in recs if r["kind"] == "round"]
+    return {
+        "seconds": seconds,
+        "round_wall_s": [r["wall_s"] for r in rounds_rec],
+        "bytes_per_model": rounds_rec[-1]["bytes_per_model"] if rounds_rec else 0,
+    }
+
+
+def table(results: list[dict[str, Any]], names: list[str]) -> str:
+    cols = [*names, "overall"]
+    lines = [
+        "| method | " + " | ".join(cols) + " | MB/round | wall s (mean) |",
+        "|---" * (len(cols) + 3) + "|",
+    ]
+    for m in METHODS:
+        cells = []
+        for c in cols:
+            aucs = [r[m][c]["auc"] for r in results]
+            first = results[0][m][c]
+            cells.append(
+                f"{np.mean(aucs):.3f} [{min(aucs):.3f}–{max(aucs):.3f}] "
+                f"(CI {first['lower']:.3f}–{first['upper']:.3f})"
+            )
+        mb = results[0][m].get("bytes_per_round")
+        secs = np.mean([r[m]["seconds"] for r in results])
+        lines.append(
+            f"| {m} | " + " | ".join(cells) + f" | {mb / 1e6:.3f} |"
+            if mb
+            else f"| {m} | " + " | ".join(cells) + " | — |"
+        )
+        lines[-1] += f" {secs:.1f} |"
+    return "\n".join(lines)
+
+
+def targets(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    mean = lambda m, c: float(np.mean([r[m][c]["auc"] for r in results]))  # noqa: E731
+    out = {}
+    for m in ("fedavg", "fedprox"):
+        out[m] = {
+            "ratio_to_pooled_overall": mean(m, "overall") / mean("pooled", "overall"),
+            "meets_0.98_pooled": mean(m, "overall") >= 0.98 * mean("pooled", "overall"),
+            "better_than_local_at_every_site": all(
+                mean(m, s) > mean("local-only", s) for s in names
+            ),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/pair-fl-bench"))
+    parser.add_argument("--cases", type=int, nargs=3, default=[150, 90, 60])
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--flare", action="store_true", help="also time FLARE's simulator")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data_dir = args.out / "sites"
+    t = time.perf_counter()
+    if not (data_dir / "site-3" / "site.npz").exists():
+        write_synthetic_sites(data_dir, 3, list(args.cases), args.size, seed=0)
+    gen_s = time.perf_counter() - t
+    folders = {f"site-{i}": data_dir / f"site-{i}" for i in (1, 2, 3)}
+    data = {n: load_site(f) for n, f in folders.items()}
+    names = list(data)
+    results = [run_seed(seed, data, args.rounds, args.size) for seed in range(args.seeds)]
+    report: dict[str, Any] = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "data": {n: {"cases": len(d), "positives": d.positives} for n, d in data.items()},
+        "data_seconds": gen_s,
+        "results": results,
+        "targets": targets(results, names),
+    }
+    if args.flare:
+        report["flare"] = flare_run(args.out, folders, args.rounds, args.size)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "federated_bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    print(json.dumps(report["data"]), f"data {gen_s:.0f} s")
+    print(table(results, names))
+    print(json.dumps(report["targets"], indent=2))
+    if "flare" in report:
+        print(json.dumps(report["flare"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Training step and evaluation: plain functions of (model, site data, config), no engine.
+
+``local_train`` runs the local epochs (SGD or Adam), optionally with the FedProx proximal term
+(mu/2 · ||w − w_global||², Li et al. 2020) or SCAFFOLD control-variate correction (Karimireddy
+et al. 2020, option II). ``evaluate`` gives loss, AUC with DeLong 95 % CI and sensitivity /
+specificity (Wilson CIs) at the operating point, reusing ``pair.evaluation.stats``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pair.evaluation.stats.proportions import confusion_at, proportion
+from pair.evaluation.stats.roc import auc_ci_delong, youden_threshold
+from pair.federated.core.data import SiteData
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    seed: int = 0
+    fedprox_mu: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    loss: float
+    samples: int
+    steps: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int, threads: int = 1) -> None:
+    """Deterministic CPU training: fixed seeds, deterministic kernels, bounded threads."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(threads)
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+
+
+def _pos_weight(labels: np.ndarray) -> torch.Tensor:
+    """Balance classes in the loss (site prevalences differ widely)."""
+    pos = max(int(labels.sum()), 1)
+    neg = max(len(labels) - int(labels.sum()), 1)
+    return torch.tensor(neg / pos, dtype=torch.float32)
+
+
+def local_train(
+    model: nn.Module,
+    data: SiteData,
+    cfg: TrainConfig,
+    scaffold: tuple[State, State] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``data``; returns mean loss and counts.
+
+    scaffold: (global control c, local control c_i); gradients are corrected by c − c_i.
+    """
+    if len(data) == 0:
+        raise ValueError("no training cases at this site")
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x_all = torch.from_numpy(data.images)
+    y_all = torch.from_numpy(data.labels.astype(np.float32))
+    criterion = nn.BCEWithLogitsLoss(pos_weight=_pos_weight(data.labels))
+    reference = [p.detach().clone() for p in model.parameters()] if cfg.fedprox_mu else None
+    opt = _optimizer(model, cfg)
+    names = [n for n, _ in model.named_parameters()]
+    model.train()
+    total, count, steps = 0.0, 0, 0
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(data), generator=gen)
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            opt.zero_grad()
+            loss = criterion(model(x_all[idx]), y_all[idx])
+            objective = loss
+            if reference is not None:
+                prox = sum(
+                    ((p - r) ** 2).sum() for p, r in zip(model.parameters(), reference, strict=True)
+                )
+                objective = loss + cfg.fedprox_mu / 2 * prox
+            objective.backward()
+            if scaffold is not None:
+                c_global, c_local = scaffold
+                for name, p in zip(names, model.parameters(), strict=True):
+                    if p.grad is not None:
+                        p.grad += c_global[name] - c_local[name]
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            steps += 1
+    return TrainResult(total / max(count, 1), count, steps, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: SiteData, batch_size: int = 128) -> np.ndarray:
+    """Probabilities of the positive class."""
+    model.eval()
+    out = []
+    x = torch.from_numpy(data.images)
+    for i in range(0, len(x), batch_size):
+        out.append(torch.sigmoid(model(x[i : i + batch_size])))
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def evaluate(model: nn.Module, data: SiteData, threshold: float | None = None) -> dict[str, float]:
+    """Loss, AUC (DeLong CI), sensitivity/specificity at ``threshold`` (None: 0.5).
+
+    AUC and the rates need both classes; with one class only loss and counts are returned.
+    """
+    p = predict(model, data)
+    y = data.labels
+    eps = 1e-7
+    loss = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))) if len(y) else 0.0
+    out: dict[str, float] = {"loss": loss, "samples": float(len(y)), "positives": float(y.sum())}
+    if 0 < y.sum() < len(y):
+        ci = auc_ci_delong(y, p)
+        out.update(auc=ci.auc, auc_lower=ci.lower, auc_upper=ci.upper)
+        t = 0.5 if threshold is None else threshold
+        c = confusion_at(y, p, t)
+        sens = proportion(c.tp, c.tp + c.fn)
+        spec = proportion(c.tn, c.tn + c.fp)
+        out.update(
+            threshold=t,
+            sensitivity=sens.value,
+            sensitivity_lower=sens.lower,
+            sensitivity_upper=sens.upper,
+            specificity=spec.value,
+            specificity_lower=spec.lower,
+            specificity_upper=spec.upper,
+        )
+    return out
+
+
+def operating_point(model: nn.Module, data: SiteData) -> float:
+    """Youden-optimal threshold on ``data`` (used to fix the exported model's threshold)."""
+    return float(youden_threshold(data.labels, predict(model, data)))
+
+
+def get_state(model: nn.Module) -> State:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def set_state(model: nn.Module, state: dict[str, Any]) -> None:
+    """Load parameters given as tensors or numpy arrays (what engines send)."""
+    current = model.state_dict()
+    tensors = {
+        k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v).to(current[k].dtype)
+        for k, v in state.items()
+    }
+    model.load_state_dict({**current, **tensors})

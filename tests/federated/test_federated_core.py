@@ -1,0 +1,232 @@
+"""Engine-agnostic federated core: models, split, training, evaluation, DP, study schema.
+
+Tiny tensors, one thread, no FLARE: these run in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pair.core.errors import Invalid
+from pair.federated.core.data import SiteData, load_site, patient_split, save_site
+from pair.federated.core.models import ResNet18, StudyNet, parameter_bytes
+from pair.federated.core.privacy import clip_and_noise, zcdp_epsilon
+from pair.federated.core.site import SiteRunner
+from pair.federated.core.train import TrainConfig, evaluate, get_state, local_train, seed_everything
+from pair.federated.study import decode_study, example_studies, load_study, parse_study
+
+STUDY = {
+    "schema": "pair-federated-study/1",
+    "id": "unit",
+    "use_case": "covid19-cxr",
+    "model": {"width": 4},
+    "input": {"size": 16},
+    "sites": [{"name": "site-1"}, {"name": "site-2"}],
+    "training": {"rounds": 1, "batch_size": 8, "min_sites": 1, "lr": 0.1},
+}
+
+
+def toy_data(n: int = 48, seed: int = 0, shift: float = 0.0) -> SiteData:
+    """Separable toy images: positives carry a bright centre square."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.int64)
+    x = rng.normal(0.3 + shift, 0.1, size=(n, 1, 16, 16)).astype(np.float32)
+    x[y == 1, :, 5:11, 5:11] += 0.6
+    patients = np.array([f"P{i // 2:03d}" for i in range(n)])  # two images per patient
+    return SiteData(x, y, patients)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    seed_everything(0, threads=1)
+
+
+def test_models_shapes_and_resnet18_size() -> None:
+    x = torch.zeros(2, 1, 32, 32)
+    for arch in ("small_cnn", "resnet18"):
+        assert StudyNet(arch, 1, 8)(x).shape == (2,)
+    assert StudyNet("cnn25d", 5, 8)(torch.zeros(2, 5, 32, 32)).shape == (2,)
+    grouped = StudyNet("resnet18", 1, 8, norm="group")
+    assert grouped(x).shape == (2,) and not list(grouped.buffers())  # nothing un-noised
+    # ResNet-18 (He et al. 2016) has 11,689,512 parameters with 3 input channels and 1000
+    # classes; 1 input channel (-6,272 = 64·2·7·7) and 1 output (-512,999 = 999·513) leave
+    # 11,170,241.
+    n = sum(p.numel() for p in ResNet18(in_channels=1, width=64).parameters())
+    assert n == 11_689_512 - 64 * 2 * 7 * 7 - 999 * 513
+    with pytest.raises(ValueError, match="unknown architecture"):
+        StudyNet("vgg")
+    state = get_state(StudyNet("small_cnn", 1, 4))
+    assert parameter_bytes(state) == sum(t.numel() * t.element_size() for t in state.values())
+
+
+def test_patient_split_is_deterministic_and_patient_level(tmp_path: Path) -> None:
+    data = toy_data(40)
+    train, val = patient_split(data, 0.25, seed=3)
+    _again_train, again_val = patient_split(data, 0.25, seed=3)
+    assert list(val.patients) == list(again_val.patients)
+    assert set(train.patients).isdisjoint(set(val.patients))
+    assert len(set(val.patients)) == math.ceil(0.25 * 20)
+    assert len(train) + len(val) == len(data)
+    # order of the cases does not change the split
+    perm = np.random.default_rng(1).permutation(len(data))
+    _, shuffled_val = patient_split(data.subset(perm), 0.25, seed=3)
+    assert set(shuffled_val.patients) == set(val.patients)
+    # another seed, another split
+    assert set(patient_split(data, 0.25, seed=4)[1].patients) != set(val.patients)
+    with pytest.raises(Invalid, match="at least 2"):
+        patient_split(data.subset(np.array([0, 1])), 0.5, 0)
+    save_site(tmp_path / "s", data, {"site": "x"})
+    back = load_site(tmp_path / "s")
+    assert np.array_equal(back.images, data.images) and list(back.patients) == list(data.patients)
+    assert not list((tmp_path / "s").glob("*.part"))
+    with pytest.raises(Invalid, match=r"no site\.npz"):
+        load_site(tmp_path / "missing")
+    with pytest.raises(Invalid, match="labels must be 0 or 1"):
+        SiteData(data.images[:2], np.array([0, 2]), data.patients[:2])
+
+
+def test_training_learns_and_evaluation_matches_reference() -> None:
+    data = toy_data(64)
+    model = StudyNet("small_cnn", 1, 4)
+    before = evaluate(model, data)
+    result = local_train(model, data, TrainConfig(epochs=4, batch_size=8, lr=0.1, seed=0))
+    after = evaluate(model, data)
+    assert result.samples == 4 * 64 and result.steps == 4 * 8
+    assert after["loss"] < before["loss"] and after["auc"] > 0.95
+    assert after["auc_lower"] <= after["auc"] <= after["auc_upper"]
+    # AUC against the Mann-Whitney count on the same scores (independent reference)
+    from pair.federated.core.train import predict
+
+    p = predict(model, data)
+    pos, neg = p[data.labels == 1], p[data.labels == 0]
+    mw = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (
+        len(pos) * len(neg)
+    )
+    assert after["auc"] == pytest.approx(mw)
+    tp = int(((p >= 0.5) & (data.labels == 1)).sum())
+    assert after["sensitivity"] == pytest.approx(tp / len(pos))
+    one_class = data.subset(np.flatnonzero(data.labels == 1))
+    assert "auc" not in evaluate(model, one_class)
+
+
+def test_training_is_deterministic_and_fedprox_pulls_to_global() -> None:
+    data = toy_data(32)
+    start = get_state(StudyNet("small_cnn", 1, 4))
+
+    def trained(mu: float) -> dict[str, torch.Tensor]:
+        seed_everything(0, 1)
+        m = StudyNet("small_cnn", 1, 4)
+        m.load_state_dict(start)
+        local_train(m, data, TrainConfig(epochs=3, batch_size=8, lr=0.1, seed=5, fedprox_mu=mu))
+        return get_state(m)
+
+    params = {n for n, _ in StudyNet("small_cnn", 1, 4).named_parameters()}  # not BN statistics
+
+    def drift(state: dict[str, torch.Tensor]) -> float:
+        return sum(float(((state[k] - start[k]) ** 2).sum()) for k in params)
+
+    a, b = trained(0.0), trained(0.0)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert drift(trained(10.0)) < 0.5 * drift(a)
+
+
+def test_dp_clipping_noise_and_zcdp_epsilon() -> None:
+    # Bun & Steinke 2016: Gaussian with multiplier sigma is 1/(2 sigma^2)-zCDP (Prop 1.6);
+    # T rounds compose to T/(2 sigma^2) (Lemma 1.7); rho-zCDP => (rho + 2 sqrt(rho ln(1/delta)),
+    # delta)-DP (Prop 1.3). Worked by hand: sigma = 1, T = 1, delta = 1e-5: rho = 0.5,
+    # eps = 0.5 + 2 sqrt(0.5 * 11.5129) = 5.2985; sigma = 2, T = 8: rho = 1, eps = 1 + 2
+    # sqrt(11.5129) = 7.7861.
+    assert zcdp_epsilon(1.0, 1, 1e-5) == pytest.approx(5.2985, abs=1e-4)
+    assert zcdp_epsilon(2.0, 8, 1e-5) == pytest.approx(7.7861, abs=1e-4)
+    assert zcdp_epsilon(1.0, 0, 1e-5) == 0.0
+    assert zcdp_epsilon(1.0, 2, 1e-5) > zcdp_epsilon(1.0, 1, 1e-5)
+    with pytest.raises(ValueError):
+        zcdp_epsilon(0.0, 1, 1e-5)
+    update = {"w": torch.full((1000,), 0.1), "n": torch.tensor(3)}
+    gen = torch.Generator().manual_seed(0)
+    out, norm = clip_and_noise(update, clip_norm=1.0, noise_multiplier=0.01, generator=gen)
+    assert norm == pytest.approx(math.sqrt(1000) * 0.1, rel=1e-6)
+    # clipped to C = 1, plus noise of norm about sigma·C·sqrt(d) = 0.01·sqrt(1000)
+    assert float(out["w"].norm()) == pytest.approx(math.sqrt(1 + 1000 * 0.01**2), abs=0.03)
+    assert float((out["w"] - update["w"] / norm).std()) == pytest.approx(0.01, rel=0.1)
+    assert torch.equal(out["n"], update["n"])  # integer buffers are not noised
+
+
+def test_site_runner_round_reports_aggregates_only() -> None:
+    dp = {"dp": {"clip_norm": 0.5, "noise_multiplier": 1.0}}
+    study = parse_study({**STUDY, "model": {"width": 4, "norm": "group"}, "privacy": dp}, "t")
+    runner = SiteRunner(study, "site-1", toy_data(40))
+    start = get_state(runner.model)
+    state, metrics, steps = runner.round(start, 0)
+    assert steps > 0 and set(state) == set(start)
+    assert metrics["train_cases"] + metrics["val_cases"] == 40
+    assert metrics["dp_epsilon"] == pytest.approx(zcdp_epsilon(1.0, 1, 1e-5))
+    assert {"global_val_loss", "val_loss", "train_loss", "bytes_sent"} <= set(metrics)
+    assert all(isinstance(v, float) for v in metrics.values())  # numbers only: no identifiers
+    _, metrics2, _ = runner.round(state, 1)
+    assert metrics2["dp_epsilon"] == pytest.approx(zcdp_epsilon(1.0, 2, 1e-5))
+
+
+def test_study_schema_errors_are_precise(tmp_path: Path) -> None:
+    for path in example_studies():
+        assert load_study(path).id == path.stem
+    s = parse_study(STUDY, "t")
+    assert decode_study(s.encode()) == s and len(s.digest()) == 64
+    bad = [
+        ({**STUDY, "schema": "x"}, "schema"),
+        ({**STUDY, "strategy": {"name": "krum"}}, "strategy.name"),
+        ({**STUDY, "training": {"min_sites": 3}}, "min_sites (3) exceeds the 2 sites"),
+        ({**STUDY, "sites": [{"name": "a"}, {"name": "a"}]}, "repeated: a"),
+        ({**STUDY, "sites": [{"name": "a", "cohort": "colour=red"}]}, "colour"),
+        ({**STUDY, "input": {"slices": 3}}, "slices must be 1 for CXR"),
+        ({**STUDY, "model": {"architecture": "cnn25d"}}, "cnn25d needs input.modality CT"),
+        ({**STUDY, "input": {"modality": "CT", "slices": 4}}, "slices must be odd"),
+        ({**STUDY, "extra": 1}, "extra"),
+        ({**STUDY, "privacy": {"dp": {}}}, "differential privacy needs model.norm: group"),
+    ]
+    for data, needle in bad:
+        with pytest.raises(Invalid) as err:
+            parse_study(data, "study.yaml")
+        assert needle in err.value.message and err.value.message.startswith("study.yaml")
+    (tmp_path / "bad.yaml").write_text("id: [", encoding="utf-8")
+    with pytest.raises(Invalid, match="not valid YAML"):
+        load_study(tmp_path / "bad.yaml")
+    with pytest.raises(Invalid, match="cannot read"):
+        load_study(tmp_path / "none.yaml")
+
+
+def test_core_does_not_import_flare() -> None:
+    code = (
+        "import sys\n"
+        "import pair.federated.core.site, pair.federated.core.synthetic, pair.federated.study\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'nvflare']\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    for path in Path(__file__).parents[2].joinpath("src/pair/federated/core").glob("*.py"):
+        assert "nvflare" not in path.read_text(encoding="utf-8"), path
+
+
+def test_cli_validate_reports_errors_without_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pair.cli.main import app
+
+    runner = CliRunner()
+    good = example_studies()[0]
+    ok = runner.invoke(app, ["fl", "validate", str(good)])
+    assert ok.exit_code == 0 and load_study(good).digest() in ok.output.replace("\n", "")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema: pair-federated-study/1\nid: Bad Id\nuse_case: x\nsites: []\n")
+    res = runner.invoke(app, ["fl", "validate", str(bad)])
+    assert res.exit_code == 2 and "study id must be lower-case" in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+    sites = runner.invoke(app, ["fl", "simulate", str(good), "--sites", str(tmp_path)])
+    assert sites.exit_code == 2 and "no site.npz" in " ".join(sites.output.split())
