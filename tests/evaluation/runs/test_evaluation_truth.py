@@ -130,5 +130,5 @@ def test_report_truth_categories_are_checked_against_the_module() -> None:
     )
     with pytest.raises(Invalid, match=r"'typical' is not a category of report module 'corads'"):
         check_spec("report:corads:typical")
-    with pytest.raises(Invalid, match="No reporting module 'nope'.*; use one of: corads"):
+    with pytest.raises(Invalid, match=r"No reporting module 'nope'.*; use one of: corads"):
         check_spec("report:nope")
