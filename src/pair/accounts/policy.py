@@ -79,6 +79,11 @@ class Action(enum.StrEnum):
     SHARING_CASE = "sharing.case"  # "share this case" on a case page
     # federated learning (issue 14): aggregate metrics of federated studies at the hub
     FEDERATED_READ = "federated.read"
+    # ---- hub feed (docs/hub-feed.md) ----
+    FEED_READ = "feed.read"  # the change feed, its stream, the hub's cases
+    FEED_RETRACT = "feed.retract"  # withdraw one's own facility's case from the hub
+    FEED_WEBHOOK_MANAGE = "feed.webhook.manage"  # a facility's webhook subscriptions
+    # ---- end hub feed ----
 
 
 # ---- sharing / hub membership: actions that belong to one role only (never to a facility
@@ -142,6 +147,13 @@ REGISTRY_ROLES: dict[Action, frozenset[str]] = {
     Action.REGISTRY_APPROVE: frozenset({Role.HUB_OPERATOR.value}),
 }
 REGISTRY_ACTIONS = frozenset(REGISTRY_ROLES)
+# ---- hub feed: what non-admin roles may do in their own facility (admins may do all) ----
+HUB_FEED_ACTIONS = frozenset({Action.FEED_READ, Action.FEED_RETRACT, Action.FEED_WEBHOOK_MANAGE})
+ROLE_GRANTS: dict[str, frozenset[Action]] = {
+    **{role.value: frozenset({Action.FEED_READ}) for role in Role},
+    Role.SITE_NODE.value: HUB_FEED_ACTIONS,
+}
+# ---- end hub feed ----
 # A facility admin may do all of these, in its own facility only.
 ADMIN_ACTIONS = (
     frozenset(Action)
@@ -164,6 +176,7 @@ OPERATOR_ACTIONS = (
     - REGISTRY_ACTIONS
     - _ROLE_ONLY
     - {Action.SHARING_POLICY_SET, Action.SHARING_CASE, Action.SHARING_STATUS}
+    - HUB_FEED_ACTIONS
 )
 # What every user may do to its own account (``owner_id`` equal to the actor's user id).
 SELF_ACTIONS = frozenset(
@@ -215,6 +228,7 @@ def check_role(actor: Actor, action: Action) -> None:
         or (actor.role == Role.ADMIN.value and action in ADMIN_ACTIONS)
         or (actor.role == Role.PANEL.value and action in PANEL_ACTIONS)
         or _role_grants(actor, action)
+        or action in ROLE_GRANTS.get(actor.role, frozenset())
     ):
         return
     raise Forbidden(f"Your role ({actor.role or 'none'}) may not do {action.value}.")
@@ -259,7 +273,7 @@ def authorize(
         return
     if actor.role == Role.ADMIN.value and action in ADMIN_ACTIONS:
         return
-    if _role_grants(actor, action):
+    if _role_grants(actor, action) or action in ROLE_GRANTS.get(actor.role, frozenset()):
         return
     if action in SELF_ACTIONS:
         raise Forbidden(f"Only admins may do {action.value} for other users.")

@@ -17,6 +17,7 @@ from pair.registry.performance.cli import register as register_performance_regis
 from pair.reporting.cli import report_app
 from pair.repository.cli import register as register_repository
 from pair.sharing.cli import hub_app, share_app
+from pair.sharing.feed.cli import feed_app
 from pair.synth.cli import synth
 from pair.usecases.cli import usecase_app
 
@@ -39,6 +40,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(hub_app, name="hub")
 app.add_typer(share_app, name="share")
 app.add_typer(fl_app, name="fl")
+app.add_typer(feed_app, name="feed")
 app.command("serve")(serve)
 register_repository(app)
 app.command("deid")(deid)

@@ -99,6 +99,9 @@ def serve(
     resumed = resume_interrupted(node, pool, stop_resume)
     if resumed:
         console.print(f"resuming {len(resumed)} interrupted evaluation run(s) in the background")
+    from pair.sharing.feed.background import start_feed
+
+    feed = start_feed(node)
     dimse: Any = None
     if dicom_port:
         from pair.repository.dimse import start_dimse_server
@@ -109,6 +112,7 @@ def serve(
             stop_resume.set()
             if pusher is not None:
                 pusher.stop()
+            feed.close()
             pool.close()
             node.close()
             reason = exc.strerror or str(exc)
@@ -145,6 +149,7 @@ def serve(
         stop_resume.set()
         if pusher is not None:
             pusher.stop()
+        feed.close()
         if dimse is not None:
             dimse.shutdown(grace_s=settings.shutdown_grace_s)
         pool.close()

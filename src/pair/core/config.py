@@ -123,6 +123,26 @@ class Settings(BaseSettings):
     hub_backoff_s: float = Field(default=1.0, gt=0)
     hub_backoff_max_s: float = Field(default=300.0, gt=0)
     hub_push_batch: int = Field(default=20, ge=1, le=500)
+    # ---- hub change feed (docs/hub-feed.md) ----
+    # a site follows its hub's feed (PAIR_HUB_URL / PAIR_HUB_TOKEN) in `pair serve` and pulls
+    # new cases into the local facility with code feed_facility (empty: the first facility);
+    # webhook deliveries it receives are verified with feed_webhook_secret
+    feed_follow: bool = False
+    feed_facility: str = ""
+    feed_webhook_secret: SecretStr = SecretStr("")
+    feed_poll_s: float = Field(default=2.0, gt=0, le=3600)  # follower and SSE database polls
+    feed_heartbeat_s: float = Field(default=15.0, gt=0, le=3600)  # SSE comment when idle
+    feed_hub_timeout_s: float = Field(default=60.0, gt=0, le=3600)  # one request to the hub
+    # the hub's webhook worker: attempts per delivery, first retry delay (doubles each time),
+    # time one POST may take
+    feed_webhook_attempts: int = Field(default=8, ge=1, le=100)
+    feed_webhook_backoff_s: float = Field(default=2.0, gt=0, le=86400)
+    feed_webhook_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # what one facility may store at the hub (0: no limit); written as the default quota row
+    # when `pair serve` starts with PAIR_ROLE=hub
+    hub_quota_max_instances: int = Field(default=0, ge=0)
+    hub_quota_max_bytes: int = Field(default=0, ge=0)
+    # ---- end hub change feed ----
     # the hub that receives signed evaluation feedback (docs/evaluation.md): the hub's
     # ``https://HUB/api/registry/feedback`` (docs/performance-registry.md); empty: hub_url's,
     # with hub_token

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pair.audit.feedlog import record_stored
 from pair.audit.service import Actor, record, record_change, record_changes
 from pair.core.errors import Conflict
 from pair.core.node import Node
@@ -112,6 +113,8 @@ def commit_prepared(session: Session, facility_id: int, prepared: list[Prepared]
     record_changes(
         session, facility_id, "instance.stored", "instance", [r.sop_instance_uid for r in new]
     )
+    # the change feed (quota check, one study.updated per study): last, it orders the commit
+    record_stored(session, facility_id, [(r.study["study_uid"], r.instance["size"]) for r in new])
     return unreferenced
 
 

@@ -36,6 +36,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.repository.dicomweb import router as dicomweb_router
     from pair.repository.wado_uri import router as wado_uri_router
     from pair.sharing.api import router as sharing_router
+    from pair.sharing.feed.api import router as feed_router
     from pair.usecases.api import router as usecases_router
     from pair.usecases.service import ensure_shipped
 
@@ -81,6 +82,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(registry_router)
     app.include_router(sharing_router)
     app.include_router(federated_router)
+    app.include_router(feed_router)
     install_portal(app)
     return app
 
