@@ -147,6 +147,7 @@ def _check_quota(session: Session, facility_id: int, instances: int, size: int) 
         .join(_study, _study.c.id == _series.c.study_pk)
         .where(_study.c.facility_id == facility_id)
     ).one()
+    used_n, used_bytes = int(used_n), int(used_bytes)  # PostgreSQL's sum is a Decimal
     # the batch's rows are already inserted (flushed) when this runs
     over_n = quota.max_instances and used_n > quota.max_instances
     over_bytes = quota.max_bytes and used_bytes > quota.max_bytes

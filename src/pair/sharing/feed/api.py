@@ -17,12 +17,12 @@ from starlette.concurrency import run_in_threadpool
 
 from pair.accounts.policy import Action, check_role
 from pair.audit.service import Actor, record
-from pair.core.errors import Invalid, NotFound, Unauthorized
+from pair.core.errors import Forbidden, Invalid, NotFound, Unauthorized
 from pair.core.node import Node
 from pair.repository import retrieve
 from pair.repository.multipart import new_boundary, stream_related
 from pair.sharing.feed import events, follower, studies, webhooks
-from pair.web.deps import SessionDep, facility_member, get_node
+from pair.web.deps import SessionDep, commit_before_refusal, facility_member, get_node
 
 router = APIRouter(tags=["hub feed"])
 
@@ -156,8 +156,14 @@ def retract_case(
     actor: Actor = Depends(facility_member),
 ) -> Response:
     studies.require_hub(node)
-    check_role(actor, Action.FEED_RETRACT)
-    removed, paths = studies.retract(session, actor, study_uid)
+    try:
+        check_role(actor, Action.FEED_RETRACT)
+        removed, paths = studies.retract(session, actor, study_uid)
+    except (Forbidden, NotFound):
+        session.rollback()
+        record(session, actor, "feed.retract", "study", study_uid, outcome="denied")
+        commit_before_refusal(session)  # a refused retraction stays in the audit log
+        raise
     body = json.dumps({"study_uid": study_uid, "instances_removed": removed})
     return Response(
         body,
@@ -184,6 +190,8 @@ def my_quota(
 
 class WebhookIn(BaseModel):
     url: str
+    # the subscriber's own secret (at least 32 characters); omitted: the hub makes one
+    secret: str | None = None
 
 
 @router.post("/api/feed/webhooks", status_code=201, summary="Subscribe a webhook")
@@ -191,7 +199,7 @@ def create_webhook(
     body: WebhookIn, session: Any = SessionDep, actor: Actor = Depends(facility_member)
 ) -> dict[str, Any]:
     check_role(actor, Action.FEED_WEBHOOK_MANAGE)
-    hook, secret = webhooks.create(session, actor, body.url)
+    hook, secret = webhooks.create(session, actor, body.url, body.secret)
     return {**webhooks.webhook_json(hook), "secret": secret}
 
 

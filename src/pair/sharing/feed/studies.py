@@ -102,7 +102,6 @@ def retract(session: Session, actor: Actor, study_uid: str) -> tuple[int, list[s
     a ``study.retracted`` event tells subscribers. Another facility gets 404 (as missing)."""
     study = session.scalar(select(Study).where(Study.study_uid == study_uid).with_for_update())
     if study is None or study.facility_id != actor.facility_id:
-        record(session, actor, "feed.retract", "study", study_uid, outcome="denied")
         raise NotFound(MISSING)
     authorize(actor, Action.FEED_RETRACT, study.facility_id, missing=MISSING)
     instances = study.num_instances

@@ -45,6 +45,7 @@ SIGNATURE_HEADER = "X-PAIR-Signature"
 TIMESTAMP_HEADER = "X-PAIR-Timestamp"
 SEQ_HEADER = "X-PAIR-Event-Seq"
 MAX_AGE_S = 300
+MIN_SECRET = 32
 _MISSING = "No such webhook."
 _FAN_OUT_BATCH = 500
 
@@ -80,12 +81,16 @@ def webhook_json(hook: FeedWebhook) -> dict[str, Any]:
     }
 
 
-def create(session: Session, actor: Actor, url: str) -> tuple[FeedWebhook, str]:
+def create(
+    session: Session, actor: Actor, url: str, secret: str | None = None
+) -> tuple[FeedWebhook, str]:
     """Subscribe ``url`` for the actor's facility from the current end of the feed; returns
-    the secret, shown once."""
+    the secret (the subscriber's own, or a new one shown only now)."""
     authorize(actor, Action.FEED_WEBHOOK_MANAGE, actor.facility_id)
     assert actor.facility_id is not None
-    secret = secrets.token_urlsafe(32)
+    if secret is not None and not MIN_SECRET <= len(secret) <= 128:
+        raise Invalid(f"A webhook secret must have {MIN_SECRET} to 128 characters.")
+    secret = secret or secrets.token_urlsafe(32)
     hook = FeedWebhook(
         facility_id=actor.facility_id,
         url=_check_url(url),
