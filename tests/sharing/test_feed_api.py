@@ -86,7 +86,9 @@ def _node(tmp_path: Path, database_url: str, role: str, **kw: object) -> Iterato
 
 @pytest.fixture
 def hub(tmp_path: Path, database_url: str) -> Iterator[Hub]:
-    yield from (Hub(n) for n in _node(tmp_path, database_url, "hub", feed_heartbeat_s=0.2, feed_poll_s=0.05))
+    yield from (
+        Hub(n) for n in _node(tmp_path, database_url, "hub", feed_heartbeat_s=0.2, feed_poll_s=0.05)
+    )
 
 
 def test_ingest_records_one_event_per_study_readable_by_every_member(hub: Hub) -> None:
@@ -173,9 +175,7 @@ def _sse_ids(text: str) -> list[int]:
 def test_sse_stream_resumes_after_last_event_id(hub: Hub) -> None:
     uids = [hub.stow("dm_a", 1)[1] for _ in range(3)]
     seqs = [e["seq"] for e in hub.changes("rad_b")["events"]]
-    r = hub.client.get(
-        "/api/changes/stream", params={"max_s": 0.6}, headers=hub.h("rad_b")
-    )
+    r = hub.client.get("/api/changes/stream", params={"max_s": 0.6}, headers=hub.h("rad_b"))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert _sse_ids(r.text) == seqs
     assert f'"study_uid":"{uids[0]}"' in r.text and "event: study.updated" in r.text
@@ -186,9 +186,7 @@ def test_sse_stream_resumes_after_last_event_id(hub: Hub) -> None:
         headers={**hub.h("rad_b"), "Last-Event-ID": str(seqs[0])},
     )
     assert _sse_ids(resumed.text) == seqs[1:]
-    bad = hub.client.get(
-        "/api/changes/stream", headers={**hub.h("rad_b"), "Last-Event-ID": "abc"}
-    )
+    bad = hub.client.get("/api/changes/stream", headers={**hub.h("rad_b"), "Last-Event-ID": "abc"})
     assert bad.status_code == 422
 
 
