@@ -95,6 +95,7 @@ def _wado(w: World) -> dict[str, str]:
 
 
 _UPLOAD: Body = lambda w, who: {"files": [("files", ("note.txt", b"not dicom"))]}  # noqa: E731
+_SSE: Body = lambda w, who: {"params": {"max_s": 0.05}}  # noqa: E731
 _STOW: Body = lambda w, who: {"content": b"x", "headers": {"content-type": "text/plain"}}  # noqa: E731
 
 TABLE: dict[tuple[str, str], Rule] = {
@@ -406,6 +407,19 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("POST", "/cases/{case_id}/share"): r(WRITERS, A, 303),
     ("GET", "/hub/members"): r(NOBODY, N),
     ("POST", "/hub/members/{member_id}/{decision}"): r(NOBODY, N),
+    # ---- hub feed (this world is a site: the hub's case routes answer 404 here) ----
+    ("GET", "/api/changes"): r(MEMBERS, L, 200),
+    ("GET", "/api/changes/stream"): r(MEMBERS, L, 200, body=_SSE),
+    ("GET", "/api/hub/studies"): r(MEMBERS, N, lenient=True),
+    ("GET", "/api/hub/studies/{study_uid}"): r(MEMBERS, N, lenient=True),
+    ("GET", "/api/hub/quota"): r(MEMBERS, N, lenient=True),
+    ("POST", "/api/hub/studies/{study_uid}/retract"): r(ADMIN, A, lenient=True),
+    ("POST", "/api/feed/webhooks"): r(ADMIN, N, 201, body=_json(url="http://127.0.0.1:9/hook")),
+    ("GET", "/api/feed/webhooks"): r(ADMIN, L, 200),
+    ("DELETE", "/api/feed/webhooks/{webhook_id}"): r(ADMIN, A, lenient=True),
+    ("GET", "/api/feed/webhooks/{webhook_id}/deliveries"): r(ADMIN, A, lenient=True),
+    # signed with PAIR_FEED_WEBHOOK_SECRET, not a token; not configured in this world
+    ("POST", "/api/feed/webhook"): r(PUBLIC, N, 404),
 }
 PUBLIC_MOUNTS = {"/static"}
 
@@ -438,6 +452,7 @@ def _path_values(w: World, method: str, template: str) -> dict[str, Any]:
         "decision": "approve",
         "study_pk": 999999,
         "figure": "curves",
+        "webhook_id": 999999,
     }
     names = [p.strip("{}") for p in template.split("/") if p.startswith("{")]
     for name in names:

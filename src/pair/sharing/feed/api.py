@@ -155,9 +155,9 @@ def retract_case(
     session: Any = SessionDep,
     actor: Actor = Depends(facility_member),
 ) -> Response:
-    studies.require_hub(node)
     try:
         check_role(actor, Action.FEED_RETRACT)
+        studies.require_hub(node)
         removed, paths = studies.retract(session, actor, study_uid)
     except (Forbidden, NotFound):
         session.rollback()
