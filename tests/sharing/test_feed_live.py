@@ -54,6 +54,7 @@ def world(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[dict[str,
     node = open_node(settings=get_settings(hub.data_dir, database_url=url))
     with node.db.session() as s:
         fb = s.scalar(select(Facility).where(Facility.code == "HOSPB"))
+        assert fb is not None
         fc = service.create_facility(s, "Hospital C", "HOSPC")
         for name, fac in (("node_b", fb), ("node_c", fc)):
             user = service.create_user(s, fac, name, "site-node")
