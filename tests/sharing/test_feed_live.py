@@ -82,6 +82,8 @@ def world(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[dict[str,
         },
     )
     nodes = {"hub": hub, "hub2": hub2, "polling": polling, "hooked": hooked}
+    for n in nodes.values():
+        n.start_timeout_s = 240.0  # four processes start one after another on a busy machine
     try:
         polling.provision()
         hooked.provision()
