@@ -1,4 +1,5 @@
-"""``make demo``: synthetic multi-site data loaded into a node, then ``pair serve``.
+"""``make demo``: a hub and three site nodes (``pair.demo.consortium``); ``--single`` loads
+the synthetic multi-site data into one node and serves it (what the tests prepare).
 
 Idempotent: a data dir that was already prepared is served as it is.
 """
@@ -109,20 +110,29 @@ def evaluate_demo_algorithm(node: Node, facility_id: int) -> int:
     auc = (run.result or {}).get("auc") or {}
     if auc:
         console.print(
-            f"demo evaluation #{run_id} (site 1, login evaluator): AUC {auc['value']:.3f} "
+            f"demo evaluation #{run_id} (login evaluator): AUC {auc['value']:.3f} "
             f"(95% CI {auc['lower']:.3f}-{auc['upper']:.3f}) on {run.total} radiographs"
         )
     return run_id
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the PAIR demo node.")
+    parser = argparse.ArgumentParser(description="Run the PAIR demo: a hub and three sites.")
     parser.add_argument("--data-dir", type=Path, default=Path("demo-data"))
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="hub; sites use the next ports")
     parser.add_argument("--dicom-port", type=int, default=11112)
+    parser.add_argument("--single", action="store_true", help="one node with every site")
     parser.add_argument("--prepare-only", action="store_true")
     args = parser.parse_args()
+    if not args.single:
+        from pair.demo import consortium
+
+        if args.prepare_only:
+            consortium.prepare(args.data_dir)
+            return
+        consortium.run(args.data_dir, host=args.host, port=args.port, dicom_port=args.dicom_port)
+        return
     node = prepare(args.data_dir)
     node.close()
     console.print(
