@@ -8,6 +8,8 @@ FLARE API with an admin (lead) kit: submit, poll, download the result.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 from pair.core.errors import PairError
 
 TERMINAL_PREFIX = "FINISHED"
@@ -34,12 +38,25 @@ class DeploymentError(PairError):
 
 @dataclass
 class StartedProcess:
-    """One FLARE participant started here: its name, process and where its output goes."""
+    """One FLARE participant started here: its name, process and where its output goes.
+
+    FLARE starts each job in a new session (``setsid``), outside the participant's process
+    group, so the job processes seen under it are remembered and stopped too.
+    """
 
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
     _log: IO[bytes]
+    # psutil handles, not bare pids: psutil refuses to signal a pid reused by another process
+    descendants: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def refresh_descendants(self) -> None:
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return
+        self.descendants.update({c.pid: c for c in children})
 
     @property
     def pid(self) -> int:
@@ -53,7 +70,9 @@ def kit_command(kit: Path) -> list[str]:
     """FLARE's start command from the kit's ``sub_start.sh`` (``exec python3 ... -m <kit>``)."""
     script = kit / "startup" / "sub_start.sh"
     if not script.is_file():
-        raise DeploymentError(f"{kit} is not a FLARE server or client kit (no startup/sub_start.sh)")
+        raise DeploymentError(
+            f"{kit} is not a FLARE server or client kit (no startup/sub_start.sh)"
+        )
     for line in script.read_text().splitlines():
         stripped = line.strip()
         if stripped.startswith("exec python3 ") and "nvflare.private.fed.app." in stripped:
@@ -86,7 +105,7 @@ class FlareProcesses:
             (kit / stale).unlink(missing_ok=True)
         log_path = kit / "pair-process.log"
         log = log_path.open("ab")
-        proc = subprocess.Popen(  # noqa: S603 - argv from the kit FLARE wrote, no shell
+        proc = subprocess.Popen(
             kit_command(kit),
             cwd=kit,
             env=self.env,
@@ -101,10 +120,18 @@ class FlareProcesses:
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.started.items()}
 
+    def all_pids(self) -> set[int]:
+        """Every process started here or seen under one, as far as known now."""
+        for started in self.started.values():
+            started.refresh_descendants()
+        return {pid for s in self.started.values() for pid in (s.proc.pid, *s.descendants)}
+
     def kill(self, name: str, grace_s: float = 0.0) -> None:
-        """Stop one participant's whole process group (its job processes included)."""
+        """Stop one participant: its process group and every job process seen under it."""
         started = self.started[name]
+        started.refresh_descendants()
         _kill_group(started.proc, grace_s)
+        _kill_processes(list(started.descendants.values()))
         started._log.close()
 
     def stop_all(self, grace_s: float = 5.0) -> None:
@@ -112,10 +139,12 @@ class FlareProcesses:
         for name in reversed(list(self.started)):
             try:
                 self.kill(name, grace_s)
-            except Exception:  # noqa: BLE001 - keep stopping the others
+            except Exception:
                 continue
 
     def check_alive(self) -> None:
+        for started in self.started.values():
+            started.refresh_descendants()
         dead = {n: p.proc.returncode for n, p in self.started.items() if not p.alive()}
         if dead:
             tails = {n: _tail(self.started[n].log_path) for n in dead}
@@ -123,43 +152,41 @@ class FlareProcesses:
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    try:
-        pgid = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        pgid = proc.pid
+    """SIGTERM the participant's process group, SIGKILL it after ``grace_s``, reap the leader."""
+    pgid = proc.pid  # start_new_session=True: the leader's pid is the group id
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
+        if not _group_alive(proc, pgid):
+            break
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and _group_alive(pgid):
+        while time.monotonic() < deadline and _group_alive(proc, pgid):
             time.sleep(0.2)
-        if not _group_alive(pgid):
-            break
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
-def _group_alive(pgid: int) -> bool:
+def _group_alive(proc: subprocess.Popen[bytes], pgid: int) -> bool:
+    proc.poll()  # reap the leader once it exits, or it lingers as a zombie in the group
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # a zombie leader still counts; reap it if it is ours
-    try:
-        pid, _ = os.waitpid(-pgid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
     return True
+
+
+def _kill_processes(procs: list[psutil.Process]) -> None:
+    """SIGKILL whatever of these is still alive (job processes live in their own sessions)."""
+    killed = []
+    for proc in procs:
+        try:
+            proc.kill()
+            killed.append(proc)
+        except psutil.Error:
+            continue
+    psutil.wait_procs(killed, timeout=10)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -186,16 +213,24 @@ class JobOutcome:
 class FlareAdmin:
     """A FLARE API session made from an admin kit (the user is the kit's own name)."""
 
-    def __init__(self, admin_kit: Path, *, username: str | None = None, connect_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, admin_kit: Path, *, username: str | None = None, connect_timeout_s: float = 30.0
+    ) -> None:
         from nvflare.fuel.flare_api.flare_api import new_secure_session
 
         if not (admin_kit / "startup" / "fed_admin.json").is_file():
-            raise DeploymentError(f"{admin_kit} is not a FLARE admin kit (no startup/fed_admin.json)")
+            raise DeploymentError(
+                f"{admin_kit} is not a FLARE admin kit (no startup/fed_admin.json)"
+            )
         self.username = username or admin_kit.name
         try:
-            self.session = new_secure_session(self.username, str(admin_kit), timeout=connect_timeout_s)
+            self.session = new_secure_session(
+                self.username, str(admin_kit), timeout=connect_timeout_s
+            )
         except Exception as exc:
-            raise DeploymentError(f"cannot log in to the FLARE server as {self.username}: {exc}") from exc
+            raise DeploymentError(
+                f"cannot log in to the FLARE server as {self.username}: {exc}"
+            ) from exc
 
     def __enter__(self) -> FlareAdmin:
         return self
@@ -204,16 +239,16 @@ class FlareAdmin:
         self.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a broken session must not hide the real error
             self.session.close()
-        except Exception:  # noqa: BLE001 - closing a broken session must not hide the real error
-            pass
 
     def connected_sites(self) -> list[str]:
         info = self.session.get_system_info()
         return sorted(c.name for c in info.client_info)
 
-    def wait_for_sites(self, sites: list[str], timeout_s: float, check: Callable[[], None] | None = None) -> None:
+    def wait_for_sites(
+        self, sites: list[str], timeout_s: float, check: Callable[[], None] | None = None
+    ) -> None:
         """Block until every named site is connected to the server."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -267,18 +302,25 @@ class FlareAdmin:
         return Path(self.session.download_job_result(job_id, str(dest)))
 
 
-def export_job(recipe: Any, dest: Path, *, allow_custom_code: bool = False) -> Path:
+def export_job(
+    recipe: Any, dest: Path, *, allow_custom_code: bool = False, min_sites: int | None = None
+) -> Path:
     """Export a FLARE recipe to a job folder that PAIR sites accept.
 
     PAIR sites refuse custom code (``byoc: none``): the training code is installed with PAIR,
     so the exported ``custom/`` folders are dropped and every script must be an absolute path
     that exists on the sites. ``allow_custom_code`` keeps them (simulator, FLARE defaults).
+
+    ``min_sites`` sets the job's ``min_clients``: FLARE aborts the job only when fewer sites
+    than this are alive, so a recipe that addresses every site keeps going when one drops out.
     """
     with tempfile.TemporaryDirectory(prefix="pair-fl-export-") as tmp:
         recipe.export(job_dir=tmp)
         exported = [p for p in Path(tmp).iterdir() if p.is_dir()]
         if len(exported) != 1:
-            raise DeploymentError(f"expected one exported job folder, found {[p.name for p in exported]}")
+            raise DeploymentError(
+                f"expected one exported job folder, found {[p.name for p in exported]}"
+            )
         job = dest / exported[0].name
         if job.exists():
             shutil.rmtree(job)
@@ -286,7 +328,19 @@ def export_job(recipe: Any, dest: Path, *, allow_custom_code: bool = False) -> P
     if not allow_custom_code:
         for custom in sorted(job.glob("*/custom")):
             shutil.rmtree(custom)
+    if min_sites is not None:
+        set_min_sites(job, min_sites)
     return job
+
+
+def set_min_sites(job: Path, min_sites: int) -> None:
+    """Write ``min_clients`` into the job's ``meta.json`` (FLARE's job-level site minimum)."""
+    if min_sites < 1:
+        raise DeploymentError(f"min_sites must be at least 1, got {min_sites}")
+    meta_path = job / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["min_clients"] = min_sites
+    meta_path.write_text(json.dumps(meta, indent=4))
 
 
 @contextmanager
@@ -315,3 +369,16 @@ def run_job(
             result_dest.mkdir(parents=True, exist_ok=True)
             outcome.result_dir = admin.download(job_id, result_dest)
         return outcome
+
+
+GLOBAL_MODEL_FILE = "FL_global_model.pt"
+
+
+def last_global_model(result_dir: Path) -> Path:
+    """The global model a finished job persisted (FLARE's PT persistor, in the server app)."""
+    found = sorted(result_dir.glob(f"**/app_server/{GLOBAL_MODEL_FILE}"))
+    if not found:
+        raise DeploymentError(
+            f"no {GLOBAL_MODEL_FILE} in {result_dir}: the job saved no global model"
+        )
+    return found[0]

@@ -30,10 +30,15 @@ ADMIN_ROLES = ("project_admin", "org_admin", "lead", "member")
 POLICY_FILES = ("authorization.json", "privacy.json")
 ALLOW_LIST_FILE = "class_allow_list.json"
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
-_HOST = re.compile(r"^(([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])\.)*[A-Za-z0-9][A-Za-z0-9-]*$")
+_HOST = re.compile(
+    r"^(([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])\.)*[A-Za-z0-9][A-Za-z0-9-]*$"
+)
 _BUILDERS = [
     {"path": "nvflare.lighter.impl.workspace.WorkspaceBuilder"},
-    {"path": "nvflare.lighter.impl.static_file.StaticFileBuilder", "args": {"config_folder": "config"}},
+    {
+        "path": "nvflare.lighter.impl.static_file.StaticFileBuilder",
+        "args": {"config_folder": "config"},
+    },
     {"path": "nvflare.lighter.impl.cert.CertBuilder"},
     {"path": "nvflare.lighter.impl.signature.SignatureBuilder"},
 ]
@@ -77,7 +82,9 @@ class Consortium:
 
     def validate(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", self.project):
-            raise ProvisionError(f"project name {self.project!r}: letters, digits, '-' and '_' only")
+            raise ProvisionError(
+                f"project name {self.project!r}: letters, digits, '-' and '_' only"
+            )
         if not _HOST.fullmatch(self.server_host):
             raise ProvisionError(f"server host {self.server_host!r} is not a host name")
         if not self.sites:
@@ -175,17 +182,31 @@ def provision(
     project_file = workspace / "project.yml"
     project_file.write_text(yaml.safe_dump(project_dict(consortium), sort_keys=False))
     proc = subprocess.run(
-        [sys.executable, "-m", "nvflare.cli", "provision", "-p", str(project_file), "-w", str(workspace), "--force"],
+        [
+            sys.executable,
+            "-m",
+            "nvflare.cli",
+            "provision",
+            "-p",
+            str(project_file),
+            "-w",
+            str(workspace),
+            "--force",
+        ],
         capture_output=True,
         text=True,
         check=False,
         timeout=300,
     )
     if proc.returncode != 0:
-        raise ProvisionError(f"nvflare provision failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+        raise ProvisionError(
+            f"nvflare provision failed: {(proc.stderr or proc.stdout).strip()[-2000:]}"
+        )
     prod_dirs = sorted((workspace / consortium.project).glob("prod_*"))
     if not prod_dirs:
-        raise ProvisionError(f"nvflare provision wrote no kits under {workspace / consortium.project}")
+        raise ProvisionError(
+            f"nvflare provision wrote no kits under {workspace / consortium.project}"
+        )
     prod = prod_dirs[-1]
     server = prod / consortium.server_host
     if consortium.heartbeat_timeout_s is not None:
@@ -194,6 +215,11 @@ def provision(
     if site_policies:
         for kit in sites.values():
             install_site_policies(kit, extra_classes)
+        # the hub enforces the same rules on submission: leads only, no custom code
+        _write_json(
+            server / "local" / "authorization.json",
+            json.loads(policy_template("authorization.json")),
+        )
         install_class_allow_list(server, extra_classes)
     return ProvisionedKits(
         prod_dir=prod,
@@ -228,7 +254,9 @@ def install_site_policies(kit: Path, extra_classes: tuple[str, ...] = ()) -> lis
     if not (kit / "startup").is_dir():
         raise ProvisionError(f"{kit} is not a FLARE startup kit (no startup/)")
     local = kit / "local"
-    written = [_write_json(local / name, json.loads(policy_template(name))) for name in POLICY_FILES]
+    written = [
+        _write_json(local / name, json.loads(policy_template(name))) for name in POLICY_FILES
+    ]
     written.append(install_class_allow_list(kit, extra_classes))
     return written
 
@@ -240,7 +268,9 @@ def install_class_allow_list(kit: Path, extra_classes: tuple[str, ...] = ()) -> 
     if not default.is_file():
         raise ProvisionError(f"{default} missing: not a FLARE server or client kit")
     conf = json.loads(default.read_text())
-    shipped = json.loads(resources.files("pair.federated.flare").joinpath("policies", ALLOW_LIST_FILE).read_text())
+    shipped = json.loads(
+        resources.files("pair.federated.flare").joinpath("policies", ALLOW_LIST_FILE).read_text()
+    )
     allowed = list(conf.get("class_allow_list", []))
     allowed += [c for c in [*shipped["class_allow_list"], *extra_classes] if c not in allowed]
     conf["class_allow_list"] = allowed
