@@ -25,10 +25,10 @@ from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
 
 from pair.federated.flare.deploy import (
     COMPLETED,
-    JobOutcome,
     DeploymentError,
     FlareAdmin,
     FlareProcesses,
+    JobOutcome,
     export_job,
     last_global_model,
     run_job,

@@ -210,6 +210,11 @@ class JobOutcome:
         return self.status == COMPLETED
 
 
+def check_admin_kit(admin_kit: Path) -> None:
+    if not (admin_kit / "startup" / "fed_admin.json").is_file():
+        raise DeploymentError(f"{admin_kit} is not a FLARE admin kit (no startup/fed_admin.json)")
+
+
 class FlareAdmin:
     """A FLARE API session made from an admin kit (the user is the kit's own name)."""
 

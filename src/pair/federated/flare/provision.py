@@ -178,9 +178,10 @@ def provision(
     A second run in the same workspace reuses the root CA (FLARE keeps its state) and writes a
     new ``prod_NN`` folder, so sites already joined keep trusting the server.
     """
+    project = project_dict(consortium)  # validates before anything is written
     workspace.mkdir(parents=True, exist_ok=True)
     project_file = workspace / "project.yml"
-    project_file.write_text(yaml.safe_dump(project_dict(consortium), sort_keys=False))
+    project_file.write_text(yaml.safe_dump(project, sort_keys=False))
     proc = subprocess.run(
         [
             sys.executable,
