@@ -184,7 +184,7 @@ def test_run_and_status_refuse_a_folder_that_is_not_an_admin_kit(tmp_path: Path)
     result = runner.invoke(
         fl, ["run", str(tmp_path / "missing.yaml"), "--admin-kit", str(lead_kit)]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # Invalid input
     assert "no such study file or job folder" in result.output
 
 
