@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,12 +92,22 @@ class FlareProcesses:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self.env = {**os.environ, **(env or {})}
         self.started: dict[str, StartedProcess] = {}
+        self._previous_sigterm: Any = None
 
     def __enter__(self) -> FlareProcesses:
+        # SIGTERM (systemd, CI timeouts, ``kill``) would end Python without running ``__exit__``
+        # and leave every FLARE process behind: turn it into SystemExit while processes run.
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop_all()
+        try:
+            self.stop_all()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
 
     def start(self, name: str, kit: Path) -> StartedProcess:
         if name in self.started and self.started[name].alive():
@@ -149,6 +160,10 @@ class FlareProcesses:
         if dead:
             tails = {n: _tail(self.started[n].log_path) for n in dead}
             raise DeploymentError(f"FLARE processes exited early: {dead}", details=tails)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
