@@ -82,7 +82,28 @@ def site_policies_cmd(
         console.print(f"wrote {path}")
 
 
-def _job_folder(source: Path, dest: Path, resume_from: Path | None) -> Path:
+SiteData = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--site-data",
+        help="SITE=DIR: data folder the site's script reads (else its PAIR_FL_SITE_DATA).",
+    ),
+]
+
+
+def _site_data(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for value in values or []:
+        site, sep, folder = value.partition("=")
+        if not sep or not site.strip() or not folder.strip():
+            raise Invalid(f"--site-data {value!r}: use SITE=DIR")
+        out[site.strip()] = str(Path(folder.strip()).resolve())
+    return out
+
+
+def _job_folder(
+    source: Path, dest: Path, resume_from: Path | None, site_data: dict[str, str] | None = None
+) -> Path:
     """An exported job folder as is, or the job PAIR builds from a study YAML."""
     if source.is_dir():
         if resume_from:
@@ -96,7 +117,7 @@ def _job_folder(source: Path, dest: Path, resume_from: Path | None) -> Path:
     recipe_mod = importlib.import_module("pair.federated.flare.recipe")
     study = study_mod.load_study(source)
     ckpt = str(resume_from.resolve()) if resume_from else None
-    recipe = recipe_mod.build_recipe(study, initial_ckpt=ckpt)
+    recipe = recipe_mod.build_recipe(study, initial_ckpt=ckpt, site_data=site_data or None)
     return deploy.export_job(recipe, dest, min_sites=study.training.min_sites)
 
 
@@ -118,11 +139,12 @@ def run_cmd(
     resume_from: Annotated[
         Path | None, typer.Option(help="Global model (FL_global_model.pt) to start from.")
     ] = None,
+    site_data: SiteData = None,
 ) -> None:
     """Submit a study to a real FLARE deployment, follow it, download its result."""
     deploy.check_admin_kit(admin_kit)
     with tempfile.TemporaryDirectory(prefix="pair-fl-job-") as tmp:
-        job = _job_folder(study, Path(tmp), resume_from)
+        job = _job_folder(study, Path(tmp), resume_from, _site_data(site_data))
         columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("submitting", total=None)
@@ -165,6 +187,7 @@ def poc_cmd(
         Path | None, typer.Option(help="Study YAML or job folder to run, then stop.")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds before the job is aborted.")] = 1800.0,
+    site_data: SiteData = None,
 ) -> None:
     """A whole consortium on 127.0.0.1 (server + sites as separate processes); with --job run it
     and stop, otherwise keep running until Ctrl-C. Every process started is stopped at exit."""
@@ -184,7 +207,7 @@ def poc_cmd(
                 console.print("stopping")
             return
         with tempfile.TemporaryDirectory(prefix="pair-fl-job-") as tmp:
-            folder = _job_folder(job, Path(tmp), None)
+            folder = _job_folder(job, Path(tmp), None, _site_data(site_data))
             outcome = deploy.run_job(
                 consortium.lead_kit,
                 folder,
