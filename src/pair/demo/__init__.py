@@ -6,7 +6,6 @@ Idempotent: a data dir that was already prepared is served as it is.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from rich.console import Console
@@ -114,44 +113,3 @@ def evaluate_demo_algorithm(node: Node, facility_id: int) -> int:
             f"(95% CI {auc['lower']:.3f}-{auc['upper']:.3f}) on {run.total} radiographs"
         )
     return run_id
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the PAIR demo: a hub and three sites.")
-    parser.add_argument("--data-dir", type=Path, default=Path("demo-data"))
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000, help="hub; sites use the next ports")
-    parser.add_argument("--dicom-port", type=int, default=11112)
-    parser.add_argument("--single", action="store_true", help="one node with every site")
-    parser.add_argument("--prepare-only", action="store_true")
-    args = parser.parse_args()
-    if not args.single:
-        from pair.demo import consortium
-
-        if args.prepare_only:
-            consortium.prepare(args.data_dir)
-            return
-        consortium.run(args.data_dir, host=args.host, port=args.port, dicom_port=args.dicom_port)
-        return
-    node = prepare(args.data_dir)
-    node.close()
-    console.print(
-        f"\n[bold]PAIR demo[/bold]: http://{args.host}:{args.port}/  "
-        f"login [bold]admin[/bold] / [bold]{DEMO_PASSWORD}[/bold] "
-        f"(also radiologist, datamanager, evaluator, researcher)"
-    )
-    console.print(
-        f"DICOM: AE title PAIR on {args.host}:{args.dicom_port}; "
-        "allowed calling AE titles MODALITY01..03\n"
-    )
-    if args.prepare_only:
-        return
-    from pair.cli.serve import serve
-
-    serve(
-        args.data_dir, host=args.host, port=args.port, dicom_port=args.dicom_port, ae_title="PAIR"
-    )
-
-
-if __name__ == "__main__":
-    main()
