@@ -293,6 +293,7 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/"): r(ANY, N, 200),
     ("GET", "/cases"): r(MEMBERS, L, 200),
     ("GET", "/worklist"): r(EDITORS, L, 200),
+    ("GET", "/studies/{study_uid}"): r(MEMBERS, A),
     ("GET", "/cases/{case_id}"): r(MEMBERS, A, 200),
     ("POST", "/cases/{case_id}/clinical"): r(WRITERS, A, 200, 303, lenient=True, body=_form()),
     ("GET", "/viewer/dictionary.json"): r(MEMBERS, N, 200),

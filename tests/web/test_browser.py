@@ -160,6 +160,11 @@ def test_portal_in_browser(
     expect(page.locator("#n-stored")).to_have_text(str(FILES))
     expect(page.locator("#n-rejected")).to_have_text("1")
     expect(page.locator("#outcome-table")).to_contain_text("notes.txt")
+    # the new studies are linked to their case pages
+    expect(page.locator("#new-studies a")).to_have_count(2)
+    page.locator("#new-studies a").first.click()
+    expect(page.get_by_role("heading", name="Clinical data")).to_be_visible()
+    page.go_back()
     shot(page, "upload", screenshots)
 
     # search: free text on descriptions, modality filter, sorting, result count

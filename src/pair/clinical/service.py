@@ -160,12 +160,26 @@ def clinical_conditions(
     return conds
 
 
+def _search_date(value: str, label: str) -> str:
+    """A search date as DICOM DA (YYYYMMDD); a date that does not exist is refused, not
+    silently matched as text (``2020-13-45`` used to find nothing without saying why)."""
+    try:
+        return datetime.strptime(value.strip(), "%Y-%m-%d").strftime("%Y%m%d")
+    except ValueError:
+        try:
+            return datetime.strptime(value.strip(), "%Y%m%d").strftime("%Y%m%d")
+        except ValueError:
+            raise Invalid(
+                f"{label} {value!r} is not a date; use YYYY-MM-DD, e.g. 2020-03-15."
+            ) from None
+
+
 def _study_filter(q: CaseQuery) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     if q.study_date_from:
-        conds.append(Study.study_date >= q.study_date_from.replace("-", ""))
+        conds.append(Study.study_date >= _search_date(q.study_date_from, "Study date from"))
     if q.study_date_to:
-        conds.append(Study.study_date <= q.study_date_to.replace("-", ""))
+        conds.append(Study.study_date <= _search_date(q.study_date_to, "Study date to"))
     if q.modality:
         conds.append(
             exists().where(Series.study_pk == Study.id, Series.modality == q.modality.upper())

@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -68,6 +68,18 @@ def home(
 def upload_page(request: Request, _: Actor = Depends(page_roles(Role.DATA_MANAGER))) -> Response:
     """Drag-and-drop upload to ``POST /api/upload`` (files, folders, zips), one XHR per file."""
     return render(request, "repository/upload.html", {})
+
+
+@router.get("/studies/{study_uid}")
+def study_page(
+    study_uid: str, session: Session = SessionDep, actor: Actor = Depends(page_actor)
+) -> Response:
+    """A study by its UID (upload results link here): its case page, in the caller's facility."""
+    study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+    if study is None:
+        raise NotFound("No such study.")
+    case = get_case(session, actor, study.patient_pk)  # another facility's: 404 like a missing one
+    return RedirectResponse(f"/cases/{case.id}", status_code=303)
 
 
 # ---- series viewer ----

@@ -23,6 +23,20 @@
     document.getElementById("upload-status").textContent =
       done === total ? "Finished: " + total + " file" + (total === 1 ? "" : "s") + " sent." : "Sending " + done + " of " + total + " files…";
   }
+  const studies = new Set();
+  function addStudy(uid) {
+    // each newly stored study once, linked to its case page
+    if (!uid || studies.has(uid)) return;
+    studies.add(uid);
+    const list = document.getElementById("new-studies");
+    list.hidden = false;
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = "/studies/" + encodeURIComponent(uid);
+    a.textContent = "Study " + uid;
+    li.appendChild(a);
+    list.querySelector("ul").appendChild(li);
+  }
   function addOutcome(item) {
     outcomes.hidden = false;
     const tr = document.createElement("tr");
@@ -83,7 +97,11 @@
         counts[k] += body[k];
         if (body[k]) parts.push(body[k] + " " + k);
       });
-      body.items.forEach(function (item) { if (item.outcome === "rejected" || item.outcome === "quarantined") addOutcome(item); });
+      body.items.forEach(function (item) {
+        if (item.outcome === "rejected" || item.outcome === "quarantined") addOutcome(item);
+        if (item.outcome === "stored" || item.outcome === "duplicate") addStudy(item.study_uid);
+      });
+      if (counts.quarantined) document.getElementById("quarantine-note").hidden = false;
       finish(job, parts.join(", ") || "nothing in file", !(body.rejected || body.quarantined));
     };
     xhr.onerror = function () { counts.rejected += 1; finish(job, "network error", false); };
