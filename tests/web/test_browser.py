@@ -267,7 +267,7 @@ def test_portal_in_browser(
     page.get_by_role("link", name="Quarantine").click()
     expect(page.locator("#quarantine-table")).to_contain_text("name fragment")
     shot(page, "quarantine", screenshots)
-    page.get_by_role("link", name="Review").click()
+    page.get_by_role("link", name="Review", exact=True).click()
     expect(page.locator("#findings")).to_contain_text("BodyPartExamined")
     shot(page, "quarantine-review", screenshots)
     page.get_by_label("Review note").fill("name in body part; resend from PACS")
