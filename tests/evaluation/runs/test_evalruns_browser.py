@@ -99,7 +99,7 @@ def test_submit_run_report(
     if shots and os.environ.get("PAIR_SCREENSHOTS") == "1":
         page.screenshot(
             path=str(
-                Path(__file__).resolve().parents[2] / "docs/screenshots/evaluation-result-full.png"
+                Path(__file__).resolve().parents[3] / "docs/screenshots/evaluation-result-full.png"
             ),
             full_page=True,
         )
