@@ -38,6 +38,13 @@ def test_hub_and_three_sites(tmp_path: Path) -> None:
             time.sleep(3)
         assert set(counts) == {"SITE01", "SITE02", "SITE03"}, counts
         assert set(pulled) >= {"SITE02", "SITE03"} and "SITE01" not in pulled, pulled
+        # pulled cases are never pushed back: the hub holds each site's own studies, no echo
+        own = consortium.own_study_counts(root, 3)
+        deadline = time.monotonic() + 60
+        while consortium.hub_counts(root) != own and time.monotonic() < deadline:
+            time.sleep(3)
+        time.sleep(8)  # a few more push rounds after the pulls
+        assert consortium.hub_counts(root) == own
         from pair.registry.performance.models import PerfFeedback
 
         evaluated = sum(1 for r in reports if r.evaluation.startswith("evaluation #"))

@@ -168,3 +168,20 @@ def test_feedback_of_finished_runs_is_queued_once_the_facility_shares(node: Node
         outbox.set_policy(s, Actor.system(facility_id=fa), "reported", fa)
     assert _enqueue(node, fa)["feedback"] == 1
     assert _keys(node, fa, "feedback") == {str(done_id)}
+
+
+def test_cases_pulled_from_the_hub_are_never_sent_back(node: Node) -> None:
+    """The feed follower marks a pulled study not shareable; the outbox must skip it, or two
+    following sites would echo each other's cases to the hub for ever."""
+    with node.db.session() as s:
+        fa = accounts.create_facility(s, "Hospital A", "HOSPA")
+        fa_id = fa.id
+        outbox.set_policy(s, Actor.system(facility_id=fa_id), "all", fa_id)
+    _own, own_uids = _ingest(node, fa_id, "MRN-OWN")
+    pulled, _ = _ingest(node, fa_id, "MRN-PULLED")
+    with node.db.session() as s:
+        s.execute(
+            Study.__table__.update().where(Study.patient_pk == pulled).values(shareable=False)
+        )
+    _enqueue(node, fa_id)
+    assert _keys(node, fa_id, "instance") == own_uids

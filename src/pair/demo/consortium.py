@@ -273,6 +273,22 @@ def hub_counts(root: Path) -> dict[str, int]:
     return {code: n for code, n in rows}
 
 
+def own_study_counts(root: Path, sites: int) -> dict[str, int]:
+    """Each site's own (shareable) studies: what the hub should hold for it, no more."""
+    from pair.repository.models import Study
+
+    out = {}
+    for i in range(1, sites + 1):
+        node = open_node(_site_dir(root, i))
+        try:
+            with node.db.session() as s:
+                stmt = select(func.count()).select_from(Study).where(Study.shareable.is_(True))
+                out[site_code(i)] = s.scalar(stmt) or 0
+        finally:
+            node.close()
+    return out
+
+
 def pulled_counts(root: Path, index: int) -> dict[str, int]:
     """Cases a site pulled from the hub's feed, per origin site."""
     from pair.sharing.feed.models import FeedOrigin
@@ -316,7 +332,8 @@ def print_welcome(processes: list[Process], reports: list[SiteReport]) -> None:
         table.add_row(proc.name, proc.url, ", ".join(u for u, _ in SITE_USERS), "; ".join(notes))
     console.print(table)
     console.print(
-        "Sites push to the hub every few seconds (each site: /sharing). Ctrl-C stops all.\n"
+        "Sites push to the hub every few seconds (see /sharing at a site) and pull the other "
+        "sites' new cases from the hub's feed. Ctrl-C stops all.\n"
     )
 
 

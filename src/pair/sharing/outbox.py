@@ -143,7 +143,12 @@ def _candidates(session: Session, facility_id: int, cases: set[int]) -> dict[str
                 select(Instance.sop_instance_uid)
                 .join(Series, Instance.series_pk == Series.id)
                 .join(Study, Series.study_pk == Study.id)
-                .where(Study.facility_id == facility_id, Study.patient_pk.in_(chunk))
+                # a case pulled from the hub's feed is not shareable: never sent back (echo)
+                .where(
+                    Study.facility_id == facility_id,
+                    Study.patient_pk.in_(chunk),
+                    Study.shareable.is_(True),
+                )
             )
         )
         for pk, at in session.execute(
@@ -159,6 +164,7 @@ def _candidates(session: Session, facility_id: int, cases: set[int]) -> dict[str
             .where(
                 Report.facility_id == facility_id,
                 Study.patient_pk.in_(chunk),
+                Study.shareable.is_(True),
                 ReportVersion.status.in_(FINAL),
             )
         ):
