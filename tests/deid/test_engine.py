@@ -268,6 +268,30 @@ def test_clean_descriptors_removes_identifying_fragments(
     assert "2023" not in out.SeriesDescription
 
 
+def test_cleaning_masks_only_indexed_words_and_says_why(
+    load: Callable[[str], Dataset], make_deid: Callable[..., Deidentifier]
+) -> None:
+    """A description word is masked only when it is one of the original's identifying values,
+    and the review line names the kind and source element (never the value)."""
+    ds = load("deid_ctbrain1.dcm")
+    ds.StudyDescription = "CT jpegls"
+    result = make_deid().deidentify(ds)
+    assert result.dataset.StudyDescription == "CT jpegls"  # not in the index: kept as written
+    assert not any(line.startswith("StudyDescription") for line in result.cleaned)
+
+    ds.PatientName = "Jpegls^Maria"
+    result = make_deid().deidentify(ds)
+    assert result.dataset.StudyDescription == "CT ***"
+    assert "StudyDescription 1 word masked: name of PatientName" in result.cleaned
+    assert "StudyDescription 1 word masked: name of PatientName" in result.review_reasons
+    assert not any("JPEGLS" in line.upper() or "MARIA" in line.upper() for line in result.cleaned)
+
+    ds.SeriesDescription = "BRAIN 2023-01-01"
+    ds.AcquisitionDate = "20230101"
+    lines = make_deid().deidentify(ds).cleaned
+    assert any(line.startswith("SeriesDescription emptied: date of") for line in lines), lines
+
+
 def test_sr_content_tree_kept_with_text_replaced(
     load: Callable[[str], Dataset], make_deid: Callable[..., Deidentifier]
 ) -> None:

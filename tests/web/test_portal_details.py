@@ -13,11 +13,13 @@ from sqlalchemy import select, update
 
 from pair.accounts import service as accounts
 from pair.accounts.models import Facility, User
-from pair.audit.service import record
+from pair.audit.service import Actor, record
 from pair.core.node import Node
+from pair.deid.service import set_facility_profile
+from pair.repository.ingest import Outcome, Payload, ingest_batch
 from pair.repository.models import Instance, Series, Study
 from pair.web.app import create_app
-from tests.factories import leaky_instance, quarantined_instance
+from tests.factories import ct_instance, leaky_instance, quarantined_instance, to_bytes
 from tests.portal_data import PASSWORD, build_world
 from tests.web import test_browser as portal
 from tests.web.test_pages import HTML, sign_in
@@ -47,6 +49,42 @@ def _world(node: Node) -> dict[str, object]:
             .values(burned_in_risk="secondary capture; modality OT may carry annotations")
         )
     return {"world": world, "facility": world.facilities["A"]}
+
+
+def test_cleaned_description_is_explained_in_the_review(sqlite_node: Node) -> None:
+    """A description cleaned at ingest ("CT jpegls" → "CT ***" because the original patient
+    name held that word) is listed on the review page with the element and whose value it
+    matched, never the value itself; a description that matches nothing is kept as written."""
+    data = _world(sqlite_node)
+    facility = int(data["facility"])  # type: ignore[call-overload]
+    actor = Actor.system("test", facility_id=facility)
+    with sqlite_node.db.session() as s:  # the Clean Descriptors option keeps descriptions
+        set_facility_profile(s, s.get_one(Facility, facility), portal.KEEP_DESCRIPTIONS)
+    named = ct_instance(
+        study_uid="1.2.3.4.1",
+        series_uid="1.2.3.4.1.1",
+        description="CT jpegls",
+        patient={"PatientName": "JPEGLS^ROSALIND"},
+    )
+    plain = ct_instance(study_uid="1.2.3.4.2", series_uid="1.2.3.4.2.1", description="CT jpegls")
+    results = ingest_batch(
+        sqlite_node,
+        facility,
+        [Payload(to_bytes(named), "a"), Payload(to_bytes(plain), "b")],
+        "test",
+        actor,
+    )
+    assert [r.outcome for r in results] == [Outcome.STORED, Outcome.STORED]
+    with sqlite_node.db.session() as s:
+        descriptions = dict(s.execute(select(Study.study_uid, Study.study_description)).all())
+    assert descriptions[results[0].study_uid] == "CT ***"
+    assert descriptions[results[1].study_uid] == "CT jpegls"
+    c = TestClient(create_app(sqlite_node))
+    sign_in(c, "admin-a")
+    page = c.get("/admin/burned-in", headers=HTML).text
+    assert "StudyDescription 1 word masked: name of PatientName" in page
+    assert results[0].sop_instance_uid in page and results[1].sop_instance_uid not in page
+    assert "ROSALIND" not in page.upper() and "JPEGLS" not in page.upper()
 
 
 def test_favicon_quarantine_all_burned_in_audit_and_tables(sqlite_node: Node) -> None:

@@ -65,6 +65,13 @@ class DeidResult:
     original_accession: str
     findings: list[Finding] = field(default_factory=list)
     burned_in_risk: list[str] = field(default_factory=list)
+    # descriptors cleaned of identifying words, and why (kind and source element, no values)
+    cleaned: list[str] = field(default_factory=list)
+
+    @property
+    def review_reasons(self) -> list[str]:
+        """What the review page lists for the instance: burned-in risk and cleaned text."""
+        return [*self.burned_in_risk, *self.cleaned]
 
     @property
     def quarantined(self) -> bool:
@@ -216,6 +223,7 @@ class Deidentifier:
             original_accession=accession,
             findings=findings,
             burned_in_risk=burned_in_risk(ds),
+            cleaned=ctx.cleaned,
         )
 
     def _methods(self) -> list[str]:

@@ -185,10 +185,28 @@ class PhiIndex:
 
     def clean(self, text: str) -> str:
         """``text`` with identifying words masked; empty when a whole phrase survives."""
-        masked = _WORD.sub(
-            lambda m: "***" if m.group(0).upper() in self.words else m.group(0), text
-        )
-        return "" if self.match(masked, other_dates=True) else masked
+        return self.clean_with_reasons(text)[0]
+
+    def clean_with_reasons(self, text: str) -> tuple[str, list[tuple[str, str]]]:
+        """``clean`` and the (kind, source) of what it removed, so the review can say why.
+
+        Only what the index holds is removed: a word of the original's names, identifiers,
+        addresses or institution (what the scanner flags), or one of its dates; the rest of the
+        text is kept as written."""
+        why: list[tuple[str, str]] = []
+
+        def mask(m: re.Match[str]) -> str:
+            hit = self.words.get(m.group(0).upper())
+            if hit is None:
+                return m.group(0)
+            why.append(hit)
+            return "***"
+
+        masked = _WORD.sub(mask, text)
+        phrases = self.match(masked, other_dates=True)
+        if phrases:
+            return "", why + phrases
+        return masked, why
 
 
 @cache

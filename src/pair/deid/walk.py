@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydicom import config
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -25,6 +25,17 @@ from pair.deid.profile import DeidProfile
 from pair.deid.rawtext import raw_text, resolved_vr, text_values
 from pair.deid.scanner import PhiIndex, collect_phi
 from pair.deid.table import Act, CompiledTable
+
+# how a review line names what a cleaned word matched (scanner kinds)
+_KIND_WORDS = {
+    "name": "name",
+    "identifier": "identifier",
+    "date": "birth date",
+    "other-date": "date",
+    "address": "address",
+    "institution": "institution",
+    "free-text": "free text",
+}
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,7 @@ class Pass:
         self.shift = shift
         self.original = original
         self._index: PhiIndex | None = None
+        self.cleaned: list[str] = []  # why descriptors were cleaned, for the review
 
     def index(self) -> PhiIndex:
         """Identifying values of the original (all dates included, for cleaning)."""
@@ -243,15 +255,31 @@ class Pass:
         elif act is Act.CLEAN:
             if vr in _TEXT_VRS and vr != "CS":
                 value = self._value(src, t, vr, raw)
-                if isinstance(value, MultiValue | list):
-                    cleaned: Any = [self.index().clean(str(v)) for v in value]
-                else:
-                    cleaned = self.index().clean(str(value or ""))
+                values = list(value) if isinstance(value, MultiValue | list) else [value or ""]
+                results = [self.index().clean_with_reasons(str(v)) for v in values]
+                self._note_cleaned(t, results)
+                cleaned: Any = [text for text, _why in results]
+                if not isinstance(value, MultiValue | list):
+                    cleaned = cleaned[0]
                 self._emit(out, t, vr, cleaned, enc)
             elif vr == "SQ":
                 out.add_new(t, "SQ", Sequence([self.walk(i) for i in src[t].value or ()]))
             else:
                 _put(out, t, raw)
+
+    def _note_cleaned(self, tag: Any, results: list[tuple[str, list[tuple[str, str]]]]) -> None:
+        """One review line per cleaned element: what was removed and whose value it matched
+        (the kind and source element only, never the value)."""
+        found = [r for _text, why in results for r in why]
+        if not found:
+            return
+        keyword = keyword_for_tag(int(tag)) or f"({int(tag) >> 16:04X},{int(tag) & 0xFFFF:04X})"
+        sources = sorted({f"{_KIND_WORDS.get(kind, kind)} of {source}" for kind, source in found})
+        emptied = any(text == "" for text, _why in results)
+        what = "emptied" if emptied else ("1 word masked" if len(found) == 1 else "words masked")
+        line = f"{keyword} {what}: {', '.join(sources)}"
+        if line not in self.cleaned:
+            self.cleaned.append(line)
 
     def _remap(self, src: Dataset, out: Dataset, t: Any, vr: str, raw: Any, enc: Any) -> None:
         if not self.t.remap_uids:

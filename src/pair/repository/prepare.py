@@ -242,7 +242,7 @@ class Preparer:
         else:
             stored = StoredFile(sha, rel, len(data), parsed.transfer_syntax_uid)
             record = IndexRecord.from_dataset(
-                deid, stored, source=self.source, burned_in_risk="; ".join(result.burned_in_risk)
+                deid, stored, source=self.source, burned_in_risk="; ".join(result.review_reasons)
             )
             prepared = Prepared(out, record=record)
         # the instance's new mappings are committed now: stage one holds no lock (the pseudonym
