@@ -16,7 +16,12 @@ from onnx import TensorProto
 from sqlalchemy import func, select
 
 from pair.algorithms import service
-from pair.algorithms.manifest import manifest_json_schema_text, semver_key
+from pair.algorithms.manifest import (
+    field_rules,
+    manifest_json_schema,
+    manifest_json_schema_text,
+    semver_key,
+)
 from pair.algorithms.models import Algorithm
 from pair.algorithms.package import PackageRejected
 from pair.audit.service import Actor
@@ -188,6 +193,7 @@ def test_schema_errors_are_all_listed_with_paths(sqlite_node: Node, tmp_path: Pa
     m = manifest(
         **{
             "version": "1.0",
+            "name": 2.5,
             "input.size.height": 0,
             "output.positive_class": "maybe",
             "output.classes": [
@@ -200,12 +206,35 @@ def test_schema_errors_are_all_listed_with_paths(sqlite_node: Node, tmp_path: Pa
     )
     problems = _refused(sqlite_node, write_package(tmp_path / "p", m, mean_model()))
     text = "\n".join(problems)
-    assert "pair-algorithm.yaml: version: String should match pattern" in text
-    assert "input.size.height: Input should be greater than 0 [greater_than]" in text
-    assert "output.classes.0.cde_code: String should match pattern '^(RDE" in text
-    assert "licence: Field required [missing]" in text
-    assert "extra_field: Extra inputs are not permitted" in text
+    # sentences, never a regular expression or a pydantic error type
+    assert (
+        "pair-algorithm.yaml: version: must be a semantic version: three numbers without"
+        " leading zeros, such as 1.2.0 (optionally followed by -rc.1 or +build.5); got '1.0'"
+    ) in text
+    assert "input.size.height: Input should be greater than 0; got 0" in text
+    assert (
+        "output.classes.0.cde_code: must be a RadElement code such as RDE1360 or one of its"
+        " values such as RDE1360.1; got 'RID123'"
+    ) in text
+    assert "licence: is required but missing" in text
+    assert "name: must be text: YAML read 2.5 as a number, so put it in quotes" in text
+    assert "extra_field: is not a field of the manifest" in text
+    assert "^" not in text and "\\d" not in text and "[missing]" not in text
     assert len(problems) >= 5
+
+
+def test_every_manifest_pattern_has_a_sentence() -> None:
+    """A pattern added to the schema without its sentence would reach vendors as a regex."""
+
+    def patterns(node: object) -> set[str]:
+        if isinstance(node, dict):
+            found = {str(node["pattern"])} if "pattern" in node else set()
+            return found.union(*(patterns(v) for k, v in node.items() if k != "pattern"))
+        if isinstance(node, list):
+            return set().union(*(patterns(v) for v in node))
+        return set()
+
+    assert patterns(manifest_json_schema()) == set(field_rules())
 
 
 def test_checksum_mismatch(sqlite_node: Node, tmp_path: Path) -> None:

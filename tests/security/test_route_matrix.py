@@ -327,6 +327,8 @@ TABLE: dict[tuple[str, str], Rule] = {
         cross=frozenset({403, 404}),
     ),
     ("GET", "/algorithms"): r(EVALUATORS, N, 200),
+    ("GET", "/algorithms/format"): r(MEMBERS, N, 200),
+    ("GET", "/algorithms/format/schema.json"): r(MEMBERS, N, 200),
     ("POST", "/algorithms"): r(EVALUATORS, N, lenient=True, body=_UPLOAD),
     ("GET", "/evaluations"): r(EVALUATORS, L, 200),
     ("GET", "/evaluations/new"): r(EVALUATORS, N, 200),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 from enum import StrEnum
+from functools import cache
+from importlib import resources
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -335,10 +337,37 @@ def parse_manifest_text(text: str) -> tuple[Manifest | None, dict[str, Any] | No
         return None, raw, [_format_error(e) for e in exc.errors()]
 
 
+@cache
+def field_rules() -> dict[str, str]:
+    """Each schema pattern's meaning in words (``data/field-rules.yaml``)."""
+    text = resources.files("pair.algorithms").joinpath("data/field-rules.yaml").read_text()
+    return {k: " ".join(v.split()) for k, v in yaml.safe_load(text)["patterns"].items()}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _format_error(err: Any) -> str:
+    """One schema problem as a sentence: where, what the rule is in words, what was given."""
     loc = ".".join(str(p) for p in err.get("loc", ())) or "(manifest)"
-    msg = str(err.get("msg", "")).removeprefix("Value error, ")
-    return f"{MANIFEST_NAME}: {loc}: {msg} [{err.get('type', '')}]"
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    if kind == "string_pattern_mismatch":
+        rule = field_rules().get(str(ctx.get("pattern", "")), "in the form the format page gives")
+        msg = f"must be {rule}; got {_shown(err.get('input'))}"
+    elif kind == "string_type" and isinstance(err.get("input"), int | float):
+        msg = f"must be text: YAML read {_shown(err['input'])} as a number, so put it in quotes"
+    elif kind == "missing":
+        msg = "is required but missing"
+    elif kind == "extra_forbidden":
+        msg = "is not a field of the manifest (check the spelling and the indentation)"
+    else:
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        if "input" in err and kind not in ("value_error", "assertion_error"):
+            msg = f"{msg}; got {_shown(err['input'])}"
+    return f"{MANIFEST_NAME}: {loc}: {msg}"
 
 
 _SEMVER_RE = re.compile(SEMVER_PATTERN)

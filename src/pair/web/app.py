@@ -91,6 +91,7 @@ def install_portal(app: FastAPI) -> None:
     """Mount static files, the error renderer and every capability's page router."""
     from pair.accounts.pages import account_router, admin_router
     from pair.admin.pages import router as admin_pages
+    from pair.algorithms.pages import router as algorithm_pages
     from pair.cde.pages import router as cde_pages
     from pair.clinical.pages import router as clinical_pages
     from pair.evaluation.runs.pages import router as evalruns_pages
@@ -116,6 +117,7 @@ def install_portal(app: FastAPI) -> None:
     app.include_router(admin_router)
     app.include_router(account_router)
     app.include_router(evalruns_pages)
+    app.include_router(algorithm_pages)
     app.include_router(reporting_pages)
     app.include_router(cde_pages)
     app.include_router(sharing_pages)

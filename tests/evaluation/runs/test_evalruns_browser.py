@@ -64,6 +64,22 @@ def test_submit_run_report(
     expect(page.locator("#algorithms-table")).to_contain_text("No algorithm registered yet")
     shot(page, "evaluation-algorithm-refused", shots)
 
+    # a schema problem reads as a sentence and links to the format guide the node serves
+    worded = tmp_path / "worded.zip"
+    worded.write_bytes(_zip(DEMO_DIR, ("version: 1.0.0", "version: '1.0'")))
+    page.get_by_label("Package (zip").set_input_files(str(worded))
+    page.get_by_role("button", name="Submit package").click()
+    expect(problems).to_contain_text("version: must be a semantic version")
+    assert "^" not in problems.inner_text() and "pattern" not in problems.inner_text()
+    problems.get_by_role("link", name="package format guide").click()
+    expect(
+        page.get_by_role("heading", name="Algorithm packages and sandboxed inference")
+    ).to_be_visible()
+    schema = page.get_by_role("link", name="docs/algorithm-package.schema.json")
+    assert schema.get_attribute("href") == "/algorithms/format/schema.json"
+    assert page.request.get(base + "/algorithms/format/schema.json").json()["title"]
+    page.go_back()
+
     good = tmp_path / "demo.zip"
     good.write_bytes(_zip(DEMO_DIR))
     page.get_by_label("Package (zip").set_input_files(str(good))
