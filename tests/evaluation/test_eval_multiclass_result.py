@@ -113,6 +113,7 @@ def test_report_tables_and_feedback() -> None:
     for marker in ('id="confusion"', 'id="per-class"', 'id="kappa-linear"', 'id="fig-roc"'):
         assert marker in html
     assert 'id="fig-confusion"' in html and 'id="fig-subgroups"' in html
+    assert "Confusion matrix: each row is a reference class" in html  # captions in words
     assert "Weighted kappa (quadratic)" in html and "CLAIM" in html
 
     console = Console(record=True, width=200)

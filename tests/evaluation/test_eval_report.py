@@ -71,6 +71,9 @@ def test_html_is_self_contained_with_all_sections(
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(images) == 3  # ROC, calibration, subgroup forest plot
     assert all(base64.b64decode(img).startswith(PNG_MAGIC) for img in images)
+    captions = re.findall(r"<figcaption[^>]*>([^<]+)</figcaption>", html)
+    assert [c.split(":")[0] for c in captions] == ["ROC curve", "Calibration", "Subgroups"]
+    assert all(len(c.split()) > 15 for c in captions)  # sentences, not figure keys
     assert "RT-PCR within 48 h" in html and "PAIR demo CXR version 0.1.0" in html
     assert f"{result.auc.value:.3f}" in html
     assert "PPV at prevalence 0.080" in html

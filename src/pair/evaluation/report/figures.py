@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 
@@ -140,6 +143,22 @@ def binary_figures(r: EvaluationResult) -> dict[str, Figure]:
         "subgroups": forest_figure(r),
     }
     return {k: v for k, v in figs.items() if v is not None}
+
+
+@cache
+def _all_captions() -> dict[str, dict[str, str]]:
+    text = resources.files("pair.evaluation").joinpath("data/figure-captions.yaml").read_text()
+    data = yaml.safe_load(text)
+    return {
+        task: {name: " ".join(str(c).split()) for name, c in figs.items()}
+        for task, figs in data.items()
+        if task != "version"
+    }
+
+
+def captions(task: str) -> dict[str, str]:
+    """Each figure's caption in words for ``task`` (``data/figure-captions.yaml``)."""
+    return _all_captions()[task]
 
 
 def png_bytes(fig: Figure) -> bytes:

@@ -46,6 +46,7 @@ def render_html(
         r=result,
         ctx=context,
         images=images,
+        captions=figures.captions(result.task),
         checklist=task.checklist(context, result),
     )
 

@@ -240,6 +240,7 @@ def run_page(
         figs = task.figures(result)
         try:
             ctx["images"] = {n: figures.data_uri(figures.png_bytes(f)) for n, f in figs.items()}
+            ctx["captions"] = figures.captions(result.task)
         finally:
             figures.close(figs)
         ctx.update(r=result, ctx=context, checklist=task.checklist(context, result))
