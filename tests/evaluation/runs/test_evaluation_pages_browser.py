@@ -58,6 +58,12 @@ def test_run_status_colours(browser: Browser, evaluator_site: str) -> None:
     assert failed.evaluate(colour) == RED
     assert running.evaluate(colour) not in (GREEN, RED)
     expect(done).to_have_count(1)
+    # the progress heading says what is happening in words, not "running: running"
+    table.locator("tr", has=page.locator(".badge", has_text="running")).get_by_role("link").click()
+    heading = page.locator("#run-status")
+    expect(heading).to_have_text("Running the algorithm on the selected cases")
+    page.wait_for_timeout(1000)  # the page polls the run and keeps the words
+    expect(heading).to_have_text("Running the algorithm on the selected cases")
     page.close()
 
 

@@ -14,7 +14,7 @@
         bar.max = Math.max(run.total, 1);
         bar.value = run.done;
         text.textContent = run.done + " / " + run.total + " inferences";
-        status.textContent = run.status;
+        status.textContent = status.dataset[run.status] || status.textContent;
         if (run.status === "done" || run.status === "failed") window.location.reload();
         else window.setTimeout(poll, 700);
       })
