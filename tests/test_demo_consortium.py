@@ -18,6 +18,31 @@ from pair.demo import consortium
 pytestmark = pytest.mark.integration
 
 
+def _report(quarantined: int, cases: int) -> consortium.SiteReport:
+    return consortium.SiteReport(
+        1, "SITE01", "State University Clinics", 150, quarantined, cases, cases,
+        "no evaluation (the cohort has no positive case, so no AUC can be computed)", 6,
+    )  # fmt: skip
+
+
+def test_welcome_says_where_to_look_without_wrapping() -> None:
+    """The quarantined item's page and login, why a generated patient is missing, every login;
+    lines fit an 80-column terminal (long notes broken by the demo, indented)."""
+    procs = [
+        consortium.Process(name, f"http://127.0.0.1:{8000 + i}", None)  # type: ignore[arg-type]
+        for i, name in enumerate(("hub", "site-1"))
+    ]
+    lines = consortium.welcome_lines(procs, [_report(1, 5)])
+    assert all(len(line) <= 80 for line in lines), [x for x in lines if len(x) > 80]
+    text = " ".join(" ".join(lines).split())
+    assert "sign in as admin, open http://127.0.0.1:8001/admin/quarantine" in text
+    assert "5 of 6 generated patients are listed: the only image of the other 1 is held" in text
+    assert "logins: admin (admin), radiologist (radiologist)" in text
+    assert "hub (hub-operator), analyst (registry-analyst)" in text
+    plain = " ".join(consortium.welcome_lines(procs, [_report(0, 6)]))
+    assert "quarantine" not in plain and "generated patients" not in plain
+
+
 def test_hub_and_three_sites(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     tokens, reports = consortium.prepare(root, sites=3, patients=3)
@@ -62,8 +87,17 @@ def test_hub_and_three_sites(tmp_path: Path) -> None:
         finally:
             hub.close()
     finally:
+        welcome = consortium.welcome_lines(processes, reports)
         consortium.stop(processes)
     assert all(p.popen.returncode is not None for p in processes)
+    # the welcome names every login and fits an 80-column terminal
+    assert all(len(line) <= 80 for line in welcome), [x for x in welcome if len(x) > 80]
+    text = "\n".join(welcome)
+    for name, role in [*consortium.HUB_USERS, *consortium.SITE_USERS]:
+        assert f"{name} ({role})" in text
+    assert all(p.url in text for p in processes)
+    quarantined = [r for r in reports if r.quarantined]
+    assert all(f"{processes[r.index].url}/admin/quarantine" in text for r in quarantined)
     # a second run starts from what was prepared: the same credentials, nothing generated again
     again, _ = consortium.prepare(root, sites=3, patients=3)
     assert again == tokens

@@ -68,7 +68,12 @@ def prepare(data_dir: Path, *, sites: int = DEMO_SITES, patients: int = DEMO_PAT
         clinical = import_csv(
             s, None, synth_dir / "clinical.csv", Actor.system("demo"), skip_invalid=True
         )
-    console.print(f"clinical data imported for {clinical.imported} cases")
+    console.print(f"clinical data imported for {clinical.imported} of {clinical.rows} patients")
+    if clinical.rejected:
+        reasons = sorted({e.message for e in clinical.errors})
+        console.print(f"  {clinical.rejected} row(s) not imported: {'; '.join(reasons)}")
+        if any(e.rule == "known_case" for e in clinical.errors):
+            console.print("  (a patient whose only image is in quarantine has no case yet)")
     register_demo_algorithm(node)
     evaluate_demo_algorithm(node, facility_ids[0])
     marker.write_text("ready\n")
@@ -108,8 +113,11 @@ def evaluate_demo_algorithm(node: Node, facility_id: int) -> int:
     run = execute_run(node, run_id)
     auc = (run.result or {}).get("auc") or {}
     if auc:
-        console.print(
-            f"demo evaluation #{run_id} (login evaluator): AUC {auc['value']:.3f} "
-            f"(95% CI {auc['lower']:.3f}-{auc['upper']:.3f}) on {run.total} radiographs"
-        )
+        console.print(f"demo evaluation #{run_id} on {run.total} radiographs (login evaluator):")
+        console.print(f"  AUC {auc['value']:.3f} (95% CI {auc['lower']:.3f}-{auc['upper']:.3f})")
+        if auc["lower"] == auc["upper"]:
+            console.print(
+                f"  every image was ranked correctly; {run.total} images are too few for the"
+            )
+            console.print("  interval to show the real uncertainty (see the result page)")
     return run_id

@@ -13,18 +13,19 @@ Ctrl-C stops every process this command started.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import func, select
 
 from pair.accounts import service as accounts
@@ -65,6 +66,7 @@ class SiteReport:
     cases: int
     with_clinical: int
     evaluation: str
+    generated: int = 0  # patients the generator made for the site (rows of clinical.csv)
 
 
 def site_code(index: int) -> str:
@@ -158,9 +160,16 @@ def prepare_site(root: Path, index: int, synth_dir: Path) -> SiteReport:
         cases,
         with_clinical,
         evaluation,
+        generated_patients(synth_dir, index),
     )
     marker.write_text(json.dumps(report.__dict__), encoding="utf-8")
     return report
+
+
+def generated_patients(synth_dir: Path, index: int) -> int:
+    """How many patients ``pair synth`` made for site ``index`` (its rows of clinical.csv)."""
+    with (synth_dir / "clinical.csv").open(encoding="utf-8", newline="") as f:
+        return sum(1 for row in csv.DictReader(f) if row["site"] == f"site-{index:02d}")
 
 
 def prepare(
@@ -306,35 +315,52 @@ def pulled_counts(root: Path, index: int) -> dict[str, int]:
     return {code: n for code, n in rows}
 
 
-def print_welcome(processes: list[Process], reports: list[SiteReport]) -> None:
+WELCOME_WIDTH = 80  # every line of the welcome fits an 80-column terminal: nothing wraps
+
+
+def welcome_lines(processes: list[Process], reports: list[SiteReport]) -> list[str]:
+    """What ``make demo`` prints once every node answers: URLs, every login, where to look."""
     hub = processes[0]
-    console.print(
-        f"\n[bold]PAIR consortium demo[/bold] - password for every login: {DEMO_PASSWORD}"
-    )
-    table = Table(show_lines=False)
-    for column in ("node", "URL", "logins", "notes"):
-        table.add_column(column)
-    table.add_row(
-        "hub",
-        hub.url,
-        "hub (hub operator), analyst (registry)",
-        "/registry, /registry/performance, /hub/members",
-    )
+    hub_logins = ", ".join(f"{name} ({role})" for name, role in HUB_USERS)
+    lines = [
+        "PAIR consortium demo: a hub and three sites on this machine",
+        f"Password for every login below: {DEMO_PASSWORD}",
+        "",
+        f"hub     {hub.url}",
+        f"  logins: {hub_logins}",
+        "  pages:  /registry  /registry/performance  /hub/members",
+    ]
+    site_logins = ", ".join(f"{name} ({role})" for name, role in SITE_USERS)
     for proc, rep in zip(processes[1:], reports, strict=True):
-        notes = [f"{rep.name}", f"{rep.stored} instances", rep.evaluation]
+        lines += ["", f"{proc.name:<7} {proc.url}  {rep.name}", f"  logins: {site_logins}"]
+        lines.append(f"  {rep.stored} instances stored; {rep.evaluation} (login evaluator)")
         if rep.quarantined:
-            notes.append(f"{rep.quarantined} in quarantine (login admin: /admin/quarantine)")
-        if rep.with_clinical < rep.cases:
-            notes.append(
-                f"clinical data for {rep.with_clinical} of {rep.cases} cases (the generator "
-                "leaves some patients without an RT-PCR record, as real registries do)"
+            lines.append(
+                f"  {rep.quarantined} instance(s) in quarantine on purpose (residual PHI planted "
+                f"by the generator): sign in as admin, open {proc.url}/admin/quarantine"
             )
-        table.add_row(proc.name, proc.url, ", ".join(u for u, _ in SITE_USERS), "; ".join(notes))
-    console.print(table)
-    console.print(
-        "Sites push to the hub every few seconds (see /sharing at a site) and pull the other "
-        "sites' new cases from the hub's feed. Ctrl-C stops all.\n"
-    )
+        if rep.generated > rep.cases:
+            lines.append(
+                f"  {rep.cases} of {rep.generated} generated patients are listed: the only image"
+                f" of the other {rep.generated - rep.cases} is held in quarantine, so the site has"
+                " no case to attach its clinical data to"
+            )
+        if rep.with_clinical < rep.cases:
+            lines.append(f"  clinical data for {rep.with_clinical} of {rep.cases} listed patients")
+    lines += [
+        "",
+        "Sites push their cases to the hub every few seconds (/sharing at a site) and",
+        "pull the other sites' new cases from the hub's feed. Ctrl-C stops everything.",
+    ]
+    wrapped: list[str] = []
+    for line in lines:  # long notes are broken here, indented, rather than by the terminal
+        indent = " " * (len(line) - len(line.lstrip()) + 2)
+        wrapped += textwrap.wrap(line, WELCOME_WIDTH, subsequent_indent=indent) or [""]
+    return wrapped
+
+
+def print_welcome(processes: list[Process], reports: list[SiteReport]) -> None:
+    console.print("\n".join(welcome_lines(processes, reports)), markup=False, highlight=False)
 
 
 def run(root: Path, *, host: str, port: int, dicom_port: int, sites: int = SITES) -> None:
