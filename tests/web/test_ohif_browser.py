@@ -105,9 +105,12 @@ def _store_ct(node: LiveNode) -> dict[str, str]:
     return {"study": study.StudyInstanceUID, "patient_id": str(study.PatientID)}
 
 
-def _open_and_check(page: Page, stored: dict[str, str], traffic: Traffic) -> None:
+def _open_and_check(
+    page: Page, stored: dict[str, str], traffic: Traffic, shots: bool = False
+) -> None:
     row = page.get_by_text(stored["patient_id"], exact=True)
     expect(row).to_be_visible(timeout=60_000)  # the study list, from QIDO-RS
+    portal.shot(page, "ohif-study-list", shots)
     row.click()  # expands the study: its series and the viewer modes
     page.get_by_role("button", name="Basic Viewer").click()
     expect(page).to_have_url(
@@ -115,6 +118,7 @@ def _open_and_check(page: Page, stored: dict[str, str], traffic: Traffic) -> Non
     )
     page.wait_for_function(DRAWN, timeout=90_000)  # the CT slice drawn in the viewport
     page.wait_for_load_state("networkidle")
+    portal.shot(page, "ohif-viewer", shots)
     assert traffic.failed == []
     assert traffic.dicomweb_errors == []
     assert traffic.dicomweb_ok > 0
@@ -127,7 +131,9 @@ def same_origin(tmp_path: Path, database_url: str) -> Iterator[LiveNode]:
     server.stop()
 
 
-def test_ohif_served_by_the_node_same_origin(same_origin: LiveNode, browser: Browser) -> None:
+def test_ohif_served_by_the_node_same_origin(
+    same_origin: LiveNode, browser: Browser, database_url: str
+) -> None:
     node = same_origin
     stored = _store_ct(node)
     context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -141,7 +147,8 @@ def test_ohif_served_by_the_node_same_origin(same_origin: LiveNode, browser: Bro
     page.get_by_label("Password").fill("password-" + USER)
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(node.base_url + "/ohif/")
-    _open_and_check(page, stored, traffic)
+    # docs/screenshots/ohif-*.png from the SQLite run (PAIR_SCREENSHOTS=1)
+    _open_and_check(page, stored, traffic, shots=database_url.startswith("sqlite"))
     assert traffic.csp == []
     # the node's answers under /ohif/ carry the viewer's policy; the portal keeps its own
     cookies = {c["name"]: c["value"] for c in context.cookies()}
