@@ -7,9 +7,9 @@ PAIR := $(VENV)/bin/pair
 DEMO_DIR ?= demo-data
 DEMO_PORT ?= 8000
 DEMO_DICOM_PORT ?= 11112
-APT_PACKAGES := dcmtk postgresql chromium orthanc orthanc-dicomweb
+APT_PACKAGES := dcmtk postgresql chromium orthanc orthanc-dicomweb npm
 
-.PHONY: env sysdeps test lint demo clean bench
+.PHONY: env sysdeps ohif test lint demo clean bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,7 @@ sysdeps:
 	test -x /usr/lib/postgresql/15/bin/initdb || missing="$$missing postgresql"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	command -v Orthanc >/dev/null || missing="$$missing orthanc orthanc-dicomweb"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -39,8 +40,13 @@ lint: env
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 	$(VENV)/bin/mypy
 
+# the pinned OHIF Viewer build for the OHIF browser tests and PAIR_OHIF_DIR (docs/viewers.md);
+# npm fetches it from the npm registry into .cache/ohif (not committed)
+ohif: sysdeps
+	scripts/fetch_ohif.sh
+
 # ruff and mypy run inside the suite too (tests/test_code_quality.py)
-test: env sysdeps
+test: env sysdeps ohif
 	$(PY) -m pytest -q
 
 demo: env sysdeps
@@ -50,4 +56,4 @@ bench: env sysdeps
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .cache

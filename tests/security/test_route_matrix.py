@@ -197,6 +197,10 @@ TABLE: dict[tuple[str, str], Rule] = {
     # the clinical data dictionary: field definitions only, no data
     ("GET", "/api/clinical/dictionary"): r(PUBLIC, N, 200),
     ("GET", "/favicon.ico"): r(PUBLIC, N, 200),
+    # the optional OHIF viewer (PAIR_OHIF_DIR; a stand-in build here): it reads /dicomweb with
+    # the user's session, so it is for facility members, like DICOMweb's reads
+    ("GET", "/ohif"): r(MEMBERS, N, 307),
+    ("GET", "/ohif/{path:path}"): r(MEMBERS, N, 200),
     ("GET", "/api/cases/{case_id}/clinical"): r(MEMBERS, A, 200),
     ("PUT", "/api/cases/{case_id}/clinical"): r(WRITERS, A, 200, lenient=True, body=_json()),
     ("GET", "/api/cdes"): r(MEMBERS, N, 200),
@@ -456,8 +460,9 @@ def _path_values(w: World, method: str, template: str) -> dict[str, Any]:
         "study_pk": 999999,
         "figure": "curves",
         "webhook_id": 999999,
+        "path": "app-config.js",
     }
-    names = [p.strip("{}") for p in template.split("/") if p.startswith("{")]
+    names = [p.strip("{}").split(":")[0] for p in template.split("/") if p.startswith("{")]
     for name in names:
         if name == "item_id":
             values[name] = w.fresh_quarantine() if destroys else a.quarantine
@@ -512,7 +517,10 @@ def matrix(
     database_url = f"sqlite:///{folder / 'pair.db'}"
     if request.param == "postgresql":
         database_url = request.getfixturevalue("postgres_server").create_database()
-    settings = get_settings(folder / "node", database_url=database_url)
+    ohif = folder / "ohif"  # a stand-in for OHIF's dist/ (tests/web/test_ohif_browser.py)
+    ohif.mkdir()
+    (ohif / "index.html").write_text('<script>window.PUBLIC_URL="/"</script><div id="root">')
+    settings = get_settings(folder / "node", database_url=database_url, ohif_dir=ohif)
     node = open_node(settings=settings)
     world = build(node)
     app = create_app(node)
@@ -559,7 +567,7 @@ def expected(rule: Rule, who: Identity) -> frozenset[int] | None:
 
 
 def _call(w: World, app: FastAPI, who: Identity, method: str, template: str, rule: Rule) -> Any:
-    path = template.format(**_path_values(w, method, template))
+    path = template.replace(":path}", "}").format(**_path_values(w, method, template))
     kwargs = rule.body(w, who.name) if rule.body else {}
     headers = {**who.headers, **kwargs.pop("headers", {})}
     if not template.startswith("/dicomweb"):

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # another origin, e.g. an OHIF viewer served elsewhere (docs/viewers.md); comma-separated;
     # empty: no cross-origin access (same-origin use needs nothing)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # an OHIF Viewer static build (the dist/ folder of npm @ohif/app, scripts/fetch_ohif.sh):
+    # when set, the node serves it at /ohif/ for its signed-in users, reading this node's
+    # /dicomweb with the portal session (docs/viewers.md); unset: no /ohif/ viewer
+    ohif_dir: Path | None = None
     # X-Forwarded-Host/-Proto/-Prefix are honoured only from these peer addresses (the reverse
     # proxy in front of the node), for the absolute URLs DICOMweb answers contain
     forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(

@@ -39,6 +39,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     from pair.sharing.feed.api import router as feed_router
     from pair.usecases.api import router as usecases_router
     from pair.usecases.service import ensure_shipped
+    from pair.web.ohif import router as ohif_router
 
     app = FastAPI(
         title="PAIR node",
@@ -83,6 +84,7 @@ def create_app(node: Node, worker_pool: WorkerPool | None = None) -> FastAPI:
     app.include_router(sharing_router)
     app.include_router(federated_router)
     app.include_router(feed_router)
+    app.include_router(ohif_router)  # the optional OHIF viewer at /ohif/ (PAIR_OHIF_DIR)
     install_portal(app)
     return app
 
