@@ -1,5 +1,6 @@
 """Results that look like numbers but say something is wrong: an AUC below 0.5 (the scores
-rank the classes the wrong way round), identical scores and a degenerate Youden point (no
+rank the classes the wrong way round), a perfect separation (its intervals collapse to one
+value), identical scores and a degenerate Youden point (no
 threshold separates the classes; every case is called one way). Shown with the warnings on the
 result page and in the report (issue 15)."""
 
@@ -18,6 +19,15 @@ def result_flags(y: np.ndarray, s: np.ndarray, auc: float, youden: float) -> lis
             f"AUC {auc:.3f} is below 0.5: the scores rank negatives above positives more often "
             "than not. Check the output's positive class and the truth source before reading "
             "any other number."
+        )
+    positives, negatives = int((y == 1).sum()), int((y == 0).sum())
+    if auc in (0.0, 1.0) and positives and negatives:
+        flags.append(
+            f"The scores separate the classes perfectly (AUC {auc:.3f} on {positives} positive "
+            f"and {negatives} negative cases): every resample separates them too, so the "
+            "bootstrap and DeLong intervals collapse to a single value. That is not certainty: "
+            "with this few cases the true AUC may be much lower; evaluate more cases before "
+            "relying on it."
         )
     distinct = np.unique(s)
     if distinct.size == 1:

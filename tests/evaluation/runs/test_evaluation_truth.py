@@ -110,10 +110,23 @@ def test_identical_scores_and_degenerate_youden_are_flagged() -> None:
     assert any("Degenerate Youden point" in w for w in r.warnings)
 
 
+def test_perfect_separation_on_few_cases_is_flagged() -> None:
+    """The consortium demo's small sites: 6 images, every positive above every negative. The
+    intervals collapse to 1.000-1.000, which must not read as certainty."""
+    y = np.array([0, 0, 0, 1, 1, 1])
+    r = evaluate_scores(y, np.array([0.19, 0.39, 0.57, 0.62, 0.63, 0.64]), 0.5, n_boot=50)
+    assert r.auc.value == r.auc.lower == r.auc.upper == 1.0
+    (flag,) = [w for w in r.warnings if "separate the classes perfectly" in w]
+    assert "3 positive and 3 negative cases" in flag and "not certainty" in flag
+
+
 def test_a_working_score_is_not_flagged() -> None:
     y = np.array([0, 0, 0, 1, 1, 1])
     r = evaluate_scores(y, np.array([0.1, 0.2, 0.6, 0.4, 0.7, 0.9]), 0.5, n_boot=50)
-    assert not any("Degenerate" in w or "below 0.5" in w or "same score" in w for w in r.warnings)
+    assert not any(
+        "Degenerate" in w or "below 0.5" in w or "same score" in w or "perfectly" in w
+        for w in r.warnings
+    )
 
 
 def test_docs_name_the_default_threshold() -> None:
