@@ -464,6 +464,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="then run disk_ceiling.py: what this disk can store durably vs 10x Orthanc",
     )
+    p.add_argument(
+        "--stages",
+        action="store_true",
+        help="then run ingest_stages.py: CPU per CT instance in each stage, in-process",
+    )
     p.add_argument("--only", nargs="*", help="run scenarios whose name contains these words")
     p.add_argument("--markdown", type=Path, help="append the result table to this file")
     args = p.parse_args(argv)
@@ -472,6 +477,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     append_markdown(args.markdown, report(results, args))
     if args.disk:
         append_markdown(args.markdown, disk_report(results))
+    if args.stages:
+        append_markdown(args.markdown, stages_report(args))
+
+
+def stages_report(args: argparse.Namespace) -> str:
+    """Where a CT instance's CPU goes in PAIR, stage by stage (``ingest_stages.py``), with the
+    batch size of the STOW-RS runs and one instance per batch as C-STORE ingests."""
+    import ingest_stages
+
+    parts = []
+    for batch in (args.batch, 1):
+        n = max(args.ct, 2 * batch)
+        stage_args = argparse.Namespace(
+            ct=n, batch=batch, seed=args.seed, db=args.db, load_before=loadavg()
+        )
+        parts.append(ingest_stages.report(*ingest_stages.run(stage_args), stage_args))
+    return "\n\n".join(parts)
 
 
 def disk_report(results: list[Result]) -> str:

@@ -164,3 +164,22 @@ def test_reliability_run_loses_nothing_across_kill9() -> None:
         assert cells["lost"] == "0"
         assert cells["errors"] == "0", row
         assert cells["deadlocks (errors / retried)"].startswith("0 /")
+
+
+def test_stage_report_counts_every_stage_and_unwraps() -> None:
+    """The per-stage CPU report stores real instances, times each stage it names, and puts
+    the wrapped functions back afterwards."""
+    import ingest_stages
+
+    from pair.repository import prepare
+
+    parse_before = prepare._parse
+    args = ingest_stages.argparse.Namespace(ct=6, batch=2, seed=3, db="sqlite", load_before="-")
+    clock, cpu, wall, n = ingest_stages.run(args)
+    assert n == 4 and cpu > 0 and wall > 0
+    names = [stage for stage, _, _ in ingest_stages.STAGES]
+    assert set(clock.cpu) == set(names)  # every stage ran
+    assert sum(clock.cpu.values()) <= cpu * 1.05  # exclusive times: nothing counted twice
+    assert prepare._parse is parse_before
+    text = ingest_stages.report(clock, cpu, wall, n, args)
+    assert "parse + de-identify + scan + encode + index" in text and "index transaction" in text

@@ -18,8 +18,11 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from pair.core import fastpaths
 from pair.db.base import Base, utcnow
 from pair.db.values import column_int, column_text, joined_values
+from pair.deid.rawtext import single_text
+from pair.deid.walk import _dict_vr
 from pair.repository.models import Instance, Patient, Series, Study
 
 
@@ -37,7 +40,14 @@ def _value(ds: Dataset, keyword: str) -> Any:
 
 
 def _text(ds: Dataset, keyword: str, limit: int = 256) -> str:
-    """The index value: NUL dropped and cut to the column (the file keeps the value as sent)."""
+    """The index value: NUL dropped and cut to the column (the file keeps the value as sent).
+
+    With the fast paths on, a raw single-valued text element is read from its bytes
+    (``rawtext.single_text``: exactly ``str(value)``, or ``None`` and pydicom converts it)."""
+    if fastpaths.enabled():
+        fast = single_text(ds, _tag(keyword), _dict_vr)
+        if fast is not None:
+            return column_text(fast, limit)
     value = _value(ds, keyword)
     if value is None:
         return ""
