@@ -27,13 +27,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from pair.accounts.policy import Action, authorize
+from pair.accounts.models import Facility
+from pair.accounts.policy import Action, authorize, may
 from pair.audit.feedlog import FeedEvent
 from pair.audit.service import Actor, record
-from pair.core.errors import Invalid
+from pair.core.errors import Invalid, NotFound
 from pair.core.node import Node
 from pair.db.base import utcnow
 from pair.sharing.feed.events import event_json, facility_code, last_seq
@@ -125,14 +126,57 @@ def remove(session: Session, actor: Actor, webhook_id: int) -> None:
     record(session, actor, "feed.webhook.delete", "webhook", str(webhook_id))
 
 
-def deliveries(session: Session, actor: Actor, webhook_id: int, limit: int) -> list[dict[str, Any]]:
+def _logged(session: Session, actor: Actor, webhook_id: int) -> FeedWebhook:
+    """A subscription whose delivery log ``actor`` may read: its facility's admin or site node,
+    or a hub operator (every facility's); another facility's answers as a missing one."""
+    hook = session.get(FeedWebhook, webhook_id)
+    authorize(actor, Action.FEED_WEBHOOK_LOG, hook.facility_id if hook else None, missing=_MISSING)
+    if hook is None:
+        raise NotFound(_MISSING)
+    return hook
+
+
+def logged_hooks(
+    session: Session, actor: Actor, webhook_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The subscriptions whose delivery logs ``actor`` reads, with counts per state and the
+    latest error: the own facility's, or every facility's for a hub operator."""
+    stmt = select(FeedWebhook, Facility.code).join(Facility, Facility.id == FeedWebhook.facility_id)
+    if not may(actor, Action.FEED_WEBHOOK_LOG, None):  # not node-wide: one's own facility
+        authorize(actor, Action.FEED_WEBHOOK_LOG, actor.facility_id)
+        stmt = stmt.where(FeedWebhook.facility_id == actor.facility_id)
+    if webhook_id is not None:
+        stmt = stmt.where(FeedWebhook.id == webhook_id)
+    hooks = session.execute(stmt.order_by(FeedWebhook.id)).all()
+    counts: dict[tuple[int, str], int] = {
+        (hook_id, state): n
+        for hook_id, state, n in session.execute(
+            select(FeedDelivery.webhook_id, FeedDelivery.state, func.count())
+            .where(FeedDelivery.webhook_id.in_([h.id for h, _ in hooks]))
+            .group_by(FeedDelivery.webhook_id, FeedDelivery.state)
+        )
+    }
+    return [
+        {
+            **webhook_json(hook),
+            "facility": code,
+            "counts": {k: counts.get((hook.id, k), 0) for k in ("pending", "delivered", "failed")},
+        }
+        for hook, code in hooks
+    ]
+
+
+def deliveries(
+    session: Session, actor: Actor, webhook_id: int, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
     """The delivery log of one subscription, newest first."""
-    _own(session, actor, webhook_id)
+    _logged(session, actor, webhook_id)
     rows = session.scalars(
         select(FeedDelivery)
         .where(FeedDelivery.webhook_id == webhook_id)
         .order_by(FeedDelivery.seq.desc())
         .limit(limit)
+        .offset(offset)
     )
     return [
         {
@@ -143,6 +187,7 @@ def deliveries(session: Session, actor: Actor, webhook_id: int, limit: int) -> l
             "last_error": d.last_error,
             "next_attempt_at": d.next_attempt_at.isoformat() if d.state == "pending" else None,
             "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
+            "queued_at": d.created_at.isoformat(),
         }
         for d in rows
     ]
