@@ -9,8 +9,11 @@ Delivery state lives in the database (``feed_delivery``), so a restarted worker,
 hub process running one, carries on: ``fan_out`` turns new events into deliveries per
 subscription; ``deliver_due`` sends, per subscription, the oldest pending delivery (events
 arrive in order), retrying with exponential backoff until ``PAIR_FEED_WEBHOOK_ATTEMPTS``.
-On PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED``, so two workers never send the
-same delivery at once; receivers should still ignore a sequence number they have seen.
+On PostgreSQL a worker claims a subscription's head delivery while holding the subscription's
+row (``FOR UPDATE SKIP LOCKED``: another worker skips that subscription for the round) and
+leases it, so two workers never send the same delivery at once nor one subscription's events
+out of order (``tests/sharing/test_hub_multiprocess.py``); receivers should still ignore a
+sequence number they have seen (a lease can run out during a very slow POST).
 """
 
 from __future__ import annotations
@@ -229,10 +232,15 @@ def _claim(node: Node) -> list[tuple[int, str, str, int, int]]:
     lease = timedelta(seconds=node.settings.feed_webhook_timeout_s * 2 + 5)
     claimed: list[tuple[int, str, str, int, int]] = []
     with node.db.session() as session:
+        # Lock the subscription, not its head delivery: with SKIP LOCKED on the deliveries a
+        # second worker would skip a head being claimed and take the next event, and the two
+        # would be sent at once, out of order. A subscription another worker holds is skipped
+        # this round; the lease keeps its claimed head from being sent twice after the commit.
         hooks = session.execute(
             select(FeedWebhook.id, FeedWebhook.url, FeedWebhook.secret)
             .where(FeedWebhook.active.is_(True))
             .order_by(FeedWebhook.id)
+            .with_for_update(skip_locked=True)
         ).all()
         for hook_id, url, secret in hooks:
             head = session.scalar(
@@ -240,7 +248,6 @@ def _claim(node: Node) -> list[tuple[int, str, str, int, int]]:
                 .where(FeedDelivery.webhook_id == hook_id, FeedDelivery.state == "pending")
                 .order_by(FeedDelivery.seq)
                 .limit(1)
-                .with_for_update(skip_locked=True)
             )
             if head is None or head.next_attempt_at.replace(tzinfo=now.tzinfo) > now:
                 continue
