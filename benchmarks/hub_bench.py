@@ -10,9 +10,9 @@ Server-Sent Events (``GET /api/changes/stream``, as a member site does).
 Printed per site count: the wall time (site processes' start included), the push window (first
 push to last acknowledgement), hub ingest over that window (instances and MB per second for the
 whole consortium), the hub's answer time per STOW-RS batch (p50/p95), and the feed latency:
-from the moment a site has the hub's acknowledgement of a batch to the moment the subscriber receives the
-``study.updated`` event of that batch (p50/p95/max; the hub's SSE reads the database every
-``PAIR_FEED_POLL_S``, ``--feed-poll-s``). All processes run on this machine.
+from the moment a site has the hub's acknowledgement of a batch to the moment the subscriber
+receives the ``study.updated`` event of that batch (p50/p95/max; the hub's SSE reads the
+database every ``PAIR_FEED_POLL_S``, ``--feed-poll-s``). All processes run on this machine.
 
 Run:  PYTHONPATH=src python benchmarks/hub_bench.py --sites 3,10 --ct 40 --batch 10 \
           [--backend postgresql] [--feed-poll-s 0.5]
