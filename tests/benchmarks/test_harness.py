@@ -183,3 +183,25 @@ def test_stage_report_counts_every_stage_and_unwraps() -> None:
     assert prepare._parse is parse_before
     text = ingest_stages.report(clock, cpu, wall, n, args)
     assert "parse + de-identify + scan + encode + index" in text and "index transaction" in text
+
+
+def test_hub_bench_pairs_each_acknowledged_batch_with_its_feed_event() -> None:
+    """The feed latency pairs a study's acknowledged batches with its study.updated events in
+    order; a batch with no event yet counts nothing (it is not a zero)."""
+    import hub_bench
+
+    acks = [(10.0, ["1.1"]), (11.0, ["1.1", "1.2"]), (12.0, ["1.3"])]
+    events = [
+        (10.5, {"kind": "study.updated", "study_uid": "1.1"}),
+        (11.25, {"kind": "study.updated", "study_uid": "1.2"}),
+        (11.5, {"kind": "study.updated", "study_uid": "1.1"}),
+        (11.75, {"kind": "study.retracted", "study_uid": "1.1"}),
+    ]
+    assert sorted(hub_bench.feed_latencies(acks, events)) == [0.25, 0.5, 0.5]
+    stow = {"00081199": {"Value": [
+        {"00081190": {"Value": ["http://h/dicomweb/studies/1.2.3/series/4/instances/5"]}},
+        {"00081190": {"Value": ["http://h/dicomweb/studies/1.2.3/series/4/instances/6"]}},
+    ]}}  # fmt: skip
+    import httpx
+
+    assert hub_bench._study_uids(httpx.Response(200, json=stow)) == ["1.2.3"]

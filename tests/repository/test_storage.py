@@ -142,3 +142,31 @@ def test_stage_one_decides_quarantine_and_writes_to_the_stores_it_is_given(
         assert item is not None and stores.quarantine.path(item.storage_path).exists()
     assert len(stores.content.iter_relative()) == 2  # the clean instances, none elsewhere
     assert not list(node.settings.storage_dir.glob("??/??/*.dcm"))
+
+
+def test_start_up_repair_spares_young_files_of_another_process(tmp_path: Path) -> None:
+    """Several server processes share one storage (docs/hub.md): a process starting while
+    another ingests must not delete the files that one wrote and has not committed yet."""
+    import os
+    import time
+
+    from pair.core.config import get_settings
+    from pair.core.node import open_node
+    from pair.repository.ingest import content_store, reconcile
+
+    settings = get_settings(tmp_path / "node", reconcile_min_age_s=600)
+    node = open_node(settings=settings)
+    try:
+        store = content_store(node)
+        _, rel = store.write(b"written by another process, rows not committed yet")
+        part = settings.tmp_dir / "other-process.part"
+        part.write_bytes(b"half")
+        assert reconcile(node) == {"orphans": 0, "temp": 0}
+        assert store.iter_relative() == [rel] and part.exists()
+        old = time.time() - 3600  # an hour later: a real orphan of a crash
+        for path in (settings.storage_dir / rel, part):
+            os.utime(path, (old, old))
+        assert reconcile(node) == {"orphans": 1, "temp": 1}
+        assert store.iter_relative() == [] and not part.exists()
+    finally:
+        node.close()

@@ -425,6 +425,12 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/api/feed/webhooks"): r(ADMIN, L, 200),
     ("DELETE", "/api/feed/webhooks/{webhook_id}"): r(ADMIN, A, lenient=True),
     ("GET", "/api/feed/webhooks/{webhook_id}/deliveries"): r(ADMIN, A, lenient=True),
+    # browse and pull hub cases (no hub configured in this world: 404 once the role passes);
+    # webhook delivery logs (own facility; hub operators every facility's, none here)
+    ("GET", "/hub/cases"): r(MEMBERS, N, lenient=True),
+    ("POST", "/hub/cases/pull"): r(WRITERS, N, lenient=True, body=_form(study_uid="1.2.3")),
+    ("GET", "/hub/webhooks"): r(ADMIN, L, 200),
+    ("GET", "/hub/webhooks/{webhook_id}"): r(ADMIN, A, lenient=True),
     # signed with PAIR_FEED_WEBHOOK_SECRET, not a token; not configured in this world
     ("POST", "/api/feed/webhook"): r(PUBLIC, N, 404),
 }

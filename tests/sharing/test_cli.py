@@ -75,3 +75,76 @@ def test_hub_url_must_be_https_except_loopback() -> None:
     for bad in ("http://hub.example.org", "http://10.0.0.5", "ftp://hub", "hub.example.org"):
         with pytest.raises(Invalid):
             check_hub_url(bad)
+
+
+def test_hub_quota_override_per_facility(tmp_path: Path) -> None:
+    from pydicom.uid import generate_uid
+    from sqlalchemy import select
+
+    from pair.audit.models import AuditEvent
+    from pair.audit.service import Actor
+    from pair.core.errors import LimitExceeded
+    from pair.repository.ingest import Payload, ingest_batch
+    from pair.sharing.feed.studies import set_default_quota
+    from tests.factories import ct_instance, to_bytes
+
+    d = str(tmp_path / "hub")
+    node = open_node(d)
+    with node.db.session() as s:
+        fa = accounts.create_facility(s, "Hospital A", "HOSPA").id
+        accounts.create_facility(s, "Hospital B", "HOSPB")
+        set_default_quota(s, 10, 0)  # what `pair serve --role hub` writes from PAIR_HUB_QUOTA_*
+    node.close()
+
+    def quota(*args: str) -> str:
+        out = runner.invoke(app, ["hub", "quota", *args, "--data-dir", d])
+        assert out.exit_code == 0, out.output
+        return out.output
+
+    assert "default quota: max instances 10, max bytes unlimited" in quota("HOSPA")
+    shown = quota("HOSPA", "--max-instances", "2")
+    assert "own quota: max instances 2, max bytes unlimited; stored 0" in shown
+    assert "own quota: max instances 2, max bytes 5000000" in quota(
+        "HOSPA", "--max-bytes", "5000000"
+    )
+    assert "default quota: max instances 10" in quota("HOSPB")  # other facilities keep it
+
+    node = open_node(d)
+    try:
+        study, series = generate_uid(), generate_uid()
+        payloads = [
+            Payload(
+                to_bytes(ct_instance(study_uid=study, series_uid=series, index=i, size=8)), str(i)
+            )
+            for i in (1, 2, 3)
+        ]
+        actor = Actor.system("test", facility_id=fa)
+        with pytest.raises(LimitExceeded):  # 3 instances past its own quota of 2
+            ingest_batch(node, fa, payloads, "test", actor)
+        with node.db.session() as s:
+            events = s.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.action.like("hub.quota.%"))
+                .order_by(AuditEvent.id)
+            ).all()
+            assert [(e.action, e.facility_id, e.user_name) for e in events] == [
+                ("hub.quota.set", fa, "hub-operator (cli)"),
+                ("hub.quota.set", fa, "hub-operator (cli)"),
+            ]
+            assert events[1].detail["before"] == {"max_instances": 2, "max_bytes": 0}
+    finally:
+        node.close()
+
+    assert "default quota: max instances 10" in quota("HOSPA", "--clear")
+    clean_failure(
+        runner.invoke(
+            app, ["hub", "quota", "HOSPA", "--clear", "--max-bytes", "1", "--data-dir", d]
+        ),
+        2,
+        "--clear alone",
+    )
+    clean_failure(runner.invoke(app, ["hub", "quota", "NOPE", "--data-dir", d]), 4, "NOPE")
+    negative = runner.invoke(
+        app, ["hub", "quota", "HOSPA", "--max-instances", "-1", "--data-dir", d]
+    )
+    assert negative.exit_code == 2

@@ -83,17 +83,20 @@ class Action(enum.StrEnum):
     FEED_READ = "feed.read"  # the change feed, its stream, the hub's cases
     FEED_RETRACT = "feed.retract"  # withdraw one's own facility's case from the hub
     FEED_WEBHOOK_MANAGE = "feed.webhook.manage"  # a facility's webhook subscriptions
+    FEED_PULL = "feed.pull"  # browse and pull chosen hub cases into one's (site's) facility
+    FEED_WEBHOOK_LOG = "feed.webhook.log"  # delivery logs: own facility; every one (hub op.)
     # ---- end hub feed ----
 
 
 # ---- sharing / hub membership: actions that belong to one role only (never to a facility
 # admin or the node operator by default), and what other roles get besides admins ----
 ROLE_ONLY_ACTIONS: dict[str, frozenset[Action]] = {
-    Role.HUB_OPERATOR.value: frozenset({Action.HUB_MEMBER_MANAGE}),
+    Role.HUB_OPERATOR.value: frozenset({Action.HUB_MEMBER_MANAGE, Action.FEED_WEBHOOK_LOG}),
     Role.SITE_NODE.value: frozenset({Action.HUB_PUSH}),
 }
-# node-wide objects (membership registrations) decided by role, not by facility
-NODE_WIDE_ROLE_ACTIONS = frozenset({Action.HUB_MEMBER_MANAGE})
+# node-wide objects (membership registrations, every facility's webhook delivery log) decided
+# by role, not by facility
+NODE_WIDE_ROLE_ACTIONS = frozenset({Action.HUB_MEMBER_MANAGE, Action.FEED_WEBHOOK_LOG})
 SHARING_MEMBER_ACTIONS: dict[str, frozenset[Action]] = {
     Role.DATA_MANAGER.value: frozenset({Action.SHARING_STATUS, Action.SHARING_CASE}),
 }
@@ -148,10 +151,14 @@ REGISTRY_ROLES: dict[Action, frozenset[str]] = {
 }
 REGISTRY_ACTIONS = frozenset(REGISTRY_ROLES)
 # ---- hub feed: what non-admin roles may do in their own facility (admins may do all) ----
-HUB_FEED_ACTIONS = frozenset({Action.FEED_READ, Action.FEED_RETRACT, Action.FEED_WEBHOOK_MANAGE})
+HUB_FEED_ACTIONS = frozenset(
+    {Action.FEED_READ, Action.FEED_RETRACT, Action.FEED_WEBHOOK_MANAGE, Action.FEED_PULL}
+)
 ROLE_GRANTS: dict[str, frozenset[Action]] = {
     **{role.value: frozenset({Action.FEED_READ}) for role in Role},
-    Role.SITE_NODE.value: HUB_FEED_ACTIONS,
+    Role.SITE_NODE.value: HUB_FEED_ACTIONS | {Action.FEED_WEBHOOK_LOG},
+    Role.ADMIN.value: frozenset({Action.FEED_READ, Action.FEED_WEBHOOK_LOG}),  # own facility's
+    Role.DATA_MANAGER.value: frozenset({Action.FEED_READ, Action.FEED_PULL}),
 }
 # ---- end hub feed ----
 # A facility admin may do all of these, in its own facility only.

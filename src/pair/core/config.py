@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     # when `pair serve` starts with PAIR_ROLE=hub
     hub_quota_max_instances: int = Field(default=0, ge=0)
     hub_quota_max_bytes: int = Field(default=0, ge=0)
+    # several server processes on one storage (docs/hub.md): start-up repair keeps files younger
+    # than this, which another process may be ingesting; 0 (one process): every orphan goes
+    reconcile_min_age_s: float = Field(default=0.0, ge=0)
     # ---- end hub change feed ----
     # the hub that receives signed evaluation feedback (docs/evaluation.md): the hub's
     # ``https://HUB/api/registry/feedback`` (docs/performance-registry.md); empty: hub_url's,

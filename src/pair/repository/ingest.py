@@ -260,9 +260,12 @@ def store_derived_instance(
 
 
 def reconcile(node: Node) -> dict[str, int]:
-    """Start-up repair after a crash: drop temp files and files no row references."""
+    """Start-up repair after a crash: drop temp files and files no row references. With
+    several server processes on one storage, files younger than PAIR_RECONCILE_MIN_AGE_S are
+    kept: another process may be ingesting them (written, rows not yet committed)."""
+    min_age = node.settings.reconcile_min_age_s
     store = content_store(node)
-    swept = store.sweep_temp()
+    swept = store.sweep_temp(min_age)
     with node.db.session() as session:
         known = set(session.scalars(select(Instance.storage_path)))
         known_q: set[str] = set()
@@ -274,11 +277,11 @@ def reconcile(node: Node) -> dict[str, int]:
             known_q.add(held)  # a stored item's held file stays, for audit
             if original and status == "pending":
                 known_q.add(original)
-    orphans = [rel for rel in store.iter_relative() if rel not in known]
+    orphans = [rel for rel in store.iter_relative(min_age) if rel not in known]
     for rel in orphans:
         store.delete(rel)
     qstore = quarantine_store(node)
-    q_orphans = [rel for rel in qstore.iter_relative() if rel not in known_q]
+    q_orphans = [rel for rel in qstore.iter_relative(min_age) if rel not in known_q]
     for rel in q_orphans:
         qstore.delete(rel)
     if orphans or swept or q_orphans:

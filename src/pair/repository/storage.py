@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -189,15 +190,28 @@ class ContentStore:
     def delete(self, relative: str) -> None:
         (self.root / relative).unlink(missing_ok=True)
 
-    def iter_relative(self) -> list[str]:
-        return [str(p.relative_to(self.root)) for p in self.root.glob("??/??/*.dcm")]
+    def iter_relative(self, min_age_s: float = 0) -> list[str]:
+        """Stored files; with ``min_age_s``, only those not modified for that long."""
+        found = self.root.glob("??/??/*.dcm")
+        return [str(p.relative_to(self.root)) for p in found if _old_enough(p, min_age_s)]
 
-    def sweep_temp(self) -> int:
+    def sweep_temp(self, min_age_s: float = 0) -> int:
         count = 0
         for p in self.tmp_dir.glob("*.part"):
-            p.unlink(missing_ok=True)
-            count += 1
+            if _old_enough(p, min_age_s):
+                p.unlink(missing_ok=True)
+                count += 1
         return count
+
+
+def _old_enough(path: Path, min_age_s: float) -> bool:
+    """Another server process sharing the storage may be writing a young file right now."""
+    if min_age_s <= 0:
+        return True
+    try:
+        return time.time() - path.stat().st_mtime >= min_age_s
+    except FileNotFoundError:  # gone meanwhile
+        return False
 
 
 @dataclass(frozen=True)

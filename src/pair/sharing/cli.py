@@ -14,6 +14,7 @@ from pair.audit.service import Actor
 from pair.cli.common import DataDir, console, handle_errors, node_for
 from pair.core.errors import Invalid, PairError
 from pair.sharing import membership, outbox
+from pair.sharing.feed import studies
 from pair.sharing.pusher import HubClient, check_hub_url, push_once
 
 hub_app = typer.Typer(help="Consortium membership: register at a hub; approve members at the hub.")
@@ -105,6 +106,44 @@ def hub_revoke(ref: str, data_dir: DataDir) -> None:
 def hub_reissue(ref: str, data_dir: DataDir) -> None:
     """Issue a new credential (the previous one is revoked)."""
     _decide(data_dir, ref, "reissue")
+
+
+@hub_app.command("quota")
+@handle_errors
+def hub_quota(
+    facility: Annotated[str, typer.Argument(help="Member facility: code, name or id.")],
+    data_dir: DataDir,
+    max_instances: Annotated[
+        int | None, typer.Option(min=0, help="Instances it may store (0: no limit).")
+    ] = None,
+    max_bytes: Annotated[
+        int | None, typer.Option(min=0, help="Bytes it may store (0: no limit).")
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Drop the override: the default applies.")
+    ] = False,
+) -> None:
+    """Show, set or clear one facility's storage quota at the hub (overrides
+    PAIR_HUB_QUOTA_MAX_INSTANCES / _BYTES for it; audited as hub.quota.set / hub.quota.clear)."""
+    if clear and (max_instances is not None or max_bytes is not None):
+        raise Invalid("Give --clear alone, or --max-instances / --max-bytes.")
+    with node_for(data_dir).db.session() as s:
+        f = get_facility(s, facility)
+        if clear:
+            studies.clear_facility_quota(s, _cli_actor(), f.id)
+        elif max_instances is not None or max_bytes is not None:
+            now_n, now_bytes = studies.quota_of(s, f.id)
+            new_n = now_n if max_instances is None else max_instances
+            new_bytes = now_bytes if max_bytes is None else max_bytes
+            studies.set_facility_quota(s, _cli_actor(), f.id, new_n, new_bytes)
+        s.flush()
+        limit_n, limit_bytes = studies.quota_of(s, f.id)
+        used_n, used_bytes = studies.usage(s, f.id)
+        source = "own quota" if studies.has_override(s, f.id) else "default quota"
+    console.print(
+        f"{f.code}: {source}: max instances {limit_n or 'unlimited'}, "
+        f"max bytes {limit_bytes or 'unlimited'}; stored {used_n} instances, {used_bytes} bytes"
+    )
 
 
 @share_app.command("policy")

@@ -13,6 +13,7 @@ from pair.audit.service import Actor
 from pair.core.node import Node
 from pair.sharing import membership, outbox
 from pair.sharing.api import decide_member, require_hub
+from pair.sharing.feed.pages import router as feed_pages
 from pair.sharing.models import MemberStatus
 from pair.web.csrf import csrf_protect
 from pair.web.deps import SessionDep, get_node, page_may
@@ -22,6 +23,7 @@ from pair.web.templating import register_nav, render
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
 register_nav("Sharing", "/sharing", roles=(Role.DATA_MANAGER.value,), order=60)
 register_nav("Hub members", "/hub/members", roles=(Role.HUB_OPERATOR.value,), order=85)
+router.include_router(feed_pages)  # /hub/cases, /hub/webhooks (pair.sharing.feed.pages)
 
 ACTIONS = {
     MemberStatus.PENDING: ("approve", "reject"),

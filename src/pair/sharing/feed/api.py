@@ -117,12 +117,18 @@ def stream_changes(
 def hub_cases(
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
+    origin: str = Query("", max_length=16, description="origin facility code"),
+    modality: str = Query("", max_length=16),
+    date_from: str = Query("", max_length=10, description="study date, YYYY-MM-DD"),
+    date_to: str = Query("", max_length=10),
     node: Node = Depends(get_node),
     session: Any = SessionDep,
     actor: Actor = Depends(reader),
 ) -> dict[str, Any]:
     studies.require_hub(node)
-    return {"studies": studies.list_cases(session, limit, offset)}
+    where = studies.CaseFilter.parse(origin, modality, date_from, date_to)
+    found, total = studies.list_cases(session, limit, offset, where)
+    return {"studies": found, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/api/hub/studies/{study_uid}", summary="A hub case's instances (WADO-RS style)")
@@ -227,7 +233,7 @@ def webhook_deliveries(
     session: Any = SessionDep,
     actor: Actor = Depends(facility_member),
 ) -> list[dict[str, Any]]:
-    check_role(actor, Action.FEED_WEBHOOK_MANAGE)
+    check_role(actor, Action.FEED_WEBHOOK_LOG)
     return webhooks.deliveries(session, actor, webhook_id, limit)
 
 

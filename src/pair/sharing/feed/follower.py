@@ -30,7 +30,7 @@ from pair.repository.ingest import Payload, ingest_batch
 from pair.repository.models import Study
 from pair.repository.multipart import split_related
 from pair.sharing.feed.models import FeedCursor, FeedOrigin
-from pair.sharing.feed.studies import delete_files, remove_study
+from pair.sharing.feed.studies import CaseFilter, delete_files, remove_study
 
 log = logging.getLogger("pair.sharing.feed")
 ORIGIN_HEADER = "X-PAIR-Origin-Facility"
@@ -73,6 +73,12 @@ class HubClient:
 
     def changes(self, since: int, limit: int = _PAGE) -> dict[str, Any]:
         data: dict[str, Any] = self._get("/api/changes", since=since, limit=limit).json()
+        return data
+
+    def cases(self, where: CaseFilter, limit: int, offset: int) -> dict[str, Any]:
+        """A page of the hub's cases (``GET /api/hub/studies``) with its filters."""
+        params: dict[str, Any] = {**where.params(), "limit": limit, "offset": offset}
+        data: dict[str, Any] = self._get("/api/hub/studies", **params).json()
         return data
 
     def study(self, study_uid: str) -> tuple[str, list[bytes]]:
@@ -122,8 +128,11 @@ def _save_cursor(node: Node, hub_url: str, seq: int) -> None:
         )
 
 
-def pull(node: Node, hub: HubClient, study_uid: str, seq: int = 0) -> int:
-    """Fetch a hub case (WADO-RS style) and ingest it locally; returns instances accepted."""
+def pull(
+    node: Node, hub: HubClient, study_uid: str, seq: int = 0, *, by: Actor | None = None
+) -> int:
+    """Fetch a hub case (WADO-RS style) and ingest it locally; returns instances accepted.
+    ``by``: the user who chose the case (browse and pull), recorded in the audit log."""
     origin, parts = hub.study(study_uid)
     with node.db.session() as session:
         facility_id = local_facility(session, node.settings.feed_facility).id
@@ -145,7 +154,7 @@ def pull(node: Node, hub: HubClient, study_uid: str, seq: int = 0) -> int:
             )
         record(
             session,
-            actor,
+            by or actor,
             "feed.pull",
             "study",
             local_uid,

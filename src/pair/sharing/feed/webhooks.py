@@ -9,8 +9,11 @@ Delivery state lives in the database (``feed_delivery``), so a restarted worker,
 hub process running one, carries on: ``fan_out`` turns new events into deliveries per
 subscription; ``deliver_due`` sends, per subscription, the oldest pending delivery (events
 arrive in order), retrying with exponential backoff until ``PAIR_FEED_WEBHOOK_ATTEMPTS``.
-On PostgreSQL rows are claimed with ``FOR UPDATE SKIP LOCKED``, so two workers never send the
-same delivery at once; receivers should still ignore a sequence number they have seen.
+On PostgreSQL a worker claims a subscription's head delivery while holding the subscription's
+row (``FOR UPDATE SKIP LOCKED``: another worker skips that subscription for the round) and
+leases it, so two workers never send the same delivery at once nor one subscription's events
+out of order (``tests/sharing/test_hub_multiprocess.py``); receivers should still ignore a
+sequence number they have seen (a lease can run out during a very slow POST).
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from pair.accounts.policy import Action, authorize
+from pair.accounts.models import Facility
+from pair.accounts.policy import Action, authorize, may
 from pair.audit.feedlog import FeedEvent
 from pair.audit.service import Actor, record
-from pair.core.errors import Invalid
+from pair.core.errors import Invalid, NotFound
 from pair.core.node import Node
 from pair.db.base import utcnow
 from pair.sharing.feed.events import event_json, facility_code, last_seq
@@ -125,14 +129,57 @@ def remove(session: Session, actor: Actor, webhook_id: int) -> None:
     record(session, actor, "feed.webhook.delete", "webhook", str(webhook_id))
 
 
-def deliveries(session: Session, actor: Actor, webhook_id: int, limit: int) -> list[dict[str, Any]]:
+def _logged(session: Session, actor: Actor, webhook_id: int) -> FeedWebhook:
+    """A subscription whose delivery log ``actor`` may read: its facility's admin or site node,
+    or a hub operator (every facility's); another facility's answers as a missing one."""
+    hook = session.get(FeedWebhook, webhook_id)
+    authorize(actor, Action.FEED_WEBHOOK_LOG, hook.facility_id if hook else None, missing=_MISSING)
+    if hook is None:
+        raise NotFound(_MISSING)
+    return hook
+
+
+def logged_hooks(
+    session: Session, actor: Actor, webhook_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The subscriptions whose delivery logs ``actor`` reads, with counts per state and the
+    latest error: the own facility's, or every facility's for a hub operator."""
+    stmt = select(FeedWebhook, Facility.code).join(Facility, Facility.id == FeedWebhook.facility_id)
+    if not may(actor, Action.FEED_WEBHOOK_LOG, None):  # not node-wide: one's own facility
+        authorize(actor, Action.FEED_WEBHOOK_LOG, actor.facility_id)
+        stmt = stmt.where(FeedWebhook.facility_id == actor.facility_id)
+    if webhook_id is not None:
+        stmt = stmt.where(FeedWebhook.id == webhook_id)
+    hooks = session.execute(stmt.order_by(FeedWebhook.id)).all()
+    counts: dict[tuple[int, str], int] = {
+        (hook_id, state): n
+        for hook_id, state, n in session.execute(
+            select(FeedDelivery.webhook_id, FeedDelivery.state, func.count())
+            .where(FeedDelivery.webhook_id.in_([h.id for h, _ in hooks]))
+            .group_by(FeedDelivery.webhook_id, FeedDelivery.state)
+        )
+    }
+    return [
+        {
+            **webhook_json(hook),
+            "facility": code,
+            "counts": {k: counts.get((hook.id, k), 0) for k in ("pending", "delivered", "failed")},
+        }
+        for hook, code in hooks
+    ]
+
+
+def deliveries(
+    session: Session, actor: Actor, webhook_id: int, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
     """The delivery log of one subscription, newest first."""
-    _own(session, actor, webhook_id)
+    _logged(session, actor, webhook_id)
     rows = session.scalars(
         select(FeedDelivery)
         .where(FeedDelivery.webhook_id == webhook_id)
         .order_by(FeedDelivery.seq.desc())
         .limit(limit)
+        .offset(offset)
     )
     return [
         {
@@ -143,6 +190,7 @@ def deliveries(session: Session, actor: Actor, webhook_id: int, limit: int) -> l
             "last_error": d.last_error,
             "next_attempt_at": d.next_attempt_at.isoformat() if d.state == "pending" else None,
             "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
+            "queued_at": d.created_at.isoformat(),
         }
         for d in rows
     ]
@@ -184,10 +232,15 @@ def _claim(node: Node) -> list[tuple[int, str, str, int, int]]:
     lease = timedelta(seconds=node.settings.feed_webhook_timeout_s * 2 + 5)
     claimed: list[tuple[int, str, str, int, int]] = []
     with node.db.session() as session:
+        # Lock the subscription, not its head delivery: with SKIP LOCKED on the deliveries a
+        # second worker would skip a head being claimed and take the next event, and the two
+        # would be sent at once, out of order. A subscription another worker holds is skipped
+        # this round; the lease keeps its claimed head from being sent twice after the commit.
         hooks = session.execute(
             select(FeedWebhook.id, FeedWebhook.url, FeedWebhook.secret)
             .where(FeedWebhook.active.is_(True))
             .order_by(FeedWebhook.id)
+            .with_for_update(skip_locked=True)
         ).all()
         for hook_id, url, secret in hooks:
             head = session.scalar(
@@ -195,7 +248,6 @@ def _claim(node: Node) -> list[tuple[int, str, str, int, int]]:
                 .where(FeedDelivery.webhook_id == hook_id, FeedDelivery.state == "pending")
                 .order_by(FeedDelivery.seq)
                 .limit(1)
-                .with_for_update(skip_locked=True)
             )
             if head is None or head.next_attempt_at.replace(tzinfo=now.tzinfo) > now:
                 continue
