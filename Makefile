@@ -7,7 +7,7 @@ PAIR := $(VENV)/bin/pair
 DEMO_DIR ?= demo-data
 DEMO_PORT ?= 8000
 DEMO_DICOM_PORT ?= 11112
-APT_PACKAGES := dcmtk postgresql chromium orthanc orthanc-dicomweb npm
+APT_PACKAGES := dcmtk postgresql chromium orthanc orthanc-dicomweb default-jre-headless npm
 
 .PHONY: env sysdeps ohif test lint demo clean bench
 
@@ -27,6 +27,7 @@ sysdeps:
 	test -x /usr/lib/postgresql/15/bin/initdb || missing="$$missing postgresql"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	command -v Orthanc >/dev/null || missing="$$missing orthanc orthanc-dicomweb"; \
+	command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

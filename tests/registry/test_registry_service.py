@@ -146,6 +146,37 @@ def test_exports_read_back_with_duckdb_and_pyarrow(node: Node, hub, tmp_path: Pa
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
+def test_parquet_export_reads_in_spark_without_casts(node: Node, hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The registry's Parquet is read by Spark as it is (docs/registry.md): typed columns, the
+    same rows DuckDB sees. A local Spark (one thread, loopback only, no UI) on Java 17."""
+    from pyspark.sql import SparkSession
+
+    with node.db.session() as s:
+        pq_file = export_cohort(
+            s, ANALYST, CohortQuery(clinical={"covid19_positive": ["Yes"]}), "studies", "parquet",
+            tmp_path,
+        ).path  # fmt: skip
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "1")
+        .getOrCreate()
+    )
+    try:
+        df = spark.read.parquet(str(pq_file))
+        types = dict(df.dtypes)
+        assert types["clinical_age_at_index"] == "bigint" and types["site"] == "string"
+        rows = df.groupBy("site").agg({"*": "count", "clinical_age_at_index": "max"}).collect()
+        by_site = sorted(
+            (r["site"], r["count(1)"], r["max(clinical_age_at_index)"]) for r in rows
+        )
+    finally:
+        spark.stop()
+    assert by_site == [("HOSPA", 2, 45), ("HOSPB", 1, 60), ("HOSPC", 1, 85)]
+
+
 def test_export_never_leaves_a_half_written_file(tmp_path: Path) -> None:
     target = tmp_path / "out.parquet"
     target.write_bytes(b"previous export")
