@@ -190,6 +190,15 @@ def test_study_schema_errors_are_precise(tmp_path: Path) -> None:
         ({**STUDY, "input": {"modality": "CT", "slices": 4}}, "slices must be odd"),
         ({**STUDY, "extra": 1}, "extra"),
         ({**STUDY, "privacy": {"dp": {}}}, "differential privacy needs model.norm: group"),
+        (
+            {
+                **STUDY,
+                "model": {"norm": "group"},
+                "strategy": {"name": "scaffold"},
+                "privacy": {"dp": {}},
+            },
+            "cannot be combined with strategy scaffold",
+        ),
     ]
     for data, needle in bad:
         with pytest.raises(Invalid) as err:

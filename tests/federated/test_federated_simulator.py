@@ -249,13 +249,27 @@ def test_site_data_from_node_reads_real_radiographs(
 
 
 def test_build_recipe_per_strategy() -> None:
-    from pair.federated.flare.recipe import build_recipe, supports_cross_site_eval
+    """Every strategy builds, gets cross-site evaluation, and trains every site each round:
+    ``min_sites`` gates the start but does not make FLARE sample a subset (FedAvg, FedProx,
+    SCAFFOLD) or close a FedOpt round on the first ``min_sites`` results."""
+    from nvflare.app_common.workflows.base_fedavg import BaseFedAvg
+    from nvflare.app_common.workflows.cross_site_model_eval import CrossSiteModelEval
+    from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
+
+    from pair.federated.flare.recipe import STRAGGLER_GRACE_S, build_recipe
 
     base = STUDY.to_dict()
-    for name, cse in (("fedavg", True), ("fedprox", True), ("fedopt", False)):
-        study = parse_study({**base, "strategy": {"name": name}}, "t")
+    training = {**base["training"], "min_sites": 2}
+    for name in ("fedavg", "fedprox", "fedopt", "scaffold"):
+        study = parse_study({**base, "strategy": {"name": name}, "training": training}, "t")
         recipe = build_recipe(study, site_data={"site-1": "/srv/site-1"})
         assert type(recipe).__name__.lower().startswith(name)
-        assert supports_cross_site_eval(recipe) is cse
-    with pytest.raises(Invalid, match="scaffold is not yet supported"):
-        build_recipe(parse_study({**base, "strategy": {"name": "scaffold"}}, "t"))
+        flows = [w.controller for w in recipe._job._deploy_map["server"].app_config.workflows]
+        assert isinstance(flows[-1], CrossSiteModelEval), name
+        trainer = flows[0]
+        if name == "fedopt":
+            assert isinstance(trainer, ScatterAndGather)
+            assert trainer._min_clients == 2
+            assert trainer._wait_time_after_min_received == STRAGGLER_GRACE_S
+        else:
+            assert isinstance(trainer, BaseFedAvg) and trainer.num_clients == 3, name

@@ -155,6 +155,11 @@ class Study(_Strict):
                 "differential privacy needs model.norm: group (BatchNorm running statistics "
                 "would leave the site un-noised)"
             )
+        if self.privacy.dp is not None and self.strategy.name == "scaffold":
+            raise ValueError(
+                "differential privacy cannot be combined with strategy scaffold (the SCAFFOLD "
+                "control variates are derived from the un-noised local update)"
+            )
         if self.model.architecture == "cnn25d" and self.input.modality != "CT":
             raise ValueError("model cnn25d needs input.modality CT")
         return self

@@ -42,6 +42,10 @@ def train_config(study: Study, round_no: int, site_index: int) -> TrainConfig:
     return TrainConfig(t.local_epochs, t.batch_size, t.optimizer, t.lr, seed, mu)
 
 
+def _norm(state: State) -> float:
+    return float(sum(float((v.double() ** 2).sum()) for v in state.values())) ** 0.5
+
+
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in metrics.items()}
 
@@ -100,6 +104,8 @@ class SiteRunner:
                 cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.seed, fedprox_mu
             )
         controls = self._controls(c_global) if c_global is not None else None
+        if controls is not None:  # evidence that the server's control arrived (0 in round 0)
+            metrics["scaffold_c_global_norm"] = _norm(controls[0])
         result = local_train(self.model, self.train, cfg, scaffold=controls)
         if controls is not None:
             self._update_controls(controls, reference, result.steps, cfg.lr)
