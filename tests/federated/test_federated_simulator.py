@@ -83,6 +83,7 @@ def test_simulation_records_every_site_and_round(sim: SimulationResult) -> None:
         assert m["bytes_sent"] == rounds[0]["bytes_per_model"] == r["bytes_received"]
         assert m["train_cases"] + m["val_cases"] == 16
         assert 0.0 <= m["val_auc"] <= 1.0 and m["train_loss"] > 0
+        assert 0.0 <= m["local_only_val_auc"] <= 1.0  # the site's local-only baseline
     assert sim.cross_site_path is not None and sim.global_model_path is not None
     assert records[0]["engine"] == "nvflare 2.9.0"
 
@@ -124,6 +125,7 @@ def test_metrics_stored_per_site_and_round(
         assert {(m, s) for m in STUDY.site_names for s in STUDY.site_names} <= matrix
         summary = service.summary(row)
         assert all(p["federated_auc"] is not None for p in summary["per_site"])
+        assert all(p["local_only_auc"] is not None for p in summary["per_site"])
         with pytest.raises(Invalid, match="no facility named"):
             service.record_run(s, STUDY, sim.metrics_path, site_facilities={"site-1": "Nope"})
         bad = tmp_path / "bad.jsonl"

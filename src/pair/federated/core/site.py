@@ -6,7 +6,7 @@ metrics ever leave the site.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class SiteRunner:
     local_state: State | None = None
     c_local: State | None = None  # SCAFFOLD control variate of this site
     scaffold_delta: State | None = None  # its change in the last round (what is sent)
+    baseline_state: State | None = None  # local-only model (training.local_baseline)
 
     def __post_init__(self) -> None:
         seed_everything(self.study.training.seed, self.study.training.threads)
@@ -111,6 +112,9 @@ class SiteRunner:
             self._update_controls(controls, reference, result.steps, cfg.lr)
         metrics.update(_prefixed("val_", evaluate(self.model, self.val)))
         state = get_state(self.model)
+        if self.study.training.local_baseline:
+            metrics.update(_prefixed("local_only_val_", self._baseline_round(reference, cfg)))
+            set_state(self.model, state)
         self.local_state = state
         dp = self.study.privacy.dp
         if dp is not None:
@@ -138,6 +142,15 @@ class SiteRunner:
             bytes_sent=float(parameter_bytes(state)),
         )
         return state, metrics, result.steps
+
+    def _baseline_round(self, start: State, cfg: TrainConfig) -> dict[str, float]:
+        """One more round of the site's local-only model: it starts from the first global model
+        (the same initialisation) and then only ever sees this site's data, with the same epochs
+        and seeds as the federated training. Only its validation metrics leave the site."""
+        set_state(self.model, self.baseline_state if self.baseline_state is not None else start)
+        local_train(self.model, self.train, replace(cfg, fedprox_mu=0.0))
+        self.baseline_state = get_state(self.model)
+        return evaluate(self.model, self.val)
 
     def _controls(self, c_global: dict[str, Any]) -> tuple[State, State]:
         names = [n for n, _ in self.model.named_parameters()]
