@@ -308,6 +308,7 @@ def summary(row: FederatedStudy) -> dict[str, Any]:
                 "bytes_received": s.bytes_received,
                 "dp_epsilon": s.dp_epsilon,
                 "local_model_sha256": s.local_model_sha256,
+                "reported_at": s.reported_at,
             }
             for s in row.site_rounds
         ],
