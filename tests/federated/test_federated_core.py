@@ -174,6 +174,35 @@ def test_site_runner_round_reports_aggregates_only() -> None:
     assert metrics2["dp_epsilon"] == pytest.approx(zcdp_epsilon(1.0, 2, 1e-5))
 
 
+def test_local_baseline_reports_local_only_model_without_touching_the_update() -> None:
+    """The local-only model (never federated) trains next to the federated one; the parameters
+    sent are exactly those of a run without it, and only its metrics are reported."""
+    sent = {}
+    for on in (True, False):
+        seed_everything(0, threads=1)
+        study = parse_study({**STUDY, "training": {**STUDY["training"], "local_baseline": on}}, "t")
+        runners = [
+            SiteRunner(study, "site-1", toy_data(40)),
+            SiteRunner(study, "site-2", toy_data(40, seed=1, shift=0.2)),
+        ]
+        state = get_state(runners[0].model)
+        for r in range(2):
+            results = [runner.round(state, r) for runner in runners]
+            assert all(("local_only_val_auc" in m) is on for _, m, _ in results)
+            state = {  # FedAvg of the two sites
+                k: (results[0][0][k] + results[1][0][k]) / 2
+                if state[k].is_floating_point()
+                else results[0][0][k]
+                for k in state
+            }
+        sent[on] = state
+        baseline = runners[0].baseline_state
+        if on:  # the local-only model went its own way: it is not the federated one
+            assert baseline is not None
+            assert any(not torch.equal(baseline[k], state[k]) for k in state)
+    assert all(torch.equal(sent[True][k], sent[False][k]) for k in sent[True])
+
+
 def test_study_schema_errors_are_precise(tmp_path: Path) -> None:
     for path in example_studies():
         assert load_study(path).id == path.stem
@@ -190,6 +219,15 @@ def test_study_schema_errors_are_precise(tmp_path: Path) -> None:
         ({**STUDY, "input": {"modality": "CT", "slices": 4}}, "slices must be odd"),
         ({**STUDY, "extra": 1}, "extra"),
         ({**STUDY, "privacy": {"dp": {}}}, "differential privacy needs model.norm: group"),
+        (
+            {
+                **STUDY,
+                "model": {"norm": "group"},
+                "strategy": {"name": "scaffold"},
+                "privacy": {"dp": {}},
+            },
+            "cannot be combined with strategy scaffold",
+        ),
     ]
     for data, needle in bad:
         with pytest.raises(Invalid) as err:

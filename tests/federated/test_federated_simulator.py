@@ -83,6 +83,7 @@ def test_simulation_records_every_site_and_round(sim: SimulationResult) -> None:
         assert m["bytes_sent"] == rounds[0]["bytes_per_model"] == r["bytes_received"]
         assert m["train_cases"] + m["val_cases"] == 16
         assert 0.0 <= m["val_auc"] <= 1.0 and m["train_loss"] > 0
+        assert 0.0 <= m["local_only_val_auc"] <= 1.0  # the site's local-only baseline
     assert sim.cross_site_path is not None and sim.global_model_path is not None
     assert records[0]["engine"] == "nvflare 2.9.0"
 
@@ -124,6 +125,7 @@ def test_metrics_stored_per_site_and_round(
         assert {(m, s) for m in STUDY.site_names for s in STUDY.site_names} <= matrix
         summary = service.summary(row)
         assert all(p["federated_auc"] is not None for p in summary["per_site"])
+        assert all(p["local_only_auc"] is not None for p in summary["per_site"])
         with pytest.raises(Invalid, match="no facility named"):
             service.record_run(s, STUDY, sim.metrics_path, site_facilities={"site-1": "Nope"})
         bad = tmp_path / "bad.jsonl"
@@ -249,13 +251,27 @@ def test_site_data_from_node_reads_real_radiographs(
 
 
 def test_build_recipe_per_strategy() -> None:
-    from pair.federated.flare.recipe import build_recipe, supports_cross_site_eval
+    """Every strategy builds, gets cross-site evaluation, and trains every site each round:
+    ``min_sites`` gates the start but does not make FLARE sample a subset (FedAvg, FedProx,
+    SCAFFOLD) or close a FedOpt round on the first ``min_sites`` results."""
+    from nvflare.app_common.workflows.base_fedavg import BaseFedAvg
+    from nvflare.app_common.workflows.cross_site_model_eval import CrossSiteModelEval
+    from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
+
+    from pair.federated.flare.recipe import STRAGGLER_GRACE_S, build_recipe
 
     base = STUDY.to_dict()
-    for name, cse in (("fedavg", True), ("fedprox", True), ("fedopt", False)):
-        study = parse_study({**base, "strategy": {"name": name}}, "t")
+    training = {**base["training"], "min_sites": 2}
+    for name in ("fedavg", "fedprox", "fedopt", "scaffold"):
+        study = parse_study({**base, "strategy": {"name": name}, "training": training}, "t")
         recipe = build_recipe(study, site_data={"site-1": "/srv/site-1"})
         assert type(recipe).__name__.lower().startswith(name)
-        assert supports_cross_site_eval(recipe) is cse
-    with pytest.raises(Invalid, match="scaffold is not yet supported"):
-        build_recipe(parse_study({**base, "strategy": {"name": "scaffold"}}, "t"))
+        flows = [w.controller for w in recipe._job._deploy_map["server"].app_config.workflows]
+        assert isinstance(flows[-1], CrossSiteModelEval), name
+        trainer = flows[0]
+        if name == "fedopt":
+            assert isinstance(trainer, ScatterAndGather)
+            assert trainer._min_clients == 2
+            assert trainer._wait_time_after_min_received == STRAGGLER_GRACE_S
+        else:
+            assert isinstance(trainer, BaseFedAvg) and trainer.num_clients == 3, name

@@ -104,8 +104,22 @@ def matrix_figure(s: Summary) -> Figure | None:
     return fig
 
 
+def _lags(s: Summary, site: str) -> tuple[list[int], list[float]]:
+    """Seconds between a site's report and the round's first report (0 = first; stragglers)."""
+    first: dict[int, float] = {}
+    for r in s["site_rounds"]:
+        if r.get("reported_at"):
+            first[r["round"]] = min(first.get(r["round"], r["reported_at"]), r["reported_at"])
+    pts = sorted(
+        (r["round"], r["reported_at"] - first[r["round"]])
+        for r in s["site_rounds"]
+        if r["site"] == site and r.get("reported_at")
+    )
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
 def timing_figure(s: Summary) -> Figure:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
     rounds = s["rounds"]
     axes[0].bar(
         [r["round"] for r in rounds],
@@ -116,12 +130,15 @@ def timing_figure(s: Summary) -> Figure:
     for i, site in enumerate(s["sites"]):
         x, y = _series(s, site, "train_seconds")
         axes[0].plot(x, y, "-o", ms=3, color=f"C{i}", label=f"{site} training")
+        lx, ly = _lags(s, site)
+        axes[1].plot(lx, ly, "-o", ms=3, color=f"C{i}", label=site)
         bx, by = _series(s, site, "bytes_sent")
-        axes[1].plot(bx, np.cumsum(by) / 1e6, "-o", ms=3, color=f"C{i}", label=site)
+        axes[2].plot(bx, np.cumsum(by) / 1e6, "-o", ms=3, color=f"C{i}", label=site)
     axes[0].set(xlabel="Round", ylabel="Seconds", title="Round and site training time")
-    axes[1].set(xlabel="Round", ylabel="MB sent (cumulative)", title="Communication per site")
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+    axes[1].set(xlabel="Round", ylabel="Seconds after first site", title="Stragglers (report lag)")
+    axes[2].set(xlabel="Round", ylabel="MB sent (cumulative)", title="Communication per site")
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

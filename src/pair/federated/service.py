@@ -169,6 +169,7 @@ def record_run(
         elif rec["kind"] == "site":
             row.site_rounds.append(_site_round(study, rec))
     row.cross_site.extend(_cross_site_rows(cross_site_path))
+    row.baselines = _local_only_baseline(row.site_rounds)
     row.rounds_done = len(row.rounds)
     if row.rounds:
         row.final_model_sha256 = row.rounds[-1].model_sha256
@@ -178,6 +179,21 @@ def record_run(
     session.add(row)
     session.flush()
     return row
+
+
+def _local_only_baseline(site_rounds: list[FederatedSiteRound]) -> dict[str, Any]:
+    """Each site's local-only model (``training.local_baseline``) in its last reported round."""
+    last: dict[str, FederatedSiteRound] = {}
+    for r in site_rounds:
+        if "local_only_val_auc" in r.metrics and (
+            r.site not in last or r.round > last[r.site].round
+        ):
+            last[r.site] = r
+    if not last:
+        return {}
+    return {
+        "local_only": {site: r.metrics["local_only_val_auc"] for site, r in sorted(last.items())}
+    }
 
 
 def _site_round(study: Study, rec: dict[str, Any]) -> FederatedSiteRound:
@@ -292,6 +308,7 @@ def summary(row: FederatedStudy) -> dict[str, Any]:
                 "bytes_received": s.bytes_received,
                 "dp_epsilon": s.dp_epsilon,
                 "local_model_sha256": s.local_model_sha256,
+                "reported_at": s.reported_at,
             }
             for s in row.site_rounds
         ],

@@ -99,6 +99,11 @@ class TrainingSpec(_Strict):
     validation_fraction: float = Field(0.25, gt=0, lt=1)
     seed: int = 0
     threads: int = Field(1, ge=1, le=64, description="torch.set_num_threads at each site")
+    local_baseline: bool = Field(
+        True,
+        description="each site also trains a local-only model (same start, same epochs, never "
+        "federated) and reports its validation metrics: the portal's local-only bars",
+    )
 
 
 class DifferentialPrivacy(_Strict):
@@ -154,6 +159,11 @@ class Study(_Strict):
             raise ValueError(
                 "differential privacy needs model.norm: group (BatchNorm running statistics "
                 "would leave the site un-noised)"
+            )
+        if self.privacy.dp is not None and self.strategy.name == "scaffold":
+            raise ValueError(
+                "differential privacy cannot be combined with strategy scaffold (the SCAFFOLD "
+                "control variates are derived from the un-noised local update)"
             )
         if self.model.architecture == "cnn25d" and self.input.modality != "CT":
             raise ValueError("model cnn25d needs input.modality CT")

@@ -128,6 +128,15 @@ class StudyNet(nn.Module):
             raise ValueError(f"unknown architecture {architecture!r}; use {sorted(_ARCHITECTURES)}")
         if norm not in ("batch", "group"):
             raise ValueError(f"unknown norm {norm!r}; use batch or group")
+        # Kept as attributes: FLARE serialises a component instance (FedOptRecipe's server model)
+        # by reading its constructor arguments back from same-named attributes; without them
+        # the server would rebuild the default network.
+        self.architecture, self.in_channels, self.width, self.norm = (
+            architecture,
+            in_channels,
+            width,
+            norm,
+        )
         self.net = _ARCHITECTURES[architecture](in_channels=in_channels, width=width, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ metrics ever leave the site.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,10 @@ def train_config(study: Study, round_no: int, site_index: int) -> TrainConfig:
     return TrainConfig(t.local_epochs, t.batch_size, t.optimizer, t.lr, seed, mu)
 
 
+def _norm(state: State) -> float:
+    return float(sum(float((v.double() ** 2).sum()) for v in state.values())) ** 0.5
+
+
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}{k}": v for k, v in metrics.items()}
 
@@ -59,6 +63,7 @@ class SiteRunner:
     local_state: State | None = None
     c_local: State | None = None  # SCAFFOLD control variate of this site
     scaffold_delta: State | None = None  # its change in the last round (what is sent)
+    baseline_state: State | None = None  # local-only model (training.local_baseline)
 
     def __post_init__(self) -> None:
         seed_everything(self.study.training.seed, self.study.training.threads)
@@ -100,11 +105,16 @@ class SiteRunner:
                 cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.seed, fedprox_mu
             )
         controls = self._controls(c_global) if c_global is not None else None
+        if controls is not None:  # evidence that the server's control arrived (0 in round 0)
+            metrics["scaffold_c_global_norm"] = _norm(controls[0])
         result = local_train(self.model, self.train, cfg, scaffold=controls)
         if controls is not None:
             self._update_controls(controls, reference, result.steps, cfg.lr)
         metrics.update(_prefixed("val_", evaluate(self.model, self.val)))
         state = get_state(self.model)
+        if self.study.training.local_baseline:
+            metrics.update(_prefixed("local_only_val_", self._baseline_round(reference, cfg)))
+            set_state(self.model, state)
         self.local_state = state
         dp = self.study.privacy.dp
         if dp is not None:
@@ -132,6 +142,15 @@ class SiteRunner:
             bytes_sent=float(parameter_bytes(state)),
         )
         return state, metrics, result.steps
+
+    def _baseline_round(self, start: State, cfg: TrainConfig) -> dict[str, float]:
+        """One more round of the site's local-only model: it starts from the first global model
+        (the same initialisation) and then only ever sees this site's data, with the same epochs
+        and seeds as the federated training. Only its validation metrics leave the site."""
+        set_state(self.model, self.baseline_state if self.baseline_state is not None else start)
+        local_train(self.model, self.train, replace(cfg, fedprox_mu=0.0))
+        self.baseline_state = get_state(self.model)
+        return evaluate(self.model, self.val)
 
     def _controls(self, c_global: dict[str, Any]) -> tuple[State, State]:
         names = [n for n, _ in self.model.named_parameters()]

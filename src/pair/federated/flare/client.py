@@ -4,13 +4,16 @@ FLARE copies this file into the job and runs it at every site (``launch_once``: 
 for all rounds). It handles the three tasks of a PAIR job: ``train`` (evaluate the global model,
 train locally, send the protected update and aggregate metrics), ``validate`` (cross-site
 evaluation: metrics of the received model on this site's validation split) and ``submit_model``
-(the site's last local model, for cross-site evaluation). Data come from ``--data`` or the
-site's ``PAIR_FL_SITE_DATA``; nothing but parameters and aggregate metrics is sent.
+(the site's last local model, for cross-site evaluation). Data come from ``--data``, this
+site's entry of ``--site-data`` or the site's ``PAIR_FL_SITE_DATA``; nothing but parameters and
+aggregate metrics is sent.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,7 +23,21 @@ def _args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="PAIR federated site script")
     parser.add_argument("--study", required=True, help="encoded study (pair.federated.study)")
     parser.add_argument("--data", default=os.environ.get("PAIR_FL_SITE_DATA", ""))
+    parser.add_argument(
+        "--site-data", default="", help="encoded site -> folder map (recipe.encode_site_data)"
+    )
     return parser.parse_args(argv)
+
+
+def _data_folder(args: argparse.Namespace, site: str) -> str:
+    if args.site_data:
+        folders = json.loads(base64.urlsafe_b64decode(args.site_data.encode()))
+        if site in folders:
+            return str(folders[site])
+    if not args.data:
+        # RuntimeError, not SystemExit: FLARE's in-process runner logs only Exceptions
+        raise RuntimeError(f"{site}: no site data; pass --data or set PAIR_FL_SITE_DATA")
+    return str(args.data)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,9 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     study = decode_study(args.study)
     flare.init()
     site = flare.get_site_name()
-    if not args.data:
-        raise SystemExit(f"{site}: no site data; pass --data or set PAIR_FL_SITE_DATA")
-    runner = SiteRunner.from_folder(study, site, Path(args.data))
+    runner = SiteRunner.from_folder(study, site, Path(_data_folder(args, site)))
     while flare.is_running():
         incoming = flare.receive()
         if incoming is None:
@@ -66,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         if runner.scaffold_delta is not None:
             meta[AlgorithmConstants.SCAFFOLD_CTRL_DIFF] = {
-                k: v.numpy() for k, v in runner.scaffold_delta.items()
+                k: v.detach().clone() for k, v in runner.scaffold_delta.items()
             }
         flare.send(flare.FLModel(params=state, metrics=metrics, meta=meta))
 

@@ -69,6 +69,7 @@ class MetricsRecorder(FLComponent):
             import nvflare
 
             self._write(fl_ctx, {"kind": "start", "engine": f"nvflare {nvflare.__version__}"})
+            self._round_started = time.monotonic()
         elif event_type == AppEventType.ROUND_STARTED:
             self._round = int(fl_ctx.get_prop(AppConstants.CURRENT_ROUND, 0) or 0)
             self._round_started = time.monotonic()
@@ -92,6 +93,9 @@ class MetricsRecorder(FLComponent):
             return
         meta = model.meta or {}
         site = str(meta.get("pair_site") or fl_ctx.get_peer_context().get_identity_name())
+        round_no = int(meta.get("pair_round", self._round))
+        if round_no != self._round:  # controllers without ROUND_STARTED (SCAFFOLD) start here
+            self._round, self._sites = round_no, []
         if site in self._sites:  # seen at BEFORE already
             return
         digest, size = params_digest(model.params)
@@ -101,7 +105,7 @@ class MetricsRecorder(FLComponent):
             fl_ctx,
             {
                 "kind": "site",
-                "round": int(meta.get("pair_round", self._round)),
+                "round": round_no,
                 "site": site,
                 "metrics": metrics,
                 "bytes_received": size,
@@ -132,6 +136,9 @@ class MetricsRecorder(FLComponent):
                 "at": time.time(),
             },
         )
+        # the next round's clock starts now (SCAFFOLD's controller fires no ROUND_STARTED)
+        self._round_started = time.monotonic()
+        self._sites = []
 
 
 def _number(value: Any) -> bool:
