@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
 from pair.accounts import service
@@ -23,20 +23,12 @@ from pair.core.node import open_node
 from pair.sharing.feed.models import FeedOrigin
 from tests.conftest import LiveNode
 from tests.sharing.test_feed_live import _hub_uid, _origins, _push
+from tests.web.test_browser import browser
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
-        )
-        yield b
-        b.close()
+__all__ = ["browser"]  # the portal tests' module-scoped Debian Chromium fixture
 
 
 @pytest.fixture
@@ -71,13 +63,13 @@ def hub_and_site(tmp_path: Path) -> Iterator[tuple[LiveNode, LiveNode]]:
 
 
 def test_data_manager_pulls_one_chosen_case(
-    chromium: Browser, hub_and_site: tuple[LiveNode, LiveNode]
+    browser: Browser, hub_and_site: tuple[LiveNode, LiveNode]
 ) -> None:
     hub, site = hub_and_site
     case_a = _hub_uid(_push(hub, "dm_a", 2))  # origin HOSPA at the hub
     case_b = _hub_uid(_push(hub, "admin_b", 1))  # origin HOSPB
 
-    page = chromium.new_context().new_page()
+    page = browser.new_context().new_page()
     page.set_default_timeout(30000)
     page.goto(site.base_url + "/login")
     page.get_by_label("User name").fill("dm_a")

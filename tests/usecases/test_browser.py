@@ -5,34 +5,24 @@ author revises (the diff shows the change), and only the panel member can publis
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from pair.accounts import service as accounts
 from pair.algorithms import DEMO_PACKAGE
 from pair.core.node import Node
 from pair.usecases.spec import SHIPPED_DIR, load_file
 from tests.algorithms.algo_builders import write_package, zip_folder
-from tests.web.test_browser import serve_app
+from tests.web.test_browser import browser, serve_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 PASSWORD = "Ward7-Lumen-Quartz-Usecase"
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
-        )
-        yield b
-        b.close()
+__all__ = ["browser"]  # the portal tests' module-scoped Debian Chromium fixture
 
 
 def _sign_in(page: Page, base: str, user: str) -> None:
@@ -59,7 +49,7 @@ def _violating_package(tmp_path: Path) -> Path:
     return out
 
 
-def test_draft_review_publish_in_browser(chromium: Browser, node: Node, tmp_path: Path) -> None:
+def test_draft_review_publish_in_browser(browser: Browser, node: Node, tmp_path: Path) -> None:
     with node.db.session() as s:
         f = accounts.create_facility(s, "General Hospital")
         for name, role in (("ann-author", "radiologist"), ("rex-reader", "researcher")):
@@ -70,7 +60,7 @@ def test_draft_review_publish_in_browser(chromium: Browser, node: Node, tmp_path
     overview = {**doc["overview"], "id": "pair-browser-case", "title": "Browser opacity case"}
     outputs = doc["technical_specifications"]
     with serve_app(node) as base:
-        page = chromium.new_context().new_page()
+        page = browser.new_context().new_page()
         page.set_default_timeout(20000)
         _sign_in(page, base, "ann-author")
         expect(page.locator("#usecase-table")).to_contain_text("pair-covid19-ct-quantification")

@@ -5,30 +5,20 @@ drift chart with the threshold line, and the alerts; a facility's evaluator sees
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from pair.core.node import Node
 from pair.web.app import create_app
 from tests.registry.performance.perf_data import PASSWORD, build_hub, logit_ci, payload, sign
-from tests.web.test_browser import serve_app, shot
+from tests.web.test_browser import browser, serve_app, shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
-        )
-        yield b
-        b.close()
+__all__ = ["browser"]  # the portal tests' module-scoped Debian Chromium fixture
 
 
 def _sign_in(page: Page, base: str, user: str) -> None:
@@ -39,7 +29,7 @@ def _sign_in(page: Page, base: str, user: str) -> None:
     expect(page.locator(".userbox")).to_contain_text(user)
 
 
-def test_algorithm_page_in_browser(chromium: Browser, node: Node) -> None:
+def test_algorithm_page_in_browser(browser: Browser, node: Node) -> None:
     hub = build_hub(node)
     months = ["2025-11", "2026-02", "2026-05"]
     series = {"HOSPA": [0.82, 0.72, 0.70], "HOSPB": [0.88, 0.89, 0.87], "HOSPC": [0.84, 0.85, 0.83]}
@@ -54,7 +44,7 @@ def test_algorithm_page_in_browser(chromium: Browser, node: Node) -> None:
                 )
                 assert r.status_code == 201, r.text
     with serve_app(node) as base:
-        page = chromium.new_context().new_page()
+        page = browser.new_context().new_page()
         page.set_default_timeout(20000)
         _sign_in(page, base, "ana")
         page.get_by_role("navigation", name="Main").get_by_role(
