@@ -23,7 +23,7 @@ from pair.core.node import open_node
 from pair.sharing.feed.models import FeedOrigin
 from tests.conftest import LiveNode
 from tests.sharing.test_feed_live import _hub_uid, _origins, _push
-from tests.web.test_browser import browser
+from tests.web.test_browser import browser, shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -69,7 +69,7 @@ def test_data_manager_pulls_one_chosen_case(
     case_a = _hub_uid(_push(hub, "dm_a", 2))  # origin HOSPA at the hub
     case_b = _hub_uid(_push(hub, "admin_b", 1))  # origin HOSPB
 
-    page = browser.new_context().new_page()
+    page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
     page.set_default_timeout(30000)
     page.goto(site.base_url + "/login")
     page.get_by_label("User name").fill("dm_a")
@@ -96,6 +96,10 @@ def test_data_manager_pulls_one_chosen_case(
     expect(pulled).to_have_text("pulled")
     expect(page.locator(f'tr[data-study="{case_a}"] input[type=checkbox]')).to_be_disabled()
     expect(page.locator(f'tr[data-study="{case_b}"] td.pulled')).to_have_text("—")
+    page.get_by_label("Origin facility").fill("")  # unfiltered again: both cases
+    page.get_by_role("button", name="Filter", exact=True).click()
+    expect(rows).to_have_count(2)
+    shot(page, "hub-cases", True)
     pulled.click()  # the local copy opens as any case of the facility
     expect(page.get_by_role("heading", name="Studies", exact=True)).to_be_visible()
 
