@@ -169,9 +169,7 @@ def test_parquet_export_reads_in_spark_without_casts(node: Node, hub, tmp_path: 
         types = dict(df.dtypes)
         assert types["clinical_age_at_index"] == "bigint" and types["site"] == "string"
         rows = df.groupBy("site").agg({"*": "count", "clinical_age_at_index": "max"}).collect()
-        by_site = sorted(
-            (r["site"], r["count(1)"], r["max(clinical_age_at_index)"]) for r in rows
-        )
+        by_site = sorted((r["site"], r["count(1)"], r["max(clinical_age_at_index)"]) for r in rows)
     finally:
         spark.stop()
     assert by_site == [("HOSPA", 2, 45), ("HOSPB", 1, 60), ("HOSPC", 1, 85)]

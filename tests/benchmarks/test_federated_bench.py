@@ -1,0 +1,95 @@
+"""The federated benchmark's label option: the synthetic sites record what the generator drew
+(``ground_truth.csv``) and ``--label opacity`` trains and scores on that image-borne label.
+
+No timing is asserted; the run uses tiny data (12 cases per site, 1 round, 1 seed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pair.core.errors import Invalid
+from pair.federated.core.data import load_site
+from pair.federated.core.synthetic import (
+    GROUND_TRUTH_FIELDS,
+    image_labels,
+    read_ground_truth,
+    write_synthetic_sites,
+)
+from pair.synth import config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import federated_bench
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fl-bench")
+    write_synthetic_sites(root / "sites", 3, [12, 12, 12], 32, seed=0)
+    return root
+
+
+def test_sites_record_the_category_each_image_was_drawn_with(out: Path) -> None:
+    categories = set(config.clinical()["rsna_given_pcr"]["positive"])
+    for k in (1, 2, 3):
+        folder = out / "sites" / f"site-{k}"
+        data, truth = load_site(folder), read_ground_truth(folder)
+        assert list(truth[0]) == GROUND_TRUTH_FIELDS
+        assert [r["patient"] for r in truth] == data.patients.tolist()
+        assert [int(r["rtpcr_result"] == "positive") for r in truth] == data.labels.tolist()
+        assert {r["rsna_category"] for r in truth} <= categories
+        for r in truth:  # no opacity drawn <=> no lesions and zero extent
+            negative = r["rsna_category"] == "negative"
+            assert (r["findings"] == "") == negative
+            assert (float(r["extent"]) == 0.0) == negative
+
+
+def test_image_labels_follow_the_category_and_refuse_mismatches(out: Path) -> None:
+    folder = out / "sites" / "site-1"
+    data, truth = load_site(folder), read_ground_truth(folder)
+    opacity = image_labels(data, truth, "opacity")
+    typical = image_labels(data, truth, "typical")
+    assert opacity.labels.tolist() == [int(r["rsna_category"] != "negative") for r in truth]
+    assert typical.labels.tolist() == [int(r["rsna_category"] == "typical") for r in truth]
+    assert np.array_equal(opacity.images, data.images)
+    with pytest.raises(Invalid, match="unknown image label"):
+        image_labels(data, truth, "rtpcr")
+    with pytest.raises(Invalid, match="patients differ"):
+        image_labels(data, truth[::-1], "opacity")
+    with pytest.raises(Invalid, match=r"no ground_truth\.csv"):
+        read_ground_truth(out)
+
+
+def test_benchmark_runs_on_the_image_label(out: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "federated_bench.py"), "--out", str(out)]
+    cmd += ["--cases", "12", "12", "12", "--size", "32", "--rounds", "1", "--seeds", "1"]
+    subprocess.run([*cmd, "--label", "opacity"], check=True, env=env, capture_output=True)
+    report = json.loads((out / "federated_bench.json").read_text(encoding="utf-8"))
+    for k in (1, 2, 3):
+        name = f"site-{k}"
+        truth = read_ground_truth(out / "sites" / name)
+        opacity = sum(r["rsna_category"] != "negative" for r in truth)
+        assert report["data"][name] == {"cases": 12, "positives": opacity}
+        assert load_site(out / "sites-opacity" / name).positives == opacity
+    result = report["results"][0]
+    assert set(result) == set(federated_bench.METHODS)
+    for method in federated_bench.METHODS:
+        assert 0.0 <= result[method]["overall"]["auc"] <= 1.0
+    assert set(report["targets"]) == {"fedavg", "fedprox"}
+    # RT-PCR mode on the same sites keeps the recorded RT-PCR labels
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    report = json.loads((out / "federated_bench.json").read_text(encoding="utf-8"))
+    for k in (1, 2, 3):
+        name = f"site-{k}"
+        assert report["data"][name]["positives"] == load_site(out / "sites" / name).positives
