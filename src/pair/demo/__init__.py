@@ -117,7 +117,7 @@ def evaluate_demo_algorithm(node: Node, facility_id: int) -> int:
         console.print(f"  AUC {auc['value']:.3f} (95% CI {auc['lower']:.3f}-{auc['upper']:.3f})")
         if auc["lower"] == auc["upper"]:
             console.print(
-                f"  every image was ranked correctly; {run.total} images are too few for the"
+                f"  every positive image scored above every negative; {run.total} are too few"
             )
-            console.print("  interval to show the real uncertainty (see the result page)")
+            console.print("  for the interval to show the real uncertainty (see the result page)")
     return run_id
