@@ -27,7 +27,7 @@ from pair.evaluation.runs.cohort import parse_cohort, select_cohort
 from pair.federated.core.data import CT_WINDOW
 from pair.federated.core.site import build_model
 from pair.federated.core.train import TrainConfig, get_state, local_train, predict, seed_everything
-from pair.federated.export import write_package
+from pair.federated.export import manifest_for, write_package
 from pair.federated.site_data import site_data_from_node
 from pair.federated.study import Study, example_studies, load_study
 from pair.repository.ingest import Payload, ingest_batch
@@ -142,3 +142,29 @@ def test_25d_model_exports_registers_and_evaluates_on_ct_series(
     assert run.status == "done" and run.failures == [] and run.total == PATIENTS
     result = runs.result_of(run)
     assert result.cohort.n_cases == PATIENTS
+
+
+def test_one_image_study_manifest_input_is_unchanged() -> None:
+    """A CXR study's exported input section is exactly what it was before slabs existed."""
+    cxr = Study.model_validate(
+        {**_study().to_dict(), "input": {"size": 32}, "model": {"architecture": "small_cnn"}}
+    )
+    m = manifest_for(cxr, "0" * 64, {"rounds": 1}, "1.0.0")
+    assert m["modality"] == ["CR", "DX"]
+    assert m["input"] == {
+        "tensor_name": "image",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "size": {"height": 32, "width": 32},
+        "channels": 1,
+        "resampling": "bilinear",
+        "scaling": {"kind": "percentile", "lower": 0.5, "upper": 99.5},
+        "invert_monochrome1": True,
+        "normalization": {"kind": "range", "min": 0.0, "max": 1.0},
+        "aggregation": "max",
+    }
+    slab = manifest_for(_study(), "0" * 64, {"rounds": 1}, "1.0.0")["input"]
+    assert slab["slab"] == {"slices": 3, "step": 1, "edges": "replicate"}
+    assert {k: v for k, v in slab.items() if k not in ("slab", "channels", "scaling")} == {
+        k: v for k, v in m["input"].items() if k not in ("channels", "scaling")
+    }
