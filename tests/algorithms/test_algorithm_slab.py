@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from pair.algorithms import service
 from pair.algorithms.manifest import Manifest, parse_manifest_text
@@ -20,6 +22,7 @@ from pair.algorithms.preprocess import (
 )
 from pair.algorithms.runner import Case, run_inference
 from pair.audit.service import Actor
+from pair.cli.main import app as cli_app
 from pair.core.config import AlgorithmSettings
 from pair.core.node import Node
 from tests.algorithms.algo_builders import (
@@ -157,3 +160,23 @@ def test_slab_package_registers_with_its_smoke_run(sqlite_node: Node, tmp_path: 
     with pytest.raises(PackageRejected) as err, sqlite_node.db.session() as s:
         service.submit_algorithm(s, sqlite_node, bad, ACTOR, FAST)
     assert any("channels 3" in p for p in err.value.problems), err.value.problems
+
+
+def test_cli_runs_a_slab_package_per_series(tmp_path: Path) -> None:
+    runner = CliRunner()
+    d = str(tmp_path / "node")
+    pkg = write_package(tmp_path / "pkg", slab_manifest(3), weighted_mean_model())
+    assert runner.invoke(cli_app, ["algorithm", "add", "--data-dir", d, str(pkg)]).exit_code == 0
+    ct_series(tmp_path / "ct" / "a", 4)
+    ct_series(tmp_path / "ct" / "b", 3)
+    out = tmp_path / "results.csv"
+    args = ["algorithm", "run", "--data-dir", d, "test-ct-slab", str(tmp_path / "ct")]
+    r = runner.invoke(cli_app, [*args, "--out", str(out)])  # default: one case per series
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(row["n_images"] for row in rows) == ["3", "4"]
+    assert all(row["error"] == "" for row in rows)
+    refused = runner.invoke(cli_app, [*args, "--group", "instance"])
+    assert refused.exit_code != 0
+    said = " ".join(refused.output.split())  # the console wraps long lines
+    assert "takes one CT series per case; --group instance is not possible" in said
