@@ -4,8 +4,8 @@ Selects series with the node's cohort query (``pair.evaluation.runs.cohort.selec
 same selection local evaluation uses), labels each case from the clinical record (e.g. RT-PCR
 ``covid19_positive``) or the final signed report category, and prepares the first image of each
 series (for a 2.5D CT study, the slab centred on its middle slice) exactly as an algorithm package
-would (``pair.algorithms.preprocess``). Only pseudonyms and
-pixel arrays are written; it never changes the node's database or files.
+would (``pair.algorithms.preprocess``). Only pseudonyms and pixel arrays are written; it never
+changes the node's database or files.
 """
 
 from __future__ import annotations
