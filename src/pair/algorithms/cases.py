@@ -10,13 +10,29 @@ from typing import TextIO
 
 import pydicom
 
+from pair.algorithms.manifest import InputSpec
 from pair.algorithms.runner import Case, CaseResult
+from pair.core.errors import Invalid
 
 
 class Grouping(StrEnum):
     INSTANCE = "instance"
     SERIES = "series"
     STUDY = "study"
+
+
+def grouping_for(spec: InputSpec, group: Grouping | None) -> Grouping:
+    """The case grouping for a package: by default one case per instance, or per series for a
+    slab (2.5D) package, which needs a series' neighbouring slices; a slab package refuses
+    instance and study grouping (a single slice, or slices of several series mixed)."""
+    if spec.slab is None:
+        return group or Grouping.INSTANCE
+    if group not in (None, Grouping.SERIES):
+        raise Invalid(
+            f"a slab (2.5D) package takes one CT series per case; --group {group.value} "
+            "is not possible, use --group series"
+        )
+    return Grouping.SERIES
 
 
 def expand(paths: Iterable[Path]) -> list[Path]:

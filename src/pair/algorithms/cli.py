@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pair.algorithms import DEMO_PACKAGE, service
-from pair.algorithms.cases import Grouping, cases_from_paths, write_results_csv
+from pair.algorithms.cases import Grouping, cases_from_paths, grouping_for, write_results_csv
 from pair.algorithms.manifest import manifest_json_schema_text
 from pair.algorithms.runner import run_inference
 from pair.audit.service import Actor, record
@@ -88,9 +88,13 @@ def run(
     ref: Annotated[str, typer.Argument(help="ID or ID@VERSION.")],
     paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders.")],
     data_dir: DataDir,
-    group: Annotated[Grouping, typer.Option(help="One case per instance, series or study.")] = (
-        Grouping.INSTANCE
-    ),
+    group: Annotated[
+        Grouping | None,
+        typer.Option(
+            help="One case per instance, series or study (default: instance; series for a "
+            "slab (2.5D) package, which takes only series)."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write results as CSV here.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Ignore cached results.")] = False,
 ) -> None:
@@ -99,7 +103,7 @@ def run(
     with node.db.session() as s:
         row = service.get_algorithm(s, *service.parse_ref(ref))
         algo = service.load_algorithm(node, row)
-    cases = cases_from_paths(paths, group)
+    cases = cases_from_paths(paths, grouping_for(algo.manifest.input, group))
     cache = None if no_cache else service.inference_cache_dir(node)
     results = []
     with Progress(

@@ -121,8 +121,8 @@ class MeanStdNormalization(_Strict):
     """``(x - mean) / std`` per channel, applied to the [0, 1] image."""
 
     kind: Literal["meanstd"]
-    mean: list[float] = Field(min_length=1, max_length=3)
-    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=3)
+    mean: list[float] = Field(min_length=1, max_length=15)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=15)
 
 
 class RangeNormalization(_Strict):
@@ -142,14 +142,48 @@ class RangeNormalization(_Strict):
 Normalization = Annotated[MeanStdNormalization | RangeNormalization, Field(discriminator="kind")]
 
 
+class SlabEdges(StrEnum):
+    REPLICATE = "replicate"
+
+
+class SlabSpec(_Strict):
+    """2.5D input: ``slices`` CT slices centred on each slice of a series, as channels.
+
+    The series' instances are ordered by position along the slice normal; slab ``i`` holds the
+    slices ``i + step * (j - slices // 2)`` for ``j`` in ``0..slices-1``, and a neighbour beyond
+    either end of the series is the end slice repeated (``edges: replicate``). One inference per
+    slice of the series; ``aggregation`` combines them into the case output.
+    """
+
+    slices: int = Field(ge=3, le=15, description="Slices per slab (odd; the centre is labelled).")
+    step: int = Field(default=1, ge=1, le=10, description="Distance between slab slices.")
+    edges: SlabEdges = Field(
+        default=SlabEdges.REPLICATE,
+        description="replicate: a neighbour beyond the series end is the end slice repeated.",
+    )
+
+    @model_validator(mode="after")
+    def _odd(self) -> SlabSpec:
+        if self.slices % 2 == 0:
+            raise ValueError(
+                f"slab.slices must be odd (a slab is centred on one slice); got {self.slices}"
+            )
+        return self
+
+
 class InputSpec(_Strict):
-    """How one DICOM instance (or each frame of it) becomes the model's input tensor."""
+    """How one DICOM instance (or each frame of it, or each slab of a CT series) becomes the
+    model's input tensor."""
 
     tensor_name: str = Field(min_length=1, description="Name of the ONNX graph input.")
     layout: Layout = Layout.NCHW
     dtype: TensorType = TensorType.FLOAT32
     size: Size
-    channels: Literal[1, 3] = Field(description="1, or 3 (grey value replicated).")
+    channels: int = Field(
+        ge=1,
+        le=15,
+        description="1, or 3 (grey value replicated); with a slab, the number of slab slices.",
+    )
     resampling: Resampling = Resampling.BILINEAR
     scaling: Scaling
     invert_monochrome1: bool = Field(
@@ -159,6 +193,12 @@ class InputSpec(_Strict):
     aggregation: Aggregation = Field(
         default=Aggregation.MAX,
         description="How per-instance outputs of a series/study become one case output.",
+    )
+    # absent slab: dumped as before slabs existed (stored manifests, result-cache keys)
+    slab: SlabSpec | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="2.5D CT: adjacent slices as channels (channels must equal slab.slices).",
     )
 
     def describe(self) -> str:
@@ -178,15 +218,32 @@ class InputSpec(_Strict):
         else:
             normalization = f"range [{norm.min:g}, {norm.max:g}]"
         inversion = "MONOCHROME1 inverted" if self.invert_monochrome1 else "MONOCHROME1 kept"
-        return (
+        text = (
             f"Modality LUT, {scaling}, {inversion}, resized to {self.size.height}×"
             f"{self.size.width} ({self.resampling.value}), {self.channels} channel(s), "
             f"normalized {normalization}, {self.layout.value} {self.dtype.value}; "
             f"several images per case combined by {self.aggregation.value}."
         )
+        if self.slab is not None:
+            text += (
+                f" 2.5D: slabs of {self.slab.slices} slices (step {self.slab.step}) centred on "
+                "every slice, ordered along the slice normal, ends replicated; one inference "
+                "per slice."
+            )
+        return text
 
     @model_validator(mode="after")
     def _channels_match(self) -> InputSpec:
+        if self.slab is None and self.channels not in (1, 3):
+            raise ValueError(
+                f"channels must be 1 or 3 (grey value replicated); got {self.channels} "
+                "(more channels only with input.slab, a 2.5D CT slab)"
+            )
+        if self.slab is not None and self.channels != self.slab.slices:
+            raise ValueError(
+                f"channels must equal slab.slices ({self.slab.slices}) for a slab input: each "
+                f"slice is one channel; got {self.channels}"
+            )
         norm = self.normalization
         if isinstance(norm, MeanStdNormalization):
             for name, values in (("mean", norm.mean), ("std", norm.std)):
@@ -303,6 +360,15 @@ class Manifest(_Strict):
     model: ModelFile
     input: InputSpec
     output: OutputSpec
+
+    @model_validator(mode="after")
+    def _slab_modality(self) -> Manifest:
+        if self.input.slab is not None and self.modality != ["CT"]:
+            raise ValueError(
+                "input.slab (2.5D) needs a CT series: modality must be [CT], got "
+                f"[{', '.join(self.modality)}]"
+            )
+        return self
 
 
 def manifest_json_schema() -> dict[str, Any]:

@@ -3,6 +3,10 @@
 Order: stored values → Modality LUT (rescale slope/intercept) → scaling to [0, 1] (window,
 percentile, min-max or the image's VOI LUT) → MONOCHROME1 inversion → resize → channel
 replication → normalization → layout and dtype. Each frame of a multi-frame instance is an image.
+
+A slab package (``input.slab``, 2.5D CT) takes a whole series: its instances are ordered along
+the slice normal, every slice is prepared the same way up to the resize (one channel each), and
+the slab centred on each slice stacks ``slices`` of them as channels (ends replicated).
 """
 
 from __future__ import annotations
@@ -173,23 +177,92 @@ def normalize(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     return image * np.float32(norm.max - norm.min) + np.float32(norm.min)
 
 
-def preprocess_dataset(ds: Dataset, spec: InputSpec) -> np.ndarray:
-    """One instance → ``[F, ...]`` batch (one item per frame) in the manifest's layout/dtype."""
-    frames = modality_values(ds)
-    monochrome1 = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
-    items = []
-    for frame in frames:
-        unit = scale_to_unit(frame, spec, ds)
-        if monochrome1 and spec.invert_monochrome1:
-            unit = 1.0 - unit
-        small = resize(unit, spec.size.height, spec.size.width, spec.resampling)
-        small = np.clip(small, 0.0, 1.0)  # bicubic/lanczos overshoot
-        chw = np.repeat(small[None], spec.channels, axis=0)
-        items.append(normalize(chw, spec))
-    batch = np.stack(items)
+def prepare_frame(frame: np.ndarray, spec: InputSpec, ds: Dataset) -> np.ndarray:
+    """One frame of modality values → resized ``[H, W]`` image in [0, 1] (one channel)."""
+    unit = scale_to_unit(frame, spec, ds)
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1" and spec.invert_monochrome1:
+        unit = 1.0 - unit
+    small = resize(unit, spec.size.height, spec.size.width, spec.resampling)
+    return np.clip(small, 0.0, 1.0)  # bicubic/lanczos overshoot
+
+
+def _to_layout(batch: np.ndarray, spec: InputSpec) -> np.ndarray:
     if spec.layout == Layout.NHWC:
         batch = batch.transpose(0, 2, 3, 1)
     return np.ascontiguousarray(batch, dtype=spec.dtype.value)
+
+
+def preprocess_dataset(ds: Dataset, spec: InputSpec) -> np.ndarray:
+    """One instance → ``[F, ...]`` batch (one item per frame) in the manifest's layout/dtype."""
+    items = []
+    for frame in modality_values(ds):
+        small = prepare_frame(frame, spec, ds)
+        chw = np.repeat(small[None], spec.channels, axis=0)
+        items.append(normalize(chw, spec))
+    return _to_layout(np.stack(items), spec)
+
+
+def slice_position(ds: Dataset) -> float | None:
+    """Position along the slice normal: Image Position (Patient) · (row × column direction)."""
+    try:
+        iop = [float(v) for v in ds.ImageOrientationPatient]
+        ipp = [float(v) for v in ds.ImagePositionPatient]
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if len(iop) != 6 or len(ipp) != 3:
+        return None
+    normal = np.cross(np.asarray(iop[:3]), np.asarray(iop[3:]))
+    if not np.isfinite(normal).all() or float(np.linalg.norm(normal)) < 1e-6:
+        return None
+    return float(np.dot(np.asarray(ipp), normal))
+
+
+def slice_order(datasets: Sequence[Dataset]) -> list[int]:
+    """Indices of ``datasets`` sorted along the slice normal; by Instance Number when any
+    instance lacks a usable position or orientation (ties keep the given order)."""
+    positions = [slice_position(ds) for ds in datasets]
+    if all(p is not None for p in positions):
+        return sorted(range(len(datasets)), key=lambda i: (positions[i], i))
+
+    def number(i: int) -> int:
+        try:
+            return int(datasets[i].get("InstanceNumber", 0) or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    return sorted(range(len(datasets)), key=lambda i: (number(i), i))
+
+
+def slab_indices(n: int, centre: int, slices: int, step: int) -> list[int]:
+    """Slice indices of the slab centred on ``centre``; beyond either end, the end repeats."""
+    half = slices // 2
+    return [min(max(centre + step * (j - half), 0), n - 1) for j in range(slices)]
+
+
+def preprocess_slabs(datasets: Sequence[Dataset], spec: InputSpec) -> np.ndarray:
+    """A CT series → ``[N, ...]`` batch: item ``i`` is the slab centred on ``datasets[i]``
+    (the given order is kept in the output; the slab neighbours follow the slice normal)."""
+    slab = spec.slab
+    if slab is None:
+        raise ValueError("preprocess_slabs needs an input spec with a slab")
+    if not datasets:
+        raise PreprocessError("empty case", "no instances")
+    order = slice_order(datasets)
+    images = []
+    for i in order:
+        frames = modality_values(datasets[i])
+        if len(frames) != 1:
+            raise PreprocessError(
+                "unsupported image", f"multi-frame instance ({len(frames)} frames) in a slab series"
+            )
+        images.append(prepare_frame(frames[0], spec, datasets[i]))
+    stack = np.stack(images)  # [N, H, W] along the normal
+    rank = {original: sorted_at for sorted_at, original in enumerate(order)}
+    n = len(order)
+    items = [
+        normalize(stack[slab_indices(n, rank[i], slab.slices, slab.step)], spec) for i in range(n)
+    ]
+    return _to_layout(np.stack(items), spec)
 
 
 def preprocess_series(datasets: Sequence[Dataset], spec: InputSpec) -> np.ndarray:

@@ -162,8 +162,17 @@ class _Job:
         self.result.error, self.result.message = reason, message
 
 
-def _prepare(case: Case, cache: ResultCache) -> _Job:
-    """Hash the case's files and take what the cache already knows."""
+def slab_keys(shas: list[str]) -> list[str]:
+    """Cache keys of a slab package's per-instance results: a slab's output depends on the
+    instance's neighbours, so each key also covers the whole series (any change: recompute)."""
+    series = hashlib.sha256("".join(sorted(shas)).encode()).hexdigest()
+    return [hashlib.sha256(f"slab:{sha}:{series}".encode()).hexdigest() for sha in shas]
+
+
+def _prepare(case: Case, cache: ResultCache, slab: bool = False) -> _Job:
+    """Hash the case's files and take what the cache already knows.
+
+    A slab package's worker needs the whole series, so one missing result sends all of it."""
     job = _Job(case, CaseResult(case.case_id))
     if not case.paths:
         job.fail("empty case", "no instances")
@@ -177,11 +186,15 @@ def _prepare(case: Case, cache: ResultCache) -> _Job:
             except OSError as exc:
                 job.fail("unreadable DICOM", f"cannot read file: {exc.strerror}")
                 return job
+    if slab:
+        job.shas = slab_keys(job.shas)
     for i, sha in enumerate(job.shas):
         hit = cache.get(sha)
         if hit is not None:
             job.values[i] = hit
     job.todo = [i for i in range(len(job.shas)) if i not in job.values]
+    if slab and job.todo:
+        job.todo = list(range(len(job.shas)))
     job.result.cached = not job.todo
     return job
 
@@ -227,7 +240,8 @@ class _Scheduler:
                 if case is None:
                     exhausted = True
                     break
-                queue.append(_prepare(case, self.cache))
+                slab = self.algorithm.manifest.input.slab is not None
+                queue.append(_prepare(case, self.cache, slab))
                 self._fill(queue)
             if not queue:
                 self.finished = True

@@ -3,8 +3,9 @@ that every site's local evaluation accepts like any third-party algorithm.
 
 The package's input section is the exact preparation the sites trained on
 (``core.data.study_input_spec``), so a site evaluating it on its DICOM cases feeds the model
-what it learned from. Provenance (study, version, digest, sites, rounds, data counts, engine,
-model hash) goes into the manifest description and the model card.
+what it learned from; a 2.5D CT study's package has the slab input (``input.slab``), one
+inference per slice of a series, combined by max. Provenance (study, version, digest, sites,
+rounds, data counts, engine, model hash) goes into the manifest description and the model card.
 """
 
 from __future__ import annotations
@@ -71,12 +72,9 @@ def manifest_for(
     version: str,
     threshold: float = 0.5,
 ) -> dict[str, Any]:
-    if study.input.slices != 1:
-        raise Invalid(
-            "a 2.5D slab model (input.slices > 1) has no algorithm-package form: packages take "
-            "one image with 1 or 3 replicated channels"
-        )
-    spec = study_input_spec(study.input.size).model_dump(mode="json")
+    spec = study_input_spec(study.input.size, study.input.slices).model_dump(
+        mode="json", exclude_none=True
+    )
     spec["aggregation"] = "max"
     sites = ", ".join(
         f"{s} ({provenance.get('cases', {}).get(s, '?')} cases)" for s in study.site_names

@@ -3,8 +3,9 @@
 Selects series with the node's cohort query (``pair.evaluation.runs.cohort.select_cohort``, the
 same selection local evaluation uses), labels each case from the clinical record (e.g. RT-PCR
 ``covid19_positive``) or the final signed report category, and prepares the first image of each
-series exactly as an algorithm package would (``pair.algorithms.preprocess``). Only pseudonyms and
-pixel arrays are written; it never changes the node's database or files.
+series (for a 2.5D CT study, the slab centred on its middle slice) exactly as an algorithm package
+would (``pair.algorithms.preprocess``). Only pseudonyms and pixel arrays are written; it never
+changes the node's database or files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session
 
-from pair.algorithms.preprocess import preprocess_dataset, read_dataset
+from pair.algorithms.manifest import InputSpec
+from pair.algorithms.preprocess import (
+    preprocess_dataset,
+    preprocess_slabs,
+    read_dataset,
+    slice_order,
+)
 from pair.core.errors import Invalid
 from pair.evaluation.runs.cohort import CohortCase, parse_cohort, select_cohort
 from pair.federated.core.data import SiteData, save_site, study_input_spec
@@ -39,12 +46,20 @@ def _label(study: Study, case: CohortCase, report: dict[str, str]) -> int | None
     return None
 
 
+def _case_image(case: CohortCase, spec: InputSpec) -> np.ndarray:
+    """One training input per series: the first image, or for a 2.5D study the slab centred
+    on the series' middle slice (along the slice normal), built by the package preprocessing."""
+    if spec.slab is None:
+        return preprocess_dataset(read_dataset(case.paths[0]), spec)[0]
+    datasets = [read_dataset(p) for p in case.paths]
+    middle = slice_order(datasets)[len(datasets) // 2]
+    return preprocess_slabs(datasets, spec)[middle]
+
+
 def site_data_from_node(
     session: Session, storage_root: Path, facility_id: int, study: Study, site: str
 ) -> tuple[SiteData, dict[str, int]]:
     """The site's cases for ``study`` and why cases were left out (reason → count)."""
-    if study.input.slices != 1:
-        raise Invalid("preparing CT slabs from a node is not supported yet (input.slices > 1)")
     cohort = parse_cohort(study.site(site).cohort)
     report: dict[str, str] = {}
     if study.labels.source == "report":
@@ -53,7 +68,7 @@ def site_data_from_node(
             for lab in final_labels(session, facility_id)
             if lab.module_id == study.labels.field
         }
-    spec = study_input_spec(study.input.size)
+    spec = study_input_spec(study.input.size, study.input.slices)
     images, labels, patients = [], [], []
     skipped: Counter[str] = Counter()
     for case in select_cohort(session, storage_root, facility_id, cohort):
@@ -65,11 +80,11 @@ def site_data_from_node(
             skipped["no instance"] += 1
             continue
         try:
-            batch = preprocess_dataset(read_dataset(case.paths[0]), spec)
+            image = _case_image(case, spec)
         except Exception:  # unreadable pixels: count, never log identifiers
             skipped["unreadable image"] += 1
             continue
-        images.append(batch[0])
+        images.append(image)
         labels.append(y)
         patients.append(case.pseudonym)
     if not images:

@@ -54,11 +54,32 @@ class SiteData:
         return int(self.labels.sum())
 
 
-def study_input_spec(size: int) -> InputSpec:
+# 2.5D CT: a fixed lung window on Hounsfield units (centre -600, width 1500) — per-image
+# percentile scaling would stretch each slice differently and break the slab's HU relation
+CT_WINDOW = {"kind": "window", "center": -600.0, "width": 1500.0}
+SLAB_STEP = 1
+
+
+def study_input_spec(size: int, slices: int = 1) -> InputSpec:
     """The algorithm-package input spec matching how site data are prepared (and exported).
 
-    One channel: a 2.5D slab (k slices as channels) has no algorithm-package form yet.
+    One image (``slices`` 1): one channel, percentile scaling. A 2.5D CT slab (``slices`` > 1):
+    ``slices`` adjacent CT slices as channels, lung window, ends replicated. Site data are
+    prepared with this spec through ``pair.algorithms.preprocess`` and the exported manifest
+    carries it, so training and evaluation inputs are the same by construction.
     """
+    if slices > 1:
+        return InputSpec.model_validate(
+            {
+                "tensor_name": "image",
+                "size": {"height": size, "width": size},
+                "channels": slices,
+                "scaling": CT_WINDOW,
+                "normalization": {"kind": "range", "min": 0.0, "max": 1.0},
+                "invert_monochrome1": True,
+                "slab": {"slices": slices, "step": SLAB_STEP, "edges": "replicate"},
+            }
+        )
     return InputSpec.model_validate(
         {
             "tensor_name": "image",
