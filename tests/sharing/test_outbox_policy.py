@@ -185,3 +185,29 @@ def test_cases_pulled_from_the_hub_are_never_sent_back(node: Node) -> None:
         )
     _enqueue(node, fa_id)
     assert _keys(node, fa_id, "instance") == own_uids
+
+
+def test_a_pulled_case_is_never_committed_shareable(node: Node) -> None:
+    """The follower ingests a hub case with ``shareable=False``: its study is not shareable in
+    the very transaction that stores it (a later update left a window in which the outbox, or
+    anyone counting a site's own studies, saw a pulled case as the site's own)."""
+    with node.db.session() as s:
+        fa_id = accounts.create_facility(s, "Hospital A", "HOSPA").id
+        outbox.set_policy(s, Actor.system(facility_id=fa_id), "all", fa_id)
+    study, series = generate_uid(), generate_uid()
+    payloads = [
+        Payload(to_bytes(ct_instance(study_uid=study, series_uid=series, index=i)), str(i))
+        for i in (1, 2)
+    ]
+    actor = Actor.system("feed:HOSPB", facility_id=fa_id)
+    results = ingest_batch(node, fa_id, payloads, "hub:HOSPB", actor, shareable=False)
+    assert [r.outcome for r in results] == [Outcome.STORED, Outcome.STORED]
+    with node.db.session() as s:
+        assert (
+            s.scalar(select(Study.shareable).where(Study.study_uid == results[0].study_uid))
+            is False
+        )
+    _enqueue(node, fa_id)
+    assert _keys(node, fa_id, "instance") == set()
+    again = ingest_batch(node, fa_id, payloads, "hub:HOSPB", actor, shareable=False)
+    assert [r.outcome for r in again] == [Outcome.DUPLICATE, Outcome.DUPLICATE]

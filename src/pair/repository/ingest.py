@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ from pair.repository.index import (
     index_records,
     stored_digests,
 )
-from pair.repository.models import Instance, QuarantineItem
+from pair.repository.models import Instance, QuarantineItem, Study
 from pair.repository.outcomes import IngestResult, Outcome, Payload
 from pair.repository.prepare import (
     WORKERS_ATTACHMENT,
@@ -131,6 +131,7 @@ def ingest_batch(
     *,
     expected_study_uid: str | None = None,
     stores: Stores | None = None,
+    shareable: bool = True,
 ) -> list[IngestResult]:
     """Ingest several instances in one transaction; returns after the commit (acknowledged).
 
@@ -139,7 +140,9 @@ def ingest_batch(
     mapping insert lost a race, or a failing twin removed a shared file before this batch held
     it); stage two (the index transaction) alone is retried on conflicts with concurrent
     batches (``pair.repository.commit``). A batch that fails leaves no file behind.
-    ``stores``: where files go (the node's stores by default).
+    ``stores``: where files go (the node's stores by default). ``shareable=False`` (a case
+    pulled from the hub) marks the batch's studies not shareable in the same transaction, so
+    no committed state lets the outbox send it back.
     """
     stores = stores or Stores.for_settings(node.settings)
     payload_list = list(payloads)
@@ -171,7 +174,9 @@ def ingest_batch(
                 ]
             try:
                 results, unreferenced = commit_with_retries(
-                    functools.partial(_stage_two, node, facility_id, prepared, actor)
+                    functools.partial(
+                        _stage_two, node, facility_id, prepared, actor, shareable=shareable
+                    )
                 )
             except BaseException:
                 _in_flight.remove_unreferenced(node.db.session, files)
@@ -200,13 +205,26 @@ def _files(stores: Stores, prepared: list[Prepared]) -> list[FileRef]:
 
 
 def _stage_two(
-    node: Node, facility_id: int, prepared: list[Prepared], actor: Actor, attempt_no: int
+    node: Node,
+    facility_id: int,
+    prepared: list[Prepared],
+    actor: Actor,
+    attempt_no: int,
+    *,
+    shareable: bool = True,
 ) -> tuple[list[IngestResult], list[str]]:
     """One attempt of the index transaction, from stage one's results as they came."""
     attempt = [Prepared(copy.copy(p.result), p.record, p.quarantine) for p in prepared]
     with node.db.session() as session:
         unreferenced = commit_prepared(session, facility_id, attempt)
         results = [p.result for p in attempt]
+        studies = sorted({r.study_uid for r in results if r.accepted and r.study_uid})
+        if not shareable and studies:
+            session.execute(
+                update(Study)
+                .where(Study.facility_id == facility_id, Study.study_uid.in_(studies))
+                .values(shareable=False)
+            )
         _audit_batch(session, actor, results)
     return results, unreferenced
 

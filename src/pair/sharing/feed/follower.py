@@ -138,7 +138,8 @@ def pull(
         facility_id = local_facility(session, node.settings.feed_facility).id
     actor = Actor.system(f"feed:{origin}", facility_id)
     payloads = [Payload(data=data, label=str(n)) for n, data in enumerate(parts, 1)]
-    results = ingest_batch(node, facility_id, payloads, f"hub:{origin}", actor)
+    # not shareable from the commit on: this site's outbox never sends it back (no echo)
+    results = ingest_batch(node, facility_id, payloads, f"hub:{origin}", actor, shareable=False)
     accepted = [r for r in results if r.accepted]
     local_uid = accepted[0].study_uid if accepted else ""
     with node.db.session() as session:
@@ -148,10 +149,6 @@ def pull(
             session.add(row)
         row.local_study_uid, row.origin_facility = local_uid, origin[:16]
         row.seq, row.instances, row.pulled_at = max(seq, row.seq or 0), len(accepted), utcnow()
-        if local_uid:
-            session.execute(
-                update(Study).where(Study.study_uid == local_uid).values(shareable=False)
-            )
         record(
             session,
             by or actor,
