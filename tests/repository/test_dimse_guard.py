@@ -226,3 +226,40 @@ def test_bad_pdu_inside_an_association_gives_one_log_line(
         assert len(lines) == 1, [(r.name, r.getMessage()) for r in lines]
         assert lines[0].exc_info is None and "Traceback" not in caplog.text
         assert "127.0.0.1" in lines[0].getMessage() and "aborted" in lines[0].getMessage()
+
+
+def test_associations_share_the_servers_contexts_without_changing_them(serve: Serve) -> None:
+    """Each association gets the server's presentation contexts without pynetdicom's deep copy
+    (~70 ms per association); negotiation must still accept what is asked and leave them as
+    they were."""
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    _, server = serve()
+    before = [
+        (str(cx.abstract_syntax), list(cx.transfer_syntax), cx.scu_role, cx.scp_role)
+        for cx in server.server.contexts
+    ]
+    ae = AE(ae_title=PEER)
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.4.50"])
+    first = ae.associate("127.0.0.1", port_of(server), ae_title="PAIR")
+    second = ae.associate("127.0.0.1", port_of(server), ae_title="PAIR")
+    try:
+        assert first.is_established and second.is_established
+        accepted = {str(cx.abstract_syntax): cx.transfer_syntax for cx in first.accepted_contexts}
+        assert accepted[str(CTImageStorage)] == ["1.2.840.10008.1.2.4.50"]
+        assert first.send_c_echo().Status == 0x0000
+        acceptors = list(server.server.active_associations)
+        assert len(acceptors) == 2
+        for assoc in acceptors:
+            shared = assoc.acceptor.supported_contexts
+            assert shared is not server.server.contexts  # its own list ...
+            assert all(a is b for a, b in zip(shared, server.server.contexts, strict=True))
+    finally:
+        first.release()
+        second.release()
+    after = [
+        (str(cx.abstract_syntax), list(cx.transfer_syntax), cx.scu_role, cx.scp_role)
+        for cx in server.server.contexts
+    ]
+    assert after == before
