@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pair.repository.dimse_reactor import EventDrivenRequestHandler
 from pair.repository.multipart import split_related
 from pair.repository.storage import ContentStore, persist
 
@@ -77,9 +78,13 @@ def start_dimse(store: ContentStore, stored: _Counter, port: int, ae_title: str)
     ae = AE(ae_title=ae_title)
     ae.maximum_pdu_size = 0
     ae.supported_contexts = AllStoragePresentationContexts
-    return ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    server = ae.make_server(
+        ("127.0.0.1", port),
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        request_handler=EventDrivenRequestHandler,  # PAIR's association threads, as in PAIR
     )
+    threading.Thread(target=server.serve_forever, name="FloorDicom", daemon=True).start()
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> None:

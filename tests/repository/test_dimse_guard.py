@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pynetdicom import AE
@@ -263,3 +264,50 @@ def test_associations_share_the_servers_contexts_without_changing_them(serve: Se
         for cx in server.server.contexts
     ]
     assert after == before
+
+
+def test_idle_associations_wait_instead_of_polling(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom's two threads per association poll every millisecond (~1000 wake-ups per
+    second each); PAIR's wait until the socket or the other thread has something for them
+    (``pair.repository.dimse_reactor``). Counted over a second with two idle associations,
+    then both still answer and release normally."""
+    from pair.repository import dimse_reactor
+
+    calls = {"dimse": 0, "dul": 0}
+    get_msg = dimse_reactor._EventDrivenDIMSE.get_msg
+    transport = dimse_reactor._EventDrivenDUL._is_transport_event
+
+    def counted_get_msg(self: Any, block: bool = False) -> Any:
+        calls["dimse"] += 1
+        return get_msg(self, block)
+
+    def counted_transport(self: Any) -> bool:
+        calls["dul"] += 1
+        return transport(self)
+
+    monkeypatch.setattr(dimse_reactor._EventDrivenDIMSE, "get_msg", counted_get_msg)
+    monkeypatch.setattr(dimse_reactor._EventDrivenDUL, "_is_transport_event", counted_transport)
+    _, server = serve()
+    ae = AE(ae_title=PEER)
+    ae.add_requested_context(Verification)
+    assocs = [ae.associate("127.0.0.1", port_of(server), ae_title="PAIR") for _ in range(2)]
+    try:
+        assert all(a.is_established for a in assocs)
+        time.sleep(0.3)
+        before = dict(calls)
+        time.sleep(1.0)
+        woke = {k: calls[k] - before[k] for k in calls}
+        # two associations: event-driven ~2 x 20 wake-ups per thread kind, polling ~2 x 1000
+        assert woke["dimse"] < 200, woke
+        assert woke["dul"] < 200, woke
+        assert all(a.send_c_echo().Status == 0x0000 for a in assocs)
+    finally:
+        for a in assocs:
+            a.release()
+    assert all(a.is_released for a in assocs)
+    deadline = time.monotonic() + 5
+    while server.server.active_associations and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not server.server.active_associations

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
+
+from pair.repository.dimse_reactor import EventDrivenRequestHandler
 
 log = logging.getLogger("pair.dimse")
 
@@ -93,7 +95,7 @@ class _SharedContexts(list[Any]):
         return list(self)
 
 
-class GuardedRequestHandler(RequestHandler):
+class GuardedRequestHandler(EventDrivenRequestHandler):
     """pynetdicom's request handler, fed the A-ASSOCIATE-RQ that the guard read."""
 
     def _create_association(self) -> Any:
