@@ -150,7 +150,7 @@ def test_image_input_norm_removes_affine_site_shifts_and_exports() -> None:
     shifted = 1.7 * x + 0.4
     z = standardize_images(x)
     assert float(z.mean(dim=(2, 3)).abs().max()) < 1e-5
-    assert torch.allclose(z.var(dim=(2, 3), unbiased=False), torch.ones(8, 1), atol=1e-3)
+    assert torch.allclose(z.var(dim=(2, 3), unbiased=False), torch.ones(8, 1), atol=1e-2)
     study = parse_study({**STUDY, "model": {"width": 4, "input_norm": "image"}}, "t")
     model = build_model(study).eval()
     assert model.input_norm == "image"
