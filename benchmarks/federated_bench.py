@@ -23,6 +23,11 @@ none, or typical COVID-19 pattern vs the rest), as a study with ``labels.source:
 radiologist's category) would. RT-PCR is only weakly carried by the images (docs/federated.md,
 "Is the synthetic task learnable?"); the category is what the image shows. The relabelled sites
 are written to ``OUT/sites-LABEL`` so ``--flare`` trains on the same labels.
+
+The training recipe (``--optimizer``, ``--lr``, ``--width``, ``--norm``, ``--input-norm``,
+``--augment``, ``--batch-size``, ``--rounds``) is the same for every method; run 5's recipe was
+chosen beforehand on another synthetic draw by ``benchmarks/federated_tune.py``. ``--jobs 2``
+runs the seeds in parallel processes (one thread each).
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ import argparse
 import csv
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pair.evaluation.stats.compare import delong_test
 from pair.evaluation.stats.roc import auc_ci_delong
 from pair.federated.core.data import (
     SiteData,
@@ -58,7 +65,16 @@ from pair.federated.core.train import get_state, local_train, predict, seed_ever
 from pair.federated.study import Study, parse_study
 
 METHODS = ("local-only", "fedavg", "fedprox", "pooled")
-SETTINGS: dict[str, Any] = {"lr": 0.05, "width": 8}  # set from the command line
+# the training recipe, the same for every method; set from the command line
+SETTINGS: dict[str, Any] = {
+    "lr": 0.05,
+    "width": 8,
+    "optimizer": "sgd",
+    "norm": "batch",
+    "input_norm": "none",
+    "augment": False,
+    "batch_size": 16,
+}
 
 
 def make_study(seed: int, rounds: int, size: int, strategy: str, sites: list[str]) -> Study:
@@ -67,15 +83,22 @@ def make_study(seed: int, rounds: int, size: int, strategy: str, sites: list[str
             "schema": "pair-federated-study/1",
             "id": f"bench-{strategy}",
             "use_case": "covid19-cxr",
-            "model": {"architecture": "small_cnn", "width": SETTINGS["width"]},
+            "model": {
+                "architecture": "small_cnn",
+                "width": SETTINGS["width"],
+                "norm": SETTINGS["norm"],
+                "input_norm": SETTINGS["input_norm"],
+            },
             "input": {"size": size},
             "sites": [{"name": s} for s in sites],
             "strategy": {"name": "fedprox" if strategy == "fedprox" else "fedavg", "mu": 0.01},
             "training": {
                 "rounds": rounds,
                 "local_epochs": 1,
-                "batch_size": 16,
+                "batch_size": SETTINGS["batch_size"],
+                "optimizer": SETTINGS["optimizer"],
                 "lr": SETTINGS["lr"],
+                "augment": SETTINGS["augment"],
                 "min_sites": len(sites),
                 "validation_fraction": 0.3,
                 "seed": seed,
@@ -133,6 +156,27 @@ def score(models: dict[str, Any], vals: dict[str, SiteData]) -> dict[str, Any]:
         ps.append(p)
     ci = auc_ci_delong(np.concatenate(ys), np.concatenate(ps))
     out["overall"] = {"auc": ci.auc, "lower": ci.lower, "upper": ci.upper}
+    out["_scores"] = {**dict(zip(vals, ps, strict=True)), "overall": np.concatenate(ps)}
+    return out
+
+
+def paired(res: dict[str, Any], vals: dict[str, SiteData]) -> dict[str, Any]:
+    """DeLong tests on the same validation cases (difference = federated − other): overall
+    against pooled, and per site against that site's local-only model."""
+    labels = {**{n: v.labels for n, v in vals.items()}, "overall": pool(list(vals.values())).labels}
+    out: dict[str, Any] = {}
+    for m in ("fedavg", "fedprox"):
+        out[m] = {}
+        for col, other in [("overall", "pooled")] + [(n, "local-only") for n in vals]:
+            if len(set(labels[col].tolist())) < 2:
+                continue
+            t = delong_test(labels[col], res[m]["_scores"][col], res[other]["_scores"][col])
+            out[m][f"{col} vs {other}"] = {
+                "difference": t.difference,
+                "lower": t.lower,
+                "upper": t.upper,
+                "p": t.p_value,
+            }
     return out
 
 
@@ -160,6 +204,9 @@ def run_seed(seed: int, data: dict[str, SiteData], rounds: int, size: int) -> di
         **score(dict.fromkeys(names, pooled), vals),
         "seconds": time.perf_counter() - t,
     }
+    res["paired"] = paired(res, vals)
+    for m in METHODS:
+        del res[m]["_scores"]
     return res
 
 
@@ -225,8 +272,27 @@ def targets(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             "better_than_local_at_every_site": all(
                 mean(m, s) > mean("local-only", s) for s in names
             ),
+            "ratio_to_pooled_per_seed": [
+                r[m]["overall"]["auc"] / r["pooled"]["overall"]["auc"] for r in results
+            ],
+            "seeds_better_than_local": {
+                s: sum(r[m][s]["auc"] > r["local-only"][s]["auc"] for r in results) for s in names
+            },
         }
     return out
+
+
+def paired_table(results: list[dict[str, Any]]) -> str:
+    """Per seed: federated − other AUC with its DeLong 95 % CI (p) on the same cases."""
+    lines = ["| seed | method | comparison | difference [95 % CI] | p |", "|---|---|---|---|---|"]
+    for seed, r in enumerate(results):
+        for m, comps in r["paired"].items():
+            for name, c in comps.items():
+                lines.append(
+                    f"| {seed} | {m} | {name} | {c['difference']:+.3f} "
+                    f"[{c['lower']:+.3f}, {c['upper']:+.3f}] | {c['p']:.3f} |"
+                )
+    return "\n".join(lines)
 
 
 def write_real_sites(src: Path, out: Path, size: int) -> dict[str, Path]:
@@ -286,6 +352,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("--norm", choices=["batch", "group"], default="batch")
+    parser.add_argument("--input-norm", choices=["none", "image"], default="none")
+    parser.add_argument("--augment", action="store_true", help="flip/shift training images")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (processes)")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic draw")
     parser.add_argument("--flare", action="store_true", help="also time FLARE's simulator")
     parser.add_argument("--real", type=Path, help="folder with labels.csv + images/ (tests/data)")
     parser.add_argument(
@@ -296,13 +369,21 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    SETTINGS.update(lr=args.lr, width=args.width)
+    SETTINGS.update(
+        lr=args.lr,
+        width=args.width,
+        optimizer=args.optimizer,
+        norm=args.norm,
+        input_norm=args.input_norm,
+        augment=args.augment,
+        batch_size=args.batch_size,
+    )
     data_dir = args.out / "sites"
     t = time.perf_counter()
     if args.real is not None:
         write_real_sites(args.real, data_dir, args.size)
     elif not (data_dir / "site-3" / "ground_truth.csv").exists():
-        write_synthetic_sites(data_dir, 3, list(args.cases), args.size, seed=0)
+        write_synthetic_sites(data_dir, 3, list(args.cases), args.size, seed=args.data_seed)
     gen_s = time.perf_counter() - t
     folders = {f"site-{i}": data_dir / f"site-{i}" for i in (1, 2, 3)}
     if args.label != "rtpcr":
@@ -312,7 +393,17 @@ def main() -> None:
     else:
         data = {n: load_site(f) for n, f in folders.items()}
     names = list(data)
-    results = [run_seed(seed, data, args.rounds, args.size) for seed in range(args.seeds)]
+    seeds = list(range(args.seeds))
+    with ProcessPoolExecutor(args.jobs) as ex:  # seeds in parallel, one thread each
+        results = list(
+            ex.map(
+                run_seed,
+                seeds,
+                [data] * len(seeds),
+                [args.rounds] * len(seeds),
+                [args.size] * len(seeds),
+            )
+        )
     report: dict[str, Any] = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "data": {n: {"cases": len(d), "positives": d.positives} for n, d in data.items()},
@@ -326,6 +417,7 @@ def main() -> None:
     (args.out / "federated_bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(json.dumps(report["data"]), f"data {gen_s:.0f} s")
     print(table(results, names))
+    print(paired_table(results))
     print(json.dumps(report["targets"], indent=2))
     if "flare" in report:
         print(json.dumps(report["flare"]))

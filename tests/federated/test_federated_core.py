@@ -137,6 +137,79 @@ def test_training_is_deterministic_and_fedprox_pulls_to_global() -> None:
     assert drift(trained(10.0)) < 0.5 * drift(a)
 
 
+def test_image_input_norm_removes_affine_site_shifts_and_exports() -> None:
+    """input_norm "image": the network's output no longer depends on a site's brightness and
+    contrast (x -> a·x + b), the study carries it to the model, and the ONNX export does it too."""
+    import onnxruntime as ort
+
+    from pair.federated.core.models import standardize_images
+    from pair.federated.core.site import build_model
+    from pair.federated.export import onnx_bytes
+
+    x = torch.from_numpy(toy_data(8).images)
+    shifted = 1.7 * x + 0.4
+    z = standardize_images(x)
+    assert float(z.mean(dim=(2, 3)).abs().max()) < 1e-5
+    assert torch.allclose(z.var(dim=(2, 3), unbiased=False), torch.ones(8, 1), atol=1e-2)
+    study = parse_study({**STUDY, "model": {"width": 4, "input_norm": "image"}}, "t")
+    model = build_model(study).eval()
+    assert model.input_norm == "image"
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(shifted), atol=1e-3)
+        plain = StudyNet("small_cnn", 1, 4).eval()
+        assert not torch.allclose(plain(x), plain(shifted), atol=1e-2)  # the default does not
+    session = ort.InferenceSession(onnx_bytes(study, get_state(model)))
+    onnx_out = session.run(None, {"image": shifted.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(onnx_out, model(shifted).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="unknown input_norm"):
+        StudyNet("small_cnn", 1, 4, input_norm="global")
+    with pytest.raises(Invalid, match="input_norm"):
+        parse_study({**STUDY, "model": {"input_norm": "global"}}, "t")
+
+
+def test_augmentation_flips_and_shifts_reproducibly() -> None:
+    """Each augmented image is its source flipped or not and shifted by at most size/16 (edges
+    replicated); the draws follow the seed, and training with it is deterministic."""
+    from pair.federated.core.site import train_config
+    from pair.federated.core.train import augment_batch
+
+    x = torch.rand(6, 1, 16, 16)
+    out = augment_batch(x, torch.Generator().manual_seed(3))
+    again = augment_batch(x, torch.Generator().manual_seed(3))
+    assert out.shape == x.shape and torch.equal(out, again)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    flipped = torch.nn.functional.pad(x.flip(3), (1, 1, 1, 1), mode="replicate")
+    kinds = set()
+    for i in range(6):
+        found = [
+            (f, a, b)
+            for f, src in ((0, padded), (1, flipped))
+            for a in range(3)
+            for b in range(3)
+            if torch.equal(out[i], src[i, :, a : a + 16, b : b + 16])
+        ]
+        assert found, i  # every output is one flip/shift of its own input
+        kinds.add(found[0])
+    assert len(kinds) > 1 and any(k != (0, 1, 1) for k in kinds)  # not the identity throughout
+    data = toy_data(32)
+    study = parse_study({**STUDY, "training": {**STUDY["training"], "augment": True}}, "t")
+    cfg = train_config(study, 0, 0)
+    assert cfg.augment and not train_config(parse_study(STUDY, "t"), 0, 0).augment
+    start = get_state(StudyNet("small_cnn", 1, 4))
+
+    def trained(augment: bool) -> dict[str, torch.Tensor]:
+        seed_everything(0, 1)
+        m = StudyNet("small_cnn", 1, 4)
+        m.load_state_dict(start)
+        local_train(m, data, TrainConfig(epochs=2, batch_size=8, lr=0.1, seed=5, augment=augment))
+        return get_state(m)
+
+    a, b, plain = trained(True), trained(True), trained(False)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], plain[k]) for k in a)
+
+
 def test_dp_clipping_noise_and_zcdp_epsilon() -> None:
     # Bun & Steinke 2016: Gaussian with multiplier sigma is 1/(2 sigma^2)-zCDP (Prop 1.6);
     # T rounds compose to T/(2 sigma^2) (Lemma 1.7); rho-zCDP => (rho + 2 sqrt(rho ln(1/delta)),

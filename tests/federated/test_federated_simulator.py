@@ -275,3 +275,8 @@ def test_build_recipe_per_strategy() -> None:
             assert trainer._wait_time_after_min_received == STRAGGLER_GRACE_S
         else:
             assert isinstance(trainer, BaseFedAvg) and trainer.num_clients == 3, name
+    # the server builds the same network as the sites (per-image input standardisation too)
+    from pair.federated.flare.recipe import _model_config
+
+    normed = parse_study({**base, "model": {**base["model"], "input_norm": "image"}}, "t")
+    assert _model_config(normed)["args"]["input_norm"] == "image"

@@ -49,6 +49,11 @@ class ModelSpec(_Strict):
     architecture: Architecture = "small_cnn"
     width: int = Field(16, ge=4, le=128, description="channels of the first layer")
     norm: Literal["batch", "group"] = "batch"
+    input_norm: Literal["none", "image"] = Field(
+        "none",
+        description="image: each image standardised (zero mean, unit variance) inside the "
+        "network, so site tone/exposure offsets do not reach the first layer",
+    )
 
 
 class LabelSource(_Strict):
@@ -95,6 +100,9 @@ class TrainingSpec(_Strict):
     batch_size: int = Field(32, ge=1, le=4096)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.05, gt=0, le=10)
+    augment: bool = Field(
+        False, description="random left-right flips and small shifts of the training images"
+    )
     min_sites: int = Field(2, ge=1)
     validation_fraction: float = Field(0.25, gt=0, lt=1)
     seed: int = 0

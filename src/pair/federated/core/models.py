@@ -113,6 +113,22 @@ _ARCHITECTURES: dict[str, type[nn.Module]] = {
 }
 
 
+def standardize_images(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Zero mean, unit variance per image and channel.
+
+    Part of the network (so the exported ONNX model does it too): a site's tone curve or
+    exposure moves every pixel of its images; per-image standardisation removes the affine part
+    of that shift before the first convolution instead of leaving it for the model to learn.
+    """
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(dim=(2, 3), keepdim=True)
+    return centred / torch.sqrt(var + eps)
+
+
+INPUT_NORMS = ("none", "image")
+
+
 class StudyNet(nn.Module):
     """The network a study asks for, built from plain arguments (what engines serialise)."""
 
@@ -122,12 +138,15 @@ class StudyNet(nn.Module):
         in_channels: int = 1,
         width: int = 16,
         norm: str = "batch",
+        input_norm: str = "none",
     ) -> None:
         super().__init__()
         if architecture not in _ARCHITECTURES:
             raise ValueError(f"unknown architecture {architecture!r}; use {sorted(_ARCHITECTURES)}")
         if norm not in ("batch", "group"):
             raise ValueError(f"unknown norm {norm!r}; use batch or group")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {input_norm!r}; use none or image")
         # Kept as attributes: FLARE serialises a component instance (FedOptRecipe's server model)
         # by reading its constructor arguments back from same-named attributes; without them
         # the server would rebuild the default network.
@@ -137,15 +156,26 @@ class StudyNet(nn.Module):
             width,
             norm,
         )
+        self.input_norm = input_norm
         self.net = _ARCHITECTURES[architecture](in_channels=in_channels, width=width, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_norm == "image":
+            x = standardize_images(x)
         return self.net(x)
 
 
-def model_args(architecture: str, slices: int, width: int, norm: str = "batch") -> dict[str, Any]:
+def model_args(
+    architecture: str, slices: int, width: int, norm: str = "batch", input_norm: str = "none"
+) -> dict[str, Any]:
     """The constructor arguments of ``StudyNet`` for a study's model and input."""
-    return {"architecture": architecture, "in_channels": slices, "width": width, "norm": norm}
+    return {
+        "architecture": architecture,
+        "in_channels": slices,
+        "width": width,
+        "norm": norm,
+        "input_norm": input_norm,
+    }
 
 
 def parameter_bytes(state: dict[str, torch.Tensor]) -> int:

@@ -30,7 +30,11 @@ from pair.federated.study import Study
 def build_model(study: Study) -> StudyNet:
     return StudyNet(
         **model_args(
-            study.model.architecture, study.input.slices, study.model.width, study.model.norm
+            study.model.architecture,
+            study.input.slices,
+            study.model.width,
+            study.model.norm,
+            study.model.input_norm,
         )
     )  # type: ignore[arg-type]
 
@@ -39,7 +43,7 @@ def train_config(study: Study, round_no: int, site_index: int) -> TrainConfig:
     t = study.training
     mu = study.strategy.mu if study.strategy.name == "fedprox" else 0.0
     seed = t.seed * 1_000_003 + round_no * 101 + site_index
-    return TrainConfig(t.local_epochs, t.batch_size, t.optimizer, t.lr, seed, mu)
+    return TrainConfig(t.local_epochs, t.batch_size, t.optimizer, t.lr, seed, mu, t.augment)
 
 
 def _norm(state: State) -> float:
@@ -101,9 +105,7 @@ class SiteRunner:
         metrics = _prefixed("global_val_", evaluate(self.model, self.val))
         cfg = train_config(self.study, round_no, self.index)
         if fedprox_mu is not None:
-            cfg = TrainConfig(
-                cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.seed, fedprox_mu
-            )
+            cfg = replace(cfg, fedprox_mu=fedprox_mu)
         controls = self._controls(c_global) if c_global is not None else None
         if controls is not None:  # evidence that the server's control arrived (0 in round 0)
             metrics["scaffold_c_global_norm"] = _norm(controls[0])

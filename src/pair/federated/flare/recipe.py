@@ -36,7 +36,11 @@ STRAGGLER_GRACE_S = 300
 
 def _model_config(study: Study) -> dict[str, Any]:
     args = model_args(
-        study.model.architecture, study.input.slices, study.model.width, study.model.norm
+        study.model.architecture,
+        study.input.slices,
+        study.model.width,
+        study.model.norm,
+        study.model.input_norm,
     )
     return {"class_path": MODEL_CLASS, "args": args}
 
