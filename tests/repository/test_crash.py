@@ -8,6 +8,8 @@ import time
 import httpx
 import pytest
 from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from pair.core.config import get_settings
@@ -76,3 +78,61 @@ def test_kill9_during_ingest_keeps_acknowledged_instances(live: LiveNode) -> Non
     # the server answers for every acknowledged instance
     found = httpx.get(live.base_url + "/dicomweb/instances", headers=live.headers()).json()
     assert len(found) == len(rows)
+
+
+def test_kill9_during_concurrent_c_store_keeps_acknowledged_instances(live: LiveNode) -> None:
+    """Three associations storing at once (their instances committed in groups): every
+    C-STORE answered with success before the kill -9 is there after the restart."""
+    acknowledged: list[str] = []
+    refused: list[int] = []
+    lock = threading.Lock()
+    study = generate_uid()
+
+    def sender(worker: int) -> None:
+        ae = AE(ae_title=live.peer_ae)
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", live.dicom_port, ae_title=live.ae_title)
+        if not assoc.is_established:
+            return
+        series = generate_uid()
+        for i in range(1, 10_000):
+            number = worker * 10_000 + i  # InstanceNumber: unique across the senders
+            ds = ct_instance(study_uid=study, series_uid=series, index=number, size=64)
+            try:
+                status = assoc.send_c_store(ds)
+            except Exception:  # the server is gone mid-request
+                return
+            if not status or "Status" not in status:  # no answer: the server is gone
+                return
+            with lock:
+                if status.Status == 0x0000:
+                    acknowledged.append(str(number))
+                else:
+                    refused.append(int(status.Status))
+                    return
+        assoc.release()
+
+    threads = [threading.Thread(target=sender, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 30
+    while len(acknowledged) < 15 and time.time() < deadline:
+        time.sleep(0.05)
+    live.kill9()
+    for t in threads:
+        t.join(60)
+    assert len(acknowledged) >= 15
+    assert refused == []
+
+    live.start()  # start-up reconciliation runs here
+    settings = get_settings(live.data_dir, database_url=live.database_url)
+    node = open_node(settings=settings)
+    with node.db.session() as s:
+        rows = list(s.scalars(select(Instance)))
+    node.close()
+    assert set(acknowledged) <= {str(r.instance_number) for r in rows}
+    files = {
+        str(p.relative_to(settings.storage_dir)) for p in settings.storage_dir.glob("??/??/*.dcm")
+    }
+    assert files == {r.storage_path for r in rows}, "orphan file or row after crash"
+    assert not list(settings.tmp_dir.glob("*.part"))

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     dicom_max_associations_per_address: int = Field(default=8, ge=1, le=1000)
     dicom_max_pending: int = Field(default=64, ge=1, le=10000)
     dicom_max_pending_per_address: int = Field(default=8, ge=1, le=10000)
+    # C-STORE: instances of concurrent associations that arrive while an index transaction is
+    # running are indexed together in the next one, each acknowledged after that commit
+    # (pair.repository.groupcommit); false: one transaction per instance
+    dicom_group_commit: bool = True
     max_upload_bytes: int = 2 * 1024**3
     max_instance_bytes: int = 1024**3
     # decompression bombs (docs/security.md): bytes one instance may inflate to (a zip member,

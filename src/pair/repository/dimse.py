@@ -1,7 +1,8 @@
 """DICOM DIMSE listener: C-ECHO, C-STORE (all storage SOP classes) and Study Root C-FIND.
 
 Calling AE titles must be registered (``pair ae add``); what a peer sends belongs to its
-facility. C-STORE responses are sent only after the instance is committed.
+facility. C-STORE responses are sent only after the instance is committed; instances that
+concurrent associations send are committed together (``PAIR_DICOM_GROUP_COMMIT``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from pair.repository.dimse_guard import (
     GuardLimits,
     quiet_library_logs,
 )
-from pair.repository.ingest import IngestResult, Outcome, Payload, ingest_batch
+from pair.repository.ingest import (
+    IngestCommitter,
+    IngestResult,
+    Outcome,
+    Payload,
+    group_committer,
+    ingest_batch,
+)
 from pair.repository.query import QidoQuery, find_instances, find_series, find_studies
 from pair.repository.responses import instance_json, series_json, study_json
 
@@ -103,6 +111,10 @@ class DimseServer:
     def __init__(self, node: Node, host: str, port: int, ae_title: str) -> None:
         self.node = node
         self.registry = _PeerRegistry(node)
+        # concurrent associations' instances are indexed together (pair.repository.groupcommit)
+        self.committer: IngestCommitter | None = (
+            group_committer(node) if node.settings.dicom_group_commit else None
+        )
         ae = PairAE(ae_title=ae_title)
         ae.registry = self.registry
         ae.maximum_pdu_size = 0  # unlimited
@@ -194,7 +206,12 @@ class DimseServer:
         payload = Payload(data=data)
         try:
             result = ingest_batch(
-                self.node, facility_id, [payload], f"dimse:{actor.user_name[3:]}", actor
+                self.node,
+                facility_id,
+                [payload],
+                f"dimse:{actor.user_name[3:]}",
+                actor,
+                committer=self.committer,
             )[0]
         except PairError as exc:
             status = Dataset()

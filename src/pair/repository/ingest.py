@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from sqlalchemy import select, update
@@ -26,6 +27,7 @@ from pair.core.errors import Conflict
 from pair.core.node import Node
 from pair.dicom.parse import to_part10_bytes
 from pair.repository.commit import FileRef, InFlight, commit_with_retries
+from pair.repository.groupcommit import GroupCommitter
 from pair.repository.index import (
     IndexRecord,
     StoredFile,
@@ -48,14 +50,18 @@ from pair.repository.storage import ContentStore, Stores
 
 __all__ = [
     "WORKERS_ATTACHMENT",
+    "IngestCommitter",
     "IngestResult",
+    "Member",
     "Outcome",
     "Payload",
     "Prepared",
     "Preparer",
     "StageOnePool",
     "commit_prepared",
+    "commit_prepared_many",
     "content_store",
+    "group_committer",
     "ingest_batch",
     "quarantine_store",
     "reconcile",
@@ -80,9 +86,37 @@ _CONFLICT = (
 
 
 def commit_prepared(session: Session, facility_id: int, prepared: list[Prepared]) -> list[str]:
-    """Stage two, inside the batch's transaction: quarantine rows (the outcome was decided in
-    stage one), duplicate/conflict checks, index rows and change events. Returns the storage
-    paths of files no row will reference (conflicts), to delete after the commit."""
+    """Stage two of one facility's batch, inside the caller's transaction (see
+    ``commit_prepared_many``). Returns the storage paths of files no row will reference
+    (conflicts), to delete after the commit."""
+    return commit_prepared_many(session, [(facility_id, prepared)])
+
+
+def commit_prepared_many(
+    session: Session, parts: Sequence[tuple[int, list[Prepared]]]
+) -> list[str]:
+    """Stage two, inside the transaction, for the instances of one or more facilities:
+    quarantine rows (the outcome was decided in stage one), duplicate/conflict checks, index
+    rows and change events, facility by facility in id order (with ``index_records``' order
+    within one, every transaction takes its row locks in one global order); then the change
+    feed of each facility, last (it orders the commit, and its quota check may refuse it).
+    Returns the storage paths of files no row will reference (conflicts)."""
+    unreferenced: list[str] = []
+    stored: list[tuple[int, list[IndexRecord]]] = []
+    for facility_id, prepared in sorted(parts, key=lambda part: part[0]):
+        stored.append((facility_id, _index_prepared(session, facility_id, prepared, unreferenced)))
+    for facility_id, new in stored:
+        record_stored(
+            session, facility_id, [(r.study["study_uid"], r.instance["size"]) for r in new]
+        )
+    return unreferenced
+
+
+def _index_prepared(
+    session: Session, facility_id: int, prepared: list[Prepared], unreferenced: list[str]
+) -> list[IndexRecord]:
+    """One facility's rows; returns the records newly indexed, adds conflicts' files to
+    ``unreferenced``."""
     for p in prepared:
         if p.quarantine is not None:
             item = QuarantineItem(**p.quarantine)
@@ -92,7 +126,6 @@ def commit_prepared(session: Session, facility_id: int, prepared: list[Prepared]
     with_records = [p for p in prepared if p.record is not None]
     stored = stored_digests(session, [p.result.sop_instance_uid for p in with_records])
     new: list[IndexRecord] = []
-    unreferenced: list[str] = []
     for p in with_records:
         record = p.record
         assert record is not None
@@ -113,9 +146,7 @@ def commit_prepared(session: Session, facility_id: int, prepared: list[Prepared]
     record_changes(
         session, facility_id, "instance.stored", "instance", [r.sop_instance_uid for r in new]
     )
-    # the change feed (quota check, one study.updated per study): last, it orders the commit
-    record_stored(session, facility_id, [(r.study["study_uid"], r.instance["size"]) for r in new])
-    return unreferenced
+    return new
 
 
 _in_flight = InFlight()
@@ -132,6 +163,7 @@ def ingest_batch(
     expected_study_uid: str | None = None,
     stores: Stores | None = None,
     shareable: bool = True,
+    committer: IngestCommitter | None = None,
 ) -> list[IngestResult]:
     """Ingest several instances in one transaction; returns after the commit (acknowledged).
 
@@ -142,7 +174,8 @@ def ingest_batch(
     batches (``pair.repository.commit``). A batch that fails leaves no file behind.
     ``stores``: where files go (the node's stores by default). ``shareable=False`` (a case
     pulled from the hub) marks the batch's studies not shareable in the same transaction, so
-    no committed state lets the outbox send it back.
+    no committed state lets the outbox send it back. ``committer``: stage two joins concurrent
+    callers' batches in one transaction (``group_committer``; the DICOM listener's C-STORE).
     """
     stores = stores or Stores.for_settings(node.settings)
     payload_list = list(payloads)
@@ -172,12 +205,12 @@ def ingest_batch(
                     ).result
                     for p in prepared
                 ]
+            member = Member(facility_id, actor, prepared, shareable)
             try:
-                results, unreferenced = commit_with_retries(
-                    functools.partial(
-                        _stage_two, node, facility_id, prepared, actor, shareable=shareable
-                    )
-                )
+                if committer is not None:  # with concurrent callers' batches
+                    results, unreferenced = committer.submit(member)
+                else:
+                    ((results, unreferenced),) = _commit_members(node, [member])
             except BaseException:
                 _in_flight.remove_unreferenced(node.db.session, files)
                 raise
@@ -204,29 +237,57 @@ def _files(stores: Stores, prepared: list[Prepared]) -> list[FileRef]:
     return files
 
 
-def _stage_two(
-    node: Node,
-    facility_id: int,
-    prepared: list[Prepared],
-    actor: Actor,
-    attempt_no: int,
-    *,
-    shareable: bool = True,
-) -> tuple[list[IngestResult], list[str]]:
-    """One attempt of the index transaction, from stage one's results as they came."""
-    attempt = [Prepared(copy.copy(p.result), p.record, p.quarantine) for p in prepared]
+@dataclass(frozen=True)
+class Member:
+    """One caller's batch in stage two: its facility, actor and stage one's results."""
+
+    facility_id: int
+    actor: Actor
+    prepared: list[Prepared]
+    shareable: bool = True
+
+
+# per member: its results and the storage paths of its files no row references (conflicts)
+Committed = tuple[list[IngestResult], list[str]]
+IngestCommitter = GroupCommitter[Member, Committed]
+
+
+def group_committer(node: Node) -> IngestCommitter:
+    """Stage two for concurrent ``ingest_batch`` callers, several batches per transaction."""
+    return GroupCommitter(functools.partial(_commit_members, node))
+
+
+def _commit_members(node: Node, members: list[Member]) -> list[Committed]:
+    """The index transaction of one or more batches, retried on concurrency conflicts."""
+    return commit_with_retries(functools.partial(_stage_two, node, members))
+
+
+def _stage_two(node: Node, members: list[Member], attempt_no: int) -> list[Committed]:
+    """One attempt of the index transaction, from stage one's results as they came: the
+    instances of each facility together (``commit_prepared_many``), then per member its
+    studies' shareable flag and its actor's audit row."""
+    attempts = [
+        [Prepared(copy.copy(p.result), p.record, p.quarantine) for p in m.prepared] for m in members
+    ]
+    by_facility: dict[int, list[Prepared]] = {}
+    for m, attempt in zip(members, attempts, strict=True):
+        by_facility.setdefault(m.facility_id, []).extend(attempt)
+    out: list[Committed] = []
     with node.db.session() as session:
-        unreferenced = commit_prepared(session, facility_id, attempt)
-        results = [p.result for p in attempt]
-        studies = sorted({r.study_uid for r in results if r.accepted and r.study_uid})
-        if not shareable and studies:
-            session.execute(
-                update(Study)
-                .where(Study.facility_id == facility_id, Study.study_uid.in_(studies))
-                .values(shareable=False)
-            )
-        _audit_batch(session, actor, results)
-    return results, unreferenced
+        unreferenced = set(commit_prepared_many(session, list(by_facility.items())))
+        for m, attempt in zip(members, attempts, strict=True):
+            results = [p.result for p in attempt]
+            studies = sorted({r.study_uid for r in results if r.accepted and r.study_uid})
+            if not m.shareable and studies:
+                session.execute(
+                    update(Study)
+                    .where(Study.facility_id == m.facility_id, Study.study_uid.in_(studies))
+                    .values(shareable=False)
+                )
+            _audit_batch(session, m.actor, results)
+            paths = {p.record.instance["storage_path"] for p in attempt if p.record is not None}
+            out.append((results, sorted(paths & unreferenced)))
+    return out
 
 
 def _audit_batch(session: Session, actor: Actor, results: list[IngestResult]) -> None:
