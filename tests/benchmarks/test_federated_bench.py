@@ -83,9 +83,15 @@ def test_benchmark_runs_on_the_image_label(out: Path) -> None:
         assert report["data"][name] == {"cases": 12, "positives": opacity}
         assert load_site(out / "sites-opacity" / name).positives == opacity
     result = report["results"][0]
-    assert set(result) == set(federated_bench.METHODS)
+    assert set(result) == {*federated_bench.METHODS, "paired"}
     for method in federated_bench.METHODS:
         assert 0.0 <= result[method]["overall"]["auc"] <= 1.0
+    # paired DeLong tests on the same validation cases: federated vs pooled, vs local-only
+    assert set(result["paired"]) == {"fedavg", "fedprox"}
+    for tests in result["paired"].values():
+        for test in tests.values():
+            assert test["lower"] <= test["difference"] <= test["upper"]
+            assert 0.0 <= test["p"] <= 1.0
     assert set(report["targets"]) == {"fedavg", "fedprox"}
     # RT-PCR mode on the same sites keeps the recorded RT-PCR labels
     subprocess.run(cmd, check=True, env=env, capture_output=True)
