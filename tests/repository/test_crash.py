@@ -49,32 +49,8 @@ def test_kill9_during_ingest_keeps_acknowledged_instances(live: LiveNode) -> Non
                     acknowledged.append(str(ds.InstanceNumber))
 
     threads = [threading.Thread(target=sender) for _ in range(3)]
-    for t in threads:
-        t.start()
-    deadline = time.time() + 30
-    while len(acknowledged) < 15 and time.time() < deadline:
-        time.sleep(0.05)
-    live.kill9()
-    stop.set()
-    for t in threads:
-        t.join()
-    assert len(acknowledged) >= 15
-
-    live.start()  # start-up reconciliation runs here
-    settings = get_settings(live.data_dir, database_url=live.database_url)
-    node = open_node(settings=settings)
-    with node.db.session() as s:
-        rows = list(s.scalars(select(Instance)))
-    stored_numbers = {str(r.instance_number) for r in rows}
-    assert set(acknowledged) <= stored_numbers
-    files = {
-        str(p.relative_to(settings.storage_dir)) for p in settings.storage_dir.glob("??/??/*.dcm")
-    }
-    assert files == {r.storage_path for r in rows}, "orphan file or row after crash"
-    assert not list(settings.tmp_dir.glob("*.part"))
-    for r in rows:
-        assert (settings.storage_dir / r.storage_path).stat().st_size == r.size
-    node.close()
+    _kill9_once_acknowledged(live, threads, acknowledged, stop=stop)
+    rows = _restart_and_check(live, acknowledged)
     # the server answers for every acknowledged instance
     found = httpx.get(live.base_url + "/dicomweb/instances", headers=live.headers()).json()
     assert len(found) == len(rows)
@@ -113,26 +89,52 @@ def test_kill9_during_concurrent_c_store_keeps_acknowledged_instances(live: Live
         assoc.release()
 
     threads = [threading.Thread(target=sender, args=(w,)) for w in range(3)]
-    for t in threads:
+    _kill9_once_acknowledged(live, threads, acknowledged)
+    assert refused == []
+    _restart_and_check(live, acknowledged)
+
+
+def _kill9_once_acknowledged(
+    live: LiveNode,
+    senders: list[threading.Thread],
+    acknowledged: list[str],
+    *,
+    stop: threading.Event | None = None,
+    at_least: int = 15,
+) -> None:
+    """Start the senders, kill -9 the server once ``at_least`` writes were acknowledged, set
+    ``stop`` and wait for the senders to return (each also returns when the server is gone)."""
+    for t in senders:
         t.start()
     deadline = time.time() + 30
-    while len(acknowledged) < 15 and time.time() < deadline:
+    while len(acknowledged) < at_least and time.time() < deadline:
         time.sleep(0.05)
     live.kill9()
-    for t in threads:
-        t.join(60)
-    assert len(acknowledged) >= 15
-    assert refused == []
+    if stop is not None:
+        stop.set()
+    return_deadline = time.time() + 60
+    for t in senders:
+        t.join(max(0.0, return_deadline - time.time()))
+    assert len(acknowledged) >= at_least
 
-    live.start()  # start-up reconciliation runs here
+
+def _restart_and_check(live: LiveNode, acknowledged: list[str]) -> list[Instance]:
+    """Restart (start-up reconciliation runs), then: every acknowledged instance is indexed,
+    every file has its row and size and every row its file, and no temp file is left."""
+    live.start()
     settings = get_settings(live.data_dir, database_url=live.database_url)
     node = open_node(settings=settings)
-    with node.db.session() as s:
-        rows = list(s.scalars(select(Instance)))
-    node.close()
+    try:
+        with node.db.session() as s:
+            rows = list(s.scalars(select(Instance)))
+    finally:
+        node.close()
     assert set(acknowledged) <= {str(r.instance_number) for r in rows}
     files = {
         str(p.relative_to(settings.storage_dir)) for p in settings.storage_dir.glob("??/??/*.dcm")
     }
     assert files == {r.storage_path for r in rows}, "orphan file or row after crash"
     assert not list(settings.tmp_dir.glob("*.part"))
+    for r in rows:
+        assert (settings.storage_dir / r.storage_path).stat().st_size == r.size
+    return rows
