@@ -7,7 +7,6 @@ PAIR := $(VENV)/bin/pair
 DEMO_DIR ?= demo-data
 DEMO_PORT ?= 8000
 DEMO_DICOM_PORT ?= 11112
-APT_PACKAGES := dcmtk postgresql chromium orthanc orthanc-dicomweb default-jre-headless npm
 
 .PHONY: env sysdeps ohif test lint demo clean bench
 
