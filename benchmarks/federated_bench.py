@@ -383,7 +383,9 @@ def main() -> None:
     if args.real is not None:
         write_real_sites(args.real, data_dir, args.size)
     elif not (data_dir / "site-3" / "ground_truth.csv").exists():
-        write_synthetic_sites(data_dir, 3, list(args.cases), args.size, seed=args.data_seed)
+        write_synthetic_sites(
+            data_dir, 3, list(args.cases), args.size, seed=args.data_seed, jobs=args.jobs
+        )
     gen_s = time.perf_counter() - t
     folders = {f"site-{i}": data_dir / f"site-{i}" for i in (1, 2, 3)}
     if args.label != "rtpcr":

@@ -54,6 +54,16 @@ def test_sites_record_the_category_each_image_was_drawn_with(out: Path) -> None:
             assert (float(r["extent"]) == 0.0) == negative
 
 
+def test_sites_drawn_in_parallel_are_the_same_files(out: Path, tmp_path: Path) -> None:
+    write_synthetic_sites(tmp_path, 3, [12, 12, 12], 32, seed=0, jobs=2)
+    for k in (1, 2, 3):
+        serial, parallel = out / "sites" / f"site-{k}", tmp_path / f"site-{k}"
+        names = sorted(p.name for p in serial.iterdir())
+        assert names == sorted(p.name for p in parallel.iterdir())
+        for name in names:
+            assert (serial / name).read_bytes() == (parallel / name).read_bytes(), (k, name)
+
+
 def test_image_labels_follow_the_category_and_refuse_mismatches(out: Path) -> None:
     folder = out / "sites" / "site-1"
     data, truth = load_site(folder), read_ground_truth(folder)

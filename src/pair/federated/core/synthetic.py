@@ -16,6 +16,7 @@ category a radiologist's report would give) can be used instead of RT-PCR (``ima
 from __future__ import annotations
 
 import csv
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,14 +134,22 @@ def image_labels(data: SiteData, truth: list[dict[str, str]], label: str) -> Sit
 
 
 def write_synthetic_sites(
-    out: Path, sites: int, cases: list[int] | int, size: int, seed: int
+    out: Path, sites: int, cases: list[int] | int, size: int, seed: int, jobs: int = 1
 ) -> dict[str, Path]:
-    """Write ``site-1``… folders under ``out``; returns site name → folder."""
+    """Write ``site-1``… folders under ``out``; returns site name → folder.
+
+    ``jobs`` > 1 draws the sites in parallel processes; each site has its own random stream,
+    so the files are the same either way."""
     counts = cases if isinstance(cases, list) else [cases] * sites
+    args = [(k, counts[k], size, seed) for k in range(sites)]
+    if jobs > 1:
+        with ProcessPoolExecutor(min(jobs, sites)) as pool:
+            drawn = list(pool.map(synth_site_with_truth, *zip(*args, strict=True)))
+    else:
+        drawn = [synth_site_with_truth(*a) for a in args]
     folders = {}
-    for k in range(sites):
+    for k, (data, truth) in enumerate(drawn):
         name = f"site-{k + 1}"
-        data, truth = synth_site_with_truth(k, counts[k], size, seed)
         shift = SHIFTS[k % len(SHIFTS)]
         info = {
             "site": name,
