@@ -25,9 +25,10 @@ radiologist's category) would. RT-PCR is only weakly carried by the images (docs
 are written to ``OUT/sites-LABEL`` so ``--flare`` trains on the same labels.
 
 The training recipe (``--optimizer``, ``--lr``, ``--width``, ``--norm``, ``--input-norm``,
-``--augment``, ``--batch-size``, ``--rounds``) is the same for every method; run 5's recipe was
-chosen beforehand on another synthetic draw by ``benchmarks/federated_tune.py``. ``--jobs 2``
-runs the seeds in parallel processes (one thread each).
+``--augment``, ``--intensity-augment``, ``--batchnorm-freeze-round``, ``--batch-size``,
+``--rounds``) is the same for every method; run 5's and run 7's recipes were chosen beforehand
+on another synthetic draw by ``benchmarks/federated_tune.py``. ``--jobs 2`` runs the seeds in
+parallel processes (one thread each).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ SETTINGS: dict[str, Any] = {
     "norm": "batch",
     "input_norm": "none",
     "augment": False,
+    "intensity_augment": False,
+    "batchnorm_freeze_round": None,
     "batch_size": 16,
 }
 
@@ -99,6 +102,8 @@ def make_study(seed: int, rounds: int, size: int, strategy: str, sites: list[str
                 "optimizer": SETTINGS["optimizer"],
                 "lr": SETTINGS["lr"],
                 "augment": SETTINGS["augment"],
+                "intensity_augment": SETTINGS["intensity_augment"],
+                "batchnorm_freeze_round": SETTINGS["batchnorm_freeze_round"],
                 "min_sites": len(sites),
                 "validation_fraction": 0.3,
                 "seed": seed,
@@ -356,6 +361,15 @@ def main() -> None:
     parser.add_argument("--norm", choices=["batch", "group"], default="batch")
     parser.add_argument("--input-norm", choices=["none", "image"], default="none")
     parser.add_argument("--augment", action="store_true", help="flip/shift training images")
+    parser.add_argument(
+        "--intensity-augment", action="store_true", help="random gamma/blur of training images"
+    )
+    parser.add_argument(
+        "--batchnorm-freeze-round",
+        type=int,
+        default=None,
+        help="from this round (epoch) on, train with frozen BatchNorm statistics (FixBN)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (processes)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic draw")
@@ -376,6 +390,8 @@ def main() -> None:
         norm=args.norm,
         input_norm=args.input_norm,
         augment=args.augment,
+        intensity_augment=args.intensity_augment,
+        batchnorm_freeze_round=args.batchnorm_freeze_round,
         batch_size=args.batch_size,
     )
     data_dir = args.out / "sites"

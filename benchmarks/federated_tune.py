@@ -9,6 +9,9 @@ looked at. The candidate list and the rule are fixed in this file: the highest m
 a candidate within 0.005 of it that costs less time wins instead (cheaper first).
 
     PYTHONPATH=src python benchmarks/federated_tune.py --out /tmp/fl-tune
+
+``--stage federated`` (run 7's choice) judges a second, fixed list by FedAvg's overall AUC on the
+tuning draw (``--cases 600 360 240`` for run 6's site sizes); the same rule picks the winner.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from federated_bench import SETTINGS, centralised, make_study, relabel_sites
+from federated_bench import SETTINGS, centralised, federated, make_study, relabel_sites
 
 from pair.evaluation.stats.roc import auc_ci_delong
 from pair.federated.core.data import patient_split, pool
@@ -43,6 +46,44 @@ CANDIDATES: dict[str, tuple[dict[str, Any], int]] = {
     "adam 3e-3 w16 image aug 30": ({**ADAM, "lr": 3e-3, "augment": True}, 30),
     "sgd 0.01 w16 image aug 30": ({**ADAM, "optimizer": "sgd", "lr": 0.01, "augment": True}, 30),
 }
+# Stage 2 (``--stage federated``): run 6 showed, on the benchmark draw with 4× the cases, one
+# FedAvg model scoring each site with its own offset (overall AUC far below its per-site AUCs).
+# Remedies, chosen on the tuning draw by the *federated* (FedAvg) overall AUC, never by the ratio
+# to pooled (a recipe that only hurt pooled training must not win); pooled AUC is recorded too.
+FEDERATED_CANDIDATES: dict[str, tuple[dict[str, Any], int]] = {
+    "run 5 recipe": ({**ADAM, "augment": False, "intensity_augment": False}, 15),
+    "+ tone/blur augmentation": ({**ADAM, "augment": False, "intensity_augment": True}, 15),
+    "+ tone/blur + flip/shift": ({**ADAM, "augment": True, "intensity_augment": True}, 15),
+    "GroupNorm + tone/blur": (
+        {**ADAM, "norm": "group", "augment": False, "intensity_augment": True},
+        15,
+    ),
+}
+# Stage 3 (``--stage fixbn``): stage 2's remedies left FedAvg far below pooled on the tuning
+# draw. Hypothesis: one site per batch makes BatchNorm normalise each site's look away during
+# local training but not at inference (averaged statistics). FixBN freezes the statistics
+# after a first phase; judged like stage 2, by FedAvg's overall AUC on the tuning draw.
+FIXBN = {**ADAM, "augment": False, "intensity_augment": False}
+FIXBN_CANDIDATES: dict[str, tuple[dict[str, Any], int]] = {
+    "run 5 recipe": ({**FIXBN, "batchnorm_freeze_round": None}, 15),
+    "BN frozen from round 8": ({**FIXBN, "batchnorm_freeze_round": 8}, 15),
+    "BN frozen from round 4": ({**FIXBN, "batchnorm_freeze_round": 4}, 15),
+    "BN frozen from round 8 + tone/blur": (
+        {**FIXBN, "batchnorm_freeze_round": 8, "intensity_augment": True},
+        15,
+    ),
+    # stage 3b, added after the four above had run (round 4 beat round 8): earlier freezes
+    "BN frozen from round 2": ({**FIXBN, "batchnorm_freeze_round": 2}, 15),
+    "BN frozen from round 1": ({**FIXBN, "batchnorm_freeze_round": 1}, 15),
+    "BN frozen from round 4 + tone/blur": (
+        {**FIXBN, "batchnorm_freeze_round": 4, "intensity_augment": True},
+        15,
+    ),
+    "BN frozen from round 2 + tone/blur": (
+        {**FIXBN, "batchnorm_freeze_round": 2, "intensity_augment": True},
+        15,
+    ),
+}
 SPLIT_SEEDS = (0, 1)
 
 
@@ -55,6 +96,15 @@ def pooled_auc(data: dict[str, Any], epochs: int, size: int, seed: int) -> float
     return auc_ci_delong(val.labels, predict(model, val)).auc
 
 
+def fedavg_auc(data: dict[str, Any], rounds: int, size: int, seed: int) -> float:
+    """FedAvg (the benchmark's in-process aggregation) overall AUC on all validation cases."""
+    names = list(data)
+    study = make_study(seed, rounds, size, "fedavg", names)
+    model, _, _ = federated(study, data)
+    val = pool([patient_split(d, 0.3, seed)[1] for d in data.values()])
+    return auc_ci_delong(val.labels, predict(model, val)).auc
+
+
 def run_candidate(name: str, data: dict[str, Any], size: int) -> dict[str, Any]:
     settings, epochs = CANDIDATES[name]
     torch.set_num_threads(1)
@@ -64,6 +114,25 @@ def run_candidate(name: str, data: dict[str, Any], size: int) -> dict[str, Any]:
     row = {"name": name, "epochs": epochs, **settings, "aucs": aucs}
     row.update(auc=float(np.mean(aucs)), seconds=time.perf_counter() - t)
     print(f"{name:36s} AUC {row['auc']:.3f} {aucs} {row['seconds']:.0f} s", flush=True)
+    return row
+
+
+def run_federated_candidate(name: str, data: dict[str, Any], size: int) -> dict[str, Any]:
+    settings, rounds = {**FEDERATED_CANDIDATES, **FIXBN_CANDIDATES}[name]
+    settings = {"batchnorm_freeze_round": None, **settings}
+    torch.set_num_threads(1)
+    SETTINGS.update(settings, batch_size=16)
+    t = time.perf_counter()
+    aucs = [fedavg_auc(data, rounds, size, s) for s in SPLIT_SEEDS]
+    seconds = time.perf_counter() - t
+    pooled = [pooled_auc(data, rounds, size, s) for s in SPLIT_SEEDS]
+    row = {"name": name, "rounds": rounds, **settings, "aucs": aucs, "pooled_aucs": pooled}
+    row.update(auc=float(np.mean(aucs)), pooled_auc=float(np.mean(pooled)), seconds=seconds)
+    print(
+        f"{name:28s} FedAvg AUC {row['auc']:.3f} {aucs} pooled {row['pooled_auc']:.3f} "
+        f"{pooled} {seconds:.0f} s",
+        flush=True,
+    )
     return row
 
 
@@ -81,21 +150,40 @@ def main() -> None:
     parser.add_argument("--data-seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2, help="candidates trained at once")
     parser.add_argument("--only", nargs="*", help="candidate names to run (default: all)")
+    parser.add_argument(
+        "--stage",
+        choices=["pooled", "federated", "fixbn"],
+        default="pooled",
+        help="pooled: run 5's recipe search; federated, fixbn: run 6's remedies, judged by FedAvg",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     sites = args.out / "sites"
     if not (sites / "site-3" / "ground_truth.csv").exists():
-        write_synthetic_sites(sites, 3, list(args.cases), args.size, seed=args.data_seed)
+        write_synthetic_sites(
+            sites, 3, list(args.cases), args.size, seed=args.data_seed, jobs=args.jobs
+        )
     folders = {f"site-{i}": sites / f"site-{i}" for i in (1, 2, 3)}
     _, data = relabel_sites(folders, "opacity", args.out / "sites-opacity")
-    names = [n for n in CANDIDATES if not args.only or n in args.only]
+    table, run = (
+        (FEDERATED_CANDIDATES, run_federated_candidate)
+        if args.stage == "federated"
+        else (FIXBN_CANDIDATES, run_federated_candidate)
+        if args.stage == "fixbn"
+        else (CANDIDATES, run_candidate)
+    )
+    names = [n for n in table if not args.only or n in args.only]
     with ProcessPoolExecutor(args.jobs) as ex:  # one thread each: seconds stay comparable
-        rows = list(ex.map(run_candidate, names, [data] * len(names), [args.size] * len(names)))
+        rows = list(ex.map(run, names, [data] * len(names), [args.size] * len(names)))
     chosen = choose(rows)
     print("chosen:", chosen)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "chosen": chosen}
-    (args.out / "federated_tune.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    name = {"pooled": "federated_tune", "federated": "federated_tune_stage2"}.get(
+        args.stage, "federated_tune_stage3"
+    )
+    name += ".json"
+    (args.out / name).write_text(json.dumps(report, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -341,3 +341,89 @@ def test_cli_validate_reports_errors_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in res.output
     sites = runner.invoke(app, ["fl", "simulate", str(good), "--sites", str(tmp_path)])
     assert sites.exit_code == 2 and "no site.npz" in " ".join(sites.output.split())
+
+
+def test_intensity_augmentation_changes_tone_and_sharpness_reproducibly() -> None:
+    """Each image is its source under one gamma in the stated range, then blurred or not by a
+    normalised Gaussian (a flat image stays flat, a sharp edge softens); draws follow the seed,
+    and the study key reaches the training step."""
+    from pair.federated.core.site import train_config
+    from pair.federated.core.train import GAMMA_RANGE, intensity_augment_batch
+
+    x = torch.rand(32, 1, 16, 16) * 0.9 + 0.05
+    out = intensity_augment_batch(x, torch.Generator().manual_seed(4))
+    again = intensity_augment_batch(x, torch.Generator().manual_seed(4))
+    assert out.shape == x.shape and torch.equal(out, again)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    blurred, gammas_seen = 0, []
+    for i in range(32):
+        # the image's gamma, from its brightest pixel mapped exactly when it was not blurred
+        gammas = torch.log(out[i].clamp_min(1e-6)) / torch.log(x[i])
+        if torch.allclose(gammas, gammas.flatten()[0].expand_as(gammas), atol=1e-4):
+            g = float(gammas.flatten()[0])
+            assert GAMMA_RANGE[0] - 1e-4 <= g <= GAMMA_RANGE[1] + 1e-4
+            gammas_seen.append(g)
+        else:  # blurred: smoother than any pure gamma of its source could be
+            blurred += 1
+            assert float(out[i].diff(dim=-1).abs().mean()) < float(x[i].diff(dim=-1).abs().mean())
+    assert 0 < blurred < 32  # blur is drawn per image with probability ½
+    assert min(gammas_seen) < 0.9 and max(gammas_seen) > 1.1  # the tone curve is drawn too
+    flat = torch.full((4, 1, 16, 16), 0.5)
+    assert torch.allclose(
+        intensity_augment_batch(flat, torch.Generator().manual_seed(1)).amax(dim=(1, 2, 3)),
+        intensity_augment_batch(flat, torch.Generator().manual_seed(1)).amin(dim=(1, 2, 3)),
+        atol=1e-6,
+    )
+    study = parse_study(
+        {**STUDY, "training": {**STUDY["training"], "intensity_augment": True}}, "t"
+    )
+    assert train_config(study, 0, 0).intensity_augment
+    assert not train_config(parse_study(STUDY, "t"), 0, 0).intensity_augment
+    data = toy_data(32)
+    start = get_state(StudyNet("small_cnn", 1, 4))
+
+    def trained(on: bool) -> dict[str, torch.Tensor]:
+        seed_everything(0, 1)
+        m = StudyNet("small_cnn", 1, 4)
+        m.load_state_dict(start)
+        cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, seed=5, intensity_augment=on)
+        local_train(m, data, cfg)
+        return get_state(m)
+
+    a, b, plain = trained(True), trained(True), trained(False)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], plain[k]) for k in a)
+
+
+def test_frozen_batchnorm_trains_with_the_global_statistics_from_the_set_round() -> None:
+    """FixBN: from ``batchnorm_freeze_round`` on, local training leaves the model's BatchNorm
+    statistics as received and normalises with them; weights still train; before that round,
+    a site's batches update the statistics as usual."""
+    from pair.federated.core.site import train_config
+
+    study = parse_study(
+        {**STUDY, "training": {**STUDY["training"], "rounds": 4, "batchnorm_freeze_round": 2}}, "t"
+    )
+    assert [train_config(study, r, 0).freeze_batchnorm for r in range(4)] == [0, 0, 1, 1]
+    assert not train_config(parse_study(STUDY, "t"), 3, 0).freeze_batchnorm
+    data = toy_data(32, shift=0.4)  # far from the fresh statistics (mean 0, variance 1)
+
+    def trained(freeze: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        seed_everything(0, 1)
+        m = StudyNet("small_cnn", 1, 4)
+        before = get_state(m)
+        cfg = TrainConfig(epochs=1, batch_size=8, lr=0.1, seed=5, freeze_batchnorm=freeze)
+        local_train(m, data, cfg)
+        return before, get_state(m)
+
+    before, frozen = trained(True)
+    stats = [
+        k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
+    assert stats and all(torch.equal(before[k], frozen[k]) for k in stats)
+    weights = [k for k in before if k not in stats]
+    assert any(not torch.equal(before[k], frozen[k]) for k in weights)
+    _, usual = trained(False)
+    assert any(not torch.equal(before[k], usual[k]) for k in stats)
+    with pytest.raises(Invalid, match="batchnorm_freeze_round"):
+        parse_study({**STUDY, "training": {**STUDY["training"], "batchnorm_freeze_round": -1}}, "t")

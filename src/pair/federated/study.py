@@ -103,6 +103,17 @@ class TrainingSpec(_Strict):
     augment: bool = Field(
         False, description="random left-right flips and small shifts of the training images"
     )
+    batchnorm_freeze_round: int | None = Field(
+        None,
+        ge=0,
+        description="from this round on, local training normalises with the global model's "
+        "BatchNorm statistics instead of one site's batch statistics (FixBN)",
+    )
+    intensity_augment: bool = Field(
+        False,
+        description="random tone curve (gamma) and Gaussian blur of the training images, so "
+        "the model cannot key on one site's processing",
+    )
     min_sites: int = Field(2, ge=1)
     validation_fraction: float = Field(0.25, gt=0, lt=1)
     seed: int = 0

@@ -43,7 +43,18 @@ def train_config(study: Study, round_no: int, site_index: int) -> TrainConfig:
     t = study.training
     mu = study.strategy.mu if study.strategy.name == "fedprox" else 0.0
     seed = t.seed * 1_000_003 + round_no * 101 + site_index
-    return TrainConfig(t.local_epochs, t.batch_size, t.optimizer, t.lr, seed, mu, t.augment)
+    freeze = t.batchnorm_freeze_round is not None and round_no >= t.batchnorm_freeze_round
+    return TrainConfig(
+        t.local_epochs,
+        t.batch_size,
+        t.optimizer,
+        t.lr,
+        seed,
+        mu,
+        t.augment,
+        t.intensity_augment,
+        freeze,
+    )
 
 
 def _norm(state: State) -> float:

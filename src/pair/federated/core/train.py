@@ -1,6 +1,7 @@
 """Training step and evaluation: plain functions of (model, site data, config), no engine.
 
-``local_train`` runs the local epochs (SGD or Adam; optional flip/shift augmentation), optionally
+``local_train`` runs the local epochs (SGD or Adam; optional flip/shift and tone/blur
+augmentation), optionally
 with the FedProx proximal term
 (mu/2 · ||w − w_global||², Li et al. 2020) or SCAFFOLD control-variate correction (Karimireddy
 et al. 2020, option II). ``evaluate`` gives loss, AUC with DeLong 95 % CI and sensitivity /
@@ -34,6 +35,8 @@ class TrainConfig:
     seed: int = 0
     fedprox_mu: float = 0.0
     augment: bool = False  # random left-right flip and shift of each training image
+    intensity_augment: bool = False  # random tone curve (gamma) and blur of each training image
+    freeze_batchnorm: bool = False  # normalise with the model's stored BatchNorm statistics
 
 
 @dataclass
@@ -81,6 +84,51 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
+# Tone-curve and sharpness randomisation (nnU-Net's gamma and Gaussian-blur augmentations,
+# Isensee et al. 2021): sites differ most in their vendors' processing, so a model that has
+# seen every site's images under many tone curves and blurs cannot key on one site's look.
+GAMMA_RANGE = (0.6, 1.7)  # log-uniform exponent on images in [0, 1]
+BLUR_PROBABILITY = 0.5
+BLUR_SIGMA_PX = (0.3, 1.5)  # uniform, in pixels of the training image
+_BLUR_RADIUS = 4
+
+
+def intensity_augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each image (values in [0, 1]) raised to a random gamma and, with probability ½, blurred
+    by a Gaussian of random width (separable, edges replicated). Draws come from ``gen``."""
+    n, c, h, w = x.shape
+    lo, hi = np.log(GAMMA_RANGE[0]), np.log(GAMMA_RANGE[1])
+    gamma = torch.exp(lo + (hi - lo) * torch.rand(n, generator=gen))
+    x = x.clamp(0.0, 1.0) ** gamma[:, None, None, None]
+    blur = torch.rand(n, generator=gen) < BLUR_PROBABILITY
+    sigma = BLUR_SIGMA_PX[0] + (BLUR_SIGMA_PX[1] - BLUR_SIGMA_PX[0]) * torch.rand(n, generator=gen)
+    if not bool(blur.any()):
+        return x
+    taps = torch.arange(-_BLUR_RADIUS, _BLUR_RADIUS + 1, dtype=x.dtype)
+    kernel = torch.exp(-(taps[None, :] ** 2) / (2 * sigma[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (n*c, taps)
+    r = _BLUR_RADIUS
+    planes = nn.functional.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode="replicate")
+    planes = nn.functional.conv2d(planes, kernel[:, None, None, :], groups=n * c)
+    planes = nn.functional.conv2d(planes, kernel[:, None, :, None], groups=n * c)
+    blurred = planes.reshape(n, c, h, w)
+    return torch.where(blur[:, None, None, None], blurred, x)
+
+
+def freeze_batchnorm_statistics(model: nn.Module) -> None:
+    """Put every BatchNorm layer in eval mode: training then normalises with the statistics
+    the model carries (the global ones in a federated round) and leaves them unchanged.
+
+    Why (FixBN, Zhong et al. 2024): a site's batches hold one site's images, so BatchNorm's
+    batch statistics normalise each site's look away during local training, while the
+    aggregated model normalises every site with averaged statistics at inference; its scores
+    then carry a per-site offset. Training on with the global statistics frozen removes the
+    mismatch."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def local_train(
     model: nn.Module,
     data: SiteData,
@@ -102,6 +150,8 @@ def local_train(
     opt = _optimizer(model, cfg)
     names = [n for n, _ in model.named_parameters()]
     model.train()
+    if cfg.freeze_batchnorm:
+        freeze_batchnorm_statistics(model)
     total, count, steps = 0.0, 0, 0
     for _ in range(cfg.epochs):
         order = torch.randperm(len(data), generator=gen)
@@ -110,7 +160,11 @@ def local_train(
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             opt.zero_grad()
-            x = augment_batch(x_all[idx], gen) if cfg.augment else x_all[idx]
+            x = x_all[idx]
+            if cfg.intensity_augment:
+                x = intensity_augment_batch(x, gen)
+            if cfg.augment:
+                x = augment_batch(x, gen)
             loss = criterion(model(x), y_all[idx])
             objective = loss
             if reference is not None:
