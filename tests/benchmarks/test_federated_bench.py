@@ -109,3 +109,22 @@ def test_benchmark_runs_on_the_image_label(out: Path) -> None:
     for k in (1, 2, 3):
         name = f"site-{k}"
         assert report["data"][name]["positives"] == load_site(out / "sites" / name).positives
+
+
+def test_tuning_stage_and_offset_diagnostic_run(tmp_path: Path) -> None:
+    """The scripts that chose run 7's recipe run end to end (small draw, one candidate)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    chosen = "BN frozen from round 2 + tone/blur"
+    out = tmp_path  # a draw of its own: the validation cases must hold both classes
+    tune = [sys.executable, str(ROOT / "benchmarks" / "federated_tune.py"), "--out", str(out)]
+    tune += ["--cases", "24", "24", "24", "--size", "32", "--jobs", "2", "--stage", "fixbn"]
+    subprocess.run([*tune, "--only", chosen], check=True, env=env, capture_output=True)
+    report = json.loads((out / "federated_tune_stage3.json").read_text(encoding="utf-8"))
+    (row,) = report["rows"]
+    assert report["chosen"] == row["name"] == chosen
+    assert row["batchnorm_freeze_round"] == 2 and row["intensity_augment"] is True
+    assert 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["pooled_auc"] <= 1.0
+    diag = [sys.executable, str(ROOT / "benchmarks" / "federated_site_offsets.py")]
+    diag += ["--sites", str(out / "sites"), "--size", "32", "--rounds", "3"]
+    done = subprocess.run(diag, check=True, env=env, capture_output=True, text=True)
+    assert "| 3 |" in done.stdout and "re-estimated on all training cases" in done.stdout
