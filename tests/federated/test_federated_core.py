@@ -378,6 +378,7 @@ def test_intensity_augmentation_changes_tone_and_sharpness_reproducibly() -> Non
         {**STUDY, "training": {**STUDY["training"], "intensity_augment": True}}, "t"
     )
     assert train_config(study, 0, 0).intensity_augment
+    assert train_config(decode_study(study.encode()), 0, 0).intensity_augment
     assert not train_config(parse_study(STUDY, "t"), 0, 0).intensity_augment
     data = toy_data(32)
     start = get_state(StudyNet("small_cnn", 1, 4))
@@ -405,6 +406,8 @@ def test_frozen_batchnorm_trains_with_the_global_statistics_from_the_set_round()
         {**STUDY, "training": {**STUDY["training"], "rounds": 4, "batchnorm_freeze_round": 2}}, "t"
     )
     assert [train_config(study, r, 0).freeze_batchnorm for r in range(4)] == [0, 0, 1, 1]
+    carried = decode_study(study.encode())  # what FLARE's clients receive
+    assert [train_config(carried, r, 0).freeze_batchnorm for r in range(4)] == [0, 0, 1, 1]
     assert not train_config(parse_study(STUDY, "t"), 3, 0).freeze_batchnorm
     data = toy_data(32, shift=0.4)  # far from the fresh statistics (mean 0, variance 1)
 
