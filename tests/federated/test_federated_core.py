@@ -19,7 +19,14 @@ from pair.federated.core.data import SiteData, load_site, patient_split, save_si
 from pair.federated.core.models import ResNet18, StudyNet, parameter_bytes
 from pair.federated.core.privacy import clip_and_noise, zcdp_epsilon
 from pair.federated.core.site import SiteRunner
-from pair.federated.core.train import TrainConfig, evaluate, get_state, local_train, seed_everything
+from pair.federated.core.train import (
+    State,
+    TrainConfig,
+    evaluate,
+    get_state,
+    local_train,
+    seed_everything,
+)
 from pair.federated.study import decode_study, example_studies, load_study, parse_study
 
 STUDY = {
@@ -41,6 +48,15 @@ def toy_data(n: int = 48, seed: int = 0, shift: float = 0.0) -> SiteData:
     x[y == 1, :, 5:11, 5:11] += 0.6
     patients = np.array([f"P{i // 2:03d}" for i in range(n)])  # two images per patient
     return SiteData(x, y, patients)
+
+
+def train_toy(start: dict[str, torch.Tensor], data: SiteData, cfg: TrainConfig) -> State:
+    """A tiny CNN loaded with ``start`` and trained on ``data`` with ``cfg`` from fixed seeds."""
+    seed_everything(0, 1)
+    m = StudyNet("small_cnn", 1, 4)
+    m.load_state_dict(start)
+    local_train(m, data, cfg)
+    return get_state(m)
 
 
 @pytest.fixture(autouse=True)
@@ -120,12 +136,8 @@ def test_training_is_deterministic_and_fedprox_pulls_to_global() -> None:
     data = toy_data(32)
     start = get_state(StudyNet("small_cnn", 1, 4))
 
-    def trained(mu: float) -> dict[str, torch.Tensor]:
-        seed_everything(0, 1)
-        m = StudyNet("small_cnn", 1, 4)
-        m.load_state_dict(start)
-        local_train(m, data, TrainConfig(epochs=3, batch_size=8, lr=0.1, seed=5, fedprox_mu=mu))
-        return get_state(m)
+    def trained(mu: float) -> State:
+        return train_toy(start, data, TrainConfig(3, 8, lr=0.1, seed=5, fedprox_mu=mu))
 
     params = {n for n, _ in StudyNet("small_cnn", 1, 4).named_parameters()}  # not BN statistics
 
@@ -198,12 +210,8 @@ def test_augmentation_flips_and_shifts_reproducibly() -> None:
     assert cfg.augment and not train_config(parse_study(STUDY, "t"), 0, 0).augment
     start = get_state(StudyNet("small_cnn", 1, 4))
 
-    def trained(augment: bool) -> dict[str, torch.Tensor]:
-        seed_everything(0, 1)
-        m = StudyNet("small_cnn", 1, 4)
-        m.load_state_dict(start)
-        local_train(m, data, TrainConfig(epochs=2, batch_size=8, lr=0.1, seed=5, augment=augment))
-        return get_state(m)
+    def trained(augment: bool) -> State:
+        return train_toy(start, data, TrainConfig(2, 8, lr=0.1, seed=5, augment=augment))
 
     a, b, plain = trained(True), trained(True), trained(False)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -383,13 +391,8 @@ def test_intensity_augmentation_changes_tone_and_sharpness_reproducibly() -> Non
     data = toy_data(32)
     start = get_state(StudyNet("small_cnn", 1, 4))
 
-    def trained(on: bool) -> dict[str, torch.Tensor]:
-        seed_everything(0, 1)
-        m = StudyNet("small_cnn", 1, 4)
-        m.load_state_dict(start)
-        cfg = TrainConfig(epochs=2, batch_size=8, lr=0.1, seed=5, intensity_augment=on)
-        local_train(m, data, cfg)
-        return get_state(m)
+    def trained(on: bool) -> State:
+        return train_toy(start, data, TrainConfig(2, 8, lr=0.1, seed=5, intensity_augment=on))
 
     a, b, plain = trained(True), trained(True), trained(False)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -411,22 +414,19 @@ def test_frozen_batchnorm_trains_with_the_global_statistics_from_the_set_round()
     assert not train_config(parse_study(STUDY, "t"), 3, 0).freeze_batchnorm
     data = toy_data(32, shift=0.4)  # far from the fresh statistics (mean 0, variance 1)
 
-    def trained(freeze: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        seed_everything(0, 1)
-        m = StudyNet("small_cnn", 1, 4)
-        before = get_state(m)
-        cfg = TrainConfig(epochs=1, batch_size=8, lr=0.1, seed=5, freeze_batchnorm=freeze)
-        local_train(m, data, cfg)
-        return before, get_state(m)
+    before = get_state(StudyNet("small_cnn", 1, 4))
 
-    before, frozen = trained(True)
+    def trained(freeze: bool) -> State:
+        return train_toy(before, data, TrainConfig(1, 8, lr=0.1, seed=5, freeze_batchnorm=freeze))
+
+    frozen = trained(True)
     stats = [
         k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))
     ]
     assert stats and all(torch.equal(before[k], frozen[k]) for k in stats)
     weights = [k for k in before if k not in stats]
     assert any(not torch.equal(before[k], frozen[k]) for k in weights)
-    _, usual = trained(False)
+    usual = trained(False)
     assert any(not torch.equal(before[k], usual[k]) for k in stats)
     with pytest.raises(Invalid, match="batchnorm_freeze_round"):
         parse_study({**STUDY, "training": {**STUDY["training"], "batchnorm_freeze_round": -1}}, "t")
