@@ -83,6 +83,25 @@ FIXBN_CANDIDATES: dict[str, tuple[dict[str, Any], int]] = {
         {**FIXBN, "batchnorm_freeze_round": 2, "intensity_augment": True},
         15,
     ),
+    # stage 3c, added after run 7 (which missed both targets): less client drift per round
+    # (half the learning rate) and longer training (30 rounds; pooled and local-only get 30
+    # epochs too), each on top of the chosen recipe
+    "BN frozen from round 2 + tone/blur, 30 rounds": (
+        {**FIXBN, "batchnorm_freeze_round": 2, "intensity_augment": True},
+        30,
+    ),
+    "BN frozen from round 4 + tone/blur, 30 rounds": (
+        {**FIXBN, "batchnorm_freeze_round": 4, "intensity_augment": True},
+        30,
+    ),
+    "BN frozen from round 2 + tone/blur, Adam 5e-4": (
+        {**FIXBN, "batchnorm_freeze_round": 2, "intensity_augment": True, "lr": 5e-4},
+        15,
+    ),
+    "BN frozen from round 2 + tone/blur, Adam 5e-4, 30 rounds": (
+        {**FIXBN, "batchnorm_freeze_round": 2, "intensity_augment": True, "lr": 5e-4},
+        30,
+    ),
 }
 SPLIT_SEEDS = (0, 1)
 
