@@ -1,11 +1,10 @@
 """Training step and evaluation: plain functions of (model, site data, config), no engine.
 
 ``local_train`` runs the local epochs (SGD or Adam; optional flip/shift and tone/blur
-augmentation), optionally
-with the FedProx proximal term
-(mu/2 · ||w − w_global||², Li et al. 2020) or SCAFFOLD control-variate correction (Karimireddy
-et al. 2020, option II). ``evaluate`` gives loss, AUC with DeLong 95 % CI and sensitivity /
-specificity (Wilson CIs) at the operating point, reusing ``pair.evaluation.stats``.
+augmentation; optionally with BatchNorm statistics frozen, FixBN), optionally with the FedProx
+proximal term (mu/2 · ||w − w_global||², Li et al. 2020) or SCAFFOLD control-variate correction
+(Karimireddy et al. 2020, option II). ``evaluate`` gives loss, AUC with DeLong 95 % CI and
+sensitivity / specificity (Wilson CIs) at the operating point, reusing ``pair.evaluation.stats``.
 """
 
 from __future__ import annotations
