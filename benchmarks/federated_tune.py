@@ -10,8 +10,9 @@ a candidate within 0.005 of it that costs less time wins instead (cheaper first)
 
     PYTHONPATH=src python benchmarks/federated_tune.py --out /tmp/fl-tune
 
-``--stage federated`` (run 7's choice) judges a second, fixed list by FedAvg's overall AUC on the
-tuning draw (``--cases 600 360 240`` for run 6's site sizes); the same rule picks the winner.
+``--stage federated`` and ``--stage fixbn`` (runs 7 and 8) judge further fixed lists by FedAvg's
+overall AUC on the tuning draw (``--cases 600 360 240`` for run 6's site sizes); the same rule
+picks the winner (docs/federated.md, "Choosing run 7's recipe", "Choosing run 8's recipe").
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def fedavg_auc(data: dict[str, Any], rounds: int, size: int, seed: int) -> float
 
 def run_candidate(name: str, data: dict[str, Any], size: int) -> dict[str, Any]:
     settings, epochs = CANDIDATES[name]
+    settings = {"intensity_augment": False, "batchnorm_freeze_round": None, **settings}
     torch.set_num_threads(1)
     SETTINGS.update(settings, batch_size=16)
     t = time.perf_counter()
