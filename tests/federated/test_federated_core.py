@@ -59,6 +59,20 @@ def train_toy(start: dict[str, torch.Tensor], data: SiteData, cfg: TrainConfig) 
     return get_state(m)
 
 
+def assert_reproducible_and_effective(option: str) -> None:
+    """Training with the ``TrainConfig`` flag ``option`` on is reproducible under the same seed
+    and differs from training with it off."""
+    data = toy_data(32)
+    start = get_state(StudyNet("small_cnn", 1, 4))
+
+    def trained(on: bool) -> State:
+        return train_toy(start, data, TrainConfig(2, 8, lr=0.1, seed=5, **{option: on}))
+
+    a, b, plain = trained(True), trained(True), trained(False)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], plain[k]) for k in a)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     seed_everything(0, threads=1)
@@ -204,18 +218,10 @@ def test_augmentation_flips_and_shifts_reproducibly() -> None:
         assert found, i  # every output is one flip/shift of its own input
         kinds.add(found[0])
     assert len(kinds) > 1 and any(k != (0, 1, 1) for k in kinds)  # not the identity throughout
-    data = toy_data(32)
     study = parse_study({**STUDY, "training": {**STUDY["training"], "augment": True}}, "t")
     cfg = train_config(study, 0, 0)
     assert cfg.augment and not train_config(parse_study(STUDY, "t"), 0, 0).augment
-    start = get_state(StudyNet("small_cnn", 1, 4))
-
-    def trained(augment: bool) -> State:
-        return train_toy(start, data, TrainConfig(2, 8, lr=0.1, seed=5, augment=augment))
-
-    a, b, plain = trained(True), trained(True), trained(False)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert any(not torch.equal(a[k], plain[k]) for k in a)
+    assert_reproducible_and_effective("augment")
 
 
 def test_dp_clipping_noise_and_zcdp_epsilon() -> None:
@@ -388,15 +394,7 @@ def test_intensity_augmentation_changes_tone_and_sharpness_reproducibly() -> Non
     assert train_config(study, 0, 0).intensity_augment
     assert train_config(decode_study(study.encode()), 0, 0).intensity_augment
     assert not train_config(parse_study(STUDY, "t"), 0, 0).intensity_augment
-    data = toy_data(32)
-    start = get_state(StudyNet("small_cnn", 1, 4))
-
-    def trained(on: bool) -> State:
-        return train_toy(start, data, TrainConfig(2, 8, lr=0.1, seed=5, intensity_augment=on))
-
-    a, b, plain = trained(True), trained(True), trained(False)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert any(not torch.equal(a[k], plain[k]) for k in a)
+    assert_reproducible_and_effective("intensity_augment")
 
 
 def test_frozen_batchnorm_trains_with_the_global_statistics_from_the_set_round() -> None:
