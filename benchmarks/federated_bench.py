@@ -68,6 +68,10 @@ from pair.federated.study import Study, parse_study
 METHODS = ("local-only", "fedavg", "fedprox", "pooled")
 # the training recipe, the same for every method; set from the command line
 SETTINGS: dict[str, Any] = {
+    # FedOpt (server SGD with momentum on the averaged update, Reddi et al. 2021; FedAvgM of
+    # Hsu et al. 2019 when lr is 1): a fifth method, run only when a momentum is given
+    "server_momentum": None,
+    "server_lr": 1.0,
     "lr": 0.05,
     "width": 8,
     "optimizer": "sgd",
@@ -78,6 +82,24 @@ SETTINGS: dict[str, Any] = {
     "batchnorm_freeze_round": None,
     "batch_size": 16,
 }
+
+
+def methods() -> tuple[str, ...]:
+    """The compared methods: FedOpt joins when the recipe sets a server momentum."""
+    if SETTINGS["server_momentum"] is None:
+        return METHODS
+    return ("local-only", "fedavg", "fedprox", "fedopt", "pooled")
+
+
+def federated_methods() -> tuple[str, ...]:
+    return tuple(m for m in methods() if m.startswith("fed"))
+
+
+def _strategy(name: str) -> dict[str, Any]:
+    if name == "fedopt":
+        momentum = SETTINGS["server_momentum"]
+        return {"name": name, "server_lr": SETTINGS["server_lr"], "server_momentum": momentum}
+    return {"name": "fedprox" if name == "fedprox" else "fedavg", "mu": 0.01}
 
 
 def make_study(seed: int, rounds: int, size: int, strategy: str, sites: list[str]) -> Study:
@@ -94,7 +116,7 @@ def make_study(seed: int, rounds: int, size: int, strategy: str, sites: list[str
             },
             "input": {"size": size},
             "sites": [{"name": s} for s in sites],
-            "strategy": {"name": "fedprox" if strategy == "fedprox" else "fedavg", "mu": 0.01},
+            "strategy": _strategy(strategy),
             "training": {
                 "rounds": rounds,
                 "local_epochs": 1,
@@ -126,13 +148,43 @@ def average(states: list[dict[str, torch.Tensor]], weights: list[int]) -> dict[s
     return out
 
 
+class ServerOptimizer:
+    """FedOpt's server step as FLARE's ``PTFedOptModelShareableGenerator`` applies it: the
+    averaged update, negated, is the gradient of torch SGD (lr, momentum) on the global
+    model's parameters; buffers (BatchNorm statistics) take the plain average."""
+
+    def __init__(self, study: Study, state: dict[str, torch.Tensor]) -> None:
+        self.model = build_model(study)
+        set_state(self.model, state)
+        s = study.strategy
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=s.server_lr, momentum=s.server_momentum
+        )
+
+    def step(self, averaged: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        glob = get_state(self.model)
+        self.opt.zero_grad()
+        names = set()
+        for name, p in self.model.named_parameters():
+            p.grad = -(averaged[name] - glob[name]).to(p.dtype)
+            names.add(name)
+        self.opt.step()
+        new = get_state(self.model)
+        out = {k: new[k] if k in names else averaged[k] for k in averaged}
+        set_state(self.model, out)
+        return out
+
+
 def federated(study: Study, data: dict[str, SiteData]) -> tuple[Any, dict[str, SiteRunner], int]:
     runners = {name: SiteRunner(study, name, d) for name, d in data.items()}
     seed_everything(study.training.seed, 1)
     state = get_state(build_model(study))
+    server = ServerOptimizer(study, state) if study.strategy.name == "fedopt" else None
     for r in range(study.training.rounds):
         results = [runners[n].round(state, r) for n in runners]
         state = average([res[0] for res in results], [res[2] for res in results])
+        if server is not None:
+            state = server.step(state)
     model = build_model(study)
     set_state(model, state)
     return model, runners, parameter_bytes(state)
@@ -170,7 +222,7 @@ def paired(res: dict[str, Any], vals: dict[str, SiteData]) -> dict[str, Any]:
     against pooled, and per site against that site's local-only model."""
     labels = {**{n: v.labels for n, v in vals.items()}, "overall": pool(list(vals.values())).labels}
     out: dict[str, Any] = {}
-    for m in ("fedavg", "fedprox"):
+    for m in federated_methods():
         out[m] = {}
         for col, other in [("overall", "pooled")] + [(n, "local-only") for n in vals]:
             if len(set(labels[col].tolist())) < 2:
@@ -194,7 +246,7 @@ def run_seed(seed: int, data: dict[str, SiteData], rounds: int, size: int) -> di
     t = time.perf_counter()
     local = {n: centralised(base, splits[n][0], i) for i, n in enumerate(names)}
     res["local-only"] = {**score(local, vals), "seconds": time.perf_counter() - t}
-    for strategy in ("fedavg", "fedprox"):
+    for strategy in federated_methods():
         t = time.perf_counter()
         study = make_study(seed, rounds, size, strategy, names)
         model, _, nbytes = federated(study, data)
@@ -210,7 +262,7 @@ def run_seed(seed: int, data: dict[str, SiteData], rounds: int, size: int) -> di
         "seconds": time.perf_counter() - t,
     }
     res["paired"] = paired(res, vals)
-    for m in METHODS:
+    for m in methods():
         del res[m]["_scores"]
     return res
 
@@ -239,7 +291,7 @@ def table(results: list[dict[str, Any]], names: list[str]) -> str:
         "| method | " + " | ".join(cols) + " | MB/round | wall s (mean) |",
         "|---" * (len(cols) + 3) + "|",
     ]
-    for m in METHODS:
+    for m in methods():
         cells = []
         for c in cols:
             aucs = [r[m][c]["auc"] for r in results if not np.isnan(r[m][c]["auc"])]
@@ -270,7 +322,7 @@ def table(results: list[dict[str, Any]], names: list[str]) -> str:
 def targets(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     mean = lambda m, c: float(np.nanmean([r[m][c]["auc"] for r in results]))  # noqa: E731
     out = {}
-    for m in ("fedavg", "fedprox"):
+    for m in federated_methods():
         out[m] = {
             "ratio_to_pooled_overall": mean(m, "overall") / mean("pooled", "overall"),
             "meets_0.98_pooled": mean(m, "overall") >= 0.98 * mean("pooled", "overall"),
@@ -371,6 +423,13 @@ def main() -> None:
         help="from this round (epoch) on, train with frozen BatchNorm statistics (FixBN)",
     )
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--server-momentum",
+        type=float,
+        default=None,
+        help="also run FedOpt (server SGD with this momentum on the averaged update)",
+    )
+    parser.add_argument("--server-lr", type=float, default=1.0, help="FedOpt's server lr")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once (processes)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic draw")
     parser.add_argument("--flare", action="store_true", help="also time FLARE's simulator")
@@ -393,6 +452,8 @@ def main() -> None:
         intensity_augment=args.intensity_augment,
         batchnorm_freeze_round=args.batchnorm_freeze_round,
         batch_size=args.batch_size,
+        server_momentum=args.server_momentum,
+        server_lr=args.server_lr,
     )
     data_dir = args.out / "sites"
     t = time.perf_counter()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pair.core.errors import Invalid
 from pair.federated.core.data import load_site
@@ -84,7 +85,8 @@ def test_benchmark_runs_on_the_image_label(out: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "federated_bench.py"), "--out", str(out)]
     cmd += ["--cases", "12", "12", "12", "--size", "32", "--rounds", "1", "--seeds", "1"]
-    subprocess.run([*cmd, "--label", "opacity"], check=True, env=env, capture_output=True)
+    opacity = [*cmd, "--label", "opacity", "--server-momentum", "0.6"]
+    subprocess.run(opacity, check=True, env=env, capture_output=True)
     report = json.loads((out / "federated_bench.json").read_text(encoding="utf-8"))
     for k in (1, 2, 3):
         name = f"site-{k}"
@@ -93,22 +95,53 @@ def test_benchmark_runs_on_the_image_label(out: Path) -> None:
         assert report["data"][name] == {"cases": 12, "positives": opacity}
         assert load_site(out / "sites-opacity" / name).positives == opacity
     result = report["results"][0]
-    assert set(result) == {*federated_bench.METHODS, "paired"}
-    for method in federated_bench.METHODS:
+    assert set(result) == {*federated_bench.METHODS, "fedopt", "paired"}  # FedOpt: --server-*
+    for method in [*federated_bench.METHODS, "fedopt"]:
         assert 0.0 <= result[method]["overall"]["auc"] <= 1.0
     # paired DeLong tests on the same validation cases: federated vs pooled, vs local-only
-    assert set(result["paired"]) == {"fedavg", "fedprox"}
+    assert set(result["paired"]) == {"fedavg", "fedprox", "fedopt"}
     for tests in result["paired"].values():
         for test in tests.values():
             assert test["lower"] <= test["difference"] <= test["upper"]
             assert 0.0 <= test["p"] <= 1.0
-    assert set(report["targets"]) == {"fedavg", "fedprox"}
+    assert set(report["targets"]) == {"fedavg", "fedprox", "fedopt"}
     # RT-PCR mode on the same sites keeps the recorded RT-PCR labels
     subprocess.run(cmd, check=True, env=env, capture_output=True)
     report = json.loads((out / "federated_bench.json").read_text(encoding="utf-8"))
     for k in (1, 2, 3):
         name = f"site-{k}"
         assert report["data"][name]["positives"] == load_site(out / "sites" / name).positives
+
+
+def test_fedopt_server_step_is_sgd_with_momentum_on_the_averaged_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FLARE's FedOpt: parameters move by server SGD on −(average − global); buffers (BatchNorm
+    statistics) take the average. Momentum 0 with lr 1 is FedAvg."""
+    monkeypatch.setitem(federated_bench.SETTINGS, "server_momentum", 0.9)
+    monkeypatch.setitem(federated_bench.SETTINGS, "server_lr", 0.5)
+    study = federated_bench.make_study(0, 2, 32, "fedopt", ["site-1", "site-2"])
+    assert (study.strategy.name, study.strategy.server_momentum) == ("fedopt", 0.9)
+    start = federated_bench.get_state(federated_bench.build_model(study))
+    server = federated_bench.ServerOptimizer(study, start)
+    params = {n for n, _ in federated_bench.build_model(study).named_parameters()}
+    first = {k: v + 0.1 if v.is_floating_point() else v + 1 for k, v in start.items()}
+    after_one = server.step(first)
+    second = {k: v + 0.2 if v.is_floating_point() else v for k, v in after_one.items()}
+    after_two = server.step(second)
+    for k in start:
+        if k in params:  # buf1 = d1, buf2 = 0.9 d1 + d2; step = lr · buf
+            assert torch.allclose(after_one[k], start[k] + 0.5 * 0.1)
+            assert torch.allclose(after_two[k], after_one[k] + 0.5 * (0.9 * 0.1 + 0.2))
+        else:
+            assert torch.equal(after_one[k], first[k]) and torch.equal(after_two[k], second[k])
+    monkeypatch.setitem(federated_bench.SETTINGS, "server_momentum", 0.0)
+    monkeypatch.setitem(federated_bench.SETTINGS, "server_lr", 1.0)
+    plain = federated_bench.ServerOptimizer(
+        federated_bench.make_study(0, 2, 32, "fedopt", ["site-1", "site-2"]), start
+    )
+    for k, v in plain.step(first).items():
+        assert torch.allclose(v.double(), first[k].double())
 
 
 def test_tuning_stage_and_offset_diagnostic_run(tmp_path: Path) -> None:
