@@ -1,4 +1,4 @@
-"""Local-only vs FedAvg vs FedProx vs pooled training on synthetic multi-site radiographs.
+"""Local-only vs federated (FedAvg, FedProx, FedOpt) vs pooled training on synthetic sites.
 
 Data: ``pair synth`` radiographs from three site archetypes (different COVID-19 prevalence,
 portable-AP fraction, detector noise, tone curve and blur; ``pair.federated.core.synthetic``),
@@ -27,8 +27,9 @@ are written to ``OUT/sites-LABEL`` so ``--flare`` trains on the same labels.
 The training recipe (``--optimizer``, ``--lr``, ``--width``, ``--norm``, ``--input-norm``,
 ``--augment``, ``--intensity-augment``, ``--batchnorm-freeze-round``, ``--batch-size``,
 ``--rounds``) is the same for every method; run 5's and run 7's recipes were chosen beforehand
-on another synthetic draw by ``benchmarks/federated_tune.py``. ``--jobs 2`` runs the seeds in
-parallel processes (one thread each).
+on another synthetic draw by ``benchmarks/federated_tune.py``. ``--server-momentum`` (and
+``--server-lr``) adds FedOpt, the server step of FLARE's ``FedOptRecipe`` (run 9). ``--jobs 2``
+runs the seeds in parallel processes (one thread each).
 """
 
 from __future__ import annotations
@@ -268,17 +269,20 @@ def run_seed(seed: int, data: dict[str, SiteData], rounds: int, size: int) -> di
 
 
 def flare_run(out: Path, sites: dict[str, Path], rounds: int, size: int) -> dict[str, Any]:
-    """The same FedAvg study through FLARE's simulator: wall time and recorded traffic."""
+    """The same study through FLARE's simulator (FedOpt when the recipe sets a server
+    momentum, else FedAvg): wall time and recorded traffic."""
     from pair.federated import service
     from pair.federated.flare.simulate import simulate
 
-    study = make_study(0, rounds, size, "fedavg", list(sites))
+    strategy = "fedavg" if SETTINGS["server_momentum"] is None else "fedopt"
+    study = make_study(0, rounds, size, strategy, list(sites))
     t = time.perf_counter()
     result = simulate(study, sites, out / "flare-ws", cross_site_eval=False)
     seconds = time.perf_counter() - t
     recs = service.read_records(result.metrics_path)
     rounds_rec = [r for r in recs if r["kind"] == "round"]
     return {
+        "strategy": study.strategy.name,
         "seconds": seconds,
         "round_wall_s": [r["wall_s"] for r in rounds_rec],
         "bytes_per_model": rounds_rec[-1]["bytes_per_model"] if rounds_rec else 0,

@@ -145,7 +145,8 @@ def test_fedopt_server_step_is_sgd_with_momentum_on_the_averaged_update(
 
 
 def test_tuning_stage_and_offset_diagnostic_run(tmp_path: Path) -> None:
-    """The scripts that chose run 7's recipe run end to end (small draw, one candidate)."""
+    """The scripts that chose runs 7 and 9's recipes run end to end (small draw, one candidate
+    each)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     chosen = "BN frozen from round 2 + tone/blur"
     out = tmp_path  # a draw of its own: the validation cases must hold both classes
@@ -156,6 +157,15 @@ def test_tuning_stage_and_offset_diagnostic_run(tmp_path: Path) -> None:
     (row,) = report["rows"]
     assert report["chosen"] == row["name"] == chosen
     assert row["batchnorm_freeze_round"] == 2 and row["intensity_augment"] is True
+    assert 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["pooled_auc"] <= 1.0
+    server = "FedOpt momentum 0.6 (FLARE's default), 30 rounds"  # run 9's choice, judged by FedOpt
+    subprocess.run(
+        [*tune[:-1], "server", "--only", server], check=True, env=env, capture_output=True
+    )
+    report = json.loads((out / "federated_tune_stage4.json").read_text(encoding="utf-8"))
+    (row,) = report["rows"]
+    assert report["chosen"] == row["name"] == server
+    assert (row["server_momentum"], row["server_lr"], row["rounds"]) == (0.6, 1.0, 30)
     assert 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["pooled_auc"] <= 1.0
     diag = [sys.executable, str(ROOT / "benchmarks" / "federated_site_offsets.py")]
     diag += ["--sites", str(out / "sites"), "--size", "32", "--rounds", "3"]
