@@ -290,6 +290,18 @@ def test_local_baseline_reports_local_only_model_without_touching_the_update() -
     assert all(torch.equal(sent[True][k], sent[False][k]) for k in sent[True])
 
 
+def test_benchmark_recipe_example_carries_run_9s_recipe() -> None:
+    """docs/federated.md points users to this example as the recipe that met the targets."""
+    (path,) = [p for p in example_studies() if p.name == "covid-cxr-fedopt-opacity.yaml"]
+    study = load_study(path)
+    s, t, m = study.strategy, study.training, study.model
+    assert (s.name, s.server_lr, s.server_momentum) == ("fedopt", 1.0, 0.6)
+    assert (t.rounds, t.local_epochs, t.batch_size, t.optimizer, t.lr) == (30, 1, 16, "adam", 1e-3)
+    assert (t.batchnorm_freeze_round, t.intensity_augment, t.augment) == (2, True, False)
+    assert (m.architecture, m.width, m.norm, m.input_norm) == ("small_cnn", 16, "batch", "image")
+    assert study.labels.negative == ("negative",)  # any opacity: every other RSNA category
+
+
 def test_study_schema_errors_are_precise(tmp_path: Path) -> None:
     for path in example_studies():
         assert load_study(path).id == path.stem
