@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from federated_bench import SETTINGS, centralised, federated, make_study, relabel_sites
+from federated_bench import (
+    SETTINGS,
+    centralised,
+    federated,
+    headline_strategy,
+    make_study,
+    relabel_sites,
+)
 
 from pair.evaluation.stats.roc import auc_ci_delong
 from pair.federated.core.data import patient_split, pool
@@ -167,7 +174,7 @@ def run_federated_candidate(name: str, data: dict[str, Any], size: int) -> dict[
     settings = {"batchnorm_freeze_round": None, "server_momentum": None, **settings}
     torch.set_num_threads(1)
     SETTINGS.update(settings, batch_size=16)
-    strategy = "fedavg" if settings["server_momentum"] is None else "fedopt"
+    strategy = headline_strategy()
     t = time.perf_counter()
     aucs = [federated_auc(data, rounds, size, s, strategy) for s in SPLIT_SEEDS]
     seconds = time.perf_counter() - t
